@@ -1,0 +1,854 @@
+//! Typed calls to the Docker Engine API.
+//!
+//! One [`Client`] per executor. JSON calls share a pooled, keep-alive [`Agent`] with a bounded
+//! timeout; calls that stream for as long as a process runs (exec start, image pull) get an
+//! agent of their own, so that exactly that connection can be shut down from another thread.
+
+use std::collections::HashMap;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use ureq::http::Response;
+use ureq::{Agent, Body};
+
+use super::transport::{self, BASE_URL};
+use crate::error::{Error, Result};
+
+/// The oldest Engine API we speak (Docker 17.06: `Init`, exec `WorkingDir` came later but are
+/// ignored gracefully by older daemons).
+const MIN_API: (u32, u32) = (1, 25);
+/// The newest Engine API this code was written against; a newer daemon is asked for this one.
+const MAX_API: (u32, u32) = (1, 47);
+
+/// How long an ordinary JSON call may take before it is abandoned.
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where the daemon's socket is: `DOCKER_HOST` when it is `unix://…`, else the default path.
+///
+/// # Errors
+/// `DOCKER_HOST` with another scheme (`tcp://`, `ssh://`, `npipe://`) gives [`Error::Connect`]:
+/// those transports are not supported yet.
+pub(crate) fn socket_from_env() -> Result<PathBuf> {
+    match std::env::var("DOCKER_HOST") {
+        Ok(host) if !host.is_empty() => parse_docker_host(&host),
+        _ => Ok(PathBuf::from("/var/run/docker.sock")),
+    }
+}
+
+fn parse_docker_host(host: &str) -> Result<PathBuf> {
+    match host.strip_prefix("unix://") {
+        Some(path) if !path.is_empty() => Ok(PathBuf::from(path)),
+        _ => Err(Error::Connect {
+            endpoint: host.to_string(),
+            reason: "only unix:// DOCKER_HOST values are supported yet".into(),
+            source: None,
+        }),
+    }
+}
+
+/// A connection to one daemon, with the API version negotiated.
+#[derive(Debug, Clone)]
+pub(crate) struct Client {
+    socket: PathBuf,
+    agent: Agent,
+    /// `"/v1.41"`: the negotiated version, prefixed to every versioned path.
+    prefix: String,
+}
+
+/// What `GET /version` says (the parts we use).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct Version {
+    pub(crate) version: String,
+    pub(crate) api_version: String,
+    #[serde(default)]
+    pub(crate) min_api_version: Option<String>,
+}
+
+/// What exec inspect says.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct ExecInfo {
+    pub(crate) running: bool,
+    pub(crate) exit_code: Option<i64>,
+}
+
+/// What container inspect says (the parts we use).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct ContainerInfo {
+    pub(crate) state: ContainerState,
+}
+
+/// A container's state.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct ContainerState {
+    #[serde(default)]
+    pub(crate) running: bool,
+    #[serde(default, rename = "OOMKilled")]
+    pub(crate) oom_killed: bool,
+}
+
+/// One row of a container list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct ContainerSummary {
+    pub(crate) id: String,
+    #[serde(default)]
+    pub(crate) labels: HashMap<String, String>,
+}
+
+/// One line of an image pull's progress stream.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PullEvent {
+    #[serde(default)]
+    pub(crate) status: Option<String>,
+    #[serde(default)]
+    pub(crate) id: Option<String>,
+    #[serde(default)]
+    pub(crate) progress_detail: Option<ProgressDetail>,
+    #[serde(default)]
+    pub(crate) error: Option<String>,
+}
+
+/// Byte counts of one layer's download or extraction.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub(crate) struct ProgressDetail {
+    #[serde(default)]
+    pub(crate) current: Option<u64>,
+    #[serde(default)]
+    pub(crate) total: Option<u64>,
+}
+
+/// A live exec output stream, and the means to cut it from another thread.
+pub(crate) struct ExecStream {
+    reader: ureq::BodyReader<'static>,
+}
+
+impl std::fmt::Debug for ExecStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecStream").finish_non_exhaustive()
+    }
+}
+
+impl Read for ExecStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.reader.read(buf)
+    }
+}
+
+/// Shuts down the one connection a stream reads from; a blocked read returns an error at once.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamCutter(Agent);
+
+impl StreamCutter {
+    pub(crate) fn cut(&self) {
+        self.0.clone().shutdown();
+    }
+}
+
+impl Client {
+    /// Connects to the daemon at `socket`: pings it and negotiates the API version.
+    ///
+    /// # Errors
+    /// [`Error::Connect`] when nothing listens there; [`Error::Protocol`] when the daemon's
+    /// API range and ours do not overlap.
+    pub(crate) fn connect(socket: &Path) -> Result<Client> {
+        let mut client = Client {
+            socket: socket.to_path_buf(),
+            agent: transport::agent(socket, Some(CALL_TIMEOUT)),
+            prefix: String::new(),
+        };
+        client.ping()?;
+        let version = client.version()?;
+        client.prefix = format!("/v{}", negotiate(&version)?);
+        Ok(client)
+    }
+
+    /// The same daemon and API version, with every call bounded by `timeout` (on connections
+    /// of its own, so a hung call never holds a pooled one).
+    pub(crate) fn with_timeout(&self, timeout: Duration) -> Client {
+        Client {
+            socket: self.socket.clone(),
+            agent: transport::agent(&self.socket, Some(timeout)),
+            prefix: self.prefix.clone(),
+        }
+    }
+
+    // Used by the client's real-daemon tests, which drive the daemon directly.
+    #[cfg_attr(not(test), allow(dead_code))]
+    /// The socket this client dials.
+    pub(crate) fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    // Used by the client's real-daemon tests, which drive the daemon directly.
+    #[cfg_attr(not(test), allow(dead_code))]
+    /// The negotiated API version, e.g. `"1.41"`.
+    pub(crate) fn api_version(&self) -> &str {
+        self.prefix.trim_start_matches("/v")
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{BASE_URL}{}{path}", self.prefix)
+    }
+
+    fn map_err(&self, what: &str, e: ureq::Error) -> Error {
+        map_ureq_error(&self.socket, what, e)
+    }
+
+    /// Turns an error status into [`Error::Docker`] with the daemon's message.
+    fn check(&self, what: &str, resp: Response<Body>) -> Result<Response<Body>> {
+        let status = resp.status().as_u16();
+        if status < 400 {
+            return Ok(resp);
+        }
+        let mut body = resp.into_body();
+        let text = body
+            .with_config()
+            .limit(64 * 1024)
+            .read_to_vec()
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        Err(Error::Docker {
+            status,
+            message: error_message(&text, status, what),
+        })
+    }
+
+    fn get(&self, what: &str, path: &str) -> Result<Response<Body>> {
+        let resp = self
+            .agent
+            .get(self.url(path))
+            .call()
+            .map_err(|e| self.map_err(what, e))?;
+        self.check(what, resp)
+    }
+
+    fn post(&self, what: &str, path: &str, body: Option<&Value>) -> Result<Response<Body>> {
+        let req = self.agent.post(self.url(path));
+        let resp = match body {
+            Some(v) => req
+                .header("Content-Type", "application/json")
+                .send(serde_json::to_vec(v).expect("a Value always serializes")),
+            None => req.send_empty(),
+        }
+        .map_err(|e| self.map_err(what, e))?;
+        self.check(what, resp)
+    }
+
+    fn json<T: for<'de> Deserialize<'de>>(&self, what: &str, resp: Response<Body>) -> Result<T> {
+        let bytes = resp
+            .into_body()
+            .with_config()
+            .limit(64 * 1024 * 1024)
+            .read_to_vec()
+            .map_err(|e| self.map_err(what, e))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Protocol(format!("{what}: {e}: {}", preview(&bytes))))
+    }
+
+    /// Drains a small response body so its connection goes back to the pool.
+    fn drain(&self, what: &str, resp: Response<Body>) -> Result<()> {
+        resp.into_body()
+            .with_config()
+            .limit(1024 * 1024)
+            .read_to_vec()
+            .map(|_| ())
+            .map_err(|e| self.map_err(what, e))
+    }
+
+    /// `GET /_ping`, unversioned.
+    pub(crate) fn ping(&self) -> Result<()> {
+        let resp = self
+            .agent
+            .get(format!("{BASE_URL}/_ping"))
+            .call()
+            .map_err(|e| self.map_err("ping", e))?;
+        let resp = self.check("ping", resp)?;
+        self.drain("ping", resp)
+    }
+
+    /// `GET /version`, unversioned.
+    pub(crate) fn version(&self) -> Result<Version> {
+        let resp = self
+            .agent
+            .get(format!("{BASE_URL}/version"))
+            .call()
+            .map_err(|e| self.map_err("version", e))?;
+        let resp = self.check("version", resp)?;
+        self.json("version", resp)
+    }
+
+    /// Image inspect: `Ok(None)` when the image is not present locally.
+    pub(crate) fn image_exists(&self, image: &str) -> Result<bool> {
+        match self.get("image inspect", &format!("/images/{}/json", encode_path(image))) {
+            Ok(resp) => self.drain("image inspect", resp).map(|_| true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Pulls `image`, calling `progress` for each event of the daemon's progress stream.
+    ///
+    /// # Errors
+    /// [`Error::ImageNotFound`] when the registry has no such image; [`Error::Pull`] for any
+    /// other failure reported in the stream or by status.
+    pub(crate) fn image_pull(&self, image: &str, progress: &mut dyn FnMut(&PullEvent)) -> Result<()> {
+        let (name, tag) = split_reference(image);
+        let mut path = format!("/images/create?fromImage={}", encode_query(name));
+        if let Some(tag) = tag {
+            path.push_str("&tag=");
+            path.push_str(&encode_query(tag));
+        }
+        // A pull can take minutes: it gets its own agent with no overall timeout.
+        let agent = transport::agent(&self.socket, None);
+        let resp = agent
+            .post(self.url(&path))
+            .send_empty()
+            .map_err(|e| self.map_err("image pull", e))?;
+        let resp = match self.check("image pull", resp) {
+            Ok(r) => r,
+            Err(Error::Docker { status, message }) => {
+                return Err(pull_error(image, status, message));
+            }
+            Err(e) => return Err(e),
+        };
+        let reader = BufReader::new(resp.into_body().into_reader());
+        for line in reader.lines() {
+            let line = line.map_err(|e| Error::Pull {
+                image: image.to_string(),
+                message: format!("reading the progress stream: {e}"),
+            })?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let event: PullEvent = serde_json::from_str(&line).map_err(|e| {
+                Error::Protocol(format!("image pull progress: {e}: {}", preview(line.as_bytes())))
+            })?;
+            if let Some(msg) = &event.error {
+                return Err(pull_error(image, 500, msg.clone()));
+            }
+            progress(&event);
+        }
+        Ok(())
+    }
+
+    // Used by the client's real-daemon tests, which drive the daemon directly.
+    #[cfg_attr(not(test), allow(dead_code))]
+    /// Tags `image` as `repo:tag`.
+    pub(crate) fn image_tag(&self, image: &str, repo: &str, tag: &str) -> Result<()> {
+        let path = format!(
+            "/images/{}/tag?repo={}&tag={}",
+            encode_path(image),
+            encode_query(repo),
+            encode_query(tag)
+        );
+        let resp = self.post("image tag", &path, None)?;
+        self.drain("image tag", resp)
+    }
+
+    // Used by the client's real-daemon tests, which drive the daemon directly.
+    #[cfg_attr(not(test), allow(dead_code))]
+    /// Removes an image reference (the tag; the layers go when nothing else names them).
+    pub(crate) fn image_remove(&self, image: &str) -> Result<()> {
+        let resp = self
+            .agent
+            .delete(self.url(&format!("/images/{}", encode_path(image))))
+            .call()
+            .map_err(|e| self.map_err("image remove", e))?;
+        let resp = self.check("image remove", resp)?;
+        self.drain("image remove", resp)
+    }
+
+    /// Creates a container from a full create body; returns its id.
+    pub(crate) fn container_create(&self, name: Option<&str>, body: &Value) -> Result<String> {
+        let path = match name {
+            Some(n) => format!("/containers/create?name={}", encode_query(n)),
+            None => "/containers/create".to_string(),
+        };
+        let resp = self.post("container create", &path, Some(body))?;
+        #[derive(Deserialize)]
+        struct Created {
+            #[serde(rename = "Id")]
+            id: String,
+        }
+        let created: Created = self.json("container create", resp)?;
+        Ok(created.id)
+    }
+
+    /// Starts a created container.
+    pub(crate) fn container_start(&self, id: &str) -> Result<()> {
+        let resp = self.post("container start", &format!("/containers/{id}/start"), None)?;
+        self.drain("container start", resp)
+    }
+
+    /// Restarts a container, killing its processes after `grace`.
+    pub(crate) fn container_restart(&self, id: &str, grace: Duration) -> Result<()> {
+        let path = format!("/containers/{id}/restart?t={}", grace.as_secs());
+        let resp = self.post("container restart", &path, None)?;
+        self.drain("container restart", resp)
+    }
+
+    /// Inspects a container.
+    pub(crate) fn container_inspect(&self, id: &str) -> Result<ContainerInfo> {
+        let resp = self.get("container inspect", &format!("/containers/{id}/json"))?;
+        self.json("container inspect", resp)
+    }
+
+    // Used by the client's real-daemon tests, which drive the daemon directly.
+    #[cfg_attr(not(test), allow(dead_code))]
+    /// Waits for a container to stop; returns its exit code.
+    pub(crate) fn container_wait(&self, id: &str) -> Result<i64> {
+        let resp = self.post("container wait", &format!("/containers/{id}/wait"), None)?;
+        #[derive(Deserialize)]
+        struct Waited {
+            #[serde(rename = "StatusCode")]
+            status_code: i64,
+        }
+        let w: Waited = self.json("container wait", resp)?;
+        Ok(w.status_code)
+    }
+
+    // Used by the client's real-daemon tests, which drive the daemon directly.
+    #[cfg_attr(not(test), allow(dead_code))]
+    /// Sends `signal` (e.g. `"KILL"`) to a container's PID 1.
+    pub(crate) fn container_kill(&self, id: &str, signal: &str) -> Result<()> {
+        let path = format!("/containers/{id}/kill?signal={}", encode_query(signal));
+        let resp = self.post("container kill", &path, None)?;
+        self.drain("container kill", resp)
+    }
+
+    /// Force-removes a container (and its anonymous volumes); a missing container is `Ok`.
+    ///
+    /// `timeout` bounds the call, so that `stop()` returns even when the daemon hangs.
+    pub(crate) fn container_remove(&self, id: &str, timeout: Duration) -> Result<()> {
+        let resp = self
+            .agent
+            .delete(self.url(&format!("/containers/{id}?force=true&v=true")))
+            .config()
+            .timeout_global(Some(timeout))
+            .build()
+            .call()
+            .map_err(|e| self.map_err("container remove", e))?;
+        match self.check("container remove", resp) {
+            Ok(resp) => self.drain("container remove", resp),
+            Err(e) if e.is_not_found() => Ok(()),
+            // Removal already under way (e.g. auto-remove, or a concurrent stop): done.
+            Err(Error::Docker { status: 409, ref message }) if message.contains("in progress") => {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Lists all containers (running or not) carrying `label` (`key` or `key=value`).
+    pub(crate) fn container_list(&self, label: &str) -> Result<Vec<ContainerSummary>> {
+        let filters = json!({ "label": [label] }).to_string();
+        let path = format!("/containers/json?all=true&filters={}", encode_query(&filters));
+        let resp = self.get("container list", &path)?;
+        self.json("container list", resp)
+    }
+
+    /// Creates an exec; returns its id.
+    pub(crate) fn exec_create(&self, container: &str, body: &Value) -> Result<String> {
+        let resp = self.post("exec create", &format!("/containers/{container}/exec"), Some(body))?;
+        #[derive(Deserialize)]
+        struct Created {
+            #[serde(rename = "Id")]
+            id: String,
+        }
+        let created: Created = self.json("exec create", resp)?;
+        Ok(created.id)
+    }
+
+    /// Starts an exec and returns its output stream, read incrementally as the process writes.
+    ///
+    /// No `Upgrade` header is sent: Docker then answers 200 and streams the multiplexed output
+    /// until the process ends (with `Upgrade: tcp` it would answer 101 and ureq sees no body).
+    /// The stream has a connection of its own, which the returned [`StreamCutter`] shuts down.
+    /// `timeout` bounds the whole stream; `None` lets it run as long as the process does.
+    pub(crate) fn exec_start(
+        &self,
+        exec: &str,
+        tty: bool,
+        timeout: Option<Duration>,
+    ) -> Result<(ExecStream, StreamCutter)> {
+        let agent = transport::agent(&self.socket, timeout);
+        let body = json!({ "Detach": false, "Tty": tty });
+        let resp = agent
+            .post(self.url(&format!("/exec/{exec}/start")))
+            .header("Content-Type", "application/json")
+            .send(serde_json::to_vec(&body).expect("a Value always serializes"))
+            .map_err(|e| self.map_err("exec start", e))?;
+        let resp = self.check("exec start", resp)?;
+        let reader = resp.into_body().into_reader();
+        Ok((ExecStream { reader }, StreamCutter(agent)))
+    }
+
+    /// Inspects an exec.
+    pub(crate) fn exec_inspect(&self, exec: &str) -> Result<ExecInfo> {
+        let resp = self.get("exec inspect", &format!("/exec/{exec}/json"))?;
+        self.json("exec inspect", resp)
+    }
+
+    /// Runs a short command to completion and returns `(exit code, stdout, stderr)`.
+    ///
+    /// For housekeeping (the kill script, `init_command`): no cancellation, no streaming.
+    pub(crate) fn exec_collect(
+        &self,
+        container: &str,
+        body: &Value,
+        timeout: Option<Duration>,
+    ) -> Result<(Option<i64>, Vec<u8>, Vec<u8>)> {
+        let id = self.exec_create(container, body)?;
+        let (mut stream, _cutter) = self.exec_start(&id, false, timeout)?;
+        let mut demux = super::frames::Demuxer::new(false);
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match stream.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    return Err(Error::Timeout {
+                        what: "docker exec".into(),
+                    });
+                }
+                Err(e) => return Err(Error::Transport(format!("reading exec output: {e}"))),
+            };
+            if n == 0 {
+                break;
+            }
+            demux
+                .feed(&buf[..n], |s, b| match s {
+                    super::frames::Stream::Stdout => out.extend_from_slice(b),
+                    super::frames::Stream::Stderr => err.extend_from_slice(b),
+                })
+                .map_err(|e| Error::Protocol(e.0))?;
+        }
+        demux.finish().map_err(|e| Error::Protocol(e.0))?;
+        let info = self.exec_inspect(&id)?;
+        Ok((info.exit_code, out, err))
+    }
+
+    /// Extracts a tar archive into `path` inside the container.
+    pub(crate) fn archive_put(&self, container: &str, path: &str, tar: Vec<u8>) -> Result<()> {
+        let url = self.url(&format!(
+            "/containers/{container}/archive?path={}",
+            encode_query(path)
+        ));
+        let resp = self
+            .agent
+            .put(url)
+            .header("Content-Type", "application/x-tar")
+            .send(tar)
+            .map_err(|e| self.map_err("archive put", e))?;
+        let resp = self.check("archive put", resp)?;
+        self.drain("archive put", resp)
+    }
+
+    /// Fetches `path` from the container as a tar archive.
+    pub(crate) fn archive_get(&self, container: &str, path: &str) -> Result<Vec<u8>> {
+        let path = format!("/containers/{container}/archive?path={}", encode_query(path));
+        let resp = self.get("archive get", &path)?;
+        resp.into_body()
+            .with_config()
+            .limit(1024 * 1024 * 1024)
+            .read_to_vec()
+            .map_err(|e| self.map_err("archive get", e))
+    }
+}
+
+/// Picks the API version: the newest both sides speak.
+fn negotiate(v: &Version) -> Result<String> {
+    let daemon_max = parse_api(&v.api_version).ok_or_else(|| {
+        Error::Protocol(format!("daemon reports an unreadable ApiVersion {:?}", v.api_version))
+    })?;
+    let daemon_min = v
+        .min_api_version
+        .as_deref()
+        .and_then(parse_api)
+        .unwrap_or(daemon_max);
+    let chosen = daemon_max.min(MAX_API);
+    if chosen < MIN_API || chosen < daemon_min {
+        return Err(Error::Protocol(format!(
+            "docker {} speaks API {}..{}, dockexec needs {}.{}..{}.{}",
+            v.version,
+            v.min_api_version.as_deref().unwrap_or("?"),
+            v.api_version,
+            MIN_API.0,
+            MIN_API.1,
+            MAX_API.0,
+            MAX_API.1
+        )));
+    }
+    Ok(format!("{}.{}", chosen.0, chosen.1))
+}
+
+fn parse_api(s: &str) -> Option<(u32, u32)> {
+    let (a, b) = s.split_once('.')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// Maps a ureq failure to our error, naming the socket when the daemon is not there.
+pub(crate) fn map_ureq_error(socket: &Path, what: &str, e: ureq::Error) -> Error {
+    match e {
+        ureq::Error::Io(io) => match io.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => Error::Connect {
+                endpoint: socket.display().to_string(),
+                reason: if io.kind() == io::ErrorKind::NotFound {
+                    "no socket there: is the docker daemon running?".into()
+                } else {
+                    "connection refused: is the docker daemon running?".into()
+                },
+                source: Some(io),
+            },
+            io::ErrorKind::PermissionDenied => Error::Connect {
+                endpoint: socket.display().to_string(),
+                reason: "permission denied: is this user allowed to use docker?".into(),
+                source: Some(io),
+            },
+            _ => Error::Transport(format!("{what}: {io}")),
+        },
+        ureq::Error::Timeout(_) => Error::Timeout {
+            what: format!("docker {what}"),
+        },
+        other => Error::Transport(format!("{what}: {other}")),
+    }
+}
+
+/// Docker's error bodies are JSON `{"message": …}`, but a few are plain text.
+fn error_message(body: &str, status: u16, what: &str) -> String {
+    let from_json = serde_json::from_str::<Value>(body).ok().and_then(|v| {
+        v.get("message")
+            .and_then(Value::as_str)
+            .map(|s| s.trim().to_string())
+    });
+    match from_json {
+        Some(m) if !m.is_empty() => m,
+        _ if !body.trim().is_empty() => body.trim().to_string(),
+        _ => format!("{what} failed with HTTP {status} and no message"),
+    }
+}
+
+fn pull_error(image: &str, status: u16, message: String) -> Error {
+    let lower = message.to_ascii_lowercase();
+    if status == 404
+        || lower.contains("manifest unknown")
+        || lower.contains("not found")
+        || lower.contains("does not exist")
+    {
+        Error::ImageNotFound {
+            image: image.to_string(),
+            message,
+        }
+    } else {
+        Error::Pull {
+            image: image.to_string(),
+            message,
+        }
+    }
+}
+
+/// Splits `repo[:tag][@digest]` into the repository and the tag (or digest).
+///
+/// A colon inside the registry host (`127.0.0.1:5000/x`) is not a tag separator.
+pub(crate) fn split_reference(image: &str) -> (&str, Option<&str>) {
+    if let Some((name, digest)) = image.split_once('@') {
+        return (name, Some(digest));
+    }
+    let last_slash = image.rfind('/').map_or(0, |i| i + 1);
+    match image[last_slash..].rfind(':') {
+        Some(i) => (&image[..last_slash + i], Some(&image[last_slash + i + 1..])),
+        None => (image, None),
+    }
+}
+
+fn preview(bytes: &[u8]) -> String {
+    let s = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]);
+    s.into_owned()
+}
+
+/// Percent-encodes a query value (RFC 3986 unreserved characters pass).
+fn encode_query(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// Percent-encodes a path segment, keeping `/` and `:` (image names contain both).
+fn encode_path(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z'
+            | b'a'..=b'z'
+            | b'0'..=b'9'
+            | b'-'
+            | b'_'
+            | b'.'
+            | b'~'
+            | b'/'
+            | b':'
+            | b'@' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// A ustar archive holding one regular file; enough for `archive_put` of a code file.
+pub(crate) fn tar_one_file(name: &str, data: &[u8], mode: u32) -> Result<Vec<u8>> {
+    if name.is_empty() || name.len() > 100 {
+        return Err(Error::invalid(format!(
+            "tar entry name must be 1 to 100 bytes, got {:?}",
+            name
+        )));
+    }
+    let mut h = [0u8; 512];
+    h[..name.len()].copy_from_slice(name.as_bytes());
+    let octal = |field: &mut [u8], v: u64| {
+        let s = format!("{:0width$o}\0", v, width = field.len() - 1);
+        field.copy_from_slice(s.as_bytes());
+    };
+    octal(&mut h[100..108], u64::from(mode));
+    octal(&mut h[108..116], 0);
+    octal(&mut h[116..124], 0);
+    octal(&mut h[124..136], data.len() as u64);
+    octal(&mut h[136..148], 0);
+    h[156] = b'0';
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    let s = format!("{sum:06o}\0 ");
+    h[148..156].copy_from_slice(s.as_bytes());
+    let mut out = Vec::with_capacity(512 + data.len() + 1536);
+    out.extend_from_slice(&h);
+    out.extend_from_slice(data);
+    out.resize(out.len().next_multiple_of(512), 0);
+    out.extend_from_slice(&[0u8; 1024]);
+    Ok(out)
+}
+
+/// The first regular file of a tar archive: `(name, contents)`.
+pub(crate) fn untar_first_file(tar: &[u8]) -> Result<(String, Vec<u8>)> {
+    let mut off = 0;
+    while off + 512 <= tar.len() {
+        let h = &tar[off..off + 512];
+        if h.iter().all(|&b| b == 0) {
+            break;
+        }
+        let name_end = h[..100].iter().position(|&b| b == 0).unwrap_or(100);
+        let name = String::from_utf8_lossy(&h[..name_end]).into_owned();
+        let size_field = String::from_utf8_lossy(&h[124..136]);
+        let size = u64::from_str_radix(size_field.trim_matches(|c: char| c == '\0' || c == ' '), 8)
+            .map_err(|_| Error::Protocol(format!("bad tar size field {size_field:?}")))?
+            as usize;
+        let data_start = off + 512;
+        let data_end = data_start
+            .checked_add(size)
+            .filter(|&e| e <= tar.len())
+            .ok_or_else(|| Error::Protocol("tar entry runs past the archive".into()))?;
+        if h[156] == b'0' || h[156] == 0 {
+            return Ok((name, tar[data_start..data_end].to_vec()));
+        }
+        off = data_start + size.next_multiple_of(512);
+    }
+    Err(Error::Protocol("tar archive holds no regular file".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_host_parsing() {
+        assert_eq!(
+            parse_docker_host("unix:///run/user/1000/docker.sock").unwrap(),
+            PathBuf::from("/run/user/1000/docker.sock")
+        );
+        let err = parse_docker_host("tcp://127.0.0.1:2375").unwrap_err();
+        assert!(err.to_string().contains("only unix://"), "{err}");
+        assert!(parse_docker_host("unix://").is_err());
+    }
+
+    #[test]
+    fn version_negotiation() {
+        let v = |api: &str, min: Option<&str>| Version {
+            version: "x".into(),
+            api_version: api.into(),
+            min_api_version: min.map(Into::into),
+        };
+        assert_eq!(negotiate(&v("1.41", Some("1.12"))).unwrap(), "1.41");
+        assert_eq!(negotiate(&v("1.51", Some("1.24"))).unwrap(), "1.47");
+        assert!(negotiate(&v("1.24", Some("1.12"))).is_err());
+        assert!(negotiate(&v("1.60", Some("1.50"))).is_err());
+        assert!(negotiate(&v("garbage", None)).is_err());
+    }
+
+    #[test]
+    fn error_bodies() {
+        assert_eq!(
+            error_message(r#"{"message":"No such container: x"}"#, 404, "inspect"),
+            "No such container: x"
+        );
+        assert_eq!(error_message("page not found\n", 404, "inspect"), "page not found");
+        assert!(error_message("", 500, "inspect").contains("HTTP 500"));
+    }
+
+    #[test]
+    fn references() {
+        assert_eq!(split_reference("python:3-slim"), ("python", Some("3-slim")));
+        assert_eq!(split_reference("python"), ("python", None));
+        assert_eq!(
+            split_reference("127.0.0.1:5000/dockexec/python:latest"),
+            ("127.0.0.1:5000/dockexec/python", Some("latest"))
+        );
+        assert_eq!(
+            split_reference("127.0.0.1:5000/dockexec/python"),
+            ("127.0.0.1:5000/dockexec/python", None)
+        );
+        assert_eq!(split_reference("a/b@sha256:00"), ("a/b", Some("sha256:00")));
+    }
+
+    #[test]
+    fn encoding() {
+        assert_eq!(encode_query("127.0.0.1:5000/a b"), "127.0.0.1%3A5000%2Fa%20b");
+        assert_eq!(encode_path("127.0.0.1:5000/a b"), "127.0.0.1:5000/a%20b");
+    }
+
+    #[test]
+    fn tar_round_trip() {
+        let tar = tar_one_file("hello.txt", b"hi\xff\n", 0o644).unwrap();
+        assert_eq!(tar.len() % 512, 0);
+        let (name, data) = untar_first_file(&tar).unwrap();
+        assert_eq!(name, "hello.txt");
+        assert_eq!(data, b"hi\xff\n");
+        assert!(untar_first_file(&[0u8; 1024]).is_err());
+        assert!(untar_first_file(&tar[..600]).is_err());
+        assert!(tar_one_file("", b"", 0o644).is_err());
+    }
+
+    #[test]
+    fn pull_errors_classify() {
+        assert!(matches!(
+            pull_error("x", 500, "manifest unknown: manifest unknown".into()),
+            Error::ImageNotFound { .. }
+        ));
+        assert!(matches!(pull_error("x", 500, "disk full".into()), Error::Pull { .. }));
+    }
+}

@@ -1,0 +1,193 @@
+//! HTTP/1.1 over the Engine's Unix socket: a `ureq` connector and transport.
+//!
+//! This is the only file that names `ureq::unversioned`, whose API may change in minor
+//! releases; everything else talks to [`Agent`](ureq::Agent) through `api.rs`.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ureq::Agent;
+use ureq::config::Config;
+use ureq::http::Uri;
+use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{
+    Buffers, ConnectionDetails, Connector, LazyBuffers, NextTimeout, ShutdownHandle, Transport,
+};
+
+/// The host every request names; the connector ignores it and dials the socket.
+pub(crate) const BASE_URL: &str = "http://docker";
+
+/// Builds an agent whose every connection is a fresh or pooled `UnixStream` to `socket`.
+///
+/// `timeout` bounds each whole request (connect, send, response head and body); `None` lets a
+/// request run as long as the daemon streams, which is what exec start needs.
+pub(crate) fn agent(socket: &Path, timeout: Option<Duration>) -> Agent {
+    let config = Config::builder()
+        // Docker's error statuses carry a JSON message we want to read, not a bare error.
+        .http_status_as_error(false)
+        .timeout_global(timeout)
+        .max_idle_connections(16)
+        .max_idle_connections_per_host(16)
+        // Docker keeps idle keep-alive connections open; recycle ours well before it would.
+        .max_idle_age(Duration::from_secs(30))
+        .user_agent(concat!("dockexec/", env!("CARGO_PKG_VERSION")))
+        .build();
+    Agent::with_parts(
+        config,
+        UnixConnector {
+            path: socket.to_path_buf(),
+        },
+        NoResolver,
+    )
+}
+
+/// Dials the Unix socket for every connection ureq asks for.
+struct UnixConnector {
+    path: PathBuf,
+}
+
+impl fmt::Debug for UnixConnector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnixConnector")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl<In: Transport> Connector<In> for UnixConnector {
+    type Out = UnixTransport;
+
+    fn connect(
+        &self,
+        details: &ConnectionDetails,
+        _chained: Option<In>,
+    ) -> Result<Option<Self::Out>, ureq::Error> {
+        let stream = UnixStream::connect(&self.path).map_err(ureq::Error::Io)?;
+        let buffers = LazyBuffers::new(
+            details.config.input_buffer_size(),
+            details.config.output_buffer_size(),
+        );
+        let stream = Arc::new(Socket(stream));
+        // Registered so that `Agent::shutdown` can interrupt a read blocked on this socket from
+        // another thread: the backstop when the daemon hangs or a stream never ends.
+        (details.register_shutdown)(Arc::downgrade(&stream) as std::sync::Weak<dyn ShutdownHandle>)?;
+        Ok(Some(UnixTransport {
+            stream,
+            buffers,
+            read_timeout: None,
+            write_timeout: None,
+        }))
+    }
+}
+
+/// The socket, shared with the agent's shutdown list.
+struct Socket(UnixStream);
+
+impl ShutdownHandle for Socket {
+    /// Shuts both directions down; a `read` blocked in another thread returns at once.
+    fn shutdown(&self) {
+        let _ = self.0.shutdown(Shutdown::Both);
+    }
+}
+
+/// One connection to the daemon.
+pub(crate) struct UnixTransport {
+    stream: Arc<Socket>,
+    buffers: LazyBuffers,
+    read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+}
+
+impl fmt::Debug for UnixTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnixTransport").finish_non_exhaustive()
+    }
+}
+
+/// Maps ureq's remaining-time budget to a socket timeout, `None` meaning "block".
+fn socket_timeout(t: NextTimeout) -> Result<Option<Duration>, ureq::Error> {
+    match t.not_zero() {
+        None => Ok(None),
+        Some(d) if d.is_zero() => Err(ureq::Error::Timeout(t.reason)),
+        Some(d) => Ok(Some(*d)),
+    }
+}
+
+fn map_io(e: io::Error, t: NextTimeout) -> ureq::Error {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ureq::Error::Timeout(t.reason),
+        _ => ureq::Error::Io(e),
+    }
+}
+
+impl Transport for UnixTransport {
+    fn buffers(&mut self) -> &mut dyn Buffers {
+        &mut self.buffers
+    }
+
+    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        let t = timeout.for_write();
+        let wanted = socket_timeout(t)?;
+        if wanted != self.write_timeout {
+            self.stream.0.set_write_timeout(wanted)?;
+            self.write_timeout = wanted;
+        }
+        let output = &self.buffers.output()[..amount];
+        (&self.stream.0)
+            .write_all(output)
+            .map_err(|e| map_io(e, t))
+    }
+
+    fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        let t = timeout.for_read();
+        let wanted = socket_timeout(t)?;
+        if wanted != self.read_timeout {
+            self.stream.0.set_read_timeout(wanted)?;
+            self.read_timeout = wanted;
+        }
+        let input = self.buffers.input_append_buf();
+        let n = loop {
+            match (&self.stream.0).read(input) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other.map_err(|e| map_io(e, t))?,
+            }
+        };
+        self.buffers.input_appended(n);
+        Ok(n > 0)
+    }
+
+    fn is_open(&mut self) -> bool {
+        // A pooled connection is reusable only if the daemon has neither closed it nor sent
+        // bytes we did not ask for: a non-blocking read must say "would block".
+        let stream = &self.stream.0;
+        if stream.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 1];
+        let open = matches!((&*stream).read(&mut buf), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+        open && stream.set_nonblocking(false).is_ok()
+    }
+}
+
+/// ureq resolves the URI's host before connecting; the socket needs no address, and a real
+/// lookup of "docker" would be wasted (or sent to a DNS server).
+#[derive(Debug)]
+struct NoResolver;
+
+impl Resolver for NoResolver {
+    fn resolve(
+        &self,
+        _uri: &Uri,
+        _config: &Config,
+        _timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let mut addrs = self.empty();
+        addrs.push(SocketAddr::from(([127, 0, 0, 1], 0)));
+        Ok(addrs)
+    }
+}

@@ -1,0 +1,163 @@
+//! The crate's error type.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// A `Result` whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a block could not be run or observed.
+///
+/// A non-zero exit, a timeout, a cancellation or truncated output are *not* errors: they are
+/// results, reported by [`ExitStatus`](crate::ExitStatus). An `Error` means dockexec could not
+/// do what was asked.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The Docker daemon could not be reached: the socket is missing, refused the connection, or
+    /// `DOCKER_HOST` names a transport dockexec does not support.
+    Connect {
+        /// The socket (or `DOCKER_HOST` value) that was tried.
+        endpoint: String,
+        /// What went wrong, in words.
+        reason: String,
+        /// The underlying I/O error, if any.
+        source: Option<io::Error>,
+    },
+    /// The daemon answered a request with an error status.
+    Docker {
+        /// The HTTP status code.
+        status: u16,
+        /// The daemon's message (from its JSON `message` field, or the plain-text body).
+        message: String,
+    },
+    /// The image does not exist locally, and pulling it failed or was not allowed.
+    ImageNotFound {
+        /// The image reference.
+        image: String,
+        /// The daemon's or registry's explanation.
+        message: String,
+    },
+    /// Pulling an image failed part-way (an `error` in the pull's progress stream).
+    Pull {
+        /// The image reference.
+        image: String,
+        /// The registry's or daemon's message.
+        message: String,
+    },
+    /// The executor's container is gone: removed or killed from outside.
+    ContainerGone {
+        /// The container id.
+        container: String,
+    },
+    /// The executor has been stopped; it runs nothing more.
+    Stopped,
+    /// The caller asked for something that cannot be done: empty code, an unknown language, a
+    /// zero timeout, a file name outside the workspace, no blocks.
+    InvalidInput(String),
+    /// The daemon's answer could not be understood (bad JSON, a broken frame stream).
+    Protocol(String),
+    /// The `init_command` given to the builder exited non-zero; the container was removed.
+    InitCommand {
+        /// The command's exit code.
+        code: Option<i64>,
+        /// Its standard output and standard error, merged in arrival order, lossily decoded.
+        output: String,
+    },
+    /// A request to the daemon took longer than its limit.
+    Timeout {
+        /// Which call timed out.
+        what: String,
+    },
+    /// A local file operation failed (writing a code file, creating the workspace).
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Talking to the daemon failed below HTTP (a reset connection, a read error).
+    Transport(String),
+    /// A process-wide hook could not be installed (for example a Ctrl-C handler already exists).
+    Hook(String),
+    /// A bug in dockexec: a worker thread ended without a result, or could not be started.
+    Internal(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Connect {
+                endpoint, reason, ..
+            } => write!(f, "cannot connect to the docker daemon at {endpoint}: {reason}"),
+            Error::Docker { status, message } => write!(f, "docker daemon error {status}: {message}"),
+            Error::ImageNotFound { image, message } => {
+                write!(f, "image {image} not found: {message}")
+            }
+            Error::Pull { image, message } => write!(f, "pulling image {image} failed: {message}"),
+            Error::ContainerGone { container } => {
+                write!(f, "container {container} is gone (removed or killed from outside)")
+            }
+            Error::Stopped => f.write_str("the executor has been stopped"),
+            Error::InvalidInput(msg) => write!(f, "invalid input: {msg}"),
+            Error::Protocol(msg) => write!(f, "unexpected answer from the docker daemon: {msg}"),
+            Error::InitCommand { code, output } => {
+                let code = code.map_or_else(|| "unknown".to_string(), |c| c.to_string());
+                write!(f, "init command failed with exit code {code}: {}", output.trim_end())
+            }
+            Error::Timeout { what } => write!(f, "{what} timed out"),
+            Error::Io { path, .. } => write!(f, "i/o error on {}", path.display()),
+            Error::Transport(msg) => write!(f, "connection to the docker daemon failed: {msg}"),
+            Error::Hook(msg) => f.write_str(msg),
+            Error::Internal(msg) => write!(f, "internal error: {msg}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Connect {
+                source: Some(e), ..
+            } => Some(e),
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Error {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn invalid(msg: impl Into<String>) -> Error {
+        Error::InvalidInput(msg.into())
+    }
+
+    /// True when the daemon answered 404 (no such container, exec or image).
+    pub(crate) fn is_not_found(&self) -> bool {
+        matches!(self, Error::Docker { status: 404, .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_stays_small() {
+        // Results travel through every call; a fat error makes every `Result` fat.
+        assert!(std::mem::size_of::<Error>() <= 80, "{}", std::mem::size_of::<Error>());
+    }
+
+    #[test]
+    fn error_is_send_sync() {
+        fn check<T: Send + Sync + 'static>() {}
+        check::<Error>();
+    }
+}

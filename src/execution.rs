@@ -1,0 +1,532 @@
+//! [`Execution`]: a handle to one running block, and the worker thread behind it.
+//!
+//! Each execution has one worker thread. The worker owns everything that changes: it reads the
+//! exec's output stream (through a scoped reader thread that does nothing but blocking reads),
+//! appends to the output, forwards live chunks, enforces the deadline and the output limit,
+//! and carries out cancellation. Handles only *signal* it, over a channel, so any thread may
+//! cancel, and none ever waits on another's lock for long.
+//!
+//! "Finished" is signalled by disconnection: the worker stores the [`Output`], then drops the
+//! only sender of the `done` channel, which wakes every waiter at once.
+
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, after, bounded, never, select, unbounded};
+use parking_lot::Mutex;
+use serde_json::json;
+
+use crate::docker::api::{Client, ExecStream, StreamCutter};
+use crate::docker::frames::Demuxer;
+use crate::error::{Error, Result};
+use crate::output::{Chunk, End, ExitStatus, Output, OutputBuf, Stream};
+
+/// What happens when a block's output passes `max_output_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OutputLimit {
+    /// Keep the block running; discard its further output. The default: the block's work is
+    /// not lost because it talks too much.
+    #[default]
+    Discard,
+    /// Kill the block's process tree at once; its status says
+    /// [`output_limit_killed`](crate::ExitStatus::output_limit_killed).
+    Kill,
+}
+
+/// Why the worker kills a block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reason {
+    /// `Execution::cancel`.
+    Cancel,
+    /// The executor's per-block timeout.
+    Timeout,
+    /// `max_output_bytes` with `OutputLimit::Kill`.
+    OutputLimit,
+    /// `stop()` or `restart()`: the container itself is being killed, so no kill exec is sent.
+    Shutdown,
+}
+
+/// How long the worker waits for the stream to end after killing the process tree, before it
+/// shuts the socket down itself (a process that escaped the tree, or a daemon that hangs).
+pub(crate) const KILL_GRACE: Duration = Duration::from_millis(1500);
+/// Bound on each housekeeping call a worker makes (kill exec, exec inspect).
+const HOUSEKEEPING_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The kill script, run in a second exec: only POSIX `sh` and `kill`, no procps.
+///
+/// It marks the execution cancelled (so a wrapper that has not started yet exits at once),
+/// then SIGKILLs every process of the block's session. Every exec is a session leader (`sid ==
+/// pid`), and children, grandchildren, `&` jobs and processes that trap SIGTERM all stay in
+/// its session; the session id survives the leader's death, so orphans reparented to the
+/// container's init are found too. It loops until a pass finds nothing, so a fork racing the
+/// scan is caught by the next pass. Zombies are skipped: init reaps them.
+pub(crate) const KILL_SCRIPT: &str = r#"m=$1
+: > "$m.cancel" 2>/dev/null
+s=
+[ -r "$m.pid" ] && read -r s < "$m.pid"
+[ -n "$s" ] || exit 0
+i=0
+while [ "$i" -lt 200 ]; do
+  i=$((i + 1)); n=0
+  for f in /proc/[0-9]*/stat; do
+    read -r l < "$f" 2>/dev/null || continue
+    set -- ${l##*) }
+    [ "$4" = "$s" ] || continue
+    [ "$1" = Z ] && continue
+    p=${f#/proc/}; p=${p%/stat}
+    kill -9 "$p" 2>/dev/null && n=$((n + 1))
+  done
+  [ "$n" -eq 0 ] && exit 0
+done
+exit 1"#;
+
+/// The wrapper every block runs under: records its pid (= its session id) for the kill
+/// script, refuses to start once cancelled, then `exec`s the interpreter in its place.
+pub(crate) const RUN_SCRIPT: &str = r#"m=$1; l=$2; f=$3
+echo $$ > "$m.pid" 2>/dev/null
+[ -e "$m.cancel" ] && exit 137
+case $l in
+python)
+  for p in python3 python; do
+    command -v "$p" >/dev/null 2>&1 && exec "$p" "$f"
+  done
+  echo "dockexec: the image has neither python3 nor python" >&2; exit 127 ;;
+sh) exec sh "$f" ;;
+bash)
+  command -v bash >/dev/null 2>&1 || { echo "dockexec: the image has no bash" >&2; exit 127; }
+  exec bash "$f" ;;
+pwsh)
+  command -v pwsh >/dev/null 2>&1 || { echo "dockexec: the image has no pwsh" >&2; exit 127; }
+  exec pwsh -NoLogo -NoProfile -NonInteractive -File "$f" ;;
+*) echo "dockexec: unknown language $l" >&2; exit 127 ;;
+esac"#;
+
+/// Everything a worker needs that is not shared with handles.
+pub(crate) struct WorkerCtx {
+    pub(crate) client: Client,
+    pub(crate) container: String,
+    pub(crate) exec_id: String,
+    /// `/workspace/.dockexec/<name>`: the marker prefix the wrapper and kill script share.
+    pub(crate) marker: String,
+    /// The same marker on the host, to remove its `.pid` and `.cancel` files afterwards.
+    pub(crate) host_marker: PathBuf,
+    pub(crate) cap: Option<usize>,
+    pub(crate) on_limit: OutputLimit,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) delete_code_file: bool,
+    pub(crate) started: Instant,
+}
+
+/// State shared between an [`Execution`] handle, the executor's registry and the worker.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) id: u64,
+    pub(crate) code_file: PathBuf,
+    /// The output so far and the live receivers. Held only to append a piece or subscribe, so
+    /// a late subscriber's replay and the worker's appends never interleave.
+    live: Mutex<Live>,
+    /// Set exactly once, by the worker, before it disconnects `done_rx`.
+    done: OnceLock<Output>,
+    /// Never carries a message: it disconnects when the output is stored.
+    done_rx: Receiver<()>,
+    /// Capacity 1: one pending kill request is enough, later ones change nothing.
+    cancel_tx: Sender<Reason>,
+}
+
+#[derive(Debug, Default)]
+struct Live {
+    buf: OutputBuf,
+    subscribers: Vec<Sender<Chunk>>,
+}
+
+impl Shared {
+    /// Builds the shared state; returns it with the worker's ends of the two channels.
+    pub(crate) fn new(id: u64, code_file: PathBuf) -> (Arc<Shared>, Sender<()>, Receiver<Reason>) {
+        let (done_tx, done_rx) = bounded(0);
+        let (cancel_tx, cancel_rx) = bounded(1);
+        let shared = Arc::new(Shared {
+            id,
+            code_file,
+            live: Mutex::new(Live::default()),
+            done: OnceLock::new(),
+            done_rx,
+            cancel_tx,
+        });
+        (shared, done_tx, cancel_rx)
+    }
+
+    pub(crate) fn is_done(&self) -> bool {
+        self.done.get().is_some()
+    }
+
+    /// Asks the worker to kill the block; never blocks.
+    pub(crate) fn request(&self, reason: Reason) {
+        if !self.is_done() {
+            // Full means a request is already pending; disconnected means the worker is gone.
+            let _ = self.cancel_tx.try_send(reason);
+        }
+    }
+
+    /// Appends a piece and forwards the kept bytes to every live receiver; returns true when
+    /// this piece crossed the output limit.
+    fn record(&self, stream: Stream, bytes: &[u8], cap: Option<usize>) -> bool {
+        let mut live = self.live.lock();
+        let (kept, crossed) = live.buf.push(stream, bytes, cap);
+        if !kept.is_empty() && !live.subscribers.is_empty() {
+            // A receiver that was dropped is forgotten; the others never block (unbounded).
+            live.subscribers
+                .retain(|tx| tx.send(Chunk::new(stream, kept.to_vec())).is_ok());
+        }
+        crossed
+    }
+
+    fn subscribe(&self) -> Receiver<Chunk> {
+        let (tx, rx) = unbounded();
+        if let Some(out) = self.done.get() {
+            for (s, b) in out.pieces() {
+                let _ = tx.send(Chunk::new(s, b.to_vec()));
+            }
+            return rx; // `tx` drops here: the replay ends the stream.
+        }
+        let mut live = self.live.lock();
+        // Re-checked under the lock: `finish` takes the buffer under this same lock, so either
+        // we replay from the buffer and register before it, or we see the stored output.
+        if let Some(out) = self.done.get() {
+            drop(live);
+            for (s, b) in out.pieces() {
+                let _ = tx.send(Chunk::new(s, b.to_vec()));
+            }
+            return rx;
+        }
+        for chunk in live.buf.replay() {
+            let _ = tx.send(chunk);
+        }
+        live.subscribers.push(tx);
+        rx
+    }
+
+    /// Stores the output and ends every receiver's stream.
+    fn finish(&self, make: impl FnOnce(OutputBuf) -> Output) {
+        let mut live = self.live.lock();
+        let buf = std::mem::take(&mut live.buf);
+        let _ = self.done.set(make(buf));
+        // Dropping the senders ends every `for chunk in rx` loop.
+        live.subscribers.clear();
+    }
+}
+
+/// A running (or finished) block, returned by [`Executor::spawn`](crate::Executor::spawn).
+///
+/// Every method takes `&self` and the handle is `Send + Sync`: one thread can wait while
+/// another cancels, and any number of threads can wait at once, all receiving the same
+/// [`Output`]. Dropping the handle does not stop the block; the executor still tracks it, and
+/// `stop()` cancels it.
+///
+/// ```no_run
+/// # fn main() -> dockexec::Result<()> {
+/// use std::time::Duration;
+/// use dockexec::{CodeBlock, Executor};
+///
+/// let executor = Executor::builder().start()?;
+/// let execution = executor.spawn(&CodeBlock::python("import time\nprint('tick')\ntime.sleep(60)"))?;
+/// for chunk in execution.chunks().iter().take(1) {
+///     print!("{}", String::from_utf8_lossy(chunk.bytes()));
+/// }
+/// execution.cancel()?;
+/// let output = execution.wait()?;
+/// assert!(output.status.cancelled());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Execution {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Execution {
+    /// This execution's number, unique within its executor.
+    pub fn id(&self) -> u64 {
+        self.shared.id
+    }
+
+    /// The block's code file on the host (inside the executor's work dir).
+    pub fn code_file(&self) -> &Path {
+        &self.shared.code_file
+    }
+
+    /// Live output: a receiver of the block's stdout and stderr pieces, in arrival order.
+    ///
+    /// Each call gives a new receiver that starts with everything written so far, then follows
+    /// the stream; iteration ends by itself when the execution ends. Receivers are unbounded,
+    /// so the worker never waits for a slow or absent reader, yet memory stays bounded: a
+    /// receiver carries only the output the executor keeps, which `max_output_bytes` caps
+    /// (plus one truncation marker). A dropped receiver costs nothing.
+    pub fn chunks(&self) -> Receiver<Chunk> {
+        self.shared.subscribe()
+    }
+
+    /// Blocks until the execution ends and returns its output.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] if the worker ended without storing a result (a bug).
+    pub fn wait(&self) -> Result<&Output> {
+        // Returns Err(Disconnected) when the worker drops the sender: the output is stored.
+        let _ = self.shared.done_rx.recv();
+        self.stored()
+    }
+
+    /// The output if the execution has ended, without blocking.
+    ///
+    /// # Errors
+    /// As [`wait`](Execution::wait).
+    pub fn try_wait(&self) -> Result<Option<&Output>> {
+        Ok(self.shared.done.get())
+    }
+
+    /// Waits at most `timeout`; `Ok(None)` if the execution is still running.
+    ///
+    /// # Errors
+    /// As [`wait`](Execution::wait).
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<Option<&Output>> {
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => self.wait_deadline(deadline),
+            None => self.wait().map(Some),
+        }
+    }
+
+    /// Waits until `deadline`; `Ok(None)` if the execution is still running then.
+    ///
+    /// # Errors
+    /// As [`wait`](Execution::wait).
+    pub fn wait_deadline(&self, deadline: Instant) -> Result<Option<&Output>> {
+        match self.shared.done_rx.recv_deadline(deadline) {
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Ok(None),
+            _ => self.stored().map(Some),
+        }
+    }
+
+    /// Kills the block's whole process tree; returns at once, without waiting.
+    ///
+    /// Children, grandchildren, background jobs and processes that ignore SIGTERM all die
+    /// (SIGKILL to every process of the block's session). The output so far is kept, and the
+    /// status says [`cancelled`](crate::ExitStatus::cancelled). Cancelling a finished execution
+    /// does nothing.
+    ///
+    /// # Errors
+    /// None today; the `Result` leaves room for a future transport that can fail here.
+    pub fn cancel(&self) -> Result<()> {
+        self.shared.request(Reason::Cancel);
+        Ok(())
+    }
+
+    /// Waits for the end and returns the output by value.
+    ///
+    /// # Errors
+    /// As [`wait`](Execution::wait).
+    pub fn into_output(self) -> Result<Output> {
+        self.wait()?;
+        match Arc::try_unwrap(self.shared) {
+            Ok(shared) => shared
+                .done
+                .into_inner()
+                .ok_or_else(|| Error::Internal("output vanished".into())),
+            Err(shared) => shared
+                .done
+                .get()
+                .cloned()
+                .ok_or_else(|| Error::Internal("output vanished".into())),
+        }
+    }
+
+    fn stored(&self) -> Result<&Output> {
+        self.shared
+            .done
+            .get()
+            .ok_or_else(|| Error::Internal("the worker thread ended without a result".into()))
+    }
+}
+
+/// What the reader thread tells the worker.
+enum Msg {
+    Data(Stream, Vec<u8>),
+    /// The stream ended: cleanly, or with the reason it broke.
+    End(std::result::Result<(), String>),
+}
+
+/// Blocking reads only: demultiplexes the stream and hands pieces to the worker.
+fn read_loop(mut stream: ExecStream, tx: Sender<Msg>) {
+    let mut demux = Demuxer::new(false);
+    let mut buf = vec![0u8; 64 * 1024];
+    let end = loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break demux.finish().map_err(|e| e.0),
+            Ok(n) => {
+                let mut pieces: Vec<(Stream, Vec<u8>)> = Vec::new();
+                let fed = demux.feed(&buf[..n], |s, b| match pieces.last_mut() {
+                    Some((ls, lb)) if *ls == s => lb.extend_from_slice(b),
+                    _ => pieces.push((s, b.to_vec())),
+                });
+                for (s, b) in pieces {
+                    if tx.send(Msg::Data(s, b)).is_err() {
+                        return; // The worker has gone: nobody wants the rest.
+                    }
+                }
+                if let Err(e) = fed {
+                    break Err(e.0);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e.to_string()),
+        }
+    };
+    let _ = tx.send(Msg::End(end));
+}
+
+/// The worker: runs until the block's stream ends, then stores the output.
+pub(crate) fn work(
+    ctx: WorkerCtx,
+    shared: Arc<Shared>,
+    stream: ExecStream,
+    cutter: StreamCutter,
+    done_tx: Sender<()>,
+    cancel_rx: Receiver<Reason>,
+) {
+    // Bounded: a burst of output waits in the socket, not in our memory.
+    let (tx, rx) = bounded::<Msg>(16);
+    let mut reason: Option<Reason> = None;
+    let mut cut = false;
+    let mut cancel_rx = cancel_rx;
+
+    let end = thread::scope(|scope| {
+        let reader = thread::Builder::new()
+            .name("dockexec-reader".into())
+            .spawn_scoped(scope, move || read_loop(stream, tx));
+        if let Err(e) = reader {
+            return Err(format!("cannot start the reader thread: {e}"));
+        }
+        let mut timer = match ctx.deadline {
+            Some(d) => after(d.saturating_duration_since(Instant::now())),
+            None => never(),
+        };
+        // The scope joins the reader on exit; every path out of this loop either saw the
+        // reader's End or cut its socket first, so that join cannot hang.
+        loop {
+            select! {
+                recv(rx) -> msg => match msg {
+                    Ok(Msg::Data(s, bytes)) => {
+                        let crossed = shared.record(s, &bytes, ctx.cap);
+                        if crossed && ctx.on_limit == OutputLimit::Kill && reason.is_none() {
+                            reason = Some(Reason::OutputLimit);
+                            kill(&ctx);
+                            timer = after(KILL_GRACE);
+                        }
+                    }
+                    Ok(Msg::End(end)) => return end,
+                    Err(_) => return Err("the reader thread vanished".into()),
+                },
+                recv(cancel_rx) -> r => match r {
+                    Ok(r) if reason.is_none() => {
+                        reason = Some(r);
+                        if r != Reason::Shutdown {
+                            kill(&ctx);
+                        }
+                        timer = after(KILL_GRACE);
+                    }
+                    Ok(_) => {}
+                    // Cannot happen while `shared` holds the sender; never spin if it does.
+                    Err(_) => cancel_rx = never(),
+                },
+                recv(timer) -> _ => {
+                    if reason.is_none() {
+                        reason = Some(Reason::Timeout);
+                        kill(&ctx);
+                        timer = after(KILL_GRACE);
+                    } else {
+                        // The tree was killed but the stream lives on: cut it, the reader's
+                        // blocked read fails at once, and it reports End.
+                        cutter.cut();
+                        cut = true;
+                        timer = never();
+                    }
+                }
+            }
+        }
+    });
+
+    // The exit code, unless the stream was cut (daemon unresponsive) or the container is
+    // being removed anyway.
+    let mut lost = end.is_err() && reason.is_none();
+    let mut code = None;
+    let mut oom = false;
+    if !cut && reason != Some(Reason::Shutdown) {
+        let client = ctx.client.with_timeout(HOUSEKEEPING_TIMEOUT);
+        match client.exec_inspect(&ctx.exec_id) {
+            Ok(info) if !info.running => code = info.exit_code.map(|c| c as i32),
+            Ok(_) => lost = reason.is_none(),
+            Err(_) => lost = reason.is_none(),
+        }
+        if code == Some(137) && reason.is_none() {
+            // Killed by SIGKILL that we did not send: the OOM killer, or someone outside.
+            match client.container_inspect(&ctx.container) {
+                Ok(info) => {
+                    oom = info.state.oom_killed;
+                    lost = !info.state.running;
+                }
+                Err(_) => lost = true,
+            }
+        }
+    }
+    let end_kind = match reason {
+        Some(Reason::Timeout) => End::TimedOut,
+        Some(Reason::Cancel | Reason::Shutdown) => End::Cancelled,
+        Some(Reason::OutputLimit) => End::OutputLimit,
+        None if lost => End::Lost,
+        None => End::Exited,
+    };
+
+    for ext in ["pid", "cancel"] {
+        let mut p = ctx.host_marker.clone().into_os_string();
+        p.push(".");
+        p.push(ext);
+        let _ = std::fs::remove_file(p);
+    }
+    let code_file = if ctx.delete_code_file {
+        let _ = std::fs::remove_file(&shared.code_file);
+        None
+    } else {
+        Some(shared.code_file.clone())
+    };
+    let duration = ctx.started.elapsed();
+    shared.finish(|buf| Output {
+        status: ExitStatus {
+            end: end_kind,
+            code,
+            oom_killed: oom,
+            truncated: buf.truncated,
+        },
+        stdout: buf.stdout,
+        stderr: buf.stderr,
+        code_file,
+        duration,
+        order: buf.order,
+    });
+    // Only now, with the output stored, wake every waiter.
+    drop(done_tx);
+}
+
+/// Kills the block's process tree with the kill script; failures are ignored because the
+/// grace timer and socket cut are the backstop.
+fn kill(ctx: &WorkerCtx) {
+    let body = json!({
+        "Cmd": ["sh", "-c", KILL_SCRIPT, "dockexec-kill", ctx.marker],
+        "AttachStdout": true,
+        "AttachStderr": true,
+        // Root in the container can kill whatever user the block runs as.
+        "User": "0",
+    });
+    let client = ctx.client.with_timeout(HOUSEKEEPING_TIMEOUT);
+    let _ = client.exec_collect(&ctx.container, &body, Some(HOUSEKEEPING_TIMEOUT));
+}

@@ -1,0 +1,63 @@
+//! Run code blocks — Python, shell, bash, PowerShell — inside a Docker container,
+//! synchronously.
+//!
+//! dockexec talks to the Docker Engine over its Unix socket with blocking HTTP. Each
+//! execution has one worker thread; every handle is `Send + Sync`; cancellation travels over
+//! channels and kills the block's whole process tree with nothing but POSIX `sh` in the image;
+//! [`Executor::stop`] cancels what is running, joins every worker and removes the container,
+//! from any thread.
+//!
+//! ```no_run
+//! # fn main() -> dockexec::Result<()> {
+//! use dockexec::{CodeBlock, Executor};
+//!
+//! let executor = Executor::builder().image("python:3-slim").start()?;
+//! let output = executor.run(&CodeBlock::python("print(6 * 7)"))?;
+//! assert!(output.status.success());
+//! assert_eq!(output.stdout_lossy(), "42\n");
+//! executor.stop()?;
+//! # Ok(()) }
+//! ```
+//!
+//! A non-zero exit, a timeout and a cancellation are results, reported by
+//! [`ExitStatus`]; an [`Error`] means the block could not be run or observed.
+
+mod code;
+mod docker;
+mod error;
+mod execution;
+mod executor;
+mod orphans;
+mod output;
+mod registry;
+
+pub use code::{CodeBlock, Language, extract_code_blocks, guess_language};
+pub use error::{Error, Result};
+pub use execution::{Execution, OutputLimit};
+pub use executor::{
+    BlocksResult, DEFAULT_IMAGE, DEFAULT_MAX_OUTPUT, DEFAULT_TIMEOUT, Executor, ExecutorBuilder,
+    LABEL_EXECUTOR, PullPolicy, PullProgress, WORKSPACE,
+};
+pub use orphans::{
+    LABEL_OWNER_BOOT, LABEL_OWNER_HOST, LABEL_OWNER_PID, LABEL_OWNER_START, gc,
+};
+pub use output::{Chunk, ExitStatus, Output, Stream};
+pub use registry::{cleanup_on_ctrlc, stop_all};
+
+/// Not part of the API: hooks for this crate's own benches. May change at any time.
+#[doc(hidden)]
+pub mod __bench {
+    /// Demultiplexes a whole framed buffer; returns (stdout bytes, stderr bytes).
+    pub fn demux(input: &[u8], piece: usize) -> (usize, usize) {
+        let mut d = crate::docker::frames::Demuxer::new(false);
+        let (mut o, mut e) = (0, 0);
+        for chunk in input.chunks(piece.max(1)) {
+            d.feed(chunk, |s, b| match s {
+                crate::Stream::Stdout => o += b.len(),
+                crate::Stream::Stderr => e += b.len(),
+            })
+            .expect("well-formed frames");
+        }
+        (o, e)
+    }
+}

@@ -1,0 +1,384 @@
+//! What an execution produced: [`Output`], [`ExitStatus`], and live [`Chunk`]s.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Which output stream a piece of output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// A piece of live output, as delivered by [`Execution::chunks`](crate::Execution::chunks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chunk {
+    /// Bytes the block wrote to standard output.
+    Stdout(Vec<u8>),
+    /// Bytes the block wrote to standard error.
+    Stderr(Vec<u8>),
+}
+
+impl Chunk {
+    /// The stream this chunk came from.
+    pub fn stream(&self) -> Stream {
+        match self {
+            Chunk::Stdout(_) => Stream::Stdout,
+            Chunk::Stderr(_) => Stream::Stderr,
+        }
+    }
+
+    /// The chunk's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Stdout(b) | Chunk::Stderr(b) => b,
+        }
+    }
+
+    pub(crate) fn new(stream: Stream, bytes: Vec<u8>) -> Chunk {
+        match stream {
+            Stream::Stdout => Chunk::Stdout(bytes),
+            Stream::Stderr => Chunk::Stderr(bytes),
+        }
+    }
+}
+
+/// How an execution ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    /// The process exited by itself.
+    Exited,
+    /// The executor's timeout killed it.
+    TimedOut,
+    /// `cancel()`, `stop()` or `restart()` killed it.
+    Cancelled,
+    /// It was killed because its output passed `max_output_bytes`.
+    OutputLimit,
+    /// Its container vanished, or the daemon stopped answering, before it ended.
+    Lost,
+}
+
+/// The status of a finished execution, modelled on [`std::process::ExitStatus`].
+///
+/// A non-zero exit, a timeout and a cancellation are all ordinary statuses: the block ran and
+/// this says how it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitStatus {
+    pub(crate) end: End,
+    pub(crate) code: Option<i32>,
+    pub(crate) oom_killed: bool,
+    pub(crate) truncated: bool,
+}
+
+impl ExitStatus {
+    /// True when the block exited by itself with code 0.
+    pub fn success(&self) -> bool {
+        self.end == End::Exited && self.code == Some(0)
+    }
+
+    /// The exit code, as the daemon reported it; `None` when it could not be learnt (the
+    /// container vanished, or the daemon stopped answering).
+    ///
+    /// A process killed by signal N reports `128 + N`, as a shell would; a cancelled or timed
+    /// out block usually reports 137 (SIGKILL).
+    pub fn code(&self) -> Option<i32> {
+        self.code
+    }
+
+    /// The signal that killed the process, inferred from an exit code above 128.
+    pub fn signal(&self) -> Option<i32> {
+        match self.code {
+            Some(c) if (129..=128 + 64).contains(&c) => Some(c - 128),
+            _ => None,
+        }
+    }
+
+    /// True when the executor's timeout killed the block.
+    pub fn timed_out(&self) -> bool {
+        self.end == End::TimedOut
+    }
+
+    /// True when `cancel()`, `stop()` or `restart()` killed the block.
+    pub fn cancelled(&self) -> bool {
+        self.end == End::Cancelled
+    }
+
+    /// True when the block was killed because its output passed `max_output_bytes`
+    /// (with [`OutputLimit::Kill`](crate::OutputLimit::Kill)).
+    pub fn output_limit_killed(&self) -> bool {
+        self.end == End::OutputLimit
+    }
+
+    /// True when the kernel's OOM killer ended the block (the container's memory limit).
+    pub fn oom_killed(&self) -> bool {
+        self.oom_killed
+    }
+
+    /// True when the output passed `max_output_bytes` and the kept output was truncated.
+    pub fn truncated(&self) -> bool {
+        self.truncated
+    }
+
+    /// True when the block could not be followed to its end: its container was removed or
+    /// killed from outside, or the daemon stopped answering. The output is what arrived.
+    pub fn lost(&self) -> bool {
+        self.end == End::Lost
+    }
+
+    /// The exit code the CLI uses: the block's code, 124 for a timeout (as `timeout(1)`),
+    /// 130 for a cancellation, 1 when no code is known.
+    pub fn shell_code(&self) -> i32 {
+        match self.end {
+            End::TimedOut => 124,
+            End::Cancelled => 130,
+            _ => self.code.unwrap_or(1),
+        }
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.end {
+            End::Exited => match self.code {
+                Some(c) => write!(f, "exit code {c}")?,
+                None => f.write_str("exited")?,
+            },
+            End::TimedOut => f.write_str("timed out")?,
+            End::Cancelled => f.write_str("cancelled")?,
+            End::OutputLimit => f.write_str("killed at the output limit")?,
+            End::Lost => f.write_str("lost (container gone or daemon not answering)")?,
+        }
+        if self.oom_killed {
+            f.write_str(", oom-killed")?;
+        }
+        if self.truncated {
+            f.write_str(", output truncated")?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything a finished execution produced, modelled on [`std::process::Output`].
+///
+/// `stdout` and `stderr` are kept apart, as raw bytes; [`pieces`](Output::pieces) and
+/// [`merged`](Output::merged) give both in the order they arrived. Nothing is decoded, so
+/// output that is not UTF-8 is never an error: the `_lossy` helpers decode for display.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    /// How the execution ended.
+    pub status: ExitStatus,
+    /// Everything written to standard output (up to the output limit).
+    pub stdout: Vec<u8>,
+    /// Everything written to standard error (up to the output limit).
+    pub stderr: Vec<u8>,
+    /// The code file on the host, inside the work dir; `None` if it was deleted after the run.
+    pub code_file: Option<PathBuf>,
+    /// From the start of the execution to the end of its output.
+    pub duration: Duration,
+    /// Arrival order: runs of (stream, length) over `stdout` and `stderr`.
+    pub(crate) order: Vec<(Stream, usize)>,
+}
+
+impl Output {
+    /// Standard output, decoded as UTF-8 with invalid bytes replaced by U+FFFD.
+    pub fn stdout_lossy(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(&self.stdout)
+    }
+
+    /// Standard error, decoded as UTF-8 with invalid bytes replaced by U+FFFD.
+    pub fn stderr_lossy(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(&self.stderr)
+    }
+
+    /// Both streams' pieces in the order they arrived.
+    ///
+    /// ```
+    /// # fn show(output: &dockexec::Output) {
+    /// for (stream, bytes) in output.pieces() {
+    ///     println!("{stream:?}: {}", String::from_utf8_lossy(bytes));
+    /// }
+    /// # }
+    /// ```
+    pub fn pieces(&self) -> impl Iterator<Item = (Stream, &[u8])> + '_ {
+        let (mut o, mut e) = (0usize, 0usize);
+        self.order.iter().map(move |&(s, n)| match s {
+            Stream::Stdout => {
+                o += n;
+                (s, &self.stdout[o - n..o])
+            }
+            Stream::Stderr => {
+                e += n;
+                (s, &self.stderr[e - n..e])
+            }
+        })
+    }
+
+    /// Standard output and standard error merged in arrival order, as a terminal shows them.
+    pub fn merged(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.stdout.len() + self.stderr.len());
+        for (_, b) in self.pieces() {
+            v.extend_from_slice(b);
+        }
+        v
+    }
+
+    /// [`merged`](Output::merged), decoded lossily.
+    pub fn merged_lossy(&self) -> String {
+        String::from_utf8_lossy(&self.merged()).into_owned()
+    }
+}
+
+/// Output under construction: appends pieces, keeps the arrival order, enforces the cap.
+#[derive(Debug, Default)]
+pub(crate) struct OutputBuf {
+    pub(crate) stdout: Vec<u8>,
+    pub(crate) stderr: Vec<u8>,
+    pub(crate) order: Vec<(Stream, usize)>,
+    pub(crate) truncated: bool,
+}
+
+/// Appended to a stream when the output limit cuts it.
+pub(crate) const TRUNCATION_MARKER: &[u8] = b"\n[dockexec: output truncated at max_output_bytes]\n";
+
+impl OutputBuf {
+    pub(crate) fn len(&self) -> usize {
+        self.stdout.len() + self.stderr.len()
+    }
+
+    /// Appends what fits under `cap`; returns the bytes kept (to forward live), and whether
+    /// this piece crossed the cap (the marker is then part of the kept bytes).
+    pub(crate) fn push<'a>(
+        &mut self,
+        stream: Stream,
+        bytes: &'a [u8],
+        cap: Option<usize>,
+    ) -> (Cow<'a, [u8]>, bool) {
+        if self.truncated || bytes.is_empty() {
+            return (Cow::Borrowed(&[]), false);
+        }
+        let room = cap.map_or(usize::MAX, |c| c.saturating_sub(self.len()));
+        let (kept, crossed): (Cow<'a, [u8]>, bool) = if bytes.len() <= room {
+            (Cow::Borrowed(bytes), false)
+        } else {
+            let mut v = bytes[..room].to_vec();
+            v.extend_from_slice(TRUNCATION_MARKER);
+            self.truncated = true;
+            (Cow::Owned(v), true)
+        };
+        match stream {
+            Stream::Stdout => self.stdout.extend_from_slice(&kept),
+            Stream::Stderr => self.stderr.extend_from_slice(&kept),
+        }
+        match self.order.last_mut() {
+            Some((s, n)) if *s == stream => *n += kept.len(),
+            _ => self.order.push((stream, kept.len())),
+        }
+        (kept, crossed)
+    }
+
+    /// Copies of every piece so far, for a receiver that subscribes late.
+    pub(crate) fn replay(&self) -> Vec<Chunk> {
+        let (mut o, mut e) = (0usize, 0usize);
+        self.order
+            .iter()
+            .map(|&(s, n)| match s {
+                Stream::Stdout => {
+                    o += n;
+                    Chunk::Stdout(self.stdout[o - n..o].to_vec())
+                }
+                Stream::Stderr => {
+                    e += n;
+                    Chunk::Stderr(self.stderr[e - n..e].to_vec())
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(buf: OutputBuf) -> Output {
+        Output {
+            status: ExitStatus {
+                end: End::Exited,
+                code: Some(0),
+                oom_killed: false,
+                truncated: buf.truncated,
+            },
+            stdout: buf.stdout,
+            stderr: buf.stderr,
+            code_file: None,
+            duration: Duration::ZERO,
+            order: buf.order,
+        }
+    }
+
+    #[test]
+    fn merged_keeps_arrival_order() {
+        let mut b = OutputBuf::default();
+        b.push(Stream::Stdout, b"a", None);
+        b.push(Stream::Stdout, b"b", None);
+        b.push(Stream::Stderr, b"E", None);
+        b.push(Stream::Stdout, b"c", None);
+        assert_eq!(b.order.len(), 3, "adjacent pieces of one stream merge");
+        let o = out(b);
+        assert_eq!(o.merged(), b"abEc");
+        assert_eq!(o.stdout, b"abc");
+        assert_eq!(o.stderr, b"E");
+        let pieces: Vec<_> = o.pieces().collect();
+        assert_eq!(
+            pieces,
+            vec![
+                (Stream::Stdout, &b"ab"[..]),
+                (Stream::Stderr, &b"E"[..]),
+                (Stream::Stdout, &b"c"[..])
+            ]
+        );
+    }
+
+    #[test]
+    fn cap_truncates_with_marker_once() {
+        let mut b = OutputBuf::default();
+        let (k, crossed) = b.push(Stream::Stdout, b"12345", Some(8));
+        assert_eq!((&*k, crossed), (&b"12345"[..], false));
+        let (k, crossed) = b.push(Stream::Stderr, b"6789", Some(8));
+        assert!(crossed);
+        assert!(k.starts_with(b"678") && k.ends_with(TRUNCATION_MARKER));
+        let (k, crossed) = b.push(Stream::Stdout, b"more", Some(8));
+        assert!(k.is_empty() && !crossed);
+        assert!(b.truncated);
+        assert_eq!(b.stdout, b"12345");
+        assert_eq!(b.replay().len(), 2);
+    }
+
+    #[test]
+    fn lossy_helpers_never_fail() {
+        let mut b = OutputBuf::default();
+        b.push(Stream::Stdout, &[0xff, b'o', b'k'], None);
+        let o = out(b);
+        assert_eq!(o.stdout_lossy(), "\u{fffd}ok");
+    }
+
+    #[test]
+    fn status_helpers() {
+        let s = |end, code| ExitStatus {
+            end,
+            code,
+            oom_killed: false,
+            truncated: false,
+        };
+        assert!(s(End::Exited, Some(0)).success());
+        assert!(!s(End::Exited, Some(1)).success());
+        assert!(!s(End::Cancelled, Some(0)).success());
+        assert_eq!(s(End::TimedOut, Some(137)).signal(), Some(9));
+        assert_eq!(s(End::TimedOut, Some(137)).shell_code(), 124);
+        assert_eq!(s(End::Exited, Some(3)).shell_code(), 3);
+        assert_eq!(s(End::Exited, Some(0)).to_string(), "exit code 0");
+    }
+}

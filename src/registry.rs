@@ -1,0 +1,57 @@
+//! Every live executor in the process, for Ctrl-C cleanup.
+
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::executor::Inner;
+
+/// Weak, so the registry never keeps an executor alive; dead entries are pruned on insert.
+static EXECUTORS: Mutex<Vec<Weak<Inner>>> = Mutex::new(Vec::new());
+
+pub(crate) fn register(inner: &Arc<Inner>) {
+    let mut all = EXECUTORS.lock();
+    all.retain(|w| w.strong_count() > 0);
+    all.push(Arc::downgrade(inner));
+}
+
+pub(crate) fn unregister(inner: &Inner) {
+    EXECUTORS
+        .lock()
+        .retain(|w| w.strong_count() > 0 && !std::ptr::eq(w.as_ptr(), inner));
+}
+
+/// Stops every live executor in this process: their blocks are killed, their worker threads
+/// joined, their containers removed. Returns how many were stopped.
+///
+/// For an application with its own Ctrl-C or shutdown handler, which should call this before
+/// it exits. Safe from any thread; executors already stopped are skipped.
+pub fn stop_all() -> usize {
+    // Upgraded and collected first: `stop` unregisters, which takes this lock again.
+    let live: Vec<Arc<Inner>> = EXECUTORS.lock().iter().filter_map(Weak::upgrade).collect();
+    let mut n = 0;
+    for inner in live {
+        match inner.stop() {
+            Err(Error::Stopped) => {}
+            _ => n += 1,
+        }
+    }
+    n
+}
+
+/// Installs a Ctrl-C (SIGINT) handler that stops every live executor, then exits the
+/// process with code 130.
+///
+/// Opt-in: nothing is installed unless this is called.
+///
+/// # Errors
+/// [`Error::Hook`] when the application already has a handler (ctrlc allows one per
+/// process); that handler should call [`stop_all`] itself.
+pub fn cleanup_on_ctrlc() -> Result<()> {
+    ctrlc::try_set_handler(|| {
+        stop_all();
+        std::process::exit(130);
+    })
+    .map_err(|e| Error::Hook(format!("cannot install the ctrl-c handler: {e}")))
+}
