@@ -187,9 +187,9 @@ fn filename_directive(code: &str) -> Option<&str> {
     // comment (`# compute the sum`) is not taken for one.
     let looks_like_file = !rest.is_empty()
         && !rest.contains(char::is_whitespace)
-        && rest
-            .rsplit_once('.')
-            .is_some_and(|(stem, ext)| !stem.is_empty() && !ext.is_empty() && ext.chars().all(|c| c.is_ascii_alphanumeric()))
+        && rest.rsplit_once('.').is_some_and(|(stem, ext)| {
+            !stem.is_empty() && !ext.is_empty() && ext.chars().all(|c| c.is_ascii_alphanumeric())
+        })
         && rest
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c));
@@ -354,7 +354,10 @@ mod tests {
     #[test]
     fn filename_directives() {
         let f = |code: &str| CodeBlock::python(code).filename();
-        assert_eq!(f("# filename: a/b.py\nprint(1)").unwrap(), Some("a/b.py".into()));
+        assert_eq!(
+            f("# filename: a/b.py\nprint(1)").unwrap(),
+            Some("a/b.py".into())
+        );
         assert_eq!(f("# test.py\nprint(1)").unwrap(), Some("test.py".into()));
         assert_eq!(f("// filename: x.sh\n").unwrap(), Some("x.sh".into()));
         assert_eq!(f("# compute the sum\nprint(1)").unwrap(), None);
@@ -366,10 +369,18 @@ mod tests {
 
     #[test]
     fn filenames_outside_the_workspace_are_refused() {
-        for bad in ["/etc/passwd", "../x.py", "a/../../x.py", "filename: /tmp/x.py"] {
+        for bad in [
+            "/etc/passwd",
+            "../x.py",
+            "a/../../x.py",
+            "filename: /tmp/x.py",
+        ] {
             let code = format!("# filename: {}\n", bad.trim_start_matches("filename: "));
             let err = CodeBlock::python(code).filename().unwrap_err().to_string();
-            assert!(err.contains("filename is not in the workspace"), "{bad}: {err}");
+            assert!(
+                err.contains("filename is not in the workspace"),
+                "{bad}: {err}"
+            );
         }
         assert!(workspace_relative(".dockexec/x.pid").is_err());
     }
@@ -380,7 +391,10 @@ mod tests {
                   ````\n```\nnested\n```\n````\n```json {x}\n{}\n```\n``not a fence``\n";
         let b = extract_code_blocks(md);
         assert_eq!(b.len(), 4, "{b:?}");
-        assert_eq!((b[0].language_tag(), b[0].code()), ("python", "print('a')\n"));
+        assert_eq!(
+            (b[0].language_tag(), b[0].code()),
+            ("python", "print('a')\n")
+        );
         assert_eq!((b[1].language_tag(), b[1].code()), ("bash", "echo b\n"));
         assert_eq!(b[2].code(), "```\nnested\n```\n");
         assert_eq!(b[3].language_tag(), "json");
@@ -394,7 +408,10 @@ mod tests {
     #[test]
     fn guessing() {
         assert_eq!(guess_language("from x import y"), Language::Python);
-        assert_eq!(guess_language("#!/usr/bin/env python3\nx=1"), Language::Python);
+        assert_eq!(
+            guess_language("#!/usr/bin/env python3\nx=1"),
+            Language::Python
+        );
         assert_eq!(guess_language("#!/bin/sh\necho"), Language::Shell);
         assert_eq!(guess_language("echo hi"), Language::Shell);
         assert_eq!(guess_language(""), Language::Shell);

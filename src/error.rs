@@ -90,21 +90,33 @@ impl fmt::Display for Error {
         match self {
             Error::Connect {
                 endpoint, reason, ..
-            } => write!(f, "cannot connect to the docker daemon at {endpoint}: {reason}"),
-            Error::Docker { status, message } => write!(f, "docker daemon error {status}: {message}"),
+            } => write!(
+                f,
+                "cannot connect to the docker daemon at {endpoint}: {reason}"
+            ),
+            Error::Docker { status, message } => {
+                write!(f, "docker daemon error {status}: {message}")
+            }
             Error::ImageNotFound { image, message } => {
                 write!(f, "image {image} not found: {message}")
             }
             Error::Pull { image, message } => write!(f, "pulling image {image} failed: {message}"),
             Error::ContainerGone { container } => {
-                write!(f, "container {container} is gone (removed or killed from outside)")
+                write!(
+                    f,
+                    "container {container} is gone (removed or killed from outside)"
+                )
             }
             Error::Stopped => f.write_str("the executor has been stopped"),
             Error::InvalidInput(msg) => write!(f, "invalid input: {msg}"),
             Error::Protocol(msg) => write!(f, "unexpected answer from the docker daemon: {msg}"),
             Error::InitCommand { code, output } => {
                 let code = code.map_or_else(|| "unknown".to_string(), |c| c.to_string());
-                write!(f, "init command failed with exit code {code}: {}", output.trim_end())
+                write!(
+                    f,
+                    "init command failed with exit code {code}: {}",
+                    output.trim_end()
+                )
             }
             Error::Timeout { what } => write!(f, "{what} timed out"),
             Error::Io { path, .. } => write!(f, "i/o error on {}", path.display()),
@@ -152,7 +164,11 @@ mod tests {
     #[test]
     fn error_stays_small() {
         // Results travel through every call; a fat error makes every `Result` fat.
-        assert!(std::mem::size_of::<Error>() <= 80, "{}", std::mem::size_of::<Error>());
+        assert!(
+            std::mem::size_of::<Error>() <= 80,
+            "{}",
+            std::mem::size_of::<Error>()
+        );
     }
 
     #[test]

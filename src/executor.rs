@@ -388,7 +388,10 @@ impl ExecutorBuilder {
             let _ = fs::set_permissions(&workspace, fs::Permissions::from_mode(0o1777));
         }
 
-        let name = self.name.clone().unwrap_or_else(|| format!("dockexec-{id}"));
+        let name = self
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("dockexec-{id}"));
         let body = self.create_body(&id, &workspace);
         let container = client
             .container_create(Some(&name), &body)
@@ -759,9 +762,8 @@ impl Inner {
 
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let tag = format!("{}_{n}", &self.id[..self.id.len().min(12)]);
-        let rel = requested.unwrap_or_else(|| {
-            PathBuf::from(format!("tmp_code_{tag}.{}", language.extension()))
-        });
+        let rel = requested
+            .unwrap_or_else(|| PathBuf::from(format!("tmp_code_{tag}.{}", language.extension())));
         let host_file = write_code_file(&self.workspace, &rel, block.code())?;
         let in_container = format!("{WORKSPACE}/{}", rel.to_string_lossy());
         let marker = format!("{WORKSPACE}/{STATE_DIR}/{tag}");

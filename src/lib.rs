@@ -38,15 +38,49 @@ pub use executor::{
     BlocksResult, DEFAULT_IMAGE, DEFAULT_MAX_OUTPUT, DEFAULT_TIMEOUT, Executor, ExecutorBuilder,
     LABEL_EXECUTOR, PullPolicy, PullProgress, WORKSPACE,
 };
-pub use orphans::{
-    LABEL_OWNER_BOOT, LABEL_OWNER_HOST, LABEL_OWNER_PID, LABEL_OWNER_START, gc,
-};
+pub use orphans::{LABEL_OWNER_BOOT, LABEL_OWNER_HOST, LABEL_OWNER_PID, LABEL_OWNER_START, gc};
 pub use output::{Chunk, ExitStatus, Output, Stream};
 pub use registry::{cleanup_on_ctrlc, stop_all};
 
 /// Not part of the API: hooks for this crate's own benches. May change at any time.
 #[doc(hidden)]
 pub mod __bench {
+    use std::path::Path;
+
+    /// The private Engine client, for measuring it against a hand-written one.
+    #[derive(Debug, Clone)]
+    pub struct BenchClient(crate::docker::api::Client);
+
+    impl BenchClient {
+        /// Connects (ping + version negotiation).
+        pub fn connect(socket: &Path) -> crate::Result<BenchClient> {
+            crate::docker::api::Client::connect(socket).map(BenchClient)
+        }
+
+        /// `GET /_ping` over a pooled connection.
+        pub fn ping(&self) -> crate::Result<()> {
+            self.0.ping()
+        }
+
+        /// The negotiated API version, e.g. "1.41".
+        pub fn api_version(&self) -> String {
+            self.0.api_version().to_string()
+        }
+
+        /// One exec round trip: create, start (reading the stream to its end), inspect.
+        /// Returns the exit code.
+        pub fn exec_round_trip(&self, container: &str, cmd: &[&str]) -> crate::Result<Option<i64>> {
+            let body = serde_json::json!({
+                "Cmd": cmd,
+                "AttachStdout": true,
+                "AttachStderr": true,
+            });
+            self.0
+                .exec_collect(container, &body, None)
+                .map(|(code, _, _)| code)
+        }
+    }
+
     /// Demultiplexes a whole framed buffer; returns (stdout bytes, stderr bytes).
     pub fn demux(input: &[u8], piece: usize) -> (usize, usize) {
         let mut d = crate::docker::frames::Demuxer::new(false);

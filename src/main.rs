@@ -126,7 +126,9 @@ fn parse_run(args: &[String]) -> Result<RunArgs, String> {
                         .parse()
                         .ok()
                         .filter(|s: &f64| s.is_finite() && *s > 0.0)
-                        .ok_or_else(|| format!("--timeout takes seconds above 0 or `none`, not {v:?}"))?;
+                        .ok_or_else(|| {
+                            format!("--timeout takes seconds above 0 or `none`, not {v:?}")
+                        })?;
                     Some(Duration::from_secs_f64(secs))
                 };
                 builder.timeout(t);
@@ -161,7 +163,11 @@ fn parse_run(args: &[String]) -> Result<RunArgs, String> {
                     "missing" => dockexec::PullPolicy::Missing,
                     "always" => dockexec::PullPolicy::Always,
                     "never" => dockexec::PullPolicy::Never,
-                    other => return Err(format!("--pull takes missing, always or never, not {other:?}")),
+                    other => {
+                        return Err(format!(
+                            "--pull takes missing, always or never, not {other:?}"
+                        ));
+                    }
                 };
                 builder.pull_policy(policy);
             }
@@ -189,7 +195,9 @@ fn blocks_of(run: &RunArgs, text: String) -> Result<Vec<CodeBlock>, String> {
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase);
     let markdown = matches!(ext.as_deref(), Some("md" | "markdown"))
-        || (run.lang.is_none() && ext.is_none() && text.lines().any(|l| l.trim_start().starts_with("```")));
+        || (run.lang.is_none()
+            && ext.is_none()
+            && text.lines().any(|l| l.trim_start().starts_with("```")));
     if markdown && run.lang.is_none() {
         let blocks = dockexec::extract_code_blocks(&text);
         if blocks.is_empty() {
@@ -309,4 +317,3 @@ fn show_progress(p: &PullProgress, tty: bool) {
         eprintln!("{line}");
     }
 }
-

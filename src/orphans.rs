@@ -87,7 +87,10 @@ fn owner_is_gone(labels: &std::collections::HashMap<String, String>) -> Option<b
     if pid.parse::<u32>().is_err() {
         return None;
     }
-    let recorded = labels.get(LABEL_OWNER_START).map(String::as_str).unwrap_or("");
+    let recorded = labels
+        .get(LABEL_OWNER_START)
+        .map(String::as_str)
+        .unwrap_or("");
     Some(match start_time(pid) {
         None => true,
         Some(now) => !recorded.is_empty() && now != recorded,
@@ -139,7 +142,11 @@ mod tests {
 
         let mut reused = mine.clone();
         reused.insert(LABEL_OWNER_START.into(), "1".into());
-        assert_eq!(owner_is_gone(&reused), Some(true), "same pid, other start time");
+        assert_eq!(
+            owner_is_gone(&reused),
+            Some(true),
+            "same pid, other start time"
+        );
 
         let mut rebooted = mine.clone();
         rebooted.insert(LABEL_OWNER_BOOT.into(), "another-boot".into());
@@ -147,7 +154,11 @@ mod tests {
 
         let mut elsewhere = mine.clone();
         elsewhere.insert(LABEL_OWNER_HOST.into(), "another-host".into());
-        assert_eq!(owner_is_gone(&elsewhere), None, "other hosts are not ours to judge");
+        assert_eq!(
+            owner_is_gone(&elsewhere),
+            None,
+            "other hosts are not ours to judge"
+        );
 
         let mut dead = mine;
         dead.insert(LABEL_OWNER_PID.into(), "999999999".into());

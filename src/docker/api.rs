@@ -180,15 +180,6 @@ impl Client {
         }
     }
 
-    // Used by the client's real-daemon tests, which drive the daemon directly.
-    #[cfg_attr(not(test), allow(dead_code))]
-    /// The socket this client dials.
-    pub(crate) fn socket(&self) -> &Path {
-        &self.socket
-    }
-
-    // Used by the client's real-daemon tests, which drive the daemon directly.
-    #[cfg_attr(not(test), allow(dead_code))]
     /// The negotiated API version, e.g. `"1.41"`.
     pub(crate) fn api_version(&self) -> &str {
         self.prefix.trim_start_matches("/v")
@@ -287,7 +278,10 @@ impl Client {
 
     /// Image inspect: `Ok(None)` when the image is not present locally.
     pub(crate) fn image_exists(&self, image: &str) -> Result<bool> {
-        match self.get("image inspect", &format!("/images/{}/json", encode_path(image))) {
+        match self.get(
+            "image inspect",
+            &format!("/images/{}/json", encode_path(image)),
+        ) {
             Ok(resp) => self.drain("image inspect", resp).map(|_| true),
             Err(e) if e.is_not_found() => Ok(false),
             Err(e) => Err(e),
@@ -299,7 +293,11 @@ impl Client {
     /// # Errors
     /// [`Error::ImageNotFound`] when the registry has no such image; [`Error::Pull`] for any
     /// other failure reported in the stream or by status.
-    pub(crate) fn image_pull(&self, image: &str, progress: &mut dyn FnMut(&PullEvent)) -> Result<()> {
+    pub(crate) fn image_pull(
+        &self,
+        image: &str,
+        progress: &mut dyn FnMut(&PullEvent),
+    ) -> Result<()> {
         let (name, tag) = split_reference(image);
         let mut path = format!("/images/create?fromImage={}", encode_query(name));
         if let Some(tag) = tag {
@@ -329,7 +327,10 @@ impl Client {
                 continue;
             }
             let event: PullEvent = serde_json::from_str(&line).map_err(|e| {
-                Error::Protocol(format!("image pull progress: {e}: {}", preview(line.as_bytes())))
+                Error::Protocol(format!(
+                    "image pull progress: {e}: {}",
+                    preview(line.as_bytes())
+                ))
             })?;
             if let Some(msg) = &event.error {
                 return Err(pull_error(image, 500, msg.clone()));
@@ -440,9 +441,10 @@ impl Client {
             Ok(resp) => self.drain("container remove", resp),
             Err(e) if e.is_not_found() => Ok(()),
             // Removal already under way (e.g. auto-remove, or a concurrent stop): done.
-            Err(Error::Docker { status: 409, ref message }) if message.contains("in progress") => {
-                Ok(())
-            }
+            Err(Error::Docker {
+                status: 409,
+                ref message,
+            }) if message.contains("in progress") => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -450,14 +452,21 @@ impl Client {
     /// Lists all containers (running or not) carrying `label` (`key` or `key=value`).
     pub(crate) fn container_list(&self, label: &str) -> Result<Vec<ContainerSummary>> {
         let filters = json!({ "label": [label] }).to_string();
-        let path = format!("/containers/json?all=true&filters={}", encode_query(&filters));
+        let path = format!(
+            "/containers/json?all=true&filters={}",
+            encode_query(&filters)
+        );
         let resp = self.get("container list", &path)?;
         self.json("container list", resp)
     }
 
     /// Creates an exec; returns its id.
     pub(crate) fn exec_create(&self, container: &str, body: &Value) -> Result<String> {
-        let resp = self.post("exec create", &format!("/containers/{container}/exec"), Some(body))?;
+        let resp = self.post(
+            "exec create",
+            &format!("/containers/{container}/exec"),
+            Some(body),
+        )?;
         #[derive(Deserialize)]
         struct Created {
             #[serde(rename = "Id")]
@@ -555,7 +564,10 @@ impl Client {
 
     /// Fetches `path` from the container as a tar archive.
     pub(crate) fn archive_get(&self, container: &str, path: &str) -> Result<Vec<u8>> {
-        let path = format!("/containers/{container}/archive?path={}", encode_query(path));
+        let path = format!(
+            "/containers/{container}/archive?path={}",
+            encode_query(path)
+        );
         let resp = self.get("archive get", &path)?;
         resp.into_body()
             .with_config()
@@ -568,7 +580,10 @@ impl Client {
 /// Picks the API version: the newest both sides speak.
 fn negotiate(v: &Version) -> Result<String> {
     let daemon_max = parse_api(&v.api_version).ok_or_else(|| {
-        Error::Protocol(format!("daemon reports an unreadable ApiVersion {:?}", v.api_version))
+        Error::Protocol(format!(
+            "daemon reports an unreadable ApiVersion {:?}",
+            v.api_version
+        ))
     })?;
     let daemon_min = v
         .min_api_version
@@ -806,7 +821,10 @@ mod tests {
             error_message(r#"{"message":"No such container: x"}"#, 404, "inspect"),
             "No such container: x"
         );
-        assert_eq!(error_message("page not found\n", 404, "inspect"), "page not found");
+        assert_eq!(
+            error_message("page not found\n", 404, "inspect"),
+            "page not found"
+        );
         assert!(error_message("", 500, "inspect").contains("HTTP 500"));
     }
 
@@ -827,7 +845,10 @@ mod tests {
 
     #[test]
     fn encoding() {
-        assert_eq!(encode_query("127.0.0.1:5000/a b"), "127.0.0.1%3A5000%2Fa%20b");
+        assert_eq!(
+            encode_query("127.0.0.1:5000/a b"),
+            "127.0.0.1%3A5000%2Fa%20b"
+        );
         assert_eq!(encode_path("127.0.0.1:5000/a b"), "127.0.0.1:5000/a%20b");
     }
 
@@ -839,7 +860,11 @@ mod tests {
         assert_eq!(name, "hello.txt");
         assert_eq!(data, b"hi\xff\n");
         assert!(untar_first_file(&[0u8; 1024]).is_err());
-        assert!(untar_first_file(&tar[..600]).is_err());
+        let big = tar_one_file("big", &[7u8; 1000], 0o644).unwrap();
+        assert!(
+            untar_first_file(&big[..600]).is_err(),
+            "entry runs past the end"
+        );
         assert!(tar_one_file("", b"", 0o644).is_err());
     }
 
@@ -849,6 +874,9 @@ mod tests {
             pull_error("x", 500, "manifest unknown: manifest unknown".into()),
             Error::ImageNotFound { .. }
         ));
-        assert!(matches!(pull_error("x", 500, "disk full".into()), Error::Pull { .. }));
+        assert!(matches!(
+            pull_error("x", 500, "disk full".into()),
+            Error::Pull { .. }
+        ));
     }
 }

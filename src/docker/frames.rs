@@ -130,9 +130,11 @@ pub(crate) fn frame(stream: u8, payload: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    fn run(raw: bool, pieces: &[&[u8]]) -> (Vec<(Stream, Vec<u8>)>, Result<(), FrameError>) {
+    type Pieces = Vec<(Stream, Vec<u8>)>;
+
+    fn run(raw: bool, pieces: &[&[u8]]) -> (Pieces, Result<(), FrameError>) {
         let mut d = Demuxer::new(raw);
-        let mut out: Vec<(Stream, Vec<u8>)> = Vec::new();
+        let mut out: Pieces = Vec::new();
         for p in pieces {
             if let Err(e) = d.feed(p, |s, b| {
                 assert!(!b.is_empty(), "empty piece emitted");
@@ -222,7 +224,10 @@ mod tests {
     fn raw_mode_is_all_stdout() {
         let (out, end) = run(true, &[b"\x01\x00\x00\x00", b"plain"]);
         end.unwrap();
-        assert_eq!(out, vec![(Stream::Stdout, b"\x01\x00\x00\x00plain".to_vec())]);
+        assert_eq!(
+            out,
+            vec![(Stream::Stdout, b"\x01\x00\x00\x00plain".to_vec())]
+        );
     }
 
     #[test]

@@ -3,3 +3,6 @@
 pub(crate) mod api;
 pub(crate) mod frames;
 pub(crate) mod transport;
+
+#[cfg(test)]
+mod tests;

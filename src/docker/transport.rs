@@ -138,9 +138,7 @@ impl Transport for UnixTransport {
             self.write_timeout = wanted;
         }
         let output = &self.buffers.output()[..amount];
-        (&self.stream.0)
-            .write_all(output)
-            .map_err(|e| map_io(e, t))
+        (&self.stream.0).write_all(output).map_err(|e| map_io(e, t))
     }
 
     fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
@@ -169,7 +167,8 @@ impl Transport for UnixTransport {
             return false;
         }
         let mut buf = [0u8; 1];
-        let open = matches!((&*stream).read(&mut buf), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+        let open =
+            matches!((&*stream).read(&mut buf), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
         open && stream.set_nonblocking(false).is_ok()
     }
 }
