@@ -42,6 +42,11 @@ pub use orphans::{LABEL_OWNER_BOOT, LABEL_OWNER_HOST, LABEL_OWNER_PID, LABEL_OWN
 pub use output::{Chunk, ExitStatus, Output, Stream};
 pub use registry::{cleanup_on_ctrlc, stop_all};
 
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// Not part of the API: hooks for this crate's own benches. May change at any time.
 #[doc(hidden)]
 pub mod __bench {
