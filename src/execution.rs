@@ -469,13 +469,25 @@ pub(crate) fn work(
             Err(_) => lost = reason.is_none(),
         }
         if code == Some(137) && reason.is_none() {
-            // Killed by SIGKILL that we did not send: the OOM killer, or someone outside.
-            match client.container_inspect(&ctx.container) {
-                Ok(info) => {
-                    oom = info.state.oom_killed;
-                    lost = !info.state.running;
+            // A SIGKILL we did not send: the OOM killer, someone killing the process, or the
+            // container dying (`docker kill`, `docker rm -f`). The exec can see its kill
+            // before the daemon records the container's end, so look a few times.
+            for _ in 0..10 {
+                match client.container_inspect(&ctx.container) {
+                    Ok(info) if info.state.running && info.state.status != "removing" => {
+                        oom = info.state.oom_killed;
+                    }
+                    Ok(info) => {
+                        oom = info.state.oom_killed;
+                        lost = true;
+                        break;
+                    }
+                    Err(_) => {
+                        lost = true;
+                        break;
+                    }
                 }
-                Err(_) => lost = true,
+                thread::sleep(Duration::from_millis(50));
             }
         }
     }

@@ -39,7 +39,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// timeout such a loop writes some gigabytes, all but 64 MiB of which are dropped.
 pub const DEFAULT_MAX_OUTPUT: usize = 64 * 1024 * 1024;
 /// How long `stop()` lets the daemon take to remove the container.
-const STOP_REMOVE_TIMEOUT: Duration = Duration::from_secs(10);
+const STOP_REMOVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// When [`ExecutorBuilder::start`] pulls the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

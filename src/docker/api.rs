@@ -87,6 +87,9 @@ pub(crate) struct ContainerInfo {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub(crate) struct ContainerState {
+    /// `running`, `exited`, `removing`, `dead`, …
+    #[serde(default)]
+    pub(crate) status: String,
     #[serde(default)]
     pub(crate) running: bool,
     #[serde(default, rename = "OOMKilled")]
