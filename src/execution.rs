@@ -17,12 +17,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, after, bounded, never, select, unbounded};
 use parking_lot::Mutex;
-use serde_json::json;
 
-use crate::docker::api::{Client, ExecStream, StreamCutter};
 use crate::docker::frames::Demuxer;
 use crate::error::{Error, Result};
 use crate::output::{Chunk, End, ExitStatus, Output, OutputBuf, Stream};
+use crate::runner::{Reaped, Running};
 
 /// What happens when a block's output passes `max_output_bytes`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -53,66 +52,10 @@ pub(crate) enum Reason {
 /// How long the worker waits for the stream to end after killing the process tree, before it
 /// shuts the socket down itself (a process that escaped the tree, or a daemon that hangs).
 pub(crate) const KILL_GRACE: Duration = Duration::from_millis(1500);
-/// Bound on each housekeeping call a worker makes (kill exec, exec inspect).
-const HOUSEKEEPING_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The kill script, run in a second exec: only POSIX `sh` and `kill`, no procps.
-///
-/// It marks the execution cancelled (so a wrapper that has not started yet exits at once),
-/// then SIGKILLs every process of the block's session. Every exec is a session leader (`sid ==
-/// pid`), and children, grandchildren, `&` jobs and processes that trap SIGTERM all stay in
-/// its session; the session id survives the leader's death, so orphans reparented to the
-/// container's init are found too. It loops until a pass finds nothing, so a fork racing the
-/// scan is caught by the next pass. Zombies are skipped: init reaps them.
-pub(crate) const KILL_SCRIPT: &str = r#"m=$1
-: > "$m.cancel" 2>/dev/null
-s=
-[ -r "$m.pid" ] && read -r s < "$m.pid"
-[ -n "$s" ] || exit 0
-i=0
-while [ "$i" -lt 200 ]; do
-  i=$((i + 1)); n=0
-  for f in /proc/[0-9]*/stat; do
-    read -r l < "$f" 2>/dev/null || continue
-    set -- ${l##*) }
-    [ "$4" = "$s" ] || continue
-    [ "$1" = Z ] && continue
-    p=${f#/proc/}; p=${p%/stat}
-    kill -9 "$p" 2>/dev/null && n=$((n + 1))
-  done
-  [ "$n" -eq 0 ] && exit 0
-done
-exit 1"#;
-
-/// The wrapper every block runs under: records its pid (= its session id) for the kill
-/// script, refuses to start once cancelled, then `exec`s the interpreter in its place.
-pub(crate) const RUN_SCRIPT: &str = r#"m=$1; l=$2; f=$3
-echo $$ > "$m.pid" 2>/dev/null
-[ -e "$m.cancel" ] && exit 137
-case $l in
-python)
-  for p in python3 python; do
-    command -v "$p" >/dev/null 2>&1 && exec "$p" "$f"
-  done
-  echo "dockexec: the image has neither python3 nor python" >&2; exit 127 ;;
-sh) exec sh "$f" ;;
-bash)
-  command -v bash >/dev/null 2>&1 || { echo "dockexec: the image has no bash" >&2; exit 127; }
-  exec bash "$f" ;;
-pwsh)
-  command -v pwsh >/dev/null 2>&1 || { echo "dockexec: the image has no pwsh" >&2; exit 127; }
-  exec pwsh -NoLogo -NoProfile -NonInteractive -File "$f" ;;
-*) echo "dockexec: unknown language $l" >&2; exit 127 ;;
-esac"#;
-
 /// Everything a worker needs that is not shared with handles.
 pub(crate) struct WorkerCtx {
-    pub(crate) client: Client,
-    pub(crate) container: String,
-    pub(crate) exec_id: String,
-    /// `/workspace/.dockexec/<name>`: the marker prefix the wrapper and kill script share.
-    pub(crate) marker: String,
-    /// The same marker on the host, to remove its `.pid` and `.cancel` files afterwards.
+    /// The marker prefix on the host (`<work dir>/.dockexec/<tag>`), to remove the runner's
+    /// `.pid` and `.cancel` files afterwards.
     pub(crate) host_marker: PathBuf,
     pub(crate) cap: Option<usize>,
     pub(crate) on_limit: OutputLimit,
@@ -357,7 +300,7 @@ enum Msg {
 }
 
 /// Blocking reads only: demultiplexes the stream and hands pieces to the worker.
-fn read_loop(mut stream: ExecStream, tx: Sender<Msg>) {
+fn read_loop(mut stream: Box<dyn Read + Send>, tx: Sender<Msg>) {
     let mut demux = Demuxer::new(false);
     let mut buf = vec![0u8; 64 * 1024];
     let end = loop {
@@ -389,11 +332,11 @@ fn read_loop(mut stream: ExecStream, tx: Sender<Msg>) {
 pub(crate) fn work(
     ctx: WorkerCtx,
     shared: Arc<Shared>,
-    stream: ExecStream,
-    cutter: StreamCutter,
+    running: Running,
     done_tx: Sender<()>,
     cancel_rx: Receiver<Reason>,
 ) {
+    let Running { stream, control } = running;
     // Bounded: a burst of output waits in the socket, not in our memory.
     let (tx, rx) = bounded::<Msg>(16);
     let mut reason: Option<Reason> = None;
@@ -420,7 +363,7 @@ pub(crate) fn work(
                         let crossed = shared.record(s, &bytes, ctx.cap);
                         if crossed && ctx.on_limit == OutputLimit::Kill && reason.is_none() {
                             reason = Some(Reason::OutputLimit);
-                            kill(&ctx);
+                            control.kill();
                             timer = after(KILL_GRACE);
                         }
                     }
@@ -431,7 +374,7 @@ pub(crate) fn work(
                     Ok(r) if reason.is_none() => {
                         reason = Some(r);
                         if r != Reason::Shutdown {
-                            kill(&ctx);
+                            control.kill();
                         }
                         timer = after(KILL_GRACE);
                     }
@@ -442,12 +385,12 @@ pub(crate) fn work(
                 recv(timer) -> _ => {
                     if reason.is_none() {
                         reason = Some(Reason::Timeout);
-                        kill(&ctx);
+                        control.kill();
                         timer = after(KILL_GRACE);
                     } else {
                         // The tree was killed but the stream lives on: cut it, the reader's
                         // blocked read fails at once, and it reports End.
-                        cutter.cut();
+                        control.cut();
                         cut = true;
                         timer = never();
                     }
@@ -458,39 +401,18 @@ pub(crate) fn work(
 
     // The exit code, unless the stream was cut (daemon unresponsive) or the container is
     // being removed anyway.
-    let mut lost = end.is_err() && reason.is_none();
-    let mut code = None;
-    let mut oom = false;
+    let mut reaped = Reaped {
+        lost: end.is_err(),
+        ..Reaped::default()
+    };
     if !cut && reason != Some(Reason::Shutdown) {
-        let client = ctx.client.with_timeout(HOUSEKEEPING_TIMEOUT);
-        match client.exec_inspect(&ctx.exec_id) {
-            Ok(info) if !info.running => code = info.exit_code.map(|c| c as i32),
-            Ok(_) => lost = reason.is_none(),
-            Err(_) => lost = reason.is_none(),
-        }
-        if code == Some(137) && reason.is_none() {
-            // A SIGKILL we did not send: the OOM killer, someone killing the process, or the
-            // container dying (`docker kill`, `docker rm -f`). The exec can see its kill
-            // before the daemon records the container's end, so look a few times.
-            for _ in 0..10 {
-                match client.container_inspect(&ctx.container) {
-                    Ok(info) if info.state.running && info.state.status != "removing" => {
-                        oom = info.state.oom_killed;
-                    }
-                    Ok(info) => {
-                        oom = info.state.oom_killed;
-                        lost = true;
-                        break;
-                    }
-                    Err(_) => {
-                        lost = true;
-                        break;
-                    }
-                }
-                thread::sleep(Duration::from_millis(50));
-            }
-        }
+        let r = control.reap(reason.is_some());
+        reaped = Reaped {
+            lost: reaped.lost || r.lost,
+            ..r
+        };
     }
+    let lost = reaped.lost && reason.is_none();
     let end_kind = match reason {
         Some(Reason::Timeout) => End::TimedOut,
         Some(Reason::Cancel | Reason::Shutdown) => End::Cancelled,
@@ -515,8 +437,8 @@ pub(crate) fn work(
     shared.finish(|buf| Output {
         status: ExitStatus {
             end: end_kind,
-            code,
-            oom_killed: oom,
+            code: reaped.code,
+            oom_killed: reaped.oom_killed,
             truncated: buf.truncated,
         },
         stdout: buf.stdout,
@@ -527,18 +449,4 @@ pub(crate) fn work(
     });
     // Only now, with the output stored, wake every waiter.
     drop(done_tx);
-}
-
-/// Kills the block's process tree with the kill script; failures are ignored because the
-/// grace timer and socket cut are the backstop.
-fn kill(ctx: &WorkerCtx) {
-    let body = json!({
-        "Cmd": ["sh", "-c", KILL_SCRIPT, "dockexec-kill", ctx.marker],
-        "AttachStdout": true,
-        "AttachStderr": true,
-        // Root in the container can kill whatever user the block runs as.
-        "User": "0",
-    });
-    let client = ctx.client.with_timeout(HOUSEKEEPING_TIMEOUT);
-    let _ = client.exec_collect(&ctx.container, &body, Some(HOUSEKEEPING_TIMEOUT));
 }

@@ -14,12 +14,13 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 use serde_json::{Value, json};
 
-use crate::code::{CodeBlock, Language};
+use crate::code::CodeBlock;
 use crate::docker::api::{self, Client, PullEvent};
 use crate::error::{Error, Result};
 use crate::execution::{self, Execution, OutputLimit, Reason, Shared, WorkerCtx};
 use crate::orphans;
 use crate::output::Output;
+use crate::runner::{ExecRunner, Launch, Runner};
 
 /// Where the workspace is mounted inside the container.
 pub const WORKSPACE: &str = "/workspace";
@@ -419,8 +420,13 @@ impl ExecutorBuilder {
             }
         }
 
+        let runner = Box::new(ExecRunner {
+            client: client.clone(),
+            container: container.clone(),
+        });
         let inner = Arc::new(Inner {
             client,
+            runner,
             id,
             container,
             name,
@@ -567,6 +573,8 @@ struct Tracked {
 #[derive(Debug)]
 pub(crate) struct Inner {
     client: Client,
+    /// How blocks are started, streamed, killed and reaped in the container.
+    runner: Box<dyn Runner>,
     id: String,
     container: String,
     name: String,
@@ -769,37 +777,19 @@ impl Inner {
         let marker = format!("{WORKSPACE}/{STATE_DIR}/{tag}");
         let host_marker = self.workspace.join(STATE_DIR).join(&tag);
 
-        let lang = match language {
-            Language::Python => "python",
-            Language::Shell => "sh",
-            Language::Bash => "bash",
-            Language::PowerShell => "pwsh",
-        };
-        let mut body = json!({
-            "Cmd": ["sh", "-c", execution::RUN_SCRIPT, "dockexec", marker, lang, in_container],
-            "AttachStdout": true,
-            "AttachStderr": true,
-            "WorkingDir": WORKSPACE,
-        });
-        if let Some(user) = &self.user {
-            body["User"] = json!(user);
-        }
         let started = Instant::now();
-        let exec_id = self
-            .client
-            .exec_create(&self.container, &body)
-            .map_err(|e| self.gone_or(e))?;
-        let (stream, cutter) = self
-            .client
-            .exec_start(&exec_id, false, None)
+        let running = self
+            .runner
+            .launch(&Launch {
+                language,
+                file: &in_container,
+                marker: &marker,
+                user: self.user.as_deref(),
+            })
             .map_err(|e| self.gone_or(e))?;
 
         let (shared, done_tx, cancel_rx) = Shared::new(n, host_file);
         let ctx = WorkerCtx {
-            client: self.client.clone(),
-            container: self.container.clone(),
-            exec_id,
-            marker,
             host_marker,
             cap: self.max_output,
             on_limit: self.on_output_limit,
@@ -810,7 +800,7 @@ impl Inner {
         let worker_shared = Arc::clone(&shared);
         let worker = thread::Builder::new()
             .name(format!("dockexec-{n}"))
-            .spawn(move || execution::work(ctx, worker_shared, stream, cutter, done_tx, cancel_rx))
+            .spawn(move || execution::work(ctx, worker_shared, running, done_tx, cancel_rx))
             .map_err(|e| Error::Internal(format!("cannot start a worker thread: {e}")))?;
         self.live.lock().push(Tracked {
             shared: Arc::clone(&shared),

@@ -30,6 +30,7 @@ mod executor;
 mod orphans;
 mod output;
 mod registry;
+mod runner;
 
 pub use code::{CodeBlock, Language, extract_code_blocks, guess_language};
 pub use error::{Error, Result};

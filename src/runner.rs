@@ -1,0 +1,221 @@
+//! The seam between the executor and *how* a block runs inside the container: started,
+//! streamed, killed and reaped.
+//!
+//! Today there is one strategy, [`ExecRunner`]: one `docker exec` per block under a POSIX `sh`
+//! wrapper, killed by a second exec. A warm in-container process that forks each block itself
+//! can join later as another [`Runner`] without touching the public API, the worker's
+//! timeout/cancel logic, or the output handling.
+
+use std::fmt;
+use std::io::Read;
+use std::thread;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::code::Language;
+use crate::docker::api::{Client, StreamCutter};
+use crate::error::Result;
+
+/// Bound on each housekeeping call (kill, inspect) a running block makes.
+const HOUSEKEEPING_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What to start.
+#[derive(Debug)]
+pub(crate) struct Launch<'a> {
+    pub(crate) language: Language,
+    /// The code file's path inside the container.
+    pub(crate) file: &'a str,
+    /// The marker prefix (`…/.dockexec/<tag>`) the wrapper and the kill share.
+    pub(crate) marker: &'a str,
+    pub(crate) user: Option<&'a str>,
+}
+
+/// How the block ended, as far as the strategy can tell.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Reaped {
+    pub(crate) code: Option<i32>,
+    /// The container vanished or died, or the block's end could not be learnt.
+    pub(crate) lost: bool,
+    pub(crate) oom_killed: bool,
+}
+
+/// A strategy for running blocks in one container.
+pub(crate) trait Runner: fmt::Debug + Send + Sync {
+    /// Starts a block; its output is flowing when this returns.
+    ///
+    /// # Errors
+    /// The daemon's refusal, mapped by the caller (to `Error::ContainerGone` and co).
+    fn launch(&self, launch: &Launch<'_>) -> Result<Running>;
+}
+
+/// A started block: its framed output stream and the means to cut, kill and reap it.
+pub(crate) struct Running {
+    pub(crate) stream: Box<dyn Read + Send>,
+    pub(crate) control: Box<dyn Control>,
+}
+
+impl fmt::Debug for Running {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Running").finish_non_exhaustive()
+    }
+}
+
+/// What the worker can do to a running block. Every call is bounded in time.
+pub(crate) trait Control: Send {
+    /// Kills the block's whole process tree; failures are swallowed (the cut is the backstop).
+    fn kill(&self);
+    /// Shuts the output stream's connection down: a read blocked on it returns at once.
+    fn cut(&self);
+    /// After the stream ended: the exit code, and whether the container is still there.
+    /// `killed` says the worker killed the block, so a SIGKILL status is expected.
+    fn reap(&self, killed: bool) -> Reaped;
+}
+
+/// The kill script, run in a second exec: only POSIX `sh` and `kill`, no procps.
+///
+/// It marks the execution cancelled (so a wrapper that has not started yet exits at once),
+/// then SIGKILLs every process of the block's session. Every exec is a session leader (`sid ==
+/// pid`), and children, grandchildren, `&` jobs and processes that trap SIGTERM all stay in
+/// its session; the session id survives the leader's death, so orphans reparented to the
+/// container's init are found too. It loops until a pass finds nothing, so a fork racing the
+/// scan is caught by the next pass. Zombies are skipped: init reaps them.
+pub(crate) const KILL_SCRIPT: &str = r#"m=$1
+: > "$m.cancel" 2>/dev/null
+s=
+[ -r "$m.pid" ] && read -r s < "$m.pid"
+[ -n "$s" ] || exit 0
+i=0
+while [ "$i" -lt 200 ]; do
+  i=$((i + 1)); n=0
+  for f in /proc/[0-9]*/stat; do
+    read -r l < "$f" 2>/dev/null || continue
+    set -- ${l##*) }
+    [ "$4" = "$s" ] || continue
+    [ "$1" = Z ] && continue
+    p=${f#/proc/}; p=${p%/stat}
+    kill -9 "$p" 2>/dev/null && n=$((n + 1))
+  done
+  [ "$n" -eq 0 ] && exit 0
+done
+exit 1"#;
+
+/// The wrapper every block runs under: records its pid (= its session id) for the kill
+/// script, refuses to start once cancelled, then `exec`s the interpreter in its place.
+pub(crate) const RUN_SCRIPT: &str = r#"m=$1; l=$2; f=$3
+echo $$ > "$m.pid" 2>/dev/null
+[ -e "$m.cancel" ] && exit 137
+case $l in
+python)
+  for p in python3 python; do
+    command -v "$p" >/dev/null 2>&1 && exec "$p" "$f"
+  done
+  echo "dockexec: the image has neither python3 nor python" >&2; exit 127 ;;
+sh) exec sh "$f" ;;
+bash)
+  command -v bash >/dev/null 2>&1 || { echo "dockexec: the image has no bash" >&2; exit 127; }
+  exec bash "$f" ;;
+pwsh)
+  command -v pwsh >/dev/null 2>&1 || { echo "dockexec: the image has no pwsh" >&2; exit 127; }
+  exec pwsh -NoLogo -NoProfile -NonInteractive -File "$f" ;;
+*) echo "dockexec: unknown language $l" >&2; exit 127 ;;
+esac"#;
+
+/// One `docker exec` per block.
+#[derive(Debug, Clone)]
+pub(crate) struct ExecRunner {
+    pub(crate) client: Client,
+    pub(crate) container: String,
+}
+
+impl Runner for ExecRunner {
+    fn launch(&self, l: &Launch<'_>) -> Result<Running> {
+        let mut body = json!({
+            "Cmd": ["sh", "-c", RUN_SCRIPT, "dockexec", l.marker, l.language.name(), l.file],
+            "AttachStdout": true,
+            "AttachStderr": true,
+            "WorkingDir": crate::executor::WORKSPACE,
+        });
+        if let Some(user) = l.user {
+            body["User"] = json!(user);
+        }
+        let exec_id = self.client.exec_create(&self.container, &body)?;
+        let (stream, cutter) = self.client.exec_start(&exec_id, false, None)?;
+        Ok(Running {
+            stream: Box::new(stream) as Box<dyn Read + Send>,
+            control: Box::new(ExecControl {
+                client: self.client.with_timeout(HOUSEKEEPING_TIMEOUT),
+                container: self.container.clone(),
+                exec_id,
+                marker: l.marker.to_string(),
+                cutter,
+            }),
+        })
+    }
+}
+
+struct ExecControl {
+    client: Client,
+    container: String,
+    exec_id: String,
+    marker: String,
+    cutter: StreamCutter,
+}
+
+impl Control for ExecControl {
+    fn kill(&self) {
+        let body = json!({
+            "Cmd": ["sh", "-c", KILL_SCRIPT, "dockexec-kill", self.marker],
+            "AttachStdout": true,
+            "AttachStderr": true,
+            // Root in the container can kill whatever user the block runs as.
+            "User": "0",
+        });
+        let _ = self
+            .client
+            .exec_collect(&self.container, &body, Some(HOUSEKEEPING_TIMEOUT));
+    }
+
+    fn cut(&self) {
+        self.cutter.cut();
+    }
+
+    fn reap(&self, killed: bool) -> Reaped {
+        let mut r = Reaped::default();
+        match self.client.exec_inspect(&self.exec_id) {
+            Ok(info) if !info.running => r.code = info.exit_code.map(|c| c as i32),
+            _ => r.lost = true,
+        }
+        if r.code == Some(137) && !killed {
+            // A SIGKILL we did not send: the OOM killer, someone killing the process, or the
+            // container dying (`docker kill`, `docker rm -f`). The exec can see its kill
+            // before the daemon records the container's end, so look a few times.
+            for _ in 0..10 {
+                match self.client.container_inspect(&self.container) {
+                    Ok(info) if info.state.running && info.state.status != "removing" => {
+                        r.oom_killed = info.state.oom_killed;
+                    }
+                    Ok(info) => {
+                        r.oom_killed = info.state.oom_killed;
+                        r.lost = true;
+                        break;
+                    }
+                    Err(_) => {
+                        r.lost = true;
+                        break;
+                    }
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
+        r
+    }
+}
+
+impl fmt::Debug for ExecControl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExecControl")
+            .field("exec_id", &self.exec_id)
+            .finish_non_exhaustive()
+    }
+}
