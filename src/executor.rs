@@ -829,7 +829,11 @@ impl Inner {
     /// Maps "no such container" / "is not running" to [`Error::ContainerGone`].
     fn gone_or(&self, e: Error) -> Error {
         match &e {
-            Error::Docker { status: 404, .. } => Error::ContainerGone {
+            // Only the container's own 404: a missing file or exec is a 404 too.
+            Error::Docker {
+                status: 404,
+                message,
+            } if message.contains("No such container") => Error::ContainerGone {
                 container: self.container.clone(),
             },
             Error::Docker {

@@ -68,7 +68,11 @@ fn main() -> ExitCode {
             Err(e) => fail(&e),
         },
         Some("run") => match parse_run(&args[1..]) {
-            Ok(run) => run_command(run),
+            Ok(Some(run)) => run_command(run),
+            Ok(None) => {
+                print!("{HELP}");
+                ExitCode::SUCCESS
+            }
             Err(msg) => {
                 eprintln!("dockexec: {msg}\nTry 'dockexec --help'.");
                 ExitCode::from(2)
@@ -92,7 +96,8 @@ fn fail(e: &dockexec::Error) -> ExitCode {
     ExitCode::from(1)
 }
 
-fn parse_run(args: &[String]) -> Result<RunArgs, String> {
+/// `Ok(None)` when help was asked for.
+fn parse_run(args: &[String]) -> Result<Option<RunArgs>, String> {
     let mut builder = Executor::builder();
     let mut file = None;
     let mut lang = None;
@@ -171,7 +176,7 @@ fn parse_run(args: &[String]) -> Result<RunArgs, String> {
                 };
                 builder.pull_policy(policy);
             }
-            "-h" | "--help" => return Err("see the usage below".into()),
+            "-h" | "--help" => return Ok(None),
             f if f.starts_with('-') && f != "-" => return Err(format!("unknown option {f:?}")),
             _ => {
                 if file.replace(arg.clone()).is_some() {
@@ -181,11 +186,11 @@ fn parse_run(args: &[String]) -> Result<RunArgs, String> {
         }
     }
     let file = file.ok_or("run needs a FILE (or - for standard input)")?;
-    Ok(RunArgs {
+    Ok(Some(RunArgs {
         file,
         lang,
         builder,
-    })
+    }))
 }
 
 fn blocks_of(run: &RunArgs, text: String) -> Result<Vec<CodeBlock>, String> {

@@ -75,30 +75,40 @@ pub(crate) trait Control: Send {
 /// The kill script, run in a second exec: only POSIX `sh` and `kill`, no procps.
 ///
 /// It marks the execution cancelled (so a wrapper that has not started yet exits at once),
-/// then SIGKILLs every process of the block's session. Every exec is a session leader (`sid ==
+/// then kills every process of the block's session. Every exec is a session leader (`sid ==
 /// pid`), and children, grandchildren, `&` jobs and processes that trap SIGTERM all stay in
 /// its session; the session id survives the leader's death, so orphans reparented to the
-/// container's init are found too. It loops until a pass finds nothing, so a fork racing the
-/// scan is caught by the next pass. Zombies are skipped: init reaps them.
+/// container's init are found too.
+///
+/// First every member is frozen with SIGSTOP, pass after pass until a pass finds none still
+/// running, so that no shell of the block runs its next command while its child is being
+/// killed (`/proc` lists pids in no useful order) and no fork escapes between passes. Only
+/// then does everything get SIGKILL, again until a pass finds nothing. Zombies are skipped:
+/// init reaps them.
 pub(crate) const KILL_SCRIPT: &str = r#"m=$1
 : > "$m.cancel" 2>/dev/null
 s=
 [ -r "$m.pid" ] && read -r s < "$m.pid"
 [ -n "$s" ] || exit 0
-i=0
-while [ "$i" -lt 200 ]; do
-  i=$((i + 1)); n=0
+pass() {
+  n=0
   for f in /proc/[0-9]*/stat; do
     read -r l < "$f" 2>/dev/null || continue
     set -- ${l##*) }
     [ "$4" = "$s" ] || continue
-    [ "$1" = Z ] && continue
+    case $1 in Z) continue ;; T|t) [ "$sig" = STOP ] && continue ;; esac
     p=${f#/proc/}; p=${p%/stat}
-    kill -9 "$p" 2>/dev/null && n=$((n + 1))
+    kill -"$sig" "$p" 2>/dev/null && n=$((n + 1))
   done
-  [ "$n" -eq 0 ] && exit 0
+}
+for sig in STOP KILL; do
+  i=0
+  while [ "$i" -lt 200 ]; do
+    i=$((i + 1)); pass
+    [ "$n" -eq 0 ] && break
+  done
 done
-exit 1"#;
+[ "$n" -eq 0 ]"#;
 
 /// The wrapper every block runs under: records its pid (= its session id) for the kill
 /// script, refuses to start once cancelled, then `exec`s the interpreter in its place.

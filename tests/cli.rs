@@ -1,0 +1,255 @@
+//! The `dockexec` command line, run as a process against the real daemon.
+mod common;
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::TempDir;
+
+const BIN: &str = env!("CARGO_BIN_EXE_dockexec");
+
+/// `dockexec run --image <test image> --pull never <args…>`.
+fn run(args: &[&str]) -> Output {
+    let image = common::image();
+    let mut full = vec!["run", "--image", image.as_str(), "--pull", "never"];
+    full.extend_from_slice(args);
+    Command::new(BIN)
+        .args(&full)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the dockexec binary")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn write(dir: &Path, name: &str, content: &str) -> String {
+    let path = dir.join(name);
+    fs::write(&path, content).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+#[test]
+fn run_py_file_passes_streams_and_exit_code_through() {
+    let dir = TempDir::new("cli-py");
+    let file = write(
+        dir.path(),
+        "prog.py",
+        "import sys\nprint('to stdout')\nprint('to stderr', file=sys.stderr)\nsys.exit(3)\n",
+    );
+    let out = run(&[&file]);
+    assert_eq!(out.status.code(), Some(3), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "to stdout\n");
+    assert!(
+        text(&out.stderr).contains("to stderr\n"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!text(&out.stderr).contains("to stdout"));
+}
+
+#[test]
+fn run_succeeding_file_exits_zero() {
+    let dir = TempDir::new("cli-ok");
+    let file = write(dir.path(), "ok.sh", "echo fine\n");
+    let out = run(&[&file]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "fine\n");
+}
+
+#[test]
+fn markdown_file_runs_every_block_in_order() {
+    let dir = TempDir::new("cli-md");
+    let file = write(
+        dir.path(),
+        "doc.md",
+        "# Title\n\nFirst:\n\n```python\nprint('one')\n```\n\nThen:\n\n```sh\necho two\n```\n",
+    );
+    let out = run(&[&file]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "one\ntwo\n");
+}
+
+#[test]
+fn markdown_stops_at_the_first_failing_block() {
+    let dir = TempDir::new("cli-md-fail");
+    let file = write(
+        dir.path(),
+        "doc.md",
+        "```sh\necho one\n```\n```sh\necho two; exit 4\n```\n```sh\necho three\n```\n",
+    );
+    let out = run(&[&file]);
+    assert_eq!(out.status.code(), Some(4), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "one\ntwo\n");
+}
+
+#[test]
+fn timeout_exits_124() {
+    let dir = TempDir::new("cli-timeout");
+    let file = write(dir.path(), "slow.sh", "sleep 10\necho late\n");
+    let t0 = Instant::now();
+    let out = run(&["--timeout", "1", &file]);
+    let elapsed = t0.elapsed();
+    assert_eq!(
+        out.status.code(),
+        Some(124),
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    assert!(elapsed < Duration::from_secs(8), "took {elapsed:?}");
+    assert!(
+        text(&out.stderr).contains("timed out"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn help_mentions_every_option() {
+    for flag in ["--help", "-h"] {
+        let out = Command::new(BIN).arg(flag).output().unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        let help = text(&out.stdout);
+        for option in [
+            "--lang",
+            "--image",
+            "--timeout",
+            "--work-dir",
+            "--env",
+            "--network",
+            "--max-output",
+            "--pull",
+            "-l,",
+            "-i,",
+            "-t,",
+            "-w,",
+            "-e,",
+        ] {
+            assert!(
+                help.contains(option),
+                "{flag}: {option} missing from:\n{help}"
+            );
+        }
+    }
+}
+
+#[test]
+fn run_help_prints_the_usage() {
+    // `dockexec run --help` is where a user looks for the run options.
+    let out = Command::new(BIN).args(["run", "--help"]).output().unwrap();
+    let all = text(&out.stdout) + &text(&out.stderr);
+    for option in ["--lang", "--image", "--timeout", "--work-dir", "--env"] {
+        assert!(
+            all.contains(option),
+            "`dockexec run --help` (exit {:?}) does not mention {option}; it printed:\n{all}",
+            out.status.code()
+        );
+    }
+}
+
+#[test]
+fn unknown_flag_exits_2() {
+    let dir = TempDir::new("cli-flag");
+    let file = write(dir.path(), "x.py", "print('never')\n");
+    let out = run(&["--no-such-flag", &file]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stdout).is_empty());
+    assert!(
+        text(&out.stderr).contains("--no-such-flag"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = Command::new(BIN).arg("--no-such-flag").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    // A flag missing its value is a usage error too.
+    let out = Command::new(BIN)
+        .args(["run", &file, "--timeout"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
+#[test]
+fn env_reaches_the_block() {
+    let dir = TempDir::new("cli-env");
+    let file = write(
+        dir.path(),
+        "env.py",
+        "import os\nprint(os.environ['GREETING'], os.environ['WITH_EQUALS'], os.environ['INLINE'])\n",
+    );
+    let out = run(&[
+        "-e",
+        "GREETING=hello",
+        "--env",
+        "WITH_EQUALS=a=b",
+        "--env=INLINE=yes",
+        &file,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hello a=b yes\n");
+}
+
+#[test]
+fn work_dir_is_used_and_kept() {
+    let dir = TempDir::new("cli-wd");
+    let work = dir.path().join("ws");
+    let file = write(
+        dir.path(),
+        "w.py",
+        "# filename: saved.py\nopen('result.txt', 'w').write('done')\n",
+    );
+    let out = run(&["--work-dir", work.to_str().unwrap(), &file]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert!(work.join("saved.py").is_file());
+    assert_eq!(fs::read_to_string(work.join("result.txt")).unwrap(), "done");
+}
+
+#[test]
+fn lang_flag_and_standard_input() {
+    let image = common::image();
+    let mut child = Command::new(BIN)
+        .args([
+            "run", "--image", &image, "--pull", "never", "--lang", "py", "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"print(6 * 7)\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "42\n");
+}
+
+#[test]
+fn missing_image_exits_1_with_a_clear_message() {
+    let dir = TempDir::new("cli-noimg");
+    let file = write(dir.path(), "x.py", "print('never')\n");
+    let out = Command::new(BIN)
+        .args([
+            "run",
+            "--image",
+            "dockexec-test/never-existed:nope",
+            "--pull",
+            "never",
+            &file,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("dockexec-test/never-existed:nope") && err.contains("not found"),
+        "{err}"
+    );
+}
