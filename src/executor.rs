@@ -393,7 +393,10 @@ impl ExecutorBuilder {
             .name
             .clone()
             .unwrap_or_else(|| format!("dockexec-{id}"));
-        let body = self.create_body(&id, &workspace);
+        let mut body = self.create_body(&id, &workspace);
+        if temp_workspace {
+            body["Labels"][orphans::LABEL_TEMP_WORKSPACE] = json!(workspace);
+        }
         let container = client
             .container_create(Some(&name), &body)
             .map_err(cleanup_workspace)?;

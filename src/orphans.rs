@@ -18,6 +18,9 @@ pub const LABEL_OWNER_START: &str = "dockexec.owner.start";
 pub const LABEL_OWNER_HOST: &str = "dockexec.owner.host";
 /// Label: the owner host's boot id; after a reboot every owner is gone.
 pub const LABEL_OWNER_BOOT: &str = "dockexec.owner.boot";
+/// Label: the temporary work dir dockexec created for the container, removed with it by
+/// [`gc`] (absent when the work dir was the user's own).
+pub const LABEL_TEMP_WORKSPACE: &str = "dockexec.workspace.temp";
 
 fn read_trimmed(path: &str) -> Option<String> {
     fs::read_to_string(path)
@@ -97,12 +100,27 @@ fn owner_is_gone(labels: &std::collections::HashMap<String, String>) -> Option<b
     })
 }
 
+/// Removes a dead owner's temporary work dir: only a directory named exactly
+/// `dockexec-<executor id>`, as `start()` names them, so a forged label removes nothing else.
+fn remove_temp_workspace(labels: &std::collections::HashMap<String, String>) {
+    let (Some(dir), Some(id)) = (labels.get(LABEL_TEMP_WORKSPACE), labels.get(LABEL_EXECUTOR))
+    else {
+        return;
+    };
+    let dir = Path::new(dir);
+    let expected = format!("dockexec-{id}");
+    if dir.is_absolute() && dir.file_name().and_then(|n| n.to_str()) == Some(expected.as_str()) {
+        let _ = fs::remove_dir_all(dir);
+    }
+}
+
 /// Removes the containers of dead owners; returns their ids.
 pub(crate) fn sweep(client: &Client) -> Result<Vec<String>> {
     let mut removed = Vec::new();
     for c in client.container_list(LABEL_EXECUTOR)? {
         if owner_is_gone(&c.labels) == Some(true) {
             client.container_remove(&c.id, Duration::from_secs(10))?;
+            remove_temp_workspace(&c.labels);
             removed.push(c.id);
         }
     }
