@@ -337,6 +337,7 @@ pub(crate) fn work(
     cancel_rx: Receiver<Reason>,
 ) {
     let Running { stream, control } = running;
+    let control = &*control;
     // Bounded: a burst of output waits in the socket, not in our memory.
     let (tx, rx) = bounded::<Msg>(16);
     let mut reason: Option<Reason> = None;
@@ -354,8 +355,20 @@ pub(crate) fn work(
             Some(d) => after(d.saturating_duration_since(Instant::now())),
             None => never(),
         };
-        // The scope joins the reader on exit; every path out of this loop either saw the
-        // reader's End or cut its socket first, so that join cannot hang.
+        // The kill runs on a thread of its own while this loop keeps draining the stream: the
+        // daemon will not finish the kill exec while the killed exec's output sits unread.
+        let kill = || {
+            let spawned = thread::Builder::new()
+                .name("dockexec-kill".into())
+                .spawn_scoped(scope, move || control.kill());
+            if spawned.is_err() {
+                // No thread to be had: cut the stream, which ends the read at least.
+                control.cut();
+            }
+        };
+        // The scope joins the reader (and any kill thread) on exit. Every path out of this
+        // loop either saw the reader's End or cut its socket first, so that join cannot hang;
+        // a kill thread is bounded by its own timeouts.
         loop {
             select! {
                 recv(rx) -> msg => match msg {
@@ -363,7 +376,7 @@ pub(crate) fn work(
                         let crossed = shared.record(s, &bytes, ctx.cap);
                         if crossed && ctx.on_limit == OutputLimit::Kill && reason.is_none() {
                             reason = Some(Reason::OutputLimit);
-                            control.kill();
+                            kill();
                             timer = after(KILL_GRACE);
                         }
                     }
@@ -374,7 +387,7 @@ pub(crate) fn work(
                     Ok(r) if reason.is_none() => {
                         reason = Some(r);
                         if r != Reason::Shutdown {
-                            control.kill();
+                            kill();
                         }
                         timer = after(KILL_GRACE);
                     }
@@ -385,7 +398,7 @@ pub(crate) fn work(
                 recv(timer) -> _ => {
                     if reason.is_none() {
                         reason = Some(Reason::Timeout);
-                        control.kill();
+                        kill();
                         timer = after(KILL_GRACE);
                     } else {
                         // The tree was killed but the stream lives on: cut it, the reader's

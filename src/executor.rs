@@ -787,6 +787,7 @@ impl Inner {
                 language,
                 file: &in_container,
                 marker: &marker,
+                tag: &tag,
                 user: self.user.as_deref(),
             })
             .map_err(|e| self.gone_or(e))?;

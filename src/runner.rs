@@ -28,6 +28,8 @@ pub(crate) struct Launch<'a> {
     pub(crate) file: &'a str,
     /// The marker prefix (`…/.dockexec/<tag>`) the wrapper and the kill share.
     pub(crate) marker: &'a str,
+    /// The execution's tag, unique in the container; set in its environment.
+    pub(crate) tag: &'a str,
     pub(crate) user: Option<&'a str>,
 }
 
@@ -62,7 +64,7 @@ impl fmt::Debug for Running {
 }
 
 /// What the worker can do to a running block. Every call is bounded in time.
-pub(crate) trait Control: Send {
+pub(crate) trait Control: Send + Sync {
     /// Kills the block's whole process tree; failures are swallowed (the cut is the backstop).
     fn kill(&self);
     /// Shuts the output stream's connection down: a read blocked on it returns at once.
@@ -80,31 +82,41 @@ pub(crate) trait Control: Send {
 /// its session; the session id survives the leader's death, so orphans reparented to the
 /// container's init are found too.
 ///
+/// A process that leaves the session (`setsid`, `start_new_session=True`) is still found by
+/// the `DOCKEXEC_EXECUTION=<tag>.` variable every process of the block inherits (read from
+/// `/proc/<pid>/environ` with the shell's own `read`, which drops the NUL separators); only a
+/// process that both leaves the session and clears its environment escapes.
+///
 /// First every member is frozen with SIGSTOP, pass after pass until a pass finds none still
 /// running, so that no shell of the block runs its next command while its child is being
 /// killed (`/proc` lists pids in no useful order) and no fork escapes between passes. Only
 /// then does everything get SIGKILL, again until a pass finds nothing. Zombies are skipped:
 /// init reaps them.
-pub(crate) const KILL_SCRIPT: &str = r#"m=$1
+pub(crate) const KILL_SCRIPT: &str = r#"m=$1; t=$2
 : > "$m.cancel" 2>/dev/null
 s=
 [ -r "$m.pid" ] && read -r s < "$m.pid"
-[ -n "$s" ] || exit 0
 pass() {
   n=0
   for f in /proc/[0-9]*/stat; do
     read -r l < "$f" 2>/dev/null || continue
     set -- ${l##*) }
-    [ "$4" = "$s" ] || continue
     case $1 in Z) continue ;; T|t) [ "$sig" = STOP ] && continue ;; esac
-    p=${f#/proc/}; p=${p%/stat}
-    kill -"$sig" "$p" 2>/dev/null && n=$((n + 1))
+    d=${f%/stat}
+    if [ "$4" != "$s" ]; then
+      hit=
+      while read -r e || [ -n "$e" ]; do
+        case $e in *"DOCKEXEC_EXECUTION=$t."*) hit=1; break ;; esac
+      done < "$d/environ"
+      [ -n "$hit" ] || continue
+    fi
+    kill -"$sig" "${d#/proc/}" 2>/dev/null && n=$((n + 1))
   done
 }
 for sig in STOP KILL; do
   i=0
   while [ "$i" -lt 200 ]; do
-    i=$((i + 1)); pass
+    i=$((i + 1)); pass 2>/dev/null
     [ "$n" -eq 0 ] && break
   done
 done
@@ -145,6 +157,9 @@ impl Runner for ExecRunner {
             "AttachStdout": true,
             "AttachStderr": true,
             "WorkingDir": crate::executor::WORKSPACE,
+            // Inherited by every process of the block, even one that leaves its session. The
+            // trailing dot ends the tag, so tag `x_1` never matches `x_12`.
+            "Env": [format!("DOCKEXEC_EXECUTION={}.", l.tag)],
         });
         if let Some(user) = l.user {
             body["User"] = json!(user);
@@ -158,6 +173,7 @@ impl Runner for ExecRunner {
                 container: self.container.clone(),
                 exec_id,
                 marker: l.marker.to_string(),
+                tag: l.tag.to_string(),
                 cutter,
             }),
         })
@@ -169,13 +185,14 @@ struct ExecControl {
     container: String,
     exec_id: String,
     marker: String,
+    tag: String,
     cutter: StreamCutter,
 }
 
 impl Control for ExecControl {
     fn kill(&self) {
         let body = json!({
-            "Cmd": ["sh", "-c", KILL_SCRIPT, "dockexec-kill", self.marker],
+            "Cmd": ["sh", "-c", KILL_SCRIPT, "dockexec-kill", self.marker, self.tag],
             "AttachStdout": true,
             "AttachStderr": true,
             // Root in the container can kill whatever user the block runs as.
