@@ -200,7 +200,8 @@ impl Execution {
         &self.shared.code_file
     }
 
-    /// Live output: a receiver of the block's stdout and stderr pieces, in arrival order.
+    /// Live output: a receiver of the block's stdout and stderr pieces, in arrival order
+    /// (exact within a stream; see [`Output::pieces`] for the order across the two).
     ///
     /// Each call gives a new receiver that starts with everything written so far, then follows
     /// the stream; iteration ends by itself when the execution ends. Receivers are unbounded,

@@ -196,6 +196,10 @@ impl Output {
 
     /// Both streams' pieces in the order they arrived.
     ///
+    /// Order within one stream is exact. Across the two it is the order the daemon delivered
+    /// them in: Docker reads stdout and stderr through separate pipes, so writes to different
+    /// streams made within a few milliseconds of each other may arrive swapped.
+    ///
     /// ```
     /// # fn show(output: &dockexec::Output) {
     /// for (stream, bytes) in output.pieces() {
