@@ -350,6 +350,8 @@ pub(crate) fn work(
             .name("dockexec-reader".into())
             .spawn_scoped(scope, move || read_loop(stream, tx));
         if let Err(e) = reader {
+            // Nobody will read its output: the block must not run on unobserved.
+            control.kill();
             return Err(format!("cannot start the reader thread: {e}"));
         }
         let mut timer = match ctx.deadline {
