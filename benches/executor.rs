@@ -1,0 +1,390 @@
+//! Executor benches: `Executor::run`, `ExecutorBuilder::start`, `stop`, cancellation latency
+//! and `stop` under load, each against the raw Engine floor (the same daemon requests made by
+//! a minimal hand-written HTTP/1.1 client, benches/support/raw.rs), measured interleaved in
+//! the same run.
+//!
+//! `cargo bench --bench executor` runs everything (`-- cancel` runs only ids containing
+//! "cancel"). Without `--bench` (as `cargo test --all-targets` runs it) nothing touches the
+//! daemon; `DOCKEXEC_BENCH_SMOKE=1` runs every measurement once. Timings are reported, never
+//! asserted.
+
+#[path = "support/raw.rs"]
+mod raw;
+#[path = "support/report.rs"]
+mod report;
+
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use dockexec::{CodeBlock, Execution, Executor, ExecutorBuilder, PullPolicy};
+use raw::{Raw, RawStream};
+use report::{Mode, Report, Row, Target, Unit, col, interleave, ms, runs, selected, time};
+use serde_json::json;
+
+/// The block the cancel measurements kill: a background child, a shell that ignores
+/// SIGTERM, and a line that says all of it is running.
+const STUBBORN: &str = "sleep 1000 & trap '' TERM; echo ready; while :; do sleep 1; done";
+
+/// A copy of dockexec's block wrapper (`RUN_SCRIPT` in src/runner.rs, private), for the
+/// diagnostic row that runs the floor the same way dockexec runs a block.
+const WRAPPER: &str = r#"m=$1; l=$2; f=$3
+echo $$ > "$m.pid" 2>/dev/null
+[ -e "$m.cancel" ] && exit 137
+case $l in
+python)
+  for p in python3 python; do
+    command -v "$p" >/dev/null 2>&1 && exec "$p" "$f"
+  done
+  echo "dockexec: the image has neither python3 nor python" >&2; exit 127 ;;
+sh) exec sh "$f" ;;
+*) echo "dockexec: unknown language $l" >&2; exit 127 ;;
+esac"#;
+
+fn builder(image: &str) -> ExecutorBuilder {
+    let mut b = Executor::builder();
+    b.image(image)
+        .pull_policy(PullPolicy::Never)
+        .gc_orphans(false)
+        .label(raw::LABEL, "1")
+        .label(raw::RUN_LABEL, raw::run_id());
+    b
+}
+
+fn main() {
+    let mode = report::mode();
+    if mode == Mode::Test {
+        println!("skipped: run with `cargo bench --bench executor` (or DOCKEXEC_BENCH_SMOKE=1)");
+        return;
+    }
+    let socket = raw::socket();
+    let image = raw::image();
+    let mut base = match Raw::connect(&socket) {
+        Ok(r) => r,
+        Err(e) => {
+            println!("skipped: no Docker daemon at {}: {e}", socket.display());
+            return;
+        }
+    };
+    let _sweep = raw::Sweep::arm(&socket);
+    let mut rep = Report::new(format!(
+        "executor: dockexec vs the raw Engine floor (same run, interleaved; image {image})"
+    ));
+    let ex = match builder(&image).start() {
+        Ok(ex) => ex,
+        Err(e) => {
+            println!(
+                "skipped: cannot start an executor on {image} ({e}); set DOCKEXEC_BENCH_IMAGE \
+                 (e.g. dockexec-test:py)"
+            );
+            return;
+        }
+    };
+    let full = mode == Mode::Full;
+
+    if selected("run") {
+        let block = CodeBlock::python("print(\"hello\")");
+        let (o, b) = interleave(
+            runs(mode, 50),
+            if full { 3 } else { 0 },
+            || {
+                let (t, out) = time(|| ex.run(&block).expect("ours: run"));
+                assert!(out.status.success(), "ours: {}", out.status);
+                assert_eq!(out.stdout, b"hello\n");
+                t
+            },
+            || {
+                let cmd = ["python3", "-c", "print(\"hello\")"];
+                let (t, c) = time(|| base.exec_collect(ex.container_id(), &cmd, None));
+                let c = c.expect("raw: exec");
+                assert_eq!((c.code, c.stdout.as_slice()), (Some(0), &b"hello\n"[..]));
+                t
+            },
+        );
+        rep.add(
+            Row::new(
+                "run python print(\"hello\") vs raw exec python3 -c",
+                Unit::Time,
+                o,
+            )
+            .base(b)
+            .target(Target::RatioLe(1.05)),
+        );
+        // Diagnostic: the same floor, but running the block the way dockexec does (its sh
+        // wrapper, a code file, the same exec body), to split client overhead from the
+        // wrapper's own cost inside the container.
+        std::fs::write(ex.work_dir().join("bench_hello.py"), "print(\"hello\")")
+            .expect("write the wrapper's code file");
+        let mut k = 0;
+        let (o, b) = interleave(
+            runs(mode, 50),
+            if full { 3 } else { 0 },
+            || {
+                let (t, out) = time(|| ex.run(&block).expect("ours: run"));
+                assert_eq!(out.stdout, b"hello\n");
+                t
+            },
+            || {
+                k += 1;
+                let body = json!({
+                    "Cmd": ["sh", "-c", WRAPPER, "dockexec",
+                        format!("/workspace/.dockexec/bench_{k}"), "python",
+                        "/workspace/bench_hello.py"],
+                    "AttachStdout": true,
+                    "AttachStderr": true,
+                    "WorkingDir": "/workspace",
+                    "Env": [format!("DOCKEXEC_EXECUTION=bench_{k}.")],
+                });
+                let (t, c) = time(|| base.exec_collect_body(ex.container_id(), &body, None));
+                let c = c.expect("raw: wrapped exec");
+                assert_eq!((c.code, c.stdout.as_slice()), (Some(0), &b"hello\n"[..]));
+                t
+            },
+        );
+        rep.add(
+            Row::new(
+                "  diag: same, baseline runs dockexec's sh wrapper",
+                Unit::Time,
+                o,
+            )
+            .base(b),
+        );
+    }
+
+    if selected("sigkill") {
+        // Diagnostic: a block whose own process dies of SIGKILL (exit 137) that dockexec did
+        // not send: how long until run() returns, against the floor for the same exec.
+        let block = CodeBlock::sh("kill -9 $$");
+        let (o, b) = interleave(
+            runs(mode, 8),
+            0,
+            || {
+                let (t, out) = time(|| ex.run(&block).expect("ours: run"));
+                assert_eq!(out.status.code(), Some(137), "ours: {}", out.status);
+                t
+            },
+            || {
+                let cmd = ["sh", "-c", "kill -9 $$"];
+                let (t, c) = time(|| base.exec_collect(ex.container_id(), &cmd, None));
+                assert_eq!(c.expect("raw: exec").code, Some(137));
+                t
+            },
+        );
+        rep.add(
+            Row::new(
+                "  diag: run `kill -9 $$` (exit 137, not ours)",
+                Unit::Time,
+                o,
+            )
+            .base(b),
+        );
+    }
+
+    if selected("cancel") {
+        let (o, b) = interleave(
+            runs(mode, 30),
+            if full { 2 } else { 0 },
+            || cancel_ours(&ex),
+            || cancel_raw(&mut base, ex.container_id()),
+        );
+        rep.add(
+            Row::new(
+                "cancel → wait() returns (sh tree ignoring TERM)",
+                Unit::Time,
+                o,
+            )
+            .base(b)
+            .target(Target::P50Le(ms(100.0))),
+        );
+    }
+    let _ = ex.stop();
+    drop(ex);
+
+    if selected("start") || selected("stop-idle") {
+        let tmp = std::env::temp_dir().join(format!("dockexec-bench-{}", raw::run_id()));
+        let mut i = 0;
+        let (o, b) = interleave(
+            runs(mode, 20),
+            if full { 1 } else { 0 },
+            || {
+                let (t_start, ex) = time(|| builder(&image).start().expect("ours: start"));
+                thread::sleep(Duration::from_millis(100));
+                let (t_stop, r) = time(|| ex.stop());
+                r.expect("ours: stop");
+                [t_start, t_stop]
+            },
+            || {
+                i += 1;
+                let dir = tmp.join(i.to_string());
+                std::fs::create_dir_all(&dir).expect("temp dir");
+                let body = raw_body(&image, &dir);
+                let name = format!("dockexec-bench-{}-{i}", raw::run_id());
+                let (t_start, id) = time(|| {
+                    let id = base
+                        .container_create(Some(&name), &body)
+                        .expect("raw: create");
+                    base.container_start(&id).expect("raw: start");
+                    id
+                });
+                thread::sleep(Duration::from_millis(100));
+                let (t_stop, r) = time(|| base.container_remove(&id));
+                r.expect("raw: remove");
+                let _ = std::fs::remove_dir_all(&dir);
+                [t_start, t_stop]
+            },
+        );
+        let _ = std::fs::remove_dir_all(&tmp);
+        rep.add(
+            Row::new(
+                "ExecutorBuilder::start vs raw create+start",
+                Unit::Time,
+                col(&o, 0),
+            )
+            .base(col(&b, 0))
+            .target(Target::RatioLe(1.1)),
+        );
+        rep.add(
+            Row::new("stop() idle vs raw force-remove", Unit::Time, col(&o, 1))
+                .base(col(&b, 1))
+                .target(Target::P50Lt(ms(150.0))),
+        );
+    }
+
+    if selected("stop-16") {
+        let tmp = std::env::temp_dir().join(format!("dockexec-bench16-{}", raw::run_id()));
+        let mut i = 0;
+        let (o, b) = interleave(
+            runs(mode, 10),
+            0,
+            || {
+                let ex = builder(&image).start().expect("ours: start");
+                let running: Vec<Execution> = (0..16)
+                    .map(|_| {
+                        let e = ex
+                            .spawn(&CodeBlock::sh("echo r; exec sleep 1000"))
+                            .expect("ours: spawn");
+                        wait_for(&e, "r");
+                        e
+                    })
+                    .collect();
+                let (t, r) = time(|| ex.stop());
+                r.expect("ours: stop");
+                for e in &running {
+                    let out = e.try_wait().expect("try_wait").expect("finished by stop()");
+                    assert!(out.status.cancelled(), "{}", out.status);
+                }
+                t
+            },
+            || {
+                i += 1;
+                let dir = tmp.join(i.to_string());
+                std::fs::create_dir_all(&dir).expect("temp dir");
+                let id = base
+                    .container_create(None, &raw_body(&image, &dir))
+                    .expect("raw: create");
+                base.container_start(&id).expect("raw: start");
+                let streams: Vec<RawStream> = (0..16)
+                    .map(|_| {
+                        let e = base
+                            .exec_create(&id, &["sh", "-c", "echo r; exec sleep 1000"])
+                            .expect("raw: exec create");
+                        let mut s = base.exec_start(&e).expect("raw: exec start");
+                        s.read_until(b"r").expect("raw: ready");
+                        s
+                    })
+                    .collect();
+                let (t, _) = time(|| {
+                    base.container_remove(&id).expect("raw: remove");
+                    for s in streams {
+                        let _ = s.drain();
+                    }
+                });
+                let _ = std::fs::remove_dir_all(&dir);
+                t
+            },
+        );
+        let _ = std::fs::remove_dir_all(&tmp);
+        rep.add(
+            Row::new("stop() with 16 running `sleep 1000`", Unit::Time, o)
+                .base(b)
+                .target(Target::P50Le(ms(250.0))),
+        );
+    }
+
+    rep.note("run baseline: exec create + start (stream read and demuxed to its end) + inspect of python3 -c, same container");
+    rep.note("cancel: from cancel() until wait() returns; baseline: a `kill -9 -PGID` exec round trip, then the block's stream to EOF, then its inspect");
+    rep.note("start baseline: create (same body: sh sleep loop, Init, network none, temp dir bind, AutoRemove) + start on a kept connection; stop baseline: DELETE ?force=true");
+    rep.note("stop-16 baseline: force-remove of a container with 16 open `sleep 1000` exec streams, until all 16 streams hit EOF");
+    rep.print();
+}
+
+/// The create body dockexec sends, give or take its owner labels.
+fn raw_body(image: &str, dir: &Path) -> serde_json::Value {
+    json!({
+        "Image": image,
+        "Entrypoint": ["sh", "-c", "while :; do sleep 3600; done"],
+        "Cmd": [],
+        "WorkingDir": "/workspace",
+        "Env": ["PYTHONUNBUFFERED=1"],
+        "Labels": raw::labels(),
+        "Tty": false,
+        "OpenStdin": false,
+        "HostConfig": {
+            "Init": true,
+            "Mounts": [{ "Type": "bind", "Source": dir, "Target": "/workspace", "ReadOnly": false }],
+            "NetworkMode": "none",
+            "AutoRemove": true,
+            "ExtraHosts": [],
+        },
+    })
+}
+
+/// Blocks until the execution's stdout contains `text`.
+fn wait_for(e: &Execution, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    let rx = e.chunks();
+    while !String::from_utf8_lossy(&seen).contains(text) {
+        match rx.recv_deadline(deadline) {
+            Ok(c) => seen.extend_from_slice(c.bytes()),
+            Err(_) => panic!("execution did not print {text:?}: {:?}", e.try_wait()),
+        }
+    }
+}
+
+fn cancel_ours(ex: &Executor) -> f64 {
+    let e = ex.spawn(&CodeBlock::sh(STUBBORN)).expect("ours: spawn");
+    wait_for(&e, "ready");
+    let t = Instant::now();
+    e.cancel().expect("ours: cancel");
+    let out = e.wait().expect("ours: wait");
+    let t = t.elapsed().as_secs_f64();
+    assert!(out.status.cancelled(), "ours: {}", out.status);
+    t
+}
+
+fn cancel_raw(base: &mut Raw, container: &str) -> f64 {
+    let script = format!("echo $$; {STUBBORN}");
+    let id = base
+        .exec_create(container, &["sh", "-c", &script])
+        .expect("raw: exec create");
+    let mut stream = base.exec_start(&id).expect("raw: exec start");
+    let seen = stream.read_until(b"ready").expect("raw: ready");
+    let pid: u32 = String::from_utf8_lossy(&seen)
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("raw: pid line");
+    let t = Instant::now();
+    // dash's `kill` takes no `--`; a negative pid is the process group (= the exec's session).
+    let kill = format!("kill -9 -{pid}");
+    let code = base
+        .exec_round_trip(container, &["sh", "-c", &kill])
+        .expect("raw: kill exec");
+    assert_eq!(code, Some(0), "raw: kill exit code");
+    stream.drain().expect("raw: drain");
+    let end = base.exec_inspect(&id).expect("raw: inspect");
+    let t = t.elapsed().as_secs_f64();
+    assert_eq!(end, Some(137), "raw: killed block's exit code");
+    t
+}
