@@ -1,10 +1,11 @@
 //! [`Execution`]: a handle to one running block, and the worker thread behind it.
 //!
-//! Each execution has one worker thread. The worker owns everything that changes: it reads the
-//! exec's output stream (through a scoped reader thread that does nothing but blocking reads),
-//! appends to the output, forwards live chunks, enforces the deadline and the output limit,
-//! and carries out cancellation. Handles only *signal* it, over a channel, so any thread may
-//! cancel, and none ever waits on another's lock for long.
+//! Each execution has one worker thread. The worker owns the execution's life: it enforces
+//! the deadline, carries out cancellation and the output limit, and stores the final
+//! [`Output`]. Its scoped reader thread does nothing but blocking reads, demultiplexing
+//! straight into the shared output (which forwards live chunks). Handles only *signal* the
+//! worker, over a channel, so any thread may cancel, and none ever waits on another's lock for
+//! long.
 //!
 //! "Finished" is signalled by disconnection: the worker stores the [`Output`], then drops the
 //! only sender of the `done` channel, which wakes every waiter at once.
@@ -293,40 +294,32 @@ impl Execution {
     }
 }
 
-/// What the reader thread tells the worker.
-enum Msg {
-    Data(Stream, Vec<u8>),
-    /// The stream ended: cleanly, or with the reason it broke.
-    End(std::result::Result<(), String>),
-}
-
-/// Blocking reads only: demultiplexes the stream and hands pieces to the worker.
-fn read_loop(mut stream: Box<dyn Read + Send>, tx: Sender<Msg>) {
+/// Blocking reads only: demultiplexes the stream straight into the shared output, with no
+/// copy and no hand-off per piece; asks the worker to kill the block when the output limit
+/// says so. Returns how the stream ended.
+fn read_loop(
+    mut stream: Box<dyn Read + Send>,
+    shared: &Shared,
+    cap: Option<usize>,
+    on_limit: OutputLimit,
+) -> std::result::Result<(), String> {
     let mut demux = Demuxer::new(false);
     let mut buf = vec![0u8; 64 * 1024];
-    let end = loop {
+    loop {
         match stream.read(&mut buf) {
-            Ok(0) => break demux.finish().map_err(|e| e.0),
+            Ok(0) => return demux.finish().map_err(|e| e.0),
             Ok(n) => {
-                let mut pieces: Vec<(Stream, Vec<u8>)> = Vec::new();
-                let fed = demux.feed(&buf[..n], |s, b| match pieces.last_mut() {
-                    Some((ls, lb)) if *ls == s => lb.extend_from_slice(b),
-                    _ => pieces.push((s, b.to_vec())),
-                });
-                for (s, b) in pieces {
-                    if tx.send(Msg::Data(s, b)).is_err() {
-                        return; // The worker has gone: nobody wants the rest.
-                    }
+                let mut crossed = false;
+                let fed = demux.feed(&buf[..n], |s, b| crossed |= shared.record(s, b, cap));
+                if crossed && on_limit == OutputLimit::Kill {
+                    shared.request(Reason::OutputLimit);
                 }
-                if let Err(e) = fed {
-                    break Err(e.0);
-                }
+                fed.map_err(|e| e.0)?;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => break Err(e.to_string()),
+            Err(e) => return Err(e.to_string()),
         }
-    };
-    let _ = tx.send(Msg::End(end));
+    }
 }
 
 /// The worker: runs until the block's stream ends, then stores the output.
@@ -339,16 +332,20 @@ pub(crate) fn work(
 ) {
     let Running { stream, control } = running;
     let control = &*control;
-    // Bounded: a burst of output waits in the socket, not in our memory.
-    let (tx, rx) = bounded::<Msg>(16);
+    // Capacity 1: the reader's only message is how the stream ended.
+    let (end_tx, end_rx) = bounded::<std::result::Result<(), String>>(1);
     let mut reason: Option<Reason> = None;
     let mut cut = false;
     let mut cancel_rx = cancel_rx;
 
     let end = thread::scope(|scope| {
+        let reader_shared = &*shared;
         let reader = thread::Builder::new()
             .name("dockexec-reader".into())
-            .spawn_scoped(scope, move || read_loop(stream, tx));
+            .spawn_scoped(scope, move || {
+                let end = read_loop(stream, reader_shared, ctx.cap, ctx.on_limit);
+                let _ = end_tx.send(end);
+            });
         if let Err(e) = reader {
             // Nobody will read its output: the block must not run on unobserved.
             control.kill();
@@ -358,7 +355,7 @@ pub(crate) fn work(
             Some(d) => after(d.saturating_duration_since(Instant::now())),
             None => never(),
         };
-        // The kill runs on a thread of its own while this loop keeps draining the stream: the
+        // The kill runs on a thread of its own while the reader keeps draining the stream: the
         // daemon will not finish the kill exec while the killed exec's output sits unread.
         let kill = || {
             let spawned = thread::Builder::new()
@@ -370,22 +367,13 @@ pub(crate) fn work(
             }
         };
         // The scope joins the reader (and any kill thread) on exit. Every path out of this
-        // loop either saw the reader's End or cut its socket first, so that join cannot hang;
+        // loop either saw the reader's end or cut its socket first, so that join cannot hang;
         // a kill thread is bounded by its own timeouts.
         loop {
             select! {
-                recv(rx) -> msg => match msg {
-                    Ok(Msg::Data(s, bytes)) => {
-                        let crossed = shared.record(s, &bytes, ctx.cap);
-                        if crossed && ctx.on_limit == OutputLimit::Kill && reason.is_none() {
-                            reason = Some(Reason::OutputLimit);
-                            kill();
-                            timer = after(KILL_GRACE);
-                        }
-                    }
-                    Ok(Msg::End(end)) => return end,
-                    Err(_) => return Err("the reader thread vanished".into()),
-                },
+                recv(end_rx) -> end => {
+                    return end.unwrap_or_else(|_| Err("the reader thread vanished".into()));
+                }
                 recv(cancel_rx) -> r => match r {
                     Ok(r) if reason.is_none() => {
                         reason = Some(r);
@@ -405,7 +393,7 @@ pub(crate) fn work(
                         timer = after(KILL_GRACE);
                     } else {
                         // The tree was killed but the stream lives on: cut it, the reader's
-                        // blocked read fails at once, and it reports End.
+                        // blocked read fails at once, and it reports the end.
                         control.cut();
                         cut = true;
                         timer = never();
@@ -463,6 +451,8 @@ pub(crate) fn work(
         duration,
         order: buf.order,
     });
-    // Only now, with the output stored, wake every waiter.
+    // Our reference goes first, so a waiter that owns the only handle can take the output
+    // without a copy; only then, with the output stored, wake every waiter.
+    drop(shared);
     drop(done_tx);
 }

@@ -6,7 +6,7 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -569,8 +569,19 @@ pub struct Executor {
 /// One live or finished execution the executor tracks until its worker is joined.
 #[derive(Debug)]
 struct Tracked {
-    shared: Arc<Shared>,
+    /// Weak: the worker and the caller's handles own the state, so that `into_output` can
+    /// take the output without a copy once both are done with it.
+    shared: Weak<Shared>,
     worker: JoinHandle<()>,
+}
+
+impl Tracked {
+    /// Asks a still-running execution's worker to kill the block.
+    fn request(&self, reason: Reason) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.request(reason);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -727,7 +738,7 @@ impl Executor {
             return Err(Error::Stopped);
         }
         for t in self.inner.live.lock().iter() {
-            t.shared.request(Reason::Shutdown);
+            t.request(Reason::Shutdown);
         }
         self.inner
             .client
@@ -807,7 +818,7 @@ impl Inner {
             .spawn(move || execution::work(ctx, worker_shared, running, done_tx, cancel_rx))
             .map_err(|e| Error::Internal(format!("cannot start a worker thread: {e}")))?;
         self.live.lock().push(Tracked {
-            shared: Arc::clone(&shared),
+            shared: Arc::downgrade(&shared),
             worker,
         });
         drop(gate);
@@ -861,7 +872,7 @@ impl Inner {
         *self.gate.write() = true;
         let tracked: Vec<Tracked> = std::mem::take(&mut *self.live.lock());
         for t in &tracked {
-            t.shared.request(Reason::Shutdown);
+            t.request(Reason::Shutdown);
         }
         // Removing the container kills every process in it at once, which ends every exec
         // stream; a worker whose stream does not end cuts its own socket after KILL_GRACE.

@@ -8,7 +8,6 @@
 
 use std::fmt;
 use std::io::Read;
-use std::thread;
 use std::time::Duration;
 
 use serde_json::json;
@@ -19,6 +18,10 @@ use crate::error::Result;
 
 /// Bound on each housekeeping call (kill, inspect) a running block makes.
 const HOUSEKEEPING_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a block that died of a SIGKILL we did not send waits to see whether its
+/// container is dying too.
+const CONTAINER_DEATH_WINDOW: Duration = Duration::from_millis(200);
 
 /// What to start.
 #[derive(Debug)]
@@ -216,23 +219,18 @@ impl Control for ExecControl {
         if r.code == Some(137) && !killed {
             // A SIGKILL we did not send: the OOM killer, someone killing the process, or the
             // container dying (`docker kill`, `docker rm -f`). The exec can see its kill
-            // before the daemon records the container's end, so look a few times.
-            for _ in 0..10 {
-                match self.client.container_inspect(&self.container) {
-                    Ok(info) if info.state.running && info.state.status != "removing" => {
-                        r.oom_killed = info.state.oom_killed;
-                    }
-                    Ok(info) => {
-                        r.oom_killed = info.state.oom_killed;
-                        r.lost = true;
-                        break;
-                    }
-                    Err(_) => {
-                        r.lost = true;
-                        break;
-                    }
-                }
-                thread::sleep(Duration::from_millis(50));
+            // before the daemon records the container's end, so give the container a moment
+            // to be seen stopping; a healthy one costs this wait, a dying one returns at once.
+            match self
+                .client
+                .container_stopped_within(&self.container, CONTAINER_DEATH_WINDOW)
+            {
+                Ok(false) => {}
+                Ok(true) | Err(_) => r.lost = true,
+            }
+            if let Ok(info) = self.client.container_inspect(&self.container) {
+                r.oom_killed = info.state.oom_killed;
+                r.lost |= !info.state.running || info.state.status == "removing";
             }
         }
         r

@@ -23,6 +23,10 @@ const MIN_API: (u32, u32) = (1, 25);
 /// The newest Engine API this code was written against; a newer daemon is asked for this one.
 const MAX_API: (u32, u32) = (1, 47);
 
+/// The API version negotiated with each socket's daemon, this process.
+static NEGOTIATED: parking_lot::Mutex<std::collections::BTreeMap<PathBuf, String>> =
+    parking_lot::Mutex::new(std::collections::BTreeMap::new());
+
 /// How long an ordinary JSON call may take before it is abandoned.
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -168,8 +172,20 @@ impl Client {
             prefix: String::new(),
         };
         client.ping()?;
-        let version = client.version()?;
-        client.prefix = format!("/v{}", negotiate(&version)?);
+        // `GET /version` costs the daemon ~5 ms; the answer cannot change while it runs, so
+        // it is asked once per socket per process. Held across the call: concurrent first
+        // connections ask once, not each.
+        let mut cache = NEGOTIATED.lock();
+        let version = match cache.get(socket) {
+            Some(v) => v.clone(),
+            None => {
+                let v = negotiate(&client.version()?)?;
+                cache.insert(socket.to_path_buf(), v.clone());
+                v
+            }
+        };
+        drop(cache);
+        client.prefix = format!("/v{version}");
         Ok(client)
     }
 
@@ -417,6 +433,27 @@ impl Client {
         }
         let w: Waited = self.json("container wait", resp)?;
         Ok(w.status_code)
+    }
+
+    /// Waits up to `limit` for a container to stop running: `Ok(true)` if it did (or is
+    /// gone), `Ok(false)` if it still runs when the limit passes.
+    pub(crate) fn container_stopped_within(&self, id: &str, limit: Duration) -> Result<bool> {
+        let resp = self
+            .agent
+            .post(self.url(&format!("/containers/{id}/wait?condition=not-running")))
+            .config()
+            .timeout_global(Some(limit))
+            .build()
+            .send_empty();
+        match resp {
+            Ok(resp) => match self.check("container wait", resp) {
+                Ok(resp) => self.drain("container wait", resp).map(|_| true),
+                Err(e) if e.is_not_found() => Ok(true),
+                Err(e) => Err(e),
+            },
+            Err(ureq::Error::Timeout(_)) => Ok(false),
+            Err(e) => Err(self.map_err("container wait", e)),
+        }
     }
 
     // Used by the client's real-daemon tests, which drive the daemon directly.
