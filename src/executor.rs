@@ -426,6 +426,7 @@ impl ExecutorBuilder {
         let runner = Box::new(ExecRunner {
             client: client.clone(),
             container: container.clone(),
+            oom_kills: Default::default(),
         });
         let inner = Arc::new(Inner {
             client,

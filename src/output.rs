@@ -113,7 +113,8 @@ impl ExitStatus {
         self.end == End::OutputLimit
     }
 
-    /// True when the kernel's OOM killer ended the block (the container's memory limit).
+    /// True when the kernel's OOM killer ended the block (the container's memory limit):
+    /// the block died of SIGKILL and the container's memory cgroup counted an OOM kill.
     pub fn oom_killed(&self) -> bool {
         self.oom_killed
     }

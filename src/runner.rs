@@ -8,6 +8,8 @@
 
 use std::fmt;
 use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
@@ -151,6 +153,8 @@ esac"#;
 pub(crate) struct ExecRunner {
     pub(crate) client: Client,
     pub(crate) container: String,
+    /// The container's cgroup OOM-kill count when last seen (0 in a fresh container).
+    pub(crate) oom_kills: Arc<AtomicU64>,
 }
 
 impl Runner for ExecRunner {
@@ -173,6 +177,7 @@ impl Runner for ExecRunner {
             stream: Box::new(stream) as Box<dyn Read + Send>,
             control: Box::new(ExecControl {
                 client: self.client.with_timeout(HOUSEKEEPING_TIMEOUT),
+                oom_kills: Arc::clone(&self.oom_kills),
                 container: self.container.clone(),
                 exec_id,
                 marker: l.marker.to_string(),
@@ -185,6 +190,8 @@ impl Runner for ExecRunner {
 
 struct ExecControl {
     client: Client,
+    /// The container's OOM-kill count when last seen, shared by all of its blocks.
+    oom_kills: Arc<AtomicU64>,
     container: String,
     exec_id: String,
     marker: String,
@@ -232,8 +239,46 @@ impl Control for ExecControl {
                 r.oom_killed = info.state.oom_killed;
                 r.lost |= !info.state.running || info.state.status == "removing";
             }
+            if !r.lost && !r.oom_killed {
+                // Docker records OOM kills of a container's PID 1 only; for an exec's process,
+                // ask the container's memory cgroup whether its OOM-kill count moved.
+                r.oom_killed = self.oom_kills_moved();
+            }
         }
         r
+    }
+}
+
+/// Prints the container's cgroup OOM-kill count (v2 `memory.events`, v1 `memory.oom_control`)
+/// with the shell's own `read`; 0 when neither can be read.
+const OOM_KILLS_SCRIPT: &str = r#"for f in /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control; do
+  [ -r "$f" ] || continue
+  while read -r k v; do [ "$k" = oom_kill ] && { echo "$v"; exit 0; }; done < "$f"
+done
+echo 0"#;
+
+impl ExecControl {
+    /// True when the container's OOM-kill count differs from the last one seen (a restart
+    /// resets it, so a lower non-zero count counts too). Blocks killed concurrently in one
+    /// container cannot be told apart: each may report the kill.
+    fn oom_kills_moved(&self) -> bool {
+        let body = json!({
+            "Cmd": ["sh", "-c", OOM_KILLS_SCRIPT],
+            "AttachStdout": true,
+            "AttachStderr": true,
+            "User": "0",
+        });
+        let Ok((Some(0), out, _)) =
+            self.client
+                .exec_collect(&self.container, &body, Some(HOUSEKEEPING_TIMEOUT))
+        else {
+            return false;
+        };
+        let Ok(now) = String::from_utf8_lossy(&out).trim().parse::<u64>() else {
+            return false;
+        };
+        let before = self.oom_kills.swap(now, Ordering::Relaxed);
+        now != before && now > 0
     }
 }
 

@@ -190,3 +190,59 @@ fn timeout_stops_the_block_itself_not_only_its_running_child() {
         out.status.code()
     );
 }
+
+#[test]
+fn code_larger_than_the_argument_limit_runs() {
+    // MAX_ARG_STRLEN is 128 KiB: a block this size could never go through argv.
+    let ex = common::start();
+    let mut code = String::from("total = 0\n");
+    while code.len() < 1024 * 1024 {
+        code.push_str("total += 1\n");
+    }
+    code.push_str("print(total)\n");
+    let lines = code.lines().count() - 2;
+    let out = ex.run(&CodeBlock::python(code)).unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        out.status,
+        out.stderr_lossy()
+    );
+    assert_eq!(out.stdout_lossy().trim(), lines.to_string());
+}
+
+#[test]
+fn a_non_root_user_runs_blocks_and_is_still_cancellable() {
+    let mut b = common::builder();
+    b.user("65534:65534");
+    let ex = b.start().unwrap();
+    let out = ex
+        .run(&CodeBlock::sh(
+            "id -u; echo data > mine.txt && cat mine.txt",
+        ))
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        out.status,
+        out.stderr_lossy()
+    );
+    assert_eq!(out.stdout_lossy(), "65534\ndata\n");
+    let running = ex
+        .spawn(&CodeBlock::sh(
+            "echo up; trap '' TERM; sleep 1777 & while :; do sleep 1; done",
+        ))
+        .unwrap();
+    common::wait_for_output(&running, b"up\n", std::time::Duration::from_secs(10));
+    running.cancel().unwrap();
+    let out = running
+        .wait_timeout(std::time::Duration::from_secs(10))
+        .unwrap()
+        .expect("cancelled in time");
+    assert!(out.status.cancelled());
+    let left = common::container_processes(ex.container_id());
+    assert!(
+        !left.iter().any(|p| p.contains("sleep 1777")),
+        "nothing of the block survives: {left:?}"
+    );
+}

@@ -445,9 +445,15 @@ impl Client {
             .timeout_global(Some(limit))
             .build()
             .send_empty();
+        // The daemon sends the headers at once and the body when the container stops, so
+        // the limit usually passes while the body is read.
         match resp {
             Ok(resp) => match self.check("container wait", resp) {
-                Ok(resp) => self.drain("container wait", resp).map(|_| true),
+                Ok(resp) => match self.drain("container wait", resp) {
+                    Ok(()) => Ok(true),
+                    Err(Error::Timeout { .. }) => Ok(false),
+                    Err(e) => Err(e),
+                },
                 Err(e) if e.is_not_found() => Ok(true),
                 Err(e) => Err(e),
             },
