@@ -253,3 +253,47 @@ fn missing_image_exits_1_with_a_clear_message() {
         "{err}"
     );
 }
+
+#[test]
+fn output_streams_live_before_the_block_ends() {
+    use std::io::{BufRead, BufReader};
+    let dir = TempDir::new("cli-live");
+    let file = write(
+        dir.path(),
+        "live.py",
+        "import sys, time\nprint('first')\nprint('err-first', file=sys.stderr)\ntime.sleep(3)\nprint('last')\n",
+    );
+    let image = common::image();
+    let mut child = Command::new(BIN)
+        .args([
+            "run",
+            "--image",
+            image.as_str(),
+            "--pull",
+            "never",
+            file.as_str(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "first\n");
+    let first_at = started.elapsed();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut eline = String::new();
+    err.read_line(&mut eline).unwrap();
+    assert_eq!(eline, "err-first\n", "stderr stays on stderr, live");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the first lines arrive while the block still runs (after {first_at:?})"
+    );
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert_eq!(rest, "last\n");
+    assert!(child.wait().unwrap().success());
+}
