@@ -57,28 +57,14 @@ fn main() {
         println!("skipped: run with `cargo bench --bench executor` (or DOCKEXEC_BENCH_SMOKE=1)");
         return;
     }
-    let socket = raw::socket();
-    let image = raw::image();
-    let mut base = match Raw::connect(&socket) {
-        Ok(r) => r,
-        Err(e) => {
-            println!("skipped: no Docker daemon at {}: {e}", socket.display());
-            return;
-        }
+    let Some((mut base, _sweep, image)) = raw::daemon() else {
+        return;
     };
-    let _sweep = raw::Sweep::arm(&socket);
     let mut rep = Report::new(format!(
         "executor: dockexec vs the raw Engine floor (same run, interleaved; image {image})"
     ));
-    let ex = match builder(&image).start() {
-        Ok(ex) => ex,
-        Err(e) => {
-            println!(
-                "skipped: cannot start an executor on {image} ({e}); set DOCKEXEC_BENCH_IMAGE \
-                 (e.g. dockexec-test:py)"
-            );
-            return;
-        }
+    let Some(ex) = raw::start_or_skip(&builder(&image), &image) else {
+        return;
     };
     let full = mode == Mode::Full;
 

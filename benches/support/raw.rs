@@ -585,3 +585,33 @@ impl Drop for Sweep {
         }
     }
 }
+
+/// The daemon side every bench needs: the hand-written client, the sweep that removes this
+/// run's containers on exit, and the image. `None`, after saying why, when no daemon answers.
+pub fn daemon() -> Option<(Raw, Sweep, String)> {
+    let socket = socket();
+    match Raw::connect(&socket) {
+        Ok(raw) => Some((raw, Sweep::arm(&socket), image())),
+        Err(e) => {
+            println!("skipped: no Docker daemon at {}: {e}", socket.display());
+            None
+        }
+    }
+}
+
+/// Starts an executor, or says why not (the usual cause: the bench image is missing).
+pub fn start_or_skip(
+    builder: &dockexec::ExecutorBuilder,
+    image: &str,
+) -> Option<dockexec::Executor> {
+    match builder.start() {
+        Ok(ex) => Some(ex),
+        Err(e) => {
+            println!(
+                "skipped: cannot start an executor on {image} ({e}); set DOCKEXEC_BENCH_IMAGE \
+                 (e.g. dockexec-test:py)"
+            );
+            None
+        }
+    }
+}
