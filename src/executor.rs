@@ -916,23 +916,33 @@ fn split_container_path(path: &str) -> Result<(String, String)> {
 /// Writes a code file inside the workspace without ever following a symlink out of it.
 ///
 /// The container can create symlinks in the shared workspace; a name like `x/passwd` where
-/// `x -> /etc` must not write on the host. Parents are resolved and checked to be inside the
-/// workspace, and the file is written to a fresh temporary name (`create_new`, which does not
+/// `x -> /etc` must not write on the host. Each parent directory is created one level at a
+/// time and resolved before the next is made, so nothing is ever created through a link that
+/// leads out; the file is written to a fresh temporary name (`create_new`, which does not
 /// follow a symlink) and renamed into place (rename replaces a link, it does not follow it).
 fn write_code_file(workspace: &Path, rel: &Path, code: &str) -> Result<PathBuf> {
-    let target = workspace.join(rel);
-    let parent = target.parent().unwrap_or(workspace);
-    fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    let real_parent = fs::canonicalize(parent).map_err(|e| Error::io(parent, e))?;
-    if !real_parent.starts_with(workspace) {
-        return Err(Error::invalid(format!(
+    let outside = || {
+        Error::invalid(format!(
             "filename is not in the workspace: {} resolves outside it",
             rel.display()
-        )));
-    }
-    let file_name = target
+        ))
+    };
+    let file_name = rel
         .file_name()
         .ok_or_else(|| Error::invalid(format!("not a file name: {}", rel.display())))?;
+    let mut real_parent = workspace.to_path_buf();
+    for part in rel.parent().into_iter().flat_map(Path::components) {
+        let next = real_parent.join(part);
+        match fs::create_dir(&next) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io(&next, e)),
+        }
+        real_parent = fs::canonicalize(&next).map_err(|e| Error::io(&next, e))?;
+        if !real_parent.starts_with(workspace) {
+            return Err(outside());
+        }
+    }
     let final_path = real_parent.join(file_name);
     let tmp = real_parent.join(format!(
         ".{}.dockexec-{}",

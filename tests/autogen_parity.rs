@@ -444,3 +444,41 @@ fn restart_keeps_working_and_workspace_files_survive() {
         .unwrap();
     assert_eq!(out.stdout, b"again\n");
 }
+
+/// The container shares the workspace and can plant symlinks in it; the host-side write of
+/// the next code file must never follow one out of the workspace.
+#[test]
+fn symlinks_planted_by_a_block_never_lead_a_code_file_out_of_the_workspace() {
+    let host_dir = common::TempDir::new("symlink-target");
+    let target = host_dir.path().to_string_lossy().into_owned();
+    let victim = host_dir.path().join("victim.py");
+    std::fs::write(&victim, "untouched\n").unwrap();
+    let ex = common::start();
+    let plant = format!("ln -s {target} escape && ln -s {target}/victim.py f.py && echo planted");
+    let out = ex.run(&CodeBlock::sh(plant)).unwrap();
+    assert_eq!(out.stdout, b"planted\n", "{}", out.stderr_lossy());
+
+    for name in ["escape/pwned.py", "escape/sub/pwned.py"] {
+        let err = ex
+            .run(&CodeBlock::python(format!("# filename: {name}\nprint(1)")))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("filename is not in the workspace"),
+            "{name}: {err}"
+        );
+    }
+    assert!(!host_dir.path().join("pwned.py").exists());
+    assert!(
+        !host_dir.path().join("sub").exists(),
+        "no directory made through the link"
+    );
+
+    // A link as the file itself is replaced, not written through.
+    let out = ex
+        .run(&CodeBlock::python(
+            "# filename: f.py\nprint('replaced the link')",
+        ))
+        .unwrap();
+    assert_eq!(out.stdout, b"replaced the link\n");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched\n");
+}
