@@ -304,7 +304,8 @@ fn read_loop(
     on_limit: OutputLimit,
 ) -> std::result::Result<(), String> {
     let mut demux = Demuxer::new(false);
-    let mut buf = vec![0u8; 64 * 1024];
+    // As large as ureq's own input buffer (128 KiB), so one read drains what one socket read got.
+    let mut buf = vec![0u8; 128 * 1024];
     loop {
         match stream.read(&mut buf) {
             Ok(0) => return demux.finish().map_err(|e| e.0),
