@@ -67,12 +67,7 @@ fn bash_block() {
             "a=(one two three)\necho \"${#a[@]} ${a[1]}\"\n[[ -n $BASH_VERSION ]] && echo bash",
         ))
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        out.status,
-        out.stderr_lossy()
-    );
+    common::assert_success(&out);
     assert_eq!(out.stdout_lossy(), "3 two\nbash\n");
     assert_eq!(
         out.code_file.as_deref().and_then(Path::extension),
@@ -93,12 +88,7 @@ fn multi_line_file_is_saved_exactly() {
                 print(len(sys.argv))\n\
                 # no newline at the end";
     let out = ex.run(&CodeBlock::python(code)).unwrap();
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        out.status,
-        out.stderr_lossy()
-    );
+    common::assert_success(&out);
     assert_eq!(out.stdout_lossy(), "héllo world ✓\n1\n");
     let file = out.code_file.as_deref().unwrap();
     assert_eq!(file, ex.work_dir().join("multi_line.py"));
@@ -148,12 +138,7 @@ fn filename_inside_the_workspace_creates_sub_directories() {
     let ex = common::start();
     let code = "# filename: sub/dir/test.py\nprint('hello from sub/dir')";
     let out = ex.run(&CodeBlock::python(code)).unwrap();
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        out.status,
-        out.stderr_lossy()
-    );
+    common::assert_success(&out);
     assert_eq!(out.stdout, b"hello from sub/dir\n");
     let expected = ex.work_dir().join("sub/dir/test.py");
     assert!(expected.is_file(), "{} missing", expected.display());

@@ -202,12 +202,7 @@ fn code_larger_than_the_argument_limit_runs() {
     code.push_str("print(total)\n");
     let lines = code.lines().count() - 2;
     let out = ex.run(&CodeBlock::python(code)).unwrap();
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        out.status,
-        out.stderr_lossy()
-    );
+    common::assert_success(&out);
     assert_eq!(out.stdout_lossy().trim(), lines.to_string());
 }
 
@@ -221,12 +216,7 @@ fn a_non_root_user_runs_blocks_and_is_still_cancellable() {
             "id -u; echo data > mine.txt && cat mine.txt",
         ))
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        out.status,
-        out.stderr_lossy()
-    );
+    common::assert_success(&out);
     assert_eq!(out.stdout_lossy(), "65534\ndata\n");
     let running = ex
         .spawn(&CodeBlock::sh(

@@ -41,12 +41,7 @@ fn absent_image_is_pulled_from_the_loopback_registry_with_progress() {
     let out = ex
         .run(&CodeBlock::sh("echo pulled && busybox true"))
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        out.status,
-        out.stderr_lossy()
-    );
+    common::assert_success(&out);
     assert_eq!(out.stdout, b"pulled\n");
     ex.stop().unwrap();
 
@@ -105,12 +100,7 @@ fn busybox_only_image_runs_sh_blocks() {
             "echo hello from busybox; ls / > /dev/null; exit 0",
         ))
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        out.status,
-        out.stderr_lossy()
-    );
+    common::assert_success(&out);
     assert_eq!(out.stdout, b"hello from busybox\n");
 
     let out = ex.run(&CodeBlock::sh("exit 5")).unwrap();

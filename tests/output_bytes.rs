@@ -16,12 +16,7 @@ fn non_utf8_bytes_come_back_exact() {
              sys.stderr.flush()",
         ))
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        out.status,
-        out.stderr_lossy()
-    );
+    common::assert_success(&out);
     assert_eq!(out.stdout, b"\xff\xfe\x00abc");
     assert_eq!(out.stderr, b"err\x80\xc3(");
     // The lossy helpers decode for display and never fail.
@@ -58,12 +53,7 @@ for i in range(3):
 fn stdout_and_stderr_are_separated_and_merged_in_order() {
     let ex = common::start();
     let out = ex.run(&CodeBlock::python(ALTERNATING)).unwrap();
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        out.status,
-        out.stderr_lossy()
-    );
+    common::assert_success(&out);
     assert_eq!(out.stdout, b"out0\nout1\nout2\n");
     assert_eq!(out.stderr, b"err0\nerr1\nerr2\n");
     assert_eq!(out.merged(), b"out0\nerr0\nout1\nerr1\nout2\nerr2\n");
@@ -111,12 +101,7 @@ fn five_megabytes_from_one_block_arrive_complete() {
              sys.stderr.write('done\\n')"
         )))
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        out.status,
-        out.stderr_lossy()
-    );
+    common::assert_success(&out);
     assert!(!out.status.truncated());
     let mut expected = Vec::with_capacity(LINES * 10);
     for i in 0..LINES {
@@ -155,12 +140,7 @@ fn five_megabytes_of_binary_on_both_streams() {
              sys.stdout.flush(); sys.stderr.flush()",
         ))
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        out.status,
-        out.stderr_lossy()
-    );
+    common::assert_success(&out);
     let block: Vec<u8> = (0..=255u8).collect::<Vec<_>>().repeat(64);
     let reversed: Vec<u8> = block.iter().rev().copied().collect();
     let (mut exp_out, mut exp_err) = (Vec::new(), Vec::new());

@@ -97,12 +97,7 @@ for i in range(20):
         let rx = e.chunks();
         let chunks = drain(&rx);
         let out = e.wait().unwrap();
-        assert!(
-            out.status.success(),
-            "{}: {}",
-            out.status,
-            out.stderr_lossy()
-        );
+        common::assert_success(out);
         let expected: Vec<(Stream, String)> = (0..20)
             .flat_map(|i| {
                 [

@@ -500,3 +500,14 @@ pub fn wait_for_output(execution: &dockexec::Execution, needle: &[u8], limit: Du
     }
     seen
 }
+
+/// Asserts that a block succeeded, showing its status and stderr when it did not.
+#[track_caller]
+pub fn assert_success(out: &dockexec::Output) {
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        out.status,
+        out.stderr_lossy()
+    );
+}
