@@ -297,3 +297,41 @@ fn output_streams_live_before_the_block_ends() {
     assert_eq!(rest, "last\n");
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn a_pull_shows_its_progress_on_stderr() {
+    let reference = format!("{}/dockexec/busybox:latest", common::registry());
+    // Removed afterwards only if this test brought it in.
+    let _guard = (!common::image_exists(&reference)).then(|| common::ImageGuard(reference.clone()));
+    let out = Command::new(BIN)
+        .args([
+            "run",
+            "--lang",
+            "sh",
+            "--image",
+            reference.as_str(),
+            "--pull",
+            "always",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(b"echo pulled-and-ran\n")?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "pulled-and-ran\n");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("Status:"),
+        "the pull's progress is shown: {err}"
+    );
+}
