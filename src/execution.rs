@@ -46,7 +46,7 @@ pub(crate) enum Reason {
     Timeout,
     /// `max_output_bytes` with `OutputLimit::Kill`.
     OutputLimit,
-    /// `stop()` or `restart()`: the container itself is being killed, so no kill exec is sent.
+    /// `stop()`: the container itself is being removed, so no kill exec is sent.
     Shutdown,
 }
 

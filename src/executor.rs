@@ -738,8 +738,10 @@ impl Executor {
         if *gate {
             return Err(Error::Stopped);
         }
+        // Cancelled, not merely shut down: should the restart fail, each worker's own kill
+        // still ends its block (and it races the restart harmlessly when it succeeds).
         for t in self.inner.live.lock().iter() {
-            t.request(Reason::Shutdown);
+            t.request(Reason::Cancel);
         }
         self.inner
             .client
