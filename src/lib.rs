@@ -7,7 +7,7 @@
 //! [`Executor::stop`] cancels what is running, joins every worker and removes the container,
 //! from any thread.
 //!
-//! ```no_run
+//! ```
 //! # fn main() -> dockexec::Result<()> {
 //! use dockexec::{CodeBlock, Executor};
 //!
@@ -21,6 +21,43 @@
 //!
 //! A non-zero exit, a timeout and a cancellation are results, reported by
 //! [`ExitStatus`]; an [`Error`] means the block could not be run or observed.
+//!
+//! # Threads, cancellation and stopping
+//!
+//! * [`Executor::spawn`] creates and starts the block's exec before it returns (so a bad
+//!   request fails right there), then hands the stream to one worker thread and returns an
+//!   [`Execution`]. Every method of both types takes `&self`; both are `Send + Sync`.
+//! * Any number of threads may [`wait`](Execution::wait) on one execution; they all receive
+//!   the same `&Output`. [`cancel`](Execution::cancel) only signals the worker, over a channel,
+//!   and returns at once; the worker kills the block's whole process tree from inside the
+//!   container with a POSIX `sh` script (no `pkill` needed), keeps the partial output, and the
+//!   status says [`cancelled`](ExitStatus::cancelled).
+//! * The timeout is enforced by the worker on the host: a block that ignores every signal and
+//!   prints nothing still returns at its deadline, [`timed_out`](ExitStatus::timed_out).
+//! * [`Executor::stop`] may be called from any thread, at any time, concurrently: it cancels
+//!   every live execution (including those whose handles were dropped), removes the container,
+//!   and joins every worker before it returns. Dropping the executor does the same,
+//!   ignoring errors. If the daemon stops answering, each worker shuts its own socket down
+//!   after a grace period, so `stop` still returns.
+//! * [`cleanup_on_ctrlc`] (opt-in) stops every live executor on Ctrl-C; [`gc`] removes the
+//!   containers of processes that died without stopping theirs.
+//!
+//! ```
+//! # fn main() -> dockexec::Result<()> {
+//! use std::time::Duration;
+//! use dockexec::{CodeBlock, Executor};
+//!
+//! let executor = Executor::builder().start()?;
+//! let execution = executor.spawn(&CodeBlock::sh("sleep 1000"))?;
+//! std::thread::scope(|s| {
+//!     s.spawn(|| execution.cancel()); // from another thread
+//!     let output = execution.wait_timeout(Duration::from_secs(10))?.expect("cancelled");
+//!     assert!(output.status.cancelled());
+//!     dockexec::Result::Ok(())
+//! })?;
+//! executor.stop()?;
+//! # Ok(()) }
+//! ```
 
 mod code;
 mod docker;
