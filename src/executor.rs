@@ -376,7 +376,8 @@ impl ExecutorBuilder {
             if temp_workspace {
                 let _ = fs::remove_dir_all(&workspace);
             } else {
-                let _ = fs::remove_dir_all(workspace.join(STATE_DIR));
+                // Nothing of ours is in it yet; removed only if no other executor uses it.
+                let _ = fs::remove_dir(workspace.join(STATE_DIR));
             }
             e
         };
@@ -828,6 +829,21 @@ impl Inner {
         Ok(Execution { shared })
     }
 
+    /// Removes this executor's markers from a work dir the user gave, and the state dir with
+    /// them unless another executor sharing the work dir still has markers there.
+    fn remove_own_state(&self) {
+        let state = self.workspace.join(STATE_DIR);
+        let prefix = format!("{}_", &self.id[..self.id.len().min(12)]);
+        if let Ok(entries) = fs::read_dir(&state) {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
+        let _ = fs::remove_dir(&state);
+    }
+
     /// Joins workers that have finished, so the registry holds only live ones.
     fn reap(&self) {
         let finished: Vec<Tracked> = {
@@ -890,7 +906,7 @@ impl Inner {
         if self.temp_workspace {
             let _ = fs::remove_dir_all(&self.workspace);
         } else {
-            let _ = fs::remove_dir_all(self.workspace.join(STATE_DIR));
+            self.remove_own_state();
         }
         *stopped = true;
         drop(stopped);

@@ -467,3 +467,30 @@ fn symlinks_planted_by_a_block_never_lead_a_code_file_out_of_the_workspace() {
     assert_eq!(out.stdout, b"replaced the link\n");
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched\n");
 }
+
+#[test]
+fn two_executors_can_share_a_work_dir() {
+    let dir = common::TempDir::new("shared-work-dir");
+    let mut b = common::builder();
+    b.work_dir(dir.path());
+    let (first, second) = (b.start().unwrap(), b.start().unwrap());
+    let running = second
+        .spawn(&CodeBlock::sh(
+            "echo up; trap '' TERM; while :; do sleep 1; done",
+        ))
+        .unwrap();
+    common::wait_for_output(&running, b"up\n", std::time::Duration::from_secs(10));
+    first.stop().unwrap();
+    assert!(
+        dir.path().join(".dockexec").exists(),
+        "the first stop leaves the second executor's state alone"
+    );
+    running.cancel().unwrap();
+    let out = running
+        .wait_timeout(std::time::Duration::from_secs(10))
+        .unwrap()
+        .expect("cancelled in time");
+    assert!(out.status.cancelled(), "{}", out.status);
+    second.stop().unwrap();
+    assert!(!dir.path().join(".dockexec").exists());
+}
