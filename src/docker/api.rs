@@ -17,8 +17,8 @@ use ureq::{Agent, Body};
 use super::transport::{self, BASE_URL};
 use crate::error::{Error, Result};
 
-/// The oldest Engine API we speak (Docker 17.06: `Init`, exec `WorkingDir` came later but are
-/// ignored gracefully by older daemons).
+/// The oldest Engine API we speak (Docker 1.13). `Init` (1.25) and exec `WorkingDir` (1.35)
+/// are ignored by daemons older than they are.
 const MIN_API: (u32, u32) = (1, 25);
 /// The newest Engine API this code was written against; a newer daemon is asked for this one.
 const MAX_API: (u32, u32) = (1, 47);
@@ -295,7 +295,7 @@ impl Client {
         self.json("version", resp)
     }
 
-    /// Image inspect: `Ok(None)` when the image is not present locally.
+    /// Image inspect: whether the image is present locally.
     pub(crate) fn image_exists(&self, image: &str) -> Result<bool> {
         match self.get(
             "image inspect",
