@@ -26,20 +26,9 @@ use serde_json::json;
 /// SIGTERM, and a line that says all of it is running.
 const STUBBORN: &str = "sleep 1000 & trap '' TERM; echo ready; while :; do sleep 1; done";
 
-/// A copy of dockexec's block wrapper (`RUN_SCRIPT` in src/runner.rs, private), for the
-/// diagnostic row that runs the floor the same way dockexec runs a block.
-const WRAPPER: &str = r#"m=$1; l=$2; f=$3
-echo $$ > "$m.pid" 2>/dev/null
-[ -e "$m.cancel" ] && exit 137
-case $l in
-python)
-  for p in python3 python; do
-    command -v "$p" >/dev/null 2>&1 && exec "$p" "$f"
-  done
-  echo "dockexec: the image has neither python3 nor python" >&2; exit 127 ;;
-sh) exec sh "$f" ;;
-*) echo "dockexec: unknown language $l" >&2; exit 127 ;;
-esac"#;
+/// dockexec's own block wrapper, for the diagnostic row that runs the floor the same way
+/// dockexec runs a block.
+const WRAPPER: &str = dockexec::__bench::RUN_SCRIPT;
 
 fn builder(image: &str) -> ExecutorBuilder {
     let mut b = Executor::builder();

@@ -90,6 +90,9 @@ struct ReadmeDoctests;
 pub mod __bench {
     use std::path::Path;
 
+    /// The wrapper every block runs under, so a baseline can run the floor the same way.
+    pub const RUN_SCRIPT: &str = crate::runner::RUN_SCRIPT;
+
     /// The private Engine client, for measuring it against a hand-written one.
     #[derive(Debug, Clone)]
     pub struct BenchClient(crate::docker::api::Client);
