@@ -27,7 +27,7 @@ fn main() {
             dockexec::cleanup_on_ctrlc().expect("install dockexec's ctrl-c handler");
             // ctrlc allows one handler per process: a second install must be refused.
             match dockexec::cleanup_on_ctrlc() {
-                Err(Error::Hook(_)) => println!("second install refused"),
+                Err(Error::Hook { .. }) => println!("second install refused"),
                 other => println!("second install: {other:?}"),
             }
             "sleep 1777"
@@ -41,7 +41,7 @@ fn main() {
             })
             .expect("install the application's ctrl-c handler");
             match dockexec::cleanup_on_ctrlc() {
-                Err(Error::Hook(_)) => println!("library install refused"),
+                Err(Error::Hook { .. }) => println!("library install refused"),
                 other => println!("library install: {other:?}"),
             }
             "sleep 1778"

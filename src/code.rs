@@ -1,10 +1,11 @@
 //! Code blocks, their languages, the `# filename:` directive, and markdown extraction.
 
 use std::fmt;
-use std::path::{Component, Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use crate::error::{Error, Result};
+use crate::workspace::workspace_relative;
 
 /// A language dockexec can run.
 ///
@@ -196,35 +197,6 @@ fn filename_directive(code: &str) -> Option<&str> {
     looks_like_file.then_some(rest)
 }
 
-/// Normalises `name` to a relative path that stays inside the workspace.
-pub(crate) fn workspace_relative(name: &str) -> Result<PathBuf> {
-    let refuse = || Error::invalid(format!("filename is not in the workspace: {name:?}"));
-    let path = Path::new(name);
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::Normal(part) => out.push(part),
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if !out.pop() {
-                    return Err(refuse());
-                }
-            }
-            Component::RootDir | Component::Prefix(_) => return Err(refuse()),
-        }
-    }
-    if out.as_os_str().is_empty() {
-        return Err(refuse());
-    }
-    if out.starts_with(crate::executor::STATE_DIR) {
-        return Err(Error::invalid(format!(
-            "filename {name:?} is inside dockexec's own {} directory",
-            crate::executor::STATE_DIR
-        )));
-    }
-    Ok(out)
-}
-
 /// Extracts the fenced code blocks of a markdown document (an LLM's reply).
 ///
 /// Fences are three or more backticks or tildes; the info string's first word is the
@@ -382,7 +354,6 @@ mod tests {
                 "{bad}: {err}"
             );
         }
-        assert!(workspace_relative(".dockexec/x.pid").is_err());
     }
 
     #[test]

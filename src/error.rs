@@ -57,7 +57,12 @@ pub enum Error {
     /// zero timeout, a file name outside the workspace, no blocks.
     InvalidInput(String),
     /// The daemon's answer could not be understood (bad JSON, a broken frame stream).
-    Protocol(String),
+    Protocol {
+        /// What could not be understood, in words.
+        message: String,
+        /// The parser's error, if any.
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// The `init_command` given to the builder exited non-zero; the container was removed.
     InitCommand {
         /// The command's exit code.
@@ -78,10 +83,22 @@ pub enum Error {
         source: io::Error,
     },
     /// Talking to the daemon failed below HTTP (a reset connection, a read error).
-    Transport(String),
+    Transport {
+        /// The call that failed, e.g. `"exec start"`.
+        what: String,
+        /// The underlying error.
+        source: io::Error,
+    },
     /// A process-wide hook could not be installed (for example a Ctrl-C handler already exists).
-    Hook(String),
-    /// A bug in dockexec: a worker thread ended without a result, or could not be started.
+    Hook {
+        /// Which hook.
+        what: &'static str,
+        /// Why it could not be installed.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A worker thread could not be started (the process is out of threads or memory).
+    Thread(io::Error),
+    /// A bug in dockexec: a worker thread ended without a result.
     Internal(String),
 }
 
@@ -109,7 +126,9 @@ impl fmt::Display for Error {
             }
             Error::Stopped => f.write_str("the executor has been stopped"),
             Error::InvalidInput(msg) => write!(f, "invalid input: {msg}"),
-            Error::Protocol(msg) => write!(f, "unexpected answer from the docker daemon: {msg}"),
+            Error::Protocol { message, .. } => {
+                write!(f, "unexpected answer from the docker daemon: {message}")
+            }
             Error::InitCommand { code, output } => {
                 let code = code.map_or_else(|| "unknown".to_string(), |c| c.to_string());
                 write!(
@@ -120,8 +139,11 @@ impl fmt::Display for Error {
             }
             Error::Timeout { what } => write!(f, "{what} timed out"),
             Error::Io { path, .. } => write!(f, "i/o error on {}", path.display()),
-            Error::Transport(msg) => write!(f, "connection to the docker daemon failed: {msg}"),
-            Error::Hook(msg) => f.write_str(msg),
+            Error::Transport { what, .. } => {
+                write!(f, "connection to the docker daemon failed during {what}")
+            }
+            Error::Hook { what, .. } => write!(f, "cannot install the {what} handler"),
+            Error::Thread(_) => f.write_str("cannot start a worker thread"),
             Error::Internal(msg) => write!(f, "internal error: {msg}"),
         }
     }
@@ -133,7 +155,13 @@ impl std::error::Error for Error {
             Error::Connect {
                 source: Some(e), ..
             } => Some(e),
-            Error::Io { source, .. } => Some(source),
+            Error::Io { source, .. } | Error::Transport { source, .. } | Error::Thread(source) => {
+                Some(source)
+            }
+            Error::Protocol {
+                source: Some(e), ..
+            }
+            | Error::Hook { source: e, .. } => Some(&**e),
             _ => None,
         }
     }
@@ -149,6 +177,25 @@ impl Error {
 
     pub(crate) fn invalid(msg: impl Into<String>) -> Error {
         Error::InvalidInput(msg.into())
+    }
+
+    /// A [`Error::Protocol`] with no underlying error.
+    pub(crate) fn protocol(message: impl Into<String>) -> Error {
+        Error::Protocol {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A [`Error::Protocol`] caused by `source`.
+    pub(crate) fn protocol_from(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Error {
+        Error::Protocol {
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
     }
 
     /// True when the daemon answered 404 (no such container, exec or image).

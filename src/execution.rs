@@ -10,19 +10,17 @@
 //! "Finished" is signalled by disconnection: the worker stores the [`Output`], then drops the
 //! only sender of the `done` channel, which wakes every waiter at once.
 
-use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
-use std::thread;
+use std::sync::{Arc, OnceLock, Weak};
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, after, bounded, never, select, unbounded};
 use parking_lot::Mutex;
 
-use crate::docker::frames::Demuxer;
 use crate::error::{Error, Result};
 use crate::output::{Chunk, End, ExitStatus, Output, OutputBuf, Stream};
-use crate::runner::{Reaped, Running};
+use crate::runner::{Reaped, Running, Source};
 
 /// What happens when a block's output passes `max_output_bytes`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -54,10 +52,8 @@ pub(crate) enum Reason {
 /// shuts the socket down itself (a process that escaped the tree, or a daemon that hangs).
 pub(crate) const KILL_GRACE: Duration = Duration::from_millis(1500);
 /// Everything a worker needs that is not shared with handles.
+#[derive(Debug)]
 pub(crate) struct WorkerCtx {
-    /// The marker prefix on the host (`<work dir>/.dockexec/<tag>`), to remove the runner's
-    /// `.pid` and `.cancel` files afterwards.
-    pub(crate) host_marker: PathBuf,
     pub(crate) cap: Option<usize>,
     pub(crate) on_limit: OutputLimit,
     pub(crate) deadline: Option<Instant>,
@@ -167,8 +163,7 @@ impl Shared {
 ///
 /// Every method takes `&self` and the handle is `Send + Sync`: one thread can wait while
 /// another cancels, and any number of threads can wait at once, all receiving the same
-/// [`Output`]. Dropping the handle does not stop the block; the executor still tracks it, and
-/// `stop()` cancels it.
+/// [`Output`].
 ///
 /// ```no_run
 /// # fn main() -> dockexec::Result<()> {
@@ -185,13 +180,101 @@ impl Shared {
 /// assert!(output.status.cancelled());
 /// # Ok(()) }
 /// ```
+///
+/// # Drop
+///
+/// Dropping the handle (every clone of it) does not stop the block: it runs on to its end or
+/// its timeout, the executor still tracks it, and [`Executor::stop`](crate::Executor::stop)
+/// cancels it and joins its worker. To end it, call [`cancel`](Execution::cancel) first.
+///
+/// # Differences from [`std::process::Child`]
+///
+/// * Every method takes `&self`, so waiting and cancelling happen from different threads
+///   without a lock; `Child::wait` and `Child::kill` take `&mut self`.
+/// * [`wait`](Execution::wait) returns the whole [`Output`], stdout and stderr included, by
+///   reference, to every waiter; the output is collected by a worker thread as it arrives, so
+///   the block never stalls on a full pipe and nobody has to read it.
+/// * [`cancel`](Execution::cancel) kills the block's whole process tree, not one process, and
+///   returns without waiting; the status then says [`cancelled`](crate::ExitStatus::cancelled).
+/// * Live output is a channel ([`chunks`](Execution::chunks)) that any number of readers may
+///   take, each starting from the first byte; there are no pipe handles to take.
+/// * There is no stdin: blocks read an empty one.
 #[derive(Debug, Clone)]
+#[must_use = "a spawned block runs on unobserved; wait for it, watch it, or cancel it"]
 pub struct Execution {
     pub(crate) shared: Arc<Shared>,
 }
 
+/// The executor's hold on one execution: asks it to stop, and joins its worker.
+#[derive(Debug)]
+pub(crate) struct Worker {
+    /// Weak: the worker and the caller's handles own the state, so that `into_output` can
+    /// take the output without a copy once both are done with it.
+    shared: Weak<Shared>,
+    handle: JoinHandle<()>,
+}
+
+impl Worker {
+    /// Asks a still-running execution's worker to kill the block; never blocks.
+    pub(crate) fn request(&self, reason: Reason) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.request(reason);
+        }
+    }
+
+    pub(crate) fn is_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
+
+    /// Waits for the worker thread to end. Each worker bounds its own life (the timeout, the
+    /// kill grace, then the cut), so this cannot hang on a live block forever.
+    pub(crate) fn join(self) {
+        let _ = self.handle.join();
+    }
+}
+
 impl Execution {
-    /// This execution's number, unique within its executor.
+    /// Starts the worker that follows `running` to its end, and returns the handle with the
+    /// executor's hold on the worker.
+    ///
+    /// # Errors
+    /// [`Error::Thread`] when no thread can be had; the block is killed first, so it never runs
+    /// on unobserved.
+    pub(crate) fn start(n: u64, running: Running, ctx: WorkerCtx) -> Result<(Execution, Worker)> {
+        let (shared, done_tx, cancel_rx) = Shared::new(n, running.code_file.clone());
+        let worker_shared = Arc::clone(&shared);
+        // `running` goes to the thread only once it exists: should no thread be had, it is
+        // still here to kill, so the block never runs on unobserved.
+        let (hand_tx, hand_rx) = bounded::<Running>(1);
+        let handle = thread::Builder::new()
+            .name(format!("dockexec-{n}"))
+            .spawn(move || {
+                // Disconnected without a message only if `start` failed after the spawn,
+                // which it cannot: the send below is the next thing it does.
+                if let Ok(running) = hand_rx.recv() {
+                    work(ctx, worker_shared, running, done_tx, cancel_rx);
+                }
+            });
+        let handle = match handle {
+            Ok(h) => h,
+            Err(e) => {
+                running.control.kill();
+                running.control.release(false);
+                return Err(Error::Thread(e));
+            }
+        };
+        // Capacity 1 and the receiver alive: this never blocks and never fails.
+        let _ = hand_tx.send(running);
+        let worker = Worker {
+            shared: Arc::downgrade(&shared),
+            handle,
+        };
+        Ok((Execution { shared }, worker))
+    }
+
+    /// This execution's number, unique within its executor and counting from 1 in spawn
+    /// order. (Not to be confused with [`Executor::id`](crate::Executor::id), the executor's
+    /// random hex id, which names its container.)
     pub fn id(&self) -> u64 {
         self.shared.id
     }
@@ -294,44 +377,40 @@ impl Execution {
     }
 }
 
-/// Blocking reads only: demultiplexes the stream straight into the shared output, with no
-/// copy and no hand-off per piece; asks the worker to kill the block when the output limit
-/// says so. Returns how the stream ended.
+/// Blocking reads only: pumps the source straight into the shared output, with no copy and
+/// no hand-off per piece; asks the worker to kill the block when the output limit says so.
+/// Returns how the output ended.
 fn read_loop(
-    mut stream: Box<dyn Read + Send>,
+    mut source: Box<dyn Source>,
     shared: &Shared,
     cap: Option<usize>,
     on_limit: OutputLimit,
 ) -> std::result::Result<(), String> {
-    let mut demux = Demuxer::new(false);
-    // As large as ureq's own input buffer (128 KiB), so one read drains what one socket read got.
-    let mut buf = vec![0u8; 128 * 1024];
     loop {
-        match stream.read(&mut buf) {
-            Ok(0) => return demux.finish().map_err(|e| e.0),
-            Ok(n) => {
-                let mut crossed = false;
-                let fed = demux.feed(&buf[..n], |s, b| crossed |= shared.record(s, b, cap));
-                if crossed && on_limit == OutputLimit::Kill {
-                    shared.request(Reason::OutputLimit);
-                }
-                fed.map_err(|e| e.0)?;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.to_string()),
+        let mut crossed = false;
+        let more = source.next(&mut |s, b| crossed |= shared.record(s, b, cap));
+        if crossed && on_limit == OutputLimit::Kill {
+            shared.request(Reason::OutputLimit);
+        }
+        if !more? {
+            return Ok(());
         }
     }
 }
 
 /// The worker: runs until the block's stream ends, then stores the output.
-pub(crate) fn work(
+fn work(
     ctx: WorkerCtx,
     shared: Arc<Shared>,
     running: Running,
     done_tx: Sender<()>,
     cancel_rx: Receiver<Reason>,
 ) {
-    let Running { stream, control } = running;
+    let Running {
+        output: stream,
+        control,
+        code_file: _,
+    } = running;
     let control = &*control;
     // Capacity 1: the reader's only message is how the stream ended.
     let (end_tx, end_rx) = bounded::<std::result::Result<(), String>>(1);
@@ -426,18 +505,8 @@ pub(crate) fn work(
         None => End::Exited,
     };
 
-    for ext in ["pid", "cancel"] {
-        let mut p = ctx.host_marker.clone().into_os_string();
-        p.push(".");
-        p.push(ext);
-        let _ = std::fs::remove_file(p);
-    }
-    let code_file = if ctx.delete_code_file {
-        let _ = std::fs::remove_file(&shared.code_file);
-        None
-    } else {
-        Some(shared.code_file.clone())
-    };
+    control.release(ctx.delete_code_file);
+    let code_file = (!ctx.delete_code_file).then(|| shared.code_file.clone());
     let duration = ctx.started.elapsed();
     shared.finish(|buf| Output {
         status: ExitStatus {

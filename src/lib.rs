@@ -64,34 +64,46 @@ mod docker;
 mod error;
 mod execution;
 mod executor;
+pub mod labels;
 mod orphans;
 mod output;
 mod registry;
 mod runner;
+mod workspace;
+
+/// The channel crate whose [`Receiver`](crossbeam_channel::Receiver) [`Execution::chunks`]
+/// returns, re-exported so that callers can `select!` over it without naming a version.
+pub use crossbeam_channel;
 
 pub use code::{CodeBlock, Language, extract_code_blocks, guess_language};
 pub use error::{Error, Result};
 pub use execution::{Execution, OutputLimit};
 pub use executor::{
-    BlocksResult, DEFAULT_IMAGE, DEFAULT_MAX_OUTPUT, DEFAULT_TIMEOUT, Executor, ExecutorBuilder,
-    LABEL_EXECUTOR, PullPolicy, PullProgress, WORKSPACE,
+    DEFAULT_IMAGE, DEFAULT_MAX_OUTPUT, DEFAULT_TIMEOUT, Executor, ExecutorBuilder, PullPolicy,
+    PullProgress,
 };
-pub use orphans::{LABEL_OWNER_BOOT, LABEL_OWNER_HOST, LABEL_OWNER_PID, LABEL_OWNER_START, gc};
-pub use output::{Chunk, ExitStatus, Output, Stream};
+pub use orphans::gc;
+pub use output::{BlocksResult, Chunk, ExitStatus, Output, Stream};
 pub use registry::{cleanup_on_ctrlc, stop_all};
+pub use workspace::WORKSPACE;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-/// Not part of the API: hooks for this crate's own benches. May change at any time.
+/// Not part of the API: hooks for this crate's own benches, behind the `bench` feature. May
+/// change at any time.
+#[cfg(feature = "bench")]
 #[doc(hidden)]
 pub mod __bench {
     use std::path::Path;
 
     /// The wrapper every block runs under, so a baseline can run the floor the same way.
-    pub const RUN_SCRIPT: &str = crate::runner::RUN_SCRIPT;
+    pub const RUN_SCRIPT: &str = crate::runner::exec::RUN_SCRIPT;
+
+    /// The newest Engine API version dockexec asks for, so a baseline client asks for the same.
+    pub const MAX_API: (u32, u32) = crate::docker::api::MAX_API;
 
     /// The private Engine client, for measuring it against a hand-written one.
     #[derive(Debug, Clone)]

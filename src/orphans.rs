@@ -7,20 +7,11 @@ use std::time::Duration;
 
 use crate::docker::api::{self, Client};
 use crate::error::Result;
-use crate::executor::LABEL_EXECUTOR;
-
-/// Label: the owning process's pid.
-pub const LABEL_OWNER_PID: &str = "dockexec.owner.pid";
-/// Label: the owning process's start time (clock ticks since boot), so a reused pid is told
-/// apart from the owner.
-pub const LABEL_OWNER_START: &str = "dockexec.owner.start";
-/// Label: the owner's host name; only containers of this host are judged.
-pub const LABEL_OWNER_HOST: &str = "dockexec.owner.host";
-/// Label: the owner host's boot id; after a reboot every owner is gone.
-pub const LABEL_OWNER_BOOT: &str = "dockexec.owner.boot";
-/// Label: the temporary work dir dockexec created for the container, removed with it by
-/// [`gc`] (absent when the work dir was the user's own).
-pub const LABEL_TEMP_WORKSPACE: &str = "dockexec.workspace.temp";
+use crate::labels::{
+    EXECUTOR as LABEL_EXECUTOR, OWNER_BOOT as LABEL_OWNER_BOOT, OWNER_HOST as LABEL_OWNER_HOST,
+    OWNER_PID as LABEL_OWNER_PID, OWNER_START as LABEL_OWNER_START,
+    TEMP_WORKSPACE as LABEL_TEMP_WORKSPACE,
+};
 
 fn read_trimmed(path: &str) -> Option<String> {
     fs::read_to_string(path)

@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Which output stream a piece of output came from.
@@ -15,7 +15,9 @@ pub enum Stream {
 }
 
 /// A piece of live output, as delivered by [`Execution::chunks`](crate::Execution::chunks).
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Its `Debug` shows the bytes as text (`Stdout("hi\n")`), escaped where they are not UTF-8.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Chunk {
     /// Bytes the block wrote to standard output.
     Stdout(Vec<u8>),
@@ -66,6 +68,14 @@ pub(crate) enum End {
 ///
 /// A non-zero exit, a timeout and a cancellation are all ordinary statuses: the block ran and
 /// this says how it ended.
+///
+/// Three exit codes, three meanings:
+///
+/// | method | what it is | a block killed on timeout |
+/// |---|---|---|
+/// | [`code`](ExitStatus::code) | the process's own code, as the daemon reports it; `None` when unknown | `Some(137)` |
+/// | [`shell_code`](ExitStatus::shell_code) | what a shell would report for the whole run, never unknown | `124` |
+/// | [`BlocksResult::exit_code`] | `shell_code` of the last block that ran (AutoGen's `exit_code`) | `124` |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExitStatus {
     pub(crate) end: End,
@@ -167,8 +177,9 @@ impl fmt::Display for ExitStatus {
 ///
 /// `stdout` and `stderr` are kept apart, as raw bytes; [`pieces`](Output::pieces) and
 /// [`merged`](Output::merged) give both in the order they arrived. Nothing is decoded, so
-/// output that is not UTF-8 is never an error: the `_lossy` helpers decode for display.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// output that is not UTF-8 is never an error: the `_lossy` helpers decode for display. Its
+/// `Debug` shows both streams as text, escaped where they are not UTF-8.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Output {
     /// How the execution ended.
     pub status: ExitStatus,
@@ -234,6 +245,40 @@ impl Output {
     /// [`merged`](Output::merged), decoded lossily.
     pub fn merged_lossy(&self) -> String {
         String::from_utf8_lossy(&self.merged()).into_owned()
+    }
+}
+
+/// Shows bytes as a string literal when they are UTF-8, else as an escaped byte string.
+struct Text<'a>(&'a [u8]);
+
+impl fmt::Debug for Text<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match std::str::from_utf8(self.0) {
+            Ok(s) => fmt::Debug::fmt(s, f),
+            Err(_) => write!(f, "b\"{}\"", self.0.escape_ascii()),
+        }
+    }
+}
+
+impl fmt::Debug for Chunk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            Chunk::Stdout(_) => "Stdout",
+            Chunk::Stderr(_) => "Stderr",
+        };
+        f.debug_tuple(name).field(&Text(self.bytes())).finish()
+    }
+}
+
+impl fmt::Debug for Output {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Output")
+            .field("status", &self.status)
+            .field("stdout", &Text(&self.stdout))
+            .field("stderr", &Text(&self.stderr))
+            .field("code_file", &self.code_file)
+            .field("duration", &self.duration)
+            .finish_non_exhaustive()
     }
 }
 
@@ -304,6 +349,36 @@ impl OutputBuf {
     }
 }
 
+/// The outcome of [`Executor::execute`](crate::Executor::execute): each block's output, plus the combined view AutoGen
+/// users know.
+#[derive(Debug, Clone)]
+pub struct BlocksResult {
+    /// One output per block that ran, in order; the last is the first that failed, if any.
+    pub outputs: Vec<Output>,
+}
+
+impl BlocksResult {
+    /// The last block's exit code as a shell reports it (124 for a timeout, as AutoGen).
+    pub fn exit_code(&self) -> i32 {
+        self.outputs.last().map_or(0, |o| o.status.shell_code())
+    }
+
+    /// True when every block succeeded.
+    pub fn success(&self) -> bool {
+        self.outputs.iter().all(|o| o.status.success())
+    }
+
+    /// Every block's merged output, concatenated, decoded lossily (AutoGen's `output`).
+    pub fn output(&self) -> String {
+        self.outputs.iter().map(Output::merged_lossy).collect()
+    }
+
+    /// The first block's code file (AutoGen's `code_file`).
+    pub fn code_file(&self) -> Option<&Path> {
+        self.outputs.first().and_then(|o| o.code_file.as_deref())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,6 +435,20 @@ mod tests {
         assert!(b.truncated);
         assert_eq!(b.stdout, b"12345");
         assert_eq!(b.replay().len(), 2);
+    }
+
+    #[test]
+    fn debug_shows_text() {
+        let mut b = OutputBuf::default();
+        b.push(Stream::Stdout, b"hi\n", None);
+        b.push(Stream::Stderr, &[0xff, b'x'], None);
+        let shown = format!("{:?}", out(b));
+        assert!(shown.contains(r#"stdout: "hi\n""#), "{shown}");
+        assert!(shown.contains(r#"stderr: b"\xffx""#), "{shown}");
+        assert_eq!(
+            format!("{:?}", Chunk::Stdout(b"ok".to_vec())),
+            r#"Stdout("ok")"#
+        );
     }
 
     #[test]

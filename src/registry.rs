@@ -1,25 +1,34 @@
 //! Every live executor in the process, for Ctrl-C cleanup.
+//!
+//! The registry knows executors only as something that can be stopped, so it depends on
+//! nothing but the error type.
 
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
-use crate::executor::Inner;
 
-/// Weak, so the registry never keeps an executor alive; dead entries are pruned on insert.
-static EXECUTORS: Mutex<Vec<Weak<Inner>>> = Mutex::new(Vec::new());
-
-pub(crate) fn register(inner: &Arc<Inner>) {
-    let mut all = EXECUTORS.lock();
-    all.retain(|w| w.strong_count() > 0);
-    all.push(Arc::downgrade(inner));
+/// What the registry can do to an executor.
+pub(crate) trait Stop: Send + Sync {
+    /// As [`Executor::stop`](crate::Executor::stop): `Err(Error::Stopped)` when already stopped.
+    fn stop(&self) -> Result<()>;
 }
 
-pub(crate) fn unregister(inner: &Inner) {
+/// Weak, so the registry never keeps an executor alive; dead entries are pruned on insert.
+static EXECUTORS: Mutex<Vec<Weak<dyn Stop>>> = Mutex::new(Vec::new());
+
+pub(crate) fn register(executor: Arc<dyn Stop>) {
+    let mut all = EXECUTORS.lock();
+    all.retain(|w| w.strong_count() > 0);
+    all.push(Arc::downgrade(&executor));
+}
+
+pub(crate) fn unregister<T: Stop>(executor: &T) {
+    let this = std::ptr::from_ref(executor).cast::<()>();
     EXECUTORS
         .lock()
-        .retain(|w| w.strong_count() > 0 && !std::ptr::eq(w.as_ptr(), inner));
+        .retain(|w| w.strong_count() > 0 && w.as_ptr().cast::<()>() != this);
 }
 
 /// Stops every live executor in this process: their blocks are killed, their worker threads
@@ -29,10 +38,10 @@ pub(crate) fn unregister(inner: &Inner) {
 /// it exits. Safe from any thread; executors already stopped are skipped.
 pub fn stop_all() -> usize {
     // Upgraded and collected first: `stop` unregisters, which takes this lock again.
-    let live: Vec<Arc<Inner>> = EXECUTORS.lock().iter().filter_map(Weak::upgrade).collect();
+    let live: Vec<Arc<dyn Stop>> = EXECUTORS.lock().iter().filter_map(Weak::upgrade).collect();
     let mut n = 0;
-    for inner in live {
-        match inner.stop() {
+    for executor in live {
+        match executor.stop() {
             Err(Error::Stopped) => {}
             _ => n += 1,
         }
@@ -53,5 +62,8 @@ pub fn cleanup_on_ctrlc() -> Result<()> {
         stop_all();
         std::process::exit(130);
     })
-    .map_err(|e| Error::Hook(format!("cannot install the ctrl-c handler: {e}")))
+    .map_err(|e| Error::Hook {
+        what: "ctrl-c",
+        source: Box::new(e),
+    })
 }

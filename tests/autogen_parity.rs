@@ -341,7 +341,7 @@ fn failing_init_command_fails_start_and_leaves_nothing() {
     let orphaned = |d: &Path| {
         let name = d.file_name().unwrap().to_string_lossy().into_owned();
         let id = name.trim_start_matches("dockexec-");
-        d.exists() && common::labelled(dockexec::LABEL_EXECUTOR, id).is_empty()
+        d.exists() && common::labelled(dockexec::labels::EXECUTOR, id).is_empty()
     };
     let suspects: Vec<_> = new_dirs.into_iter().filter(|d| orphaned(d)).collect();
     if !suspects.is_empty() {

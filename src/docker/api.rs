@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 /// are ignored by daemons older than they are.
 const MIN_API: (u32, u32) = (1, 25);
 /// The newest Engine API this code was written against; a newer daemon is asked for this one.
-const MAX_API: (u32, u32) = (1, 47);
+pub(crate) const MAX_API: (u32, u32) = (1, 47);
 
 /// The API version negotiated with each socket's daemon, this process.
 static NEGOTIATED: parking_lot::Mutex<std::collections::BTreeMap<PathBuf, String>> =
@@ -260,7 +260,7 @@ impl Client {
             .read_to_vec()
             .map_err(|e| self.map_err(what, e))?;
         serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Protocol(format!("{what}: {e}: {}", preview(&bytes))))
+            .map_err(|e| Error::protocol_from(format!("{what}: {}", preview(&bytes)), e))
     }
 
     /// Drains a small response body so its connection goes back to the pool.
@@ -346,7 +346,7 @@ impl Client {
                 continue;
             }
             let event: PullEvent = serde_json::from_str(&line).map_err(|e| {
-                Error::Protocol(format!(
+                Error::protocol(format!(
                     "image pull progress: {e}: {}",
                     preview(line.as_bytes())
                 ))
@@ -575,7 +575,12 @@ impl Client {
                         what: "docker exec".into(),
                     });
                 }
-                Err(e) => return Err(Error::Transport(format!("reading exec output: {e}"))),
+                Err(e) => {
+                    return Err(Error::Transport {
+                        what: "reading exec output".into(),
+                        source: e,
+                    });
+                }
             };
             if n == 0 {
                 break;
@@ -585,9 +590,9 @@ impl Client {
                     super::frames::Stream::Stdout => out.extend_from_slice(b),
                     super::frames::Stream::Stderr => err.extend_from_slice(b),
                 })
-                .map_err(|e| Error::Protocol(e.0))?;
+                .map_err(|e| Error::protocol(e.0))?;
         }
-        demux.finish().map_err(|e| Error::Protocol(e.0))?;
+        demux.finish().map_err(|e| Error::protocol(e.0))?;
         let info = self.exec_inspect(&id)?;
         Ok((info.exit_code, out, err))
     }
@@ -626,7 +631,7 @@ impl Client {
 /// Picks the API version: the newest both sides speak.
 fn negotiate(v: &Version) -> Result<String> {
     let daemon_max = parse_api(&v.api_version).ok_or_else(|| {
-        Error::Protocol(format!(
+        Error::protocol(format!(
             "daemon reports an unreadable ApiVersion {:?}",
             v.api_version
         ))
@@ -638,7 +643,7 @@ fn negotiate(v: &Version) -> Result<String> {
         .unwrap_or(daemon_max);
     let chosen = daemon_max.min(MAX_API);
     if chosen < MIN_API || chosen < daemon_min {
-        return Err(Error::Protocol(format!(
+        return Err(Error::protocol(format!(
             "docker {} speaks API {}..{}, dockexec needs {}.{}..{}.{}",
             v.version,
             v.min_api_version.as_deref().unwrap_or("?"),
@@ -670,17 +675,26 @@ pub(crate) fn map_ureq_error(socket: &Path, what: &str, e: ureq::Error) -> Error
                 },
                 source: Some(io),
             },
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Error::Timeout {
+                what: format!("docker {what}"),
+            },
             io::ErrorKind::PermissionDenied => Error::Connect {
                 endpoint: socket.display().to_string(),
                 reason: "permission denied: is this user allowed to use docker?".into(),
                 source: Some(io),
             },
-            _ => Error::Transport(format!("{what}: {io}")),
+            _ => Error::Transport {
+                what: what.to_string(),
+                source: io,
+            },
         },
         ureq::Error::Timeout(_) => Error::Timeout {
             what: format!("docker {what}"),
         },
-        other => Error::Transport(format!("{what}: {other}")),
+        other => Error::Transport {
+            what: what.to_string(),
+            source: io::Error::other(other),
+        },
     }
 }
 
@@ -817,19 +831,19 @@ pub(crate) fn untar_first_file(tar: &[u8]) -> Result<(String, Vec<u8>)> {
         let name = String::from_utf8_lossy(&h[..name_end]).into_owned();
         let size_field = String::from_utf8_lossy(&h[124..136]);
         let size = u64::from_str_radix(size_field.trim_matches(|c: char| c == '\0' || c == ' '), 8)
-            .map_err(|_| Error::Protocol(format!("bad tar size field {size_field:?}")))?
+            .map_err(|_| Error::protocol(format!("bad tar size field {size_field:?}")))?
             as usize;
         let data_start = off + 512;
         let data_end = data_start
             .checked_add(size)
             .filter(|&e| e <= tar.len())
-            .ok_or_else(|| Error::Protocol("tar entry runs past the archive".into()))?;
+            .ok_or_else(|| Error::protocol("tar entry runs past the archive"))?;
         if h[156] == b'0' || h[156] == 0 {
             return Ok((name, tar[data_start..data_end].to_vec()));
         }
         off = data_start + size.next_multiple_of(512);
     }
-    Err(Error::Protocol("tar archive holds no regular file".into()))
+    Err(Error::protocol("tar archive holds no regular file"))
 }
 
 #[cfg(test)]

@@ -190,3 +190,4 @@ impl Resolver for NoResolver {
         Ok(addrs)
     }
 }
+

@@ -1,22 +1,25 @@
-//! The seam between the executor and *how* a block runs inside the container: started,
-//! streamed, killed and reaped.
+//! One `docker exec` per block, under a POSIX `sh` wrapper; killed by a second exec.
 //!
-//! Today there is one strategy, [`ExecRunner`]: one `docker exec` per block under a POSIX `sh`
-//! wrapper, killed by a second exec. A warm in-container process that forks each block itself
-//! can join later as another [`Runner`] without touching the public API, the worker's
-//! timeout/cancel logic, or the output handling.
+//! This strategy keeps its state in marker files in the workspace's state dir, one pair per
+//! execution (`<tag>.pid`, `<tag>.cancel`), where `<tag>` is the executor id's prefix and the
+//! execution's number. Everything about them (names, scripts, cleanup) lives in this file.
 
 use std::fmt;
-use std::io::Read;
+use std::fs;
+use std::io::{self, Read};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
 
-use crate::code::Language;
-use crate::docker::api::{Client, StreamCutter};
+use super::{Control, Launch, Reaped, Runner, Running, Source};
+use crate::docker::api::{Client, ExecStream, StreamCutter};
+use crate::docker::frames::Demuxer;
 use crate::error::Result;
+use crate::output::Stream;
+use crate::workspace::{WORKSPACE, Workspace};
 
 /// Bound on each housekeeping call (kill, inspect) a running block makes.
 const HOUSEKEEPING_TIMEOUT: Duration = Duration::from_secs(5);
@@ -24,60 +27,6 @@ const HOUSEKEEPING_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a block that died of a SIGKILL we did not send waits to see whether its
 /// container is dying too.
 const CONTAINER_DEATH_WINDOW: Duration = Duration::from_millis(200);
-
-/// What to start.
-#[derive(Debug)]
-pub(crate) struct Launch<'a> {
-    pub(crate) language: Language,
-    /// The code file's path inside the container.
-    pub(crate) file: &'a str,
-    /// The marker prefix (`…/.dockexec/<tag>`) the wrapper and the kill share.
-    pub(crate) marker: &'a str,
-    /// The execution's tag, unique in the container; set in its environment.
-    pub(crate) tag: &'a str,
-    pub(crate) user: Option<&'a str>,
-}
-
-/// How the block ended, as far as the strategy can tell.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Reaped {
-    pub(crate) code: Option<i32>,
-    /// The container vanished or died, or the block's end could not be learnt.
-    pub(crate) lost: bool,
-    pub(crate) oom_killed: bool,
-}
-
-/// A strategy for running blocks in one container.
-pub(crate) trait Runner: fmt::Debug + Send + Sync {
-    /// Starts a block; its output is flowing when this returns.
-    ///
-    /// # Errors
-    /// The daemon's refusal, mapped by the caller (to `Error::ContainerGone` and co).
-    fn launch(&self, launch: &Launch<'_>) -> Result<Running>;
-}
-
-/// A started block: its framed output stream and the means to cut, kill and reap it.
-pub(crate) struct Running {
-    pub(crate) stream: Box<dyn Read + Send>,
-    pub(crate) control: Box<dyn Control>,
-}
-
-impl fmt::Debug for Running {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Running").finish_non_exhaustive()
-    }
-}
-
-/// What the worker can do to a running block. Every call is bounded in time.
-pub(crate) trait Control: Send + Sync {
-    /// Kills the block's whole process tree; failures are swallowed (the cut is the backstop).
-    fn kill(&self);
-    /// Shuts the output stream's connection down: a read blocked on it returns at once.
-    fn cut(&self);
-    /// After the stream ended: the exit code, and whether the container is still there.
-    /// `killed` says the worker killed the block, so a SIGKILL status is expected.
-    fn reap(&self, killed: bool) -> Reaped;
-}
 
 /// The kill script, run in a second exec: only POSIX `sh` and `kill`, no procps.
 ///
@@ -149,54 +98,161 @@ pwsh)
 esac"#;
 
 /// One `docker exec` per block.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct ExecRunner {
-    pub(crate) client: Client,
-    pub(crate) container: String,
-    /// The container's cgroup OOM-kill count when last seen (0 in a fresh container).
-    pub(crate) oom_kills: Arc<AtomicU64>,
+    /// Creates and starts the blocks' execs.
+    client: Client,
+    /// Kill, inspect and OOM calls, bounded by [`HOUSEKEEPING_TIMEOUT`]; one per executor, so
+    /// its connections are pooled across blocks.
+    housekeeping: Client,
+    container: String,
+    workspace: Arc<Workspace>,
+    /// The state dir on the host, where the markers are.
+    state_dir: PathBuf,
+    /// `<executor id prefix>_`: every marker of this executor starts with it.
+    tag_prefix: String,
+    user: Option<String>,
+    /// The container's cgroup OOM-kill count when last seen (0 in a fresh container), shared
+    /// by all of its blocks.
+    oom_kills: Arc<AtomicU64>,
+}
+
+impl ExecRunner {
+    /// A runner for `container`, whose blocks run as `user` (the image's when `None`).
+    ///
+    /// # Errors
+    /// [`Error::Io`](crate::Error::Io) when the state dir cannot be created.
+    pub(crate) fn new(
+        client: &Client,
+        container: &str,
+        workspace: Arc<Workspace>,
+        executor_id: &str,
+        user: Option<&str>,
+    ) -> Result<ExecRunner> {
+        Ok(ExecRunner {
+            client: client.clone(),
+            housekeeping: client.with_timeout(HOUSEKEEPING_TIMEOUT),
+            container: container.to_string(),
+            state_dir: workspace.state_dir()?,
+            workspace,
+            tag_prefix: format!("{}_", &executor_id[..executor_id.len().min(12)]),
+            user: user.map(str::to_string),
+            oom_kills: Arc::default(),
+        })
+    }
 }
 
 impl Runner for ExecRunner {
     fn launch(&self, l: &Launch<'_>) -> Result<Running> {
+        let code_file = self.workspace.write_code_file(l.file, l.code)?;
+        let tag = format!("{}{}", self.tag_prefix, l.n);
+        let marker = format!("{}/{tag}", Workspace::container_state_dir());
         let mut body = json!({
-            "Cmd": ["sh", "-c", RUN_SCRIPT, "dockexec", l.marker, l.language.name(), l.file],
+            "Cmd": ["sh", "-c", RUN_SCRIPT, "dockexec", marker, l.language.name(),
+                    Workspace::container_path(l.file)],
             "AttachStdout": true,
             "AttachStderr": true,
-            "WorkingDir": crate::executor::WORKSPACE,
+            "WorkingDir": WORKSPACE,
             // Inherited by every process of the block, even one that leaves its session. The
             // trailing dot ends the tag, so tag `x_1` never matches `x_12`.
-            "Env": [format!("DOCKEXEC_EXECUTION={}.", l.tag)],
+            "Env": [format!("DOCKEXEC_EXECUTION={tag}.")],
         });
-        if let Some(user) = l.user {
+        if let Some(user) = &self.user {
             body["User"] = json!(user);
         }
-        let exec_id = self.client.exec_create(&self.container, &body)?;
-        let (stream, cutter) = self.client.exec_start(&exec_id, false, None)?;
+        let control = ExecControl {
+            client: self.housekeeping.clone(),
+            oom_kills: Arc::clone(&self.oom_kills),
+            container: self.container.clone(),
+            exec_id: String::new(),
+            host_marker: self.state_dir.join(&tag),
+            code_file: code_file.clone(),
+            marker,
+            tag,
+            cutter: None,
+        };
+        let fail = |e| {
+            control.release(false);
+            e
+        };
+        let exec_id = self
+            .client
+            .exec_create(&self.container, &body)
+            .map_err(fail)?;
+        let (stream, cutter) = self
+            .client
+            .exec_start(&exec_id, false, None)
+            .map_err(fail)?;
         Ok(Running {
-            stream: Box::new(stream) as Box<dyn Read + Send>,
-            control: Box::new(ExecControl {
-                client: self.client.with_timeout(HOUSEKEEPING_TIMEOUT),
-                oom_kills: Arc::clone(&self.oom_kills),
-                container: self.container.clone(),
-                exec_id,
-                marker: l.marker.to_string(),
-                tag: l.tag.to_string(),
-                cutter,
+            output: Box::new(ExecSource {
+                stream,
+                demux: Demuxer::new(false),
+                // As large as ureq's own input buffer (128 KiB), so one read drains what one
+                // socket read got.
+                buf: vec![0u8; 128 * 1024],
             }),
+            control: Box::new(ExecControl {
+                exec_id,
+                cutter: Some(cutter),
+                ..control
+            }),
+            code_file,
         })
+    }
+
+    fn teardown(&self) {
+        if let Ok(entries) = fs::read_dir(&self.state_dir) {
+            for entry in entries.flatten() {
+                if entry
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(&self.tag_prefix)
+                {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
+    }
+}
+
+/// The exec's multiplexed stdout/stderr stream.
+struct ExecSource {
+    stream: ExecStream,
+    demux: Demuxer,
+    buf: Vec<u8>,
+}
+
+impl Source for ExecSource {
+    fn next(&mut self, sink: &mut dyn FnMut(Stream, &[u8])) -> std::result::Result<bool, String> {
+        loop {
+            match self.stream.read(&mut self.buf) {
+                Ok(0) => return self.demux.finish().map(|()| false).map_err(|e| e.0),
+                Ok(n) => {
+                    return self
+                        .demux
+                        .feed(&self.buf[..n], |s, b| sink(s, b))
+                        .map(|()| true)
+                        .map_err(|e| e.0);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
     }
 }
 
 struct ExecControl {
     client: Client,
-    /// The container's OOM-kill count when last seen, shared by all of its blocks.
     oom_kills: Arc<AtomicU64>,
     container: String,
     exec_id: String,
+    /// The marker prefix inside the container (`/workspace/.dockexec/<tag>`).
     marker: String,
+    /// The same prefix on the host.
+    host_marker: PathBuf,
     tag: String,
-    cutter: StreamCutter,
+    code_file: PathBuf,
+    cutter: Option<StreamCutter>,
 }
 
 impl Control for ExecControl {
@@ -214,7 +270,9 @@ impl Control for ExecControl {
     }
 
     fn cut(&self) {
-        self.cutter.cut();
+        if let Some(c) = &self.cutter {
+            c.cut();
+        }
     }
 
     fn reap(&self, killed: bool) -> Reaped {
@@ -246,6 +304,18 @@ impl Control for ExecControl {
             }
         }
         r
+    }
+
+    fn release(&self, delete_code_file: bool) {
+        for ext in ["pid", "cancel"] {
+            let mut p = self.host_marker.clone().into_os_string();
+            p.push(".");
+            p.push(ext);
+            let _ = fs::remove_file(p);
+        }
+        if delete_code_file {
+            let _ = fs::remove_file(&self.code_file);
+        }
     }
 }
 

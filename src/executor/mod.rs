@@ -1,0 +1,358 @@
+//! [`Executor`]: the container's lifecycle, its live executions, spawn, restart and stop.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::code::CodeBlock;
+use crate::docker::api::{self, Client};
+use crate::error::{Error, Result};
+use crate::execution::{Execution, OutputLimit, Reason, Worker, WorkerCtx};
+use crate::output::{BlocksResult, Output};
+use crate::runner::{Launch, Runner};
+use crate::workspace::{self, Workspace};
+
+mod builder;
+
+pub use builder::{
+    DEFAULT_IMAGE, DEFAULT_MAX_OUTPUT, DEFAULT_TIMEOUT, ExecutorBuilder, PullPolicy, PullProgress,
+};
+
+/// How long `stop()` lets the daemon take to remove the container.
+const STOP_REMOVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A running container that executes code blocks.
+///
+/// `Send + Sync`: share it with `&` across [`std::thread::scope`] or in an `Arc`; any number of
+/// threads may run blocks at once, and any thread may stop it.
+///
+/// # Drop
+///
+/// Dropping the executor does what [`stop`](Executor::stop) does (cancels every block, joins
+/// every worker, removes the container and a temporary work dir) but ignores its errors, and
+/// is bounded in time like `stop`. Call `stop` to learn whether the container was removed.
+///
+/// ```no_run
+/// # fn main() -> dockexec::Result<()> {
+/// use dockexec::{CodeBlock, Executor};
+///
+/// let executor = Executor::builder().start()?;
+/// let output = executor.run(&CodeBlock::python("print('hello')"))?;
+/// assert_eq!(output.stdout, b"hello\n");
+/// executor.stop()?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Executor {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    client: Client,
+    /// How blocks are started, streamed, killed and reaped in the container.
+    runner: Box<dyn Runner>,
+    id: String,
+    container: String,
+    name: String,
+    image: String,
+    workspace: Arc<Workspace>,
+    timeout: Option<Duration>,
+    delete_code_files: bool,
+    max_output: Option<usize>,
+    on_output_limit: OutputLimit,
+    /// `true` once stopping has begun. Spawns hold the read side for their whole duration,
+    /// so once `stop` has flipped it under the write side, no spawn is half-way through and
+    /// the registry below is complete.
+    gate: RwLock<bool>,
+    /// `true` once stopped. Held for all of `stop`, so concurrent callers wait for the first
+    /// to finish and then see `Stopped`.
+    stop_lock: Mutex<bool>,
+    /// Every execution whose worker has not been joined yet.
+    live: Mutex<Vec<Worker>>,
+    next: AtomicU64,
+}
+
+impl Executor {
+    /// A builder with every option at its default.
+    pub fn builder() -> ExecutorBuilder {
+        ExecutorBuilder::default()
+    }
+
+    /// The container's id.
+    pub fn container_id(&self) -> &str {
+        &self.inner.container
+    }
+
+    /// The container's name.
+    pub fn container_name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// This executor's id: 16 random hex digits, also the value of its container's
+    /// [`labels::EXECUTOR`](crate::labels::EXECUTOR) label and part of its default name.
+    /// (Each [`Execution::id`](crate::Execution::id) is a number within one executor.)
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The image the container runs.
+    pub fn image(&self) -> &str {
+        &self.inner.image
+    }
+
+    /// The host directory mounted at `/workspace`.
+    pub fn work_dir(&self) -> &Path {
+        self.inner.workspace.path()
+    }
+
+    /// Copies `contents` into the container as the file `path` (absolute, or relative to
+    /// `/workspace`), through the daemon's archive API: it works whatever the mounts, and a
+    /// symlink inside the container is resolved inside the container.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a path without a file name or a name over 100 bytes;
+    /// [`Error::Docker`] when the directory does not exist or cannot be written.
+    pub fn put_file(&self, path: &str, contents: &[u8]) -> Result<()> {
+        let (dir, name) = workspace::split_container_path(path)?;
+        let tar = api::tar_one_file(&name, contents, 0o644)?;
+        self.inner
+            .client
+            .archive_put(&self.inner.container, &dir, tar)
+            .map_err(|e| self.inner.gone_or(e))
+    }
+
+    /// Reads the file `path` (absolute, or relative to `/workspace`) out of the container.
+    ///
+    /// # Errors
+    /// [`Error::Docker`] with status 404 when there is no such file; [`Error::Protocol`] when
+    /// the path is a directory.
+    pub fn get_file(&self, path: &str) -> Result<Vec<u8>> {
+        let (dir, name) = workspace::split_container_path(path)?;
+        let full = format!("{}/{name}", dir.trim_end_matches('/'));
+        let tar = self
+            .inner
+            .client
+            .archive_get(&self.inner.container, &full)
+            .map_err(|e| self.inner.gone_or(e))?;
+        api::untar_first_file(&tar).map(|(_, data)| data)
+    }
+
+    /// Runs a block to its end: [`spawn`](Executor::spawn) then
+    /// [`into_output`](Execution::into_output).
+    ///
+    /// # Errors
+    /// As [`spawn`](Executor::spawn). A non-zero exit, a timeout or a cancellation is `Ok`,
+    /// with the [`ExitStatus`](crate::ExitStatus) saying so.
+    pub fn run(&self, block: &CodeBlock) -> Result<Output> {
+        self.spawn(block)?.into_output()
+    }
+
+    /// Starts a block and returns at once with its [`Execution`].
+    ///
+    /// The code is saved in the work dir (named by its `# filename:` line, else uniquely),
+    /// and the exec is created and started before this returns, so a bad request fails here.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for an unknown language or a file name outside the workspace
+    /// (nothing is written); [`Error::Stopped`] after `stop()`; [`Error::ContainerGone`] when
+    /// the container was removed from outside; [`Error::Io`] when the code file cannot be
+    /// written.
+    pub fn spawn(&self, block: &CodeBlock) -> Result<Execution> {
+        self.inner.spawn(block)
+    }
+
+    /// Runs blocks in order, stopping at the first that does not succeed (AutoGen's
+    /// semantics).
+    ///
+    /// Every block's language and file name is checked before any runs.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for an empty list, an unknown language or a bad file name
+    /// (nothing runs); otherwise as [`run`](Executor::run).
+    pub fn execute(&self, blocks: &[CodeBlock]) -> Result<BlocksResult> {
+        if blocks.is_empty() {
+            return Err(Error::invalid("no code blocks to execute"));
+        }
+        for b in blocks {
+            b.language()?;
+            b.filename()?;
+        }
+        let mut outputs = Vec::with_capacity(blocks.len());
+        for b in blocks {
+            let out = self.run(b)?;
+            let ok = out.status.success();
+            outputs.push(out);
+            if !ok {
+                break;
+            }
+        }
+        Ok(BlocksResult { outputs })
+    }
+
+    /// Restarts the container. Running blocks are killed and report
+    /// [`cancelled`](crate::ExitStatus::cancelled); files in the workspace stay.
+    ///
+    /// # Errors
+    /// [`Error::Stopped`] after `stop()`; [`Error::Docker`] if the daemon refuses.
+    pub fn restart(&self) -> Result<()> {
+        let gate = self.inner.gate.read();
+        if *gate {
+            return Err(Error::Stopped);
+        }
+        // Cancelled, not merely shut down: should the restart fail, each worker's own kill
+        // still ends its block (and it races the restart harmlessly when it succeeds).
+        for w in self.inner.live.lock().iter() {
+            w.request(Reason::Cancel);
+        }
+        self.inner
+            .client
+            .container_restart(&self.inner.container, Duration::ZERO)
+            .map_err(|e| self.inner.gone_or(e))?;
+        drop(gate);
+        Ok(())
+    }
+
+    /// Stops the executor: cancels every live execution (handles dropped or not), joins every
+    /// worker thread, removes the container, and removes a temporary work dir.
+    ///
+    /// Safe from any thread, any number of times, concurrently: the first call does the work
+    /// and the others wait for it, then return [`Error::Stopped`], as every later call does.
+    /// It returns in bounded time even if the daemon hangs: each worker's socket is shut down
+    /// after a grace period.
+    ///
+    /// # Errors
+    /// [`Error::Stopped`] if already stopped; [`Error::Docker`] or [`Error::Connect`] if the
+    /// container could not be removed (everything else is still cleaned up).
+    pub fn stop(&self) -> Result<()> {
+        self.inner.stop()
+    }
+}
+
+impl Drop for Executor {
+    /// A best-effort [`stop`](Executor::stop); errors are ignored.
+    fn drop(&mut self) {
+        let _ = self.inner.stop();
+    }
+}
+
+impl Inner {
+    fn spawn(&self, block: &CodeBlock) -> Result<Execution> {
+        let language = block.language()?;
+        let requested = block.filename()?;
+        // Held until the worker is registered: see `gate`.
+        let gate = self.gate.read();
+        if *gate {
+            return Err(Error::Stopped);
+        }
+        self.reap();
+
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let file = requested.unwrap_or_else(|| {
+            format!(
+                "tmp_code_{}_{n}.{}",
+                &self.id[..self.id.len().min(12)],
+                language.extension()
+            )
+            .into()
+        });
+        let started = Instant::now();
+        let running = self
+            .runner
+            .launch(&Launch {
+                n,
+                language,
+                code: block.code(),
+                file: &file,
+            })
+            .map_err(|e| self.gone_or(e))?;
+        let ctx = WorkerCtx {
+            cap: self.max_output,
+            on_limit: self.on_output_limit,
+            deadline: self.timeout.and_then(|t| started.checked_add(t)),
+            delete_code_file: self.delete_code_files,
+            started,
+        };
+        let (execution, worker) = Execution::start(n, running, ctx)?;
+        self.live.lock().push(worker);
+        drop(gate);
+        Ok(execution)
+    }
+
+    /// Joins workers that have finished, so the registry holds only live ones.
+    fn reap(&self) {
+        let finished: Vec<Worker> = {
+            let mut live = self.live.lock();
+            let (done, running): (Vec<_>, Vec<_>) = live.drain(..).partition(Worker::is_finished);
+            *live = running;
+            done
+        };
+        // Joined outside the lock: they have finished, so this is instant, but never hold a
+        // lock across a join.
+        for w in finished {
+            w.join();
+        }
+    }
+
+    /// Maps "no such container" / "is not running" to [`Error::ContainerGone`].
+    fn gone_or(&self, e: Error) -> Error {
+        match &e {
+            // Only the container's own 404: a missing file or exec is a 404 too.
+            Error::Docker {
+                status: 404,
+                message,
+            } if message.contains("No such container") => Error::ContainerGone {
+                container: self.container.clone(),
+            },
+            Error::Docker {
+                status: 409,
+                message,
+            } if message.contains("not running") || message.contains("is paused") => {
+                Error::ContainerGone {
+                    container: self.container.clone(),
+                }
+            }
+            _ => e,
+        }
+    }
+
+    fn stop(&self) -> Result<()> {
+        let mut stopped = self.stop_lock.lock();
+        if *stopped {
+            return Err(Error::Stopped);
+        }
+        // Waits for spawns in flight to register; none can start after this.
+        *self.gate.write() = true;
+        let workers: Vec<Worker> = std::mem::take(&mut *self.live.lock());
+        for w in &workers {
+            w.request(Reason::Shutdown);
+        }
+        // Removing the container kills every process in it at once, which ends every exec
+        // stream; a worker whose stream does not end cuts its own socket after KILL_GRACE.
+        let removed = self
+            .client
+            .with_timeout(STOP_REMOVE_TIMEOUT)
+            .container_remove(&self.container, STOP_REMOVE_TIMEOUT);
+        // Join after the removal, so that no worker waits on a process that is still alive.
+        for w in workers {
+            w.join();
+        }
+        // The runner's files go before the workspace, which keeps a user's dir and its state
+        // dir while another executor still has files there.
+        self.runner.teardown();
+        self.workspace.teardown();
+        *stopped = true;
+        drop(stopped);
+        crate::registry::unregister(self);
+        removed
+    }
+}
+
+impl crate::registry::Stop for Inner {
+    fn stop(&self) -> Result<()> {
+        Inner::stop(self)
+    }
+}

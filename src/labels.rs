@@ -1,0 +1,21 @@
+//! The labels dockexec puts on every container it creates.
+//!
+//! They identify a container as dockexec's and name its owner, for [`gc`](crate::gc) and for
+//! people reading `docker ps`. They are information, never authority: a label is only ever
+//! read back to decide what dockexec itself created.
+
+/// The executor's id ([`Executor::id`](crate::Executor::id)); every container dockexec creates
+/// has it.
+pub const EXECUTOR: &str = "dockexec.executor";
+/// The owning process's pid.
+pub const OWNER_PID: &str = "dockexec.owner.pid";
+/// The owning process's start time (clock ticks since boot), so a reused pid is told apart from
+/// the owner.
+pub const OWNER_START: &str = "dockexec.owner.start";
+/// The owner's host name; only containers of this host are judged by [`gc`](crate::gc).
+pub const OWNER_HOST: &str = "dockexec.owner.host";
+/// The owner host's boot id; after a reboot every owner is gone.
+pub const OWNER_BOOT: &str = "dockexec.owner.boot";
+/// The temporary work dir dockexec created for the container, removed with it by
+/// [`gc`](crate::gc) (absent when the work dir was the user's own).
+pub const TEMP_WORKSPACE: &str = "dockexec.workspace.temp";

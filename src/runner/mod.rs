@@ -1,0 +1,90 @@
+//! The seam between the executor and *how* a block runs inside the container: started,
+//! streamed, killed and reaped.
+//!
+//! Everything a strategy needs lives behind [`Runner`], [`Source`] and [`Control`]: where the
+//! code file goes, any marker files or scripts, how the process tree is found and killed, how
+//! the exit code is learnt. The executor and the worker see none of it: the worker pumps a
+//! [`Source`] into the shared output and drives a [`Control`] on cancel, timeout and end.
+//!
+//! Strategies:
+//! * [`exec::ExecRunner`]: one `docker exec` per block under a POSIX `sh` wrapper, killed by a
+//!   second exec. Works in any image with `sh`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::code::Language;
+use crate::error::Result;
+use crate::output::Stream;
+
+pub(crate) mod exec;
+
+/// What to start.
+#[derive(Debug)]
+pub(crate) struct Launch<'a> {
+    /// The execution's number, unique within the executor.
+    pub(crate) n: u64,
+    pub(crate) language: Language,
+    pub(crate) code: &'a str,
+    /// The code file, relative to the workspace (already checked to stay inside it).
+    pub(crate) file: &'a Path,
+}
+
+/// How the block ended, as far as the strategy can tell.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Reaped {
+    pub(crate) code: Option<i32>,
+    /// The container vanished or died, or the block's end could not be learnt.
+    pub(crate) lost: bool,
+    pub(crate) oom_killed: bool,
+}
+
+/// A strategy for running blocks in one container.
+pub(crate) trait Runner: fmt::Debug + Send + Sync {
+    /// Saves the code and starts the block; its output is flowing when this returns.
+    ///
+    /// # Errors
+    /// The daemon's refusal (mapped by the caller to `Error::ContainerGone` and co), or the
+    /// code file's failure.
+    fn launch(&self, launch: &Launch<'_>) -> Result<Running>;
+
+    /// Called once, after the container is gone: removes whatever the strategy keeps on the
+    /// host. Never fails.
+    fn teardown(&self);
+}
+
+/// A started block: its output and the means to cut, kill and reap it.
+pub(crate) struct Running {
+    pub(crate) output: Box<dyn Source>,
+    pub(crate) control: Box<dyn Control>,
+    /// The code file as the host sees it, inside the work dir.
+    pub(crate) code_file: PathBuf,
+}
+
+impl fmt::Debug for Running {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Running")
+            .field("code_file", &self.code_file)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A block's output, read by blocking calls on the worker's reader thread.
+pub(crate) trait Source: Send {
+    /// Waits for the next output and hands each piece of it to `sink`. `Ok(false)` once the
+    /// output has ended; `Err` with a description when it broke off.
+    fn next(&mut self, sink: &mut dyn FnMut(Stream, &[u8])) -> std::result::Result<bool, String>;
+}
+
+/// What the worker can do to a running block. Every call is bounded in time.
+pub(crate) trait Control: Send + Sync {
+    /// Kills the block's whole process tree; failures are swallowed (the cut is the backstop).
+    fn kill(&self);
+    /// Ends the output at once: a [`Source::next`] blocked on it returns.
+    fn cut(&self);
+    /// After the output ended: the exit code, and whether the container is still there.
+    /// `killed` says the worker killed the block, so a SIGKILL status is expected.
+    fn reap(&self, killed: bool) -> Reaped;
+    /// After the end: removes the strategy's per-block state, and the code file if asked.
+    fn release(&self, delete_code_file: bool);
+}
