@@ -96,6 +96,12 @@ pub enum Error {
         /// Why it could not be installed.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The in-container agent ([`Strategy::Agent`](crate::Strategy::Agent)) could not be
+    /// started (the image has no Python), could not start a block or session, or went away.
+    Agent(String),
+    /// The [`Session`](crate::Session) was lost: a block would not stop after an interrupt,
+    /// so its process was killed. [`Session::reset`](crate::Session::reset) starts afresh.
+    SessionLost,
     /// A worker thread could not be started (the process is out of threads or memory).
     Thread(io::Error),
     /// A bug in dockexec: a worker thread ended without a result.
@@ -144,6 +150,11 @@ impl fmt::Display for Error {
             }
             Error::Hook { what, .. } => write!(f, "cannot install the {what} handler"),
             Error::Thread(_) => f.write_str("cannot start a worker thread"),
+            Error::Agent(msg) => write!(f, "in-container agent: {msg}"),
+            Error::SessionLost => f.write_str(
+                "the session was lost: a block would not stop after an interrupt, so its process \
+                 was killed (reset() starts a fresh one)",
+            ),
             Error::Internal(msg) => write!(f, "internal error: {msg}"),
         }
     }

@@ -69,6 +69,7 @@ mod orphans;
 mod output;
 mod registry;
 mod runner;
+mod session;
 mod workspace;
 
 /// The channel crate whose [`Receiver`](crossbeam_channel::Receiver) [`Execution::chunks`]
@@ -79,12 +80,14 @@ pub use code::{CodeBlock, Language, extract_code_blocks, guess_language};
 pub use error::{Error, Result};
 pub use execution::{Execution, OutputLimit};
 pub use executor::{
-    DEFAULT_IMAGE, DEFAULT_MAX_OUTPUT, DEFAULT_TIMEOUT, Executor, ExecutorBuilder, PullPolicy,
-    PullProgress,
+    DEFAULT_IMAGE, DEFAULT_MAX_OUTPUT, DEFAULT_SESSION_GRACE, DEFAULT_TIMEOUT, Executor,
+    ExecutorBuilder, PullPolicy, PullProgress,
 };
 pub use orphans::gc;
 pub use output::{BlocksResult, Chunk, ExitStatus, Output, Stream};
 pub use registry::{cleanup_on_ctrlc, stop_all};
+pub use runner::Strategy;
+pub use session::Session;
 pub use workspace::WORKSPACE;
 
 /// The README's examples, compiled and run as doctests.

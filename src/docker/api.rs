@@ -85,6 +85,17 @@ pub(crate) struct ExecInfo {
 #[serde(rename_all = "PascalCase")]
 pub(crate) struct ContainerInfo {
     pub(crate) state: ContainerState,
+    #[serde(default)]
+    pub(crate) config: ContainerConfig,
+}
+
+/// A container's configuration (the parts we use).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct ContainerConfig {
+    /// The user processes run as, from the create body or the image; empty for root.
+    #[serde(default)]
+    pub(crate) user: String,
 }
 
 /// A container's state.
@@ -200,6 +211,7 @@ impl Client {
     }
 
     /// The negotiated API version, e.g. `"1.41"`.
+    #[cfg_attr(not(any(test, feature = "bench")), allow(dead_code))]
     pub(crate) fn api_version(&self) -> &str {
         self.prefix.trim_start_matches("/v")
     }
@@ -544,6 +556,28 @@ impl Client {
         let resp = self.check("exec start", resp)?;
         let reader = resp.into_body().into_reader();
         Ok((ExecStream { reader }, StreamCutter(agent)))
+    }
+
+    /// Starts an exec with its stdin, stdout and stderr hijacked onto one connection of its
+    /// own (`Upgrade: tcp`): what is written to the returned stream is the process's stdin, and
+    /// what is read is its stdout and stderr, multiplexed as by [`exec_start`](Client::exec_start).
+    /// `timeout` bounds the request and the response head only.
+    pub(crate) fn exec_attach(&self, exec: &str, timeout: Duration) -> Result<transport::Hijacked> {
+        let body = serde_json::to_vec(&json!({ "Detach": false, "Tty": false }))
+            .expect("a Value always serializes");
+        let path = format!("{}/exec/{exec}/start", self.prefix);
+        match transport::upgrade(&self.socket, &path, &body, timeout) {
+            Ok(transport::Upgrade::Switched(h)) => Ok(h),
+            Ok(transport::Upgrade::Refused { status, body }) => Err(Error::Docker {
+                status,
+                message: error_message(&body, status, "exec attach"),
+            }),
+            Err(e) => Err(map_ureq_error(
+                &self.socket,
+                "exec attach",
+                ureq::Error::Io(e),
+            )),
+        }
     }
 
     /// Inspects an exec.

@@ -191,3 +191,113 @@ impl Resolver for NoResolver {
     }
 }
 
+/// A connection the daemon has handed over to a process's stdio (`101 Switching Protocols`).
+pub(crate) struct Hijacked {
+    pub(crate) stream: UnixStream,
+    /// Bytes of the process's output that arrived with the response head.
+    pub(crate) leftover: Vec<u8>,
+}
+
+impl fmt::Debug for Hijacked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hijacked").finish_non_exhaustive()
+    }
+}
+
+/// What the daemon answered to an upgrade request.
+#[derive(Debug)]
+pub(crate) enum Upgrade {
+    Switched(Hijacked),
+    /// An ordinary HTTP answer instead: the status and (the start of) the body.
+    Refused {
+        status: u16,
+        body: String,
+    },
+}
+
+/// The largest response head (or refusal body) an upgrade reads.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// `POST path` with `Upgrade: tcp` on a fresh connection of its own, written by hand: ureq does
+/// not do upgrades. `timeout` bounds the connect, the request and the response head; the
+/// returned stream has no timeout.
+///
+/// # Errors
+/// The connection's I/O errors; `TimedOut`/`WouldBlock` when the head does not come in time;
+/// `InvalidData` for an answer that is not HTTP.
+pub(crate) fn upgrade(
+    socket: &Path,
+    path: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> io::Result<Upgrade> {
+    let mut stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: docker\r\nUser-Agent: dockexec/{}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\
+         Connection: Upgrade\r\nUpgrade: tcp\r\n\r\n",
+        env!("CARGO_PKG_VERSION"),
+        body.len()
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "response head too large",
+            ));
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the daemon closed the connection before answering",
+                ));
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .filter(|_| head.starts_with("HTTP/1."))
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an HTTP answer"))?;
+    let mut rest = buf.split_off(end);
+    if status == 101 {
+        stream.set_read_timeout(None)?;
+        stream.set_write_timeout(None)?;
+        return Ok(Upgrade::Switched(Hijacked {
+            stream,
+            leftover: rest,
+        }));
+    }
+    // A refusal: its body is short; read what comes within the time left, up to a bound.
+    let length = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse::<usize>().ok())?
+    });
+    while rest.len() < length.unwrap_or(MAX_HEAD).min(MAX_HEAD) {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => rest.extend_from_slice(&chunk[..n]),
+        }
+    }
+    Ok(Upgrade::Refused {
+        status,
+        body: String::from_utf8_lossy(&rest).into_owned(),
+    })
+}

@@ -12,13 +12,15 @@ use crate::docker::api::{self, Client};
 use crate::error::{Error, Result};
 use crate::execution::{Execution, OutputLimit, Reason, Worker, WorkerCtx};
 use crate::output::{BlocksResult, Output};
-use crate::runner::{Launch, Runner};
+use crate::runner::{Launch, Runner, Strategy};
+use crate::session::Session;
 use crate::workspace::{self, Workspace};
 
 mod builder;
 
 pub use builder::{
-    DEFAULT_IMAGE, DEFAULT_MAX_OUTPUT, DEFAULT_TIMEOUT, ExecutorBuilder, PullPolicy, PullProgress,
+    DEFAULT_IMAGE, DEFAULT_MAX_OUTPUT, DEFAULT_SESSION_GRACE, DEFAULT_TIMEOUT, ExecutorBuilder,
+    PullPolicy, PullProgress,
 };
 
 /// How long `stop()` lets the daemon take to remove the container.
@@ -55,6 +57,8 @@ pub(crate) struct Inner {
     client: Client,
     /// How blocks are started, streamed, killed and reaped in the container.
     runner: Box<dyn Runner>,
+    /// Which strategy `runner` is.
+    strategy: Strategy,
     id: String,
     container: String,
     name: String,
@@ -97,6 +101,46 @@ impl Executor {
     /// (Each [`Execution::id`](crate::Execution::id) is a number within one executor.)
     pub fn id(&self) -> &str {
         &self.inner.id
+    }
+
+    /// How this executor runs blocks: [`Strategy::Agent`] or [`Strategy::Exec`] (never
+    /// `Auto`, which [`start`](ExecutorBuilder::start) resolves).
+    pub fn strategy(&self) -> Strategy {
+        self.inner.strategy
+    }
+
+    /// Warnings the in-container agent gave when it started, e.g. what it cannot guarantee
+    /// in this image; empty with the exec strategy.
+    pub fn agent_warnings(&self) -> Vec<String> {
+        self.inner
+            .runner
+            .as_agent()
+            .map(|a| a.ready().warnings)
+            .unwrap_or_default()
+    }
+
+    /// Opens a stateful Python session: its blocks share one namespace, like a notebook's
+    /// cells. See [`Session`].
+    ///
+    /// # Errors
+    /// [`Error::Agent`] with the exec strategy (sessions need the agent, so Python in the
+    /// image); [`Error::Stopped`] after `stop()`.
+    pub fn session(&self) -> Result<Session<'_>> {
+        let gate = self.inner.gate.read();
+        if *gate {
+            return Err(Error::Stopped);
+        }
+        let agent = self.inner.runner.as_agent().ok_or_else(|| {
+            Error::Agent("sessions need the in-container agent (Strategy::Agent)".into())
+        })?;
+        let n = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        agent.open_session(crate::runner::agent::execution_id(n))?;
+        drop(gate);
+        Ok(Session::new(self, n))
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
     }
 
     /// The image the container runs.
@@ -162,7 +206,7 @@ impl Executor {
     /// the container was removed from outside; [`Error::Io`] when the code file cannot be
     /// written.
     pub fn spawn(&self, block: &CodeBlock) -> Result<Execution> {
-        self.inner.spawn(block)
+        self.inner.spawn(block, None)
     }
 
     /// Runs blocks in order, stopping at the first that does not succeed (AutoGen's
@@ -212,6 +256,11 @@ impl Executor {
             .client
             .container_restart(&self.inner.container, Duration::ZERO)
             .map_err(|e| self.inner.gone_or(e))?;
+        // Whatever the strategy kept in the container (the agent) died with it.
+        self.inner
+            .runner
+            .restarted()
+            .map_err(|e| self.inner.gone_or(e))?;
         drop(gate);
         Ok(())
     }
@@ -240,7 +289,12 @@ impl Drop for Executor {
 }
 
 impl Inner {
-    fn spawn(&self, block: &CodeBlock) -> Result<Execution> {
+    pub(crate) fn runner(&self) -> &dyn Runner {
+        &*self.runner
+    }
+
+    /// Starts a block, in the agent's session `session` if given.
+    pub(crate) fn spawn(&self, block: &CodeBlock, session: Option<u64>) -> Result<Execution> {
         let language = block.language()?;
         let requested = block.filename()?;
         // Held until the worker is registered: see `gate`.
@@ -260,15 +314,20 @@ impl Inner {
             .into()
         });
         let started = Instant::now();
-        let running = self
-            .runner
-            .launch(&Launch {
-                n,
-                language,
-                code: block.code(),
-                file: &file,
-            })
-            .map_err(|e| self.gone_or(e))?;
+        let launch = Launch {
+            n,
+            language,
+            code: block.code(),
+            file: &file,
+        };
+        let running = match (session, self.runner.as_agent()) {
+            (None, _) => self.runner.launch(&launch),
+            (Some(s), Some(agent)) => {
+                agent.launch_in(&launch, Some(crate::runner::agent::execution_id(s)))
+            }
+            (Some(_), None) => Err(Error::Agent("sessions need the in-container agent".into())),
+        }
+        .map_err(|e| self.gone_or(e))?;
         let ctx = WorkerCtx {
             cap: self.max_output,
             on_limit: self.on_output_limit,

@@ -6,9 +6,11 @@
 //! the exit code is learnt. The executor and the worker see none of it: the worker pumps a
 //! [`Source`] into the shared output and drives a [`Control`] on cancel, timeout and end.
 //!
-//! Strategies:
+//! Strategies ([`Strategy`] chooses):
 //! * [`exec::ExecRunner`]: one `docker exec` per block under a POSIX `sh` wrapper, killed by a
 //!   second exec. Works in any image with `sh`.
+//! * [`agent::AgentRunner`]: a warm agent in the container starts every block itself, in a
+//!   few milliseconds. Needs Python in the image.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -17,7 +19,28 @@ use crate::code::Language;
 use crate::error::Result;
 use crate::output::Stream;
 
+pub(crate) mod agent;
 pub(crate) mod exec;
+pub(crate) mod protocol;
+
+/// How an executor runs its blocks. The host side is the same for both: one worker thread per
+/// execution, the same timeouts, cancellation, output limits and statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Strategy {
+    /// The agent when the image has Python, else exec. The default.
+    #[default]
+    Auto,
+    /// A warm agent process inside the container starts each block itself (fork and exec,
+    /// or a fork of its own warm Python interpreter), in a few milliseconds instead of
+    /// Docker's ~60-90 ms per exec; it also keeps [`Session`](crate::Session)s. Needs
+    /// `python3` (or `python`) in the image: [`ExecutorBuilder::start`](crate::ExecutorBuilder::start)
+    /// fails with [`Error::Agent`](crate::Error::Agent) otherwise.
+    Agent,
+    /// One `docker exec` per block, under a POSIX `sh` wrapper. Works in any image that has
+    /// `sh` (busybox included).
+    Exec,
+}
 
 /// What to start.
 #[derive(Debug)]
@@ -47,6 +70,19 @@ pub(crate) trait Runner: fmt::Debug + Send + Sync {
     /// The daemon's refusal (mapped by the caller to `Error::ContainerGone` and co), or the
     /// code file's failure.
     fn launch(&self, launch: &Launch<'_>) -> Result<Running>;
+
+    /// Called after the container was restarted: whatever lived in it is gone.
+    ///
+    /// # Errors
+    /// When the strategy cannot be brought back up.
+    fn restarted(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// The agent runner, for what only it can do (sessions).
+    fn as_agent(&self) -> Option<&agent::AgentRunner> {
+        None
+    }
 
     /// Called once, after the container is gone: removes whatever the strategy keeps on the
     /// host. Never fails.

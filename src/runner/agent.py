@@ -1,0 +1,1738 @@
+import sys
+_BASELINE = frozenset(sys.modules)  # what a fresh interpreter has loaded: zygote children go back to it
+_MAIN0 = {k: v for k, v in globals().items() if k.startswith("__")}  # a fresh __main__'s names
+# `python3 -c` puts '' (the cwd, /workspace: block-writable) first on sys.path. The agent is root:
+# it must never import from there, so drop it before the first import.
+if sys.path and sys.path[0] == "":
+    del sys.path[0]
+
+# dockexec warm agent, protocol v1. Started by the host as `python3 -c <this source>` (as root,
+# cwd /workspace); fd 0 = frames from the host, fd 1 = frames to the host, fd 2 = diagnostics.
+# Standard library only; runs on CPython 3.8-3.14; degrades without ctypes (python3-minimal).
+#
+# Process tree:  agent (root, single-threaded poll loop)
+#                  `- shepherd per block/session (root, child subreaper, reaps until it has no child)
+#                       `- block process (setsid, the block's user): execs the interpreter, or runs
+#                          the code in this forked interpreter (zygote), or loops as a session.
+#
+# Trust: the agent reads nothing a block controls except its stdout/stderr bytes (opaque) and wait
+# statuses (from its root shepherd), plus, for sessions, the session's control pipe, which is parsed
+# strictly and can at worst misreport that session's own blocks (see _sess_ctl). /proc/*/stat is
+# parsed from the last ')' so a hostile comm cannot shift fields.
+#
+# Zygote fidelity: a zygote block is `python3 FILE` minus an exec. Tested equal to a fresh run:
+# __name__, __file__, sys.argv == [FILE], sys.orig_argv, sys.path (sys.path[0] = the file's real
+# directory), the initial __main__ names, sys.modules (extras the agent imported are deleted),
+# sys.exit codes, uncaught-exception tracebacks (agent frames stripped), SyntaxError output, an
+# uncaught KeyboardInterrupt dying of SIGINT, signal dispositions and mask, threads, atexit,
+# multiprocessing fork/spawn, os.environ (agent env + block env), cwd, uid/gid/groups, stdin empty.
+# What still differs:
+#   - the str/bytes hash seed is the agent's (shared by every zygote block) unless PYTHONHASHSEED
+#     is set in the container env; a fresh python3 draws a new one per run;
+#   - startup-time configuration is the agent's: sys.flags, PYTHON* variables, locale/stdio
+#     encoding, user site-packages (computed for the agent's uid/HOME). A block whose env sets any
+#     PYTHON*, LANG or LC_* variable to a new value therefore runs through a fresh python3 instead;
+#   - /proc/self/cmdline is `python3 -c <agent source>`, the parent is the shepherd, and the
+#     process starts with the agent's memory (RSS, gc counters, warm import/path caches such as
+#     sys.path_importer_cache); the agent drops its references to other blocks' data first, but
+#     freed memory is not scrubbed;
+#   - without ctypes the process stays non-dumpable after changing user (no core dumps, its
+#     /proc/<pid> files are root's);
+#   - an uncaught KeyboardInterrupt's traceback is printed by the agent (through sys.excepthook,
+#     as the interpreter does) before finalization rather than after it;
+#   - code is compiled from the RUN payload (identical bytes to the file written), not re-read.
+
+import os
+import select
+import signal
+import struct
+import time
+
+try:
+    import json as _json
+except ImportError:  # python3-minimal
+    _json = None
+try:
+    import ctypes as _ctypes
+except ImportError:  # python3-minimal: no subreaper, see READY warnings
+    _ctypes = None
+
+_AGENT_G = globals()
+_BUILTINS = sys.modules["builtins"]
+_SourceFileLoader = sys.modules["_frozen_importlib_external"].SourceFileLoader
+
+# Frame kinds.
+RUN, CANCEL, SESSION_OPEN, SESSION_CLOSE, SHUTDOWN, PING, SESSION_RESET = 1, 2, 3, 4, 5, 6, 7
+READY, STARTED, STDOUT, STDERR, EXIT, ERROR, SESSION_READY, PONG = (
+    0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88)
+MAX_FRAME = 64 * 1024 * 1024 + 5
+CHUNK = 64 * 1024
+_HDR = struct.Struct(">IBI")
+_U32 = struct.Struct(">I")
+_I32 = struct.Struct(">i")
+LANGS = ("python", "sh", "bash", "pwsh")
+PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER, PR_GET_CHILD_SUBREAPER = 4, 36, 37
+
+
+def _diag(msg):
+    try:
+        os.write(2, ("dockexec-agent: %s\n" % msg).encode("utf-8", "replace"))
+    except OSError:
+        pass
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+class _Refusal(Exception):
+    """A block or session cannot be started; the message goes to the host in ERROR."""
+
+
+class _Become(BaseException):
+    """Raised in a forked block/session process to unwind the agent's stack to the top level,
+    which then runs the code there (so the interpreter finalizes as after `python3 FILE`)."""
+
+
+class _HostGone(Exception):
+    pass
+
+
+# ---------------------------------------------------------------- JSON (json is not in -minimal)
+
+if _json is not None:
+    def _jloads(b):
+        return _json.loads(b.decode("utf-8"))
+
+    def _jdumps(o):
+        return _json.dumps(o, separators=(",", ":")).encode("ascii")
+else:
+    _JESC = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+    _HEX = frozenset("0123456789abcdefABCDEF")
+
+    def _jws(s, i):
+        n = len(s)
+        while i < n and s[i] in " \t\r\n":
+            i += 1
+        return i
+
+    def _jhex(s, i):
+        h = s[i:i + 4]
+        if len(h) != 4 or not _HEX.issuperset(h):
+            raise ValueError("bad \\u escape")
+        return int(h, 16)
+
+    def _jstr(s, i):
+        i += 1
+        out = []
+        while True:
+            j = s.find('"', i)
+            if j < 0:
+                raise ValueError("unterminated string")
+            k = s.find("\\", i, j)
+            if k < 0:
+                out.append(s[i:j])
+                return "".join(out), j + 1
+            out.append(s[i:k])
+            e = s[k + 1:k + 2]
+            if e == "u":
+                cp = _jhex(s, k + 2)
+                i = k + 6
+                if 0xD800 <= cp < 0xDC00 and s[i:i + 2] == "\\u":
+                    lo = _jhex(s, i + 2)
+                    if 0xDC00 <= lo < 0xE000:
+                        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00)
+                        i += 6
+                out.append(chr(cp))
+            elif e in _JESC:
+                out.append(_JESC[e])
+                i = k + 2
+            else:
+                raise ValueError("bad escape")
+
+    def _jval(s, i, depth=0):
+        if depth > 64:
+            raise ValueError("too deep")
+        c = s[i:i + 1]
+        if c == "{" or c == "[":
+            obj = c == "{"
+            res = {} if obj else []
+            i = _jws(s, i + 1)
+            if s[i:i + 1] == ("}" if obj else "]"):
+                return res, i + 1
+            while True:
+                if obj:
+                    if s[i:i + 1] != '"':
+                        raise ValueError("expected a key")
+                    k, i = _jstr(s, i)
+                    i = _jws(s, i)
+                    if s[i:i + 1] != ":":
+                        raise ValueError("expected ':'")
+                    v, i = _jval(s, _jws(s, i + 1), depth + 1)
+                    res[k] = v
+                else:
+                    v, i = _jval(s, i, depth + 1)
+                    res.append(v)
+                i = _jws(s, i)
+                c = s[i:i + 1]
+                if c == ",":
+                    i = _jws(s, i + 1)
+                elif c == ("}" if obj else "]"):
+                    return res, i + 1
+                else:
+                    raise ValueError("expected ',' or a closing bracket")
+        if c == '"':
+            return _jstr(s, i)
+        for word, val in (("true", True), ("false", False), ("null", None)):
+            if s.startswith(word, i):
+                return val, i + len(word)
+        j = i
+        while j < len(s) and s[j] in "+-0123456789.eE":
+            j += 1
+        t = s[i:j]
+        if not t:
+            raise ValueError("unexpected character at %d" % i)
+        return (float(t) if ("." in t or "e" in t or "E" in t) else int(t)), j
+
+    def _jloads(b):
+        s = b.decode("utf-8")
+        v, i = _jval(s, _jws(s, 0))
+        if _jws(s, i) != len(s):
+            raise ValueError("trailing data")
+        return v
+
+    def _jq(s):
+        out = ['"']
+        for ch in s:
+            o = ord(ch)
+            if ch == '"' or ch == "\\":
+                out.append("\\" + ch)
+            elif o < 0x20 or o > 0x7E:
+                if o > 0xFFFF:
+                    o -= 0x10000
+                    out.append("\\u%04x\\u%04x" % (0xD800 + (o >> 10), 0xDC00 + (o & 0x3FF)))
+                else:
+                    out.append("\\u%04x" % o)
+            else:
+                out.append(ch)
+        out.append('"')
+        return "".join(out)
+
+    def _jenc(o):
+        if o is None:
+            return "null"
+        if o is True:
+            return "true"
+        if o is False:
+            return "false"
+        if isinstance(o, int):
+            return str(int(o))
+        if isinstance(o, str):
+            return _jq(o)
+        if isinstance(o, (list, tuple)):
+            return "[" + ",".join(_jenc(x) for x in o) + "]"
+        if isinstance(o, dict):
+            return "{" + ",".join(_jq(str(k)) + ":" + _jenc(v) for k, v in o.items()) + "}"
+        raise TypeError("cannot encode %r" % type(o))
+
+    def _jdumps(o):
+        return _jenc(o).encode("ascii")
+
+
+def _clean(msg):
+    # Never send lone surrogates (e.g. from undecodable file names): the host's JSON parser rejects them.
+    return msg.encode("utf-8", "replace").decode("utf-8")
+
+
+# ------------------------------------------------------------------------- libc, /proc, cgroups
+
+_LIBC = None
+_SUBREAPER = False
+_WARNINGS = []
+if _ctypes is not None:
+    try:
+        _LIBC = _ctypes.CDLL(None, use_errno=True)
+        _probe = _ctypes.c_int(0)
+        if _LIBC.prctl(PR_GET_CHILD_SUBREAPER, _ctypes.byref(_probe), 0, 0, 0) == 0:
+            _SUBREAPER = True
+        else:
+            _WARNINGS.append("prctl(PR_GET_CHILD_SUBREAPER) failed (%s): a process that double-forks "
+                             "out of a block's tree can escape cancel" % os.strerror(_ctypes.get_errno()))
+    except (OSError, AttributeError) as e:
+        _LIBC = None
+        _WARNINGS.append("libc is not loadable through ctypes (%s)" % e)
+if _ctypes is None:
+    _WARNINGS.append("ctypes is missing: a process that double-forks out of a block's tree can escape "
+                     "cancel (cancel falls back to the block's session and process group plus the "
+                     "parent links); zygote blocks run as another user stay non-dumpable")
+if os.geteuid() != 0:
+    _WARNINGS.append("the agent is not root: blocks cannot switch users, and a block running as the "
+                     "agent's own user can signal the agent and its shepherds")
+
+
+def _prctl(option, arg):
+    if _LIBC is None:
+        return False
+    return _LIBC.prctl(option, arg, 0, 0, 0) == 0
+
+
+def _read_small(path):
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        parts = []
+        while True:
+            b = os.read(fd, 65536)
+            if not b:
+                return b"".join(parts)
+            parts.append(b)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _oom_count():
+    for path in ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"):
+        data = _read_small(path)
+        if data is None:
+            continue
+        for line in data.split(b"\n"):
+            if line.startswith(b"oom_kill "):
+                try:
+                    return int(line.split()[1])
+                except (ValueError, IndexError):
+                    return None
+    return None
+
+
+def _proc_table():
+    """pid -> (state, ppid, pgrp, session) for every process visible in /proc."""
+    table = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return table
+    for name in names:
+        if not name.isdigit():
+            continue
+        data = _read_small("/proc/%s/stat" % name)
+        if not data:
+            continue
+        f = data[data.rfind(b")") + 2:].split()  # comm may hold anything, even ')'
+        try:
+            table[int(name)] = (f[0], int(f[1]), int(f[2]), int(f[3]))
+        except (ValueError, IndexError):
+            continue
+    return table
+
+
+def _tree(table, roots, sids):
+    """Every process below `roots` by parent links, plus (the fallback without a subreaper) every
+    process in one of the sessions `sids` and everything below those. Roots themselves excluded."""
+    children = {}
+    for pid, (_, ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    seen = set()
+    todo = [c for r in roots for c in children.get(r, ())]
+    if sids:
+        todo += [p for p, v in table.items() if v[3] in sids or v[2] in sids]
+    roots = set(roots)
+    while todo:
+        p = todo.pop()
+        if p in seen or p in roots:
+            continue
+        seen.add(p)
+        todo.extend(children.get(p, ()))
+    return seen
+
+
+def _kill_trees(roots, sids=()):
+    """Freeze, then kill, every descendant of the shepherds `roots`: SIGSTOP pass after pass until a
+    pass finds nothing still running (no shell runs its next line while its child dies, no fork
+    escapes between passes), then SIGKILL pass after pass until a pass finds nothing alive. Zombies
+    are skipped: the shepherd (a subreaper) reaps them. The shepherds themselves are left alone."""
+    roots = [r for r in roots if r]
+    sids = set(s for s in sids if s)
+    if not roots and not sids:
+        return
+    me = os.getpid()
+    for sig in (signal.SIGSTOP, signal.SIGKILL):
+        for i in range(400):
+            table = _proc_table()
+            hit = 0
+            for pid in _tree(table, roots, sids):
+                state = table[pid][0]
+                if pid == me or state == b"Z" or state == b"X":
+                    continue
+                if sig == signal.SIGSTOP and state in (b"T", b"t"):
+                    continue
+                try:
+                    os.kill(pid, sig)
+                    hit += 1
+                except OSError:
+                    pass
+            if not hit:
+                break
+            if i >= 2:  # let signalled processes get scheduled (and die) before the next pass
+                select.select([], [], [], min(0.0005 * i, 0.01))
+
+
+# ------------------------------------------------------------------------- users, files, fds
+
+def _read_db(path):
+    data = _read_small(path) or b""
+    return [l.decode("utf-8", "replace").split(":") for l in data.split(b"\n")
+            if l and not l.startswith(b"#")]
+
+
+def _num(s):
+    return s != "" and len(s) <= 10 and all("0" <= c <= "9" for c in s) and int(s) < 0xFFFFFFFF
+
+
+def _resolve_user(spec):
+    """'uid[:gid]' | 'name[:group]' -> (uid, gid, groups), Docker's rules, from /etc/passwd and
+    /etc/group directly (no NSS: nothing a block writes may load code into the agent)."""
+    if spec is None:
+        return None
+    if not isinstance(spec, str) or spec == "":
+        raise _Refusal("bad user %r" % (spec,))
+    u, _, g = spec.partition(":")
+    passwd = [r for r in _read_db("/etc/passwd") if len(r) >= 4]
+    ent = None
+    if _num(u):
+        uid = int(u)
+        ent = next((r for r in passwd if r[2] == u or (_num(r[2]) and int(r[2]) == uid)), None)
+    else:
+        ent = next((r for r in passwd if r[0] == u), None)
+        if ent is None or not _num(ent[2]):
+            raise _Refusal("unknown user %r (not in /etc/passwd)" % u)
+        uid = int(ent[2])
+    groups_db = [r for r in _read_db("/etc/group") if len(r) >= 3]
+    if g == "":
+        gid = int(ent[3]) if ent is not None and _num(ent[3]) else 0
+    elif _num(g):
+        gid = int(g)
+    else:
+        row = next((r for r in groups_db if r[0] == g and _num(r[2])), None)
+        if row is None:
+            raise _Refusal("unknown group %r (not in /etc/group)" % g)
+        gid = int(row[2])
+    groups = [gid]
+    if ent is not None:
+        for r in groups_db:
+            if len(r) >= 4 and _num(r[2]) and ent[0] in r[3].split(",") and int(r[2]) not in groups:
+                groups.append(int(r[2]))
+    return uid, gid, groups
+
+
+def _drop_privileges(cred, spec):
+    if cred is None:
+        return
+    uid, gid, groups = cred
+    try:
+        if os.geteuid() == 0:
+            os.setgroups(groups)
+            os.setgid(gid)
+            os.setuid(uid)
+        elif (uid, gid) != (os.geteuid(), os.getegid()):
+            os.setgid(gid)
+            os.setuid(uid)
+    except OSError as e:
+        raise _Refusal("cannot switch to user %s: %s" % (spec, os.strerror(e.errno)))
+
+
+def _oserr(what, e, path):
+    return "%s %s: %s (%s)" % (what, path, os.strerror(e.errno) if e.errno else str(e),
+                                e.filename if e.filename is not None else path)
+
+
+def _write_code(path, data):
+    """As the block's user (privileges are already dropped): parents, a temp file, then rename."""
+    d, base = os.path.split(path)
+    tmp = os.path.join(d, ".%s.%d.dockexec-tmp" % (base, os.getpid()))
+    try:
+        os.makedirs(d, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        raise _Refusal(_oserr("cannot write the code file", e, path))
+    try:
+        try:
+            _write_all(fd, data)
+            os.fchmod(fd, 0o644)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise _Refusal(_oserr("cannot write the code file", e, path))
+
+
+def _close_all_except(keep):
+    try:
+        fds = [int(x) for x in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = range(0, 65536)
+    for fd in fds:
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _setup_stdio(out_w, err_w, keep):
+    null = os.open("/dev/null", os.O_RDONLY)
+    if null != 0:
+        os.dup2(null, 0)
+    os.dup2(out_w, 1)
+    os.dup2(err_w, 2)
+    _close_all_except(set(keep) | {0, 1, 2})
+
+
+def _reset_signals(python_defaults):
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    for s in signal.valid_signals():
+        if s in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(s, signal.SIG_DFL)
+        except (OSError, ValueError, RuntimeError):
+            pass
+    if python_defaults:  # what CPython installs at startup
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        if hasattr(signal, "SIGXFSZ"):
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
+# ------------------------------------------------------------------------- shepherd and children
+
+def _rec(kind, data):
+    return kind + _U32.pack(len(data)) + data
+
+
+def _spawn(child, child_fds, keep_in_shepherd):
+    """Forks a shepherd that forks `child(status_w)`. Returns (shepherd pid, report read fd).
+    Report records (shepherd -> agent): S pid (child set up and running), E message (child could
+    not start; it has exited), X wait-status (child exited)."""
+    rep_r, rep_w = os.pipe()
+    st_r, st_w = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError:
+        for fd in (rep_r, rep_w, st_r, st_w):
+            os.close(fd)
+        raise
+    if pid:
+        os.close(rep_w)
+        os.close(st_r)
+        os.close(st_w)
+        return pid, rep_r
+    # --- the shepherd (root). Anything but _Become (from the grandchild) must end in _exit.
+    try:
+        null = os.open("/dev/null", os.O_RDWR)
+        os.dup2(null, 0)  # not the host channel: the host must see EOF when the agent dies
+        os.dup2(null, 1)
+        _close_all_except({0, 1, 2, rep_w, st_r, st_w} | set(child_fds) | set(keep_in_shepherd))
+        if _SUBREAPER:
+            _prctl(PR_SET_CHILD_SUBREAPER, 1)
+        cpid = os.fork()
+    except BaseException:
+        os._exit(70)
+    if cpid == 0:
+        try:
+            os.close(rep_w)
+            os.close(st_r)
+        except BaseException:
+            os._exit(70)
+        child(st_w)  # execs, raises _Become, or _exits
+        os._exit(70)
+    try:
+        os.close(st_w)
+        for fd in child_fds:
+            os.close(fd)
+        msg = []
+        while True:
+            b = os.read(st_r, 65536)
+            if not b:
+                break
+            msg.append(b)
+        os.close(st_r)
+        msg = b"".join(msg)
+        try:
+            _write_all(rep_w, _rec(b"E", msg) if msg else _rec(b"S", _U32.pack(cpid)))
+        except OSError:
+            pass
+        while True:
+            try:
+                p, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            if p == cpid:
+                try:
+                    _write_all(rep_w, _rec(b"X", _I32.pack(status)))
+                except OSError:
+                    pass
+    finally:
+        os._exit(0)
+
+
+def _child_fail(status_w, msg):
+    try:
+        _write_all(status_w, _clean(msg).encode("utf-8") or b"?")
+    finally:
+        os._exit(1)
+
+
+_PY_STARTUP_ENV = ("PYTHON", "LC_", "LANG")
+
+
+def _zygote_faithful(env):
+    # Startup-time variables are read once, by the agent's interpreter: a block that changes them
+    # gets a fresh python3 instead.
+    for k, v in env.items():
+        if k.startswith(_PY_STARTUP_ENV) and os.environ.get(k) != v:
+            return False
+    return True
+
+
+def _block_child(spec):
+    lang, path, code, cwd, env, cred, user, zygote, out_w, err_w = spec
+
+    def run(status_w):
+        try:
+            os.setsid()
+            _reset_signals(zygote)
+            _setup_stdio(out_w, err_w, {status_w})
+            _drop_privileges(cred, user)
+            _write_code(path, code)
+            try:
+                os.chdir(cwd)
+            except OSError as e:
+                raise _Refusal(_oserr("cannot enter the working directory", e, cwd))
+            if zygote:
+                if cred is not None:
+                    _prctl(PR_SET_DUMPABLE, 1)  # setuid cleared it; a fresh python3 is dumpable
+                os.environ.update(env)
+                os.close(status_w)  # -> STARTED
+                raise _Become(("zygote", path, code))
+            full = dict(os.environ)
+            full.update(env)
+            if lang == "python":
+                cands, missing = [("python3", [path]), ("python", [path])], \
+                    "the image has neither python3 nor python"
+            elif lang == "pwsh":
+                cands, missing = [("pwsh", ["-NoLogo", "-NoProfile", "-NonInteractive", "-File", path])], \
+                    "the image has no pwsh"
+            else:
+                cands, missing = [(lang, [path])], "the image has no " + lang
+        except _Become:
+            raise
+        except _Refusal as e:
+            _child_fail(status_w, str(e))
+        except BaseException as e:
+            _child_fail(status_w, "cannot start the block: %r" % (e,))
+        try:
+            for prog, args in cands:
+                try:
+                    os.execvpe(prog, [prog] + args, full)
+                except FileNotFoundError:
+                    continue
+                except OSError as e:  # e.g. not executable: like sh, 126
+                    os.close(status_w)
+                    os.write(2, ("dockexec: cannot run %s: %s\n" % (prog, os.strerror(e.errno))).encode())
+                    os._exit(126)
+            os.close(status_w)  # as on the exec path: a result (127), not an ERROR
+            os.write(2, ("dockexec: %s\n" % missing).encode())
+        finally:
+            os._exit(127)
+    return run
+
+
+def _session_child(sp):
+    cwd, env, cred, user, out_w, err_w, cmd_r, intr_r, ctl_w = sp
+
+    def run(status_w):
+        try:
+            os.setsid()
+            _reset_signals(True)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # default_int_handler only while user code runs
+            _setup_stdio(out_w, err_w, {status_w, cmd_r, intr_r, ctl_w})
+            _drop_privileges(cred, user)
+            if cred is not None:
+                _prctl(PR_SET_DUMPABLE, 1)
+            try:
+                os.chdir(cwd)
+            except OSError as e:
+                raise _Refusal(_oserr("cannot enter the working directory", e, cwd))
+            os.environ.update(env)
+            os.set_blocking(intr_r, False)
+            os.close(status_w)  # -> SESSION_READY
+            raise _Become(("session", cmd_r, intr_r, ctl_w))
+        except _Become:
+            raise
+        except _Refusal as e:
+            _child_fail(status_w, str(e))
+        except BaseException as e:
+            _child_fail(status_w, "cannot start the session: %r" % (e,))
+    return run
+
+
+# ------------------------------------------------------------------------- in-process code (zygote, session)
+
+def _fresh_main(path):
+    """A new __main__ module, as the interpreter sets it up for `python3 path`, and sys.modules
+    back to the interpreter's own baseline."""
+    for name in list(sys.modules):
+        if name not in _BASELINE:
+            del sys.modules[name]
+    m = type(sys)("__main__")
+    d = m.__dict__
+    for k, v in _MAIN0.items():
+        if k not in ("__name__", "__doc__", "__package__", "__spec__", "__loader__"):
+            d[k] = {} if isinstance(v, dict) else v  # __annotations__, __builtins__
+    if path is not None:
+        d["__loader__"] = _SourceFileLoader("__main__", path)
+        d["__file__"] = path
+        d["__cached__"] = None
+    d["__builtins__"] = _BUILTINS
+    sys.modules["__main__"] = m
+    return m
+
+
+def _strip_tb(exc, seen=None):
+    """Removes the agent's frames from exc's traceback (and its cause/context chain)."""
+    seen = seen if seen is not None else set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        tb = exc.__traceback__
+        keep = []
+        while tb is not None:
+            if tb.tb_frame.f_globals is not _AGENT_G:
+                keep.append(tb)
+            tb = tb.tb_next
+        for a, b in zip(keep, keep[1:]):
+            a.tb_next = b
+        if keep:
+            keep[-1].tb_next = None
+        exc.__traceback__ = keep[0] if keep else None
+        if exc.__cause__ is not None:
+            _strip_tb(exc.__cause__, seen)
+        exc = exc.__context__
+
+
+def _print_exc(exc):
+    """What the interpreter does for an uncaught exception: sys.excepthook on stderr."""
+    _strip_tb(exc)
+    t, tb = type(exc), exc.__traceback__
+    sys.last_type, sys.last_value, sys.last_traceback = t, exc, tb
+    if sys.version_info >= (3, 12):
+        sys.last_exc = exc
+    try:
+        sys.excepthook(t, exc, tb)
+    except BaseException as e2:
+        try:
+            _strip_tb(e2)
+            sys.stderr.write("Error in sys.excepthook:\n")
+            sys.__excepthook__(type(e2), e2, e2.__traceback__)
+            sys.stderr.write("\nOriginal exception was:\n")
+            sys.__excepthook__(t, exc, tb)
+        except BaseException:
+            pass
+    _flush_stdio()
+
+
+def _flush_stdio():
+    for f in (sys.stdout, sys.stderr):
+        try:
+            if f is not None:
+                f.flush()
+        except BaseException:
+            pass
+
+
+def _zygote_prepare(path):
+    """In the zygote child, at top level: becomes `python3 path` and returns the namespace."""
+    m = _fresh_main(path)
+    sys.argv[:] = [path]
+    if hasattr(sys, "orig_argv"):
+        sys.orig_argv = [sys.orig_argv[0] if sys.orig_argv else "python3", path]
+    sys.path.insert(0, os.path.dirname(os.path.realpath(path)))
+    return m.__dict__
+
+
+def _noop_hook(*args):
+    pass
+
+
+# Sessions. The control pipes (cmd: agent -> session, intr: agent -> session, ctl: session ->
+# agent) are fds the user code is not told about, but it runs in the same process as this loop, so
+# it can find them (/proc/self/fd), read the next block's code, write forged ctl records, or close
+# them. The agent treats ctl as untrusted: records must be well-formed and name the block it is
+# running, so a forgery can at worst end or misreport that session's own current block (anything
+# else loses the session). It cannot reach other blocks, sessions, or the agent.
+_SESS = {"cur": None}
+
+
+def _intr_pending(intr_r, bid):
+    hit = False
+    while True:
+        try:
+            b = os.read(intr_r, 4096)  # records are 4 bytes, written atomically
+        except (BlockingIOError, InterruptedError):
+            break
+        if not b:
+            break
+        for i in range(0, len(b) - 3, 4):
+            if _U32.unpack_from(b, i)[0] == bid:
+                hit = True
+    return hit
+
+
+def _sess_exec(co, ns, intr_r, bid):
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if _intr_pending(intr_r, bid):  # cancelled before SIGINT could find user code running
+            raise KeyboardInterrupt
+        exec(co, ns)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return None
+    except BaseException as e:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return e
+
+
+def _read_exact(fd, n):
+    parts = []
+    while n:
+        b = os.read(fd, min(n, 1 << 20))
+        if not b:
+            return None
+        parts.append(b)
+        n -= len(b)
+    return b"".join(parts)
+
+
+def _sess_loop(cmd_r, intr_r, ctl_w):
+    ns = _fresh_main(None).__dict__
+    sys.argv[:] = [""]
+    sys.path.insert(0, "")
+
+    def ctl(bid, kind, data=b""):
+        _write_all(ctl_w, _U32.pack(5 + len(data)) + _U32.pack(bid) + bytes([kind]) + data)
+
+    while True:
+        hdr = _read_exact(cmd_r, 4)
+        if hdr is None:
+            return
+        body = _read_exact(cmd_r, _U32.unpack(hdr)[0])
+        if body is None:
+            return
+        req = _jloads(body)
+        bid = req["id"]
+        path = req["file"]
+        src = req["code"].encode("utf-8", "surrogatepass")
+        try:
+            _write_code(path, src)
+            try:
+                os.chdir(req["cwd"])
+            except OSError as e:
+                raise _Refusal(_oserr("cannot enter the working directory", e, req["cwd"]))
+        except _Refusal as e:
+            ctl(bid, 3, _clean(str(e)).encode("utf-8"))
+            continue
+        os.environ.update(req["env"])
+        ctl(bid, 1)
+        try:
+            co = compile(src, path, "exec", dont_inherit=True)
+        except BaseException as e:
+            exc = e
+        else:
+            try:
+                exc = _sess_exec(co, ns, intr_r, bid)
+            except KeyboardInterrupt as e:  # a second SIGINT right at the end of the block
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                exc = e
+        code = 0
+        if isinstance(exc, SystemExit):
+            c = exc.code
+            if c is None:
+                code = 0
+            elif isinstance(c, int):
+                code = c & 0xFF
+            else:
+                try:
+                    sys.stderr.write(str(c) + "\n")
+                except BaseException:
+                    pass
+                code = 1
+        elif exc is not None:
+            _print_exc(exc)
+            code = 1
+        exc = None
+        _flush_stdio()
+        if req.get("delete"):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        ctl(bid, 2, _I32.pack(code))
+
+
+# ------------------------------------------------------------------------- the agent
+
+class _Shep(object):
+    __slots__ = ("pid", "rep", "buf", "owner", "cpid")
+
+    def __init__(self, pid, rep, owner):
+        self.pid, self.rep, self.buf, self.owner, self.cpid = pid, rep, b"", owner, 0
+
+
+class _Block(object):
+    __slots__ = ("id", "shep", "out", "err", "status", "killed", "oom0", "file", "delete", "cred",
+                 "started")
+
+    def __init__(self, bid):
+        self.id = bid
+        self.shep = None
+        self.out = self.err = -1
+        self.status = None
+        self.killed = False
+        self.oom0 = None
+        self.file = None
+        self.delete = False
+        self.cred = None
+        self.started = False
+
+
+class _Entry(object):
+    """A RUN queued in, or running in, a session."""
+    __slots__ = ("id", "req", "grace", "started", "interrupted", "deadline")
+
+    def __init__(self, bid, req, grace):
+        self.id, self.req, self.grace = bid, req, grace
+        self.started = self.interrupted = False
+        self.deadline = None
+
+
+class _SessProc(object):
+    """One incarnation of a session's process (SESSION_RESET makes a new one)."""
+    __slots__ = ("sess", "shep", "out", "err", "cmd", "intr", "ctl", "ctlbuf", "cmdbuf", "ready",
+                 "killed", "oom0", "dying")
+
+    def __init__(self, sess):
+        self.sess = sess
+        self.shep = None
+        self.out = self.err = self.cmd = self.intr = self.ctl = -1
+        self.ctlbuf = b""
+        self.cmdbuf = bytearray()
+        self.ready = self.killed = self.dying = False
+        self.oom0 = None
+
+
+class _Session(object):
+    __slots__ = ("id", "user", "cwd", "env", "cred", "proc", "queue", "running", "lost")
+
+    def __init__(self, sid, user, cwd, env, cred):
+        self.id, self.user, self.cwd, self.env, self.cred = sid, user, cwd, env, cred
+        self.proc = None
+        self.queue = []
+        self.running = None
+        self.lost = False
+
+
+def _exit_json(status, killed, oom0, session_lost=False):
+    code = sig = None
+    if status is not None:
+        if os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
+        elif os.WIFEXITED(status):
+            code = os.WEXITSTATUS(status)
+    if killed:
+        code, sig = None, signal.SIGKILL
+    oom = False
+    if sig == signal.SIGKILL and not killed and oom0 is not None:
+        now = _oom_count()
+        oom = now is not None and now > oom0
+    return {"code": code, "signal": int(sig) if sig is not None else None, "oom": oom,
+            "session_lost": session_lost}
+
+
+class _ProtocolError(Exception):
+    pass
+
+
+def _field(req, key, types, default):
+    v = req.get(key, default)
+    if not isinstance(v, types) or isinstance(v, bool) and bool not in types:
+        raise _Refusal("bad %r in request: %r" % (key, v))
+    return v
+
+
+def _env_field(req):
+    env = req.get("env") or {}
+    if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) and k
+                                            and "=" not in k and "\0" not in k + v
+                                            for k, v in env.items()):
+        raise _Refusal("bad 'env' in request")
+    return env
+
+
+class _Agent(object):
+    def __init__(self):
+        self.poll = select.poll()
+        self.fds = {}  # fd -> (kind, obj)
+        self.blocks = {}  # execution id -> _Block (until EXIT/ERROR)
+        self.sessions = {}  # session id -> _Session
+        self.sheps = {}  # report fd -> _Shep (until the shepherd exits)
+        self.inbuf = bytearray()
+        self.order = 0
+
+    # -- channel
+    def send(self, kind, fid, payload=b""):
+        try:
+            _write_all(1, _HDR.pack(5 + len(payload), kind, fid) + payload)
+        except OSError:  # EPIPE: the host is gone
+            raise _HostGone()
+
+    def send_json(self, kind, fid, obj):
+        self.send(kind, fid, _jdumps(obj))
+
+    def error(self, fid, msg):
+        self.send_json(ERROR, fid, {"message": _clean(msg)})
+
+    # -- fd registry
+    def watch(self, fd, kind, obj, events=select.POLLIN):
+        self.fds[fd] = (kind, obj)
+        self.poll.register(fd, events)
+
+    def unwatch(self, fd):
+        if fd >= 0 and fd in self.fds:
+            del self.fds[fd]
+            try:
+                self.poll.unregister(fd)
+            except KeyError:  # never registered, or (cmd pipes) only while they have bytes to send
+                pass
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        return -1
+
+    # -- main loop
+    def run(self):
+        self.send_json(READY, 0, {
+            "protocol": 1, "pid": os.getpid(), "python": sys.version.split()[0],
+            "subreaper": _SUBREAPER, "zygote": True, "warnings": list(_WARNINGS)})
+        self.poll.register(0, select.POLLIN)
+        # Backpressure: writes to fd 1 block. That can only wait on the host, which drains the channel
+        # independently of everything else, never on a block: nothing the host needs in order to
+        # read fd 1 depends on this loop. Meanwhile the blocks' pipes fill and their writers block,
+        # which is the intended backpressure. Every other write (to sessions) is non-blocking and
+        # buffered, so a stopped or hostile session can never wedge the loop. Each loop iteration
+        # reads at most one 64 KiB piece per ready pipe, so a flooding block gets its turn and no more.
+        while True:
+            timeout = self.next_timeout()
+            try:
+                events = self.poll.poll(timeout)
+            except InterruptedError:
+                continue
+            channel = None
+            ready = []
+            for fd, ev in events:
+                if fd == 0:
+                    channel = ev
+                elif fd in self.fds:
+                    kind, obj = self.fds[fd]
+                    ready.append((_ORDER.get(kind, 9), fd, kind, obj, ev))
+            ready.sort(key=lambda r: r[0])  # per iteration: stdout before stderr, then control
+            for _, fd, kind, obj, ev in ready:
+                if fd in self.fds and self.fds[fd][1] is obj:
+                    getattr(self, "on_" + kind)(obj, fd, ev)
+            if channel is not None:
+                r = self.on_channel()
+                if r is not None:
+                    return r
+            self.check_deadlines()
+
+    def on_channel(self):
+        try:
+            b = os.read(0, 1 << 20)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as e:
+            _diag("reading the channel: %s" % os.strerror(e.errno))
+            return self.shutdown(1)
+        if not b:
+            if self.inbuf:
+                return self.protocol_error("the channel closed in the middle of a frame")
+            return self.shutdown(0)
+        buf = self.inbuf
+        buf += b
+        pos = 0
+        while len(buf) - pos >= 4:
+            n = _U32.unpack_from(buf, pos)[0]
+            if n < 5 or n > MAX_FRAME:
+                return self.protocol_error("bad frame length %d" % n)
+            if len(buf) - pos < 4 + n:
+                break
+            kind = buf[pos + 4]
+            fid = _U32.unpack_from(buf, pos + 5)[0]
+            payload = bytes(buf[pos + 9:pos + 4 + n])
+            pos += 4 + n
+            try:
+                r = self.on_frame(kind, fid, payload)
+            except _ProtocolError as e:
+                return self.protocol_error(str(e))
+            if r is not None:
+                return r
+        del buf[:pos]
+        return None
+
+    def protocol_error(self, msg):
+        _diag("protocol error: " + msg)
+        try:
+            self.error(0, "protocol error: " + msg)
+        except _HostGone:
+            pass
+        return self.shutdown(2)
+
+    def shutdown(self, code):
+        roots = [s.pid for s in self.sheps.values()]
+        sids = []
+        if not _SUBREAPER:
+            sids = [s.cpid for s in self.sheps.values()]
+        _kill_trees(roots, sids)
+        for s in self.sheps.values():
+            try:
+                os.kill(s.pid, signal.SIGKILL)
+            except OSError:
+                pass
+        for s in self.sheps.values():
+            try:
+                os.waitpid(s.pid, 0)
+            except OSError:
+                pass
+        return code
+
+    def on_frame(self, kind, fid, payload):
+        if kind == RUN:
+            self.on_run(fid, payload)
+        elif kind == CANCEL:
+            self.on_cancel(fid)
+        elif kind == SESSION_OPEN:
+            self.on_session_open(fid, payload)
+        elif kind == SESSION_CLOSE:
+            s = self.sessions.pop(fid, None)
+            if s is not None:
+                self.sess_end(s, "session closed")
+        elif kind == SESSION_RESET:
+            s = self.sessions.get(fid)
+            if s is None:
+                self.error(fid, "unknown session %d" % fid)
+            else:
+                self.sess_end(s, "session reset")
+                self.sess_start(s)
+        elif kind == SHUTDOWN:
+            return self.shutdown(0)
+        elif kind == PING:
+            self.send(PONG, fid, payload)
+        else:
+            raise _ProtocolError("unknown frame kind 0x%02x" % kind)
+        return None
+
+    def busy(self, bid):
+        if bid in self.blocks:
+            return True
+        for s in self.sessions.values():
+            if (s.running is not None and s.running.id == bid) or any(e.id == bid for e in s.queue):
+                return True
+        return False
+
+    def on_run(self, bid, payload):
+        if bid == 0:
+            raise _ProtocolError("RUN with execution id 0")
+        if self.busy(bid):
+            raise _ProtocolError("RUN with execution id %d, which is still running" % bid)
+        try:
+            try:
+                req = _jloads(payload)
+            except ValueError as e:
+                raise _Refusal("bad RUN payload: %s" % e)
+            if not isinstance(req, dict):
+                raise _Refusal("bad RUN payload: not an object")
+            lang = req.get("lang")
+            if lang not in LANGS:
+                raise _Refusal("unknown language %r" % (lang,))
+            path = _field(req, "file", (str,), None)
+            if not path.startswith("/") or "\0" in path or path.endswith("/"):
+                raise _Refusal("the code file path must be absolute: %r" % path)
+            code = _field(req, "code", (str,), None)
+            cwd = _field(req, "cwd", (str,), "/workspace")
+            env = _env_field(req)
+            sid = req.get("session")
+            if sid is not None:
+                if not isinstance(sid, int) or isinstance(sid, bool):
+                    raise _Refusal("bad 'session' in request")
+                s = self.sessions.get(sid)
+                if s is None:
+                    raise _Refusal("unknown session %d" % sid)
+                if s.lost:
+                    raise _Refusal("session lost")
+                if lang != "python":
+                    raise _Refusal("a %s block cannot run in a session (python only)" % lang)
+                grace = req.get("grace_ms", 2000)
+                if not isinstance(grace, (int, float)) or isinstance(grace, bool) or grace < 0:
+                    grace = 2000
+                s.queue.append(_Entry(bid, {"id": bid, "file": path, "code": code, "cwd": cwd,
+                                            "env": env, "delete": bool(req.get("delete"))}, grace))
+                self.sess_pump(s)
+                return
+            user = req.get("user")
+            cred = _resolve_user(user)
+            zygote = lang == "python" and req.get("zygote") is True and _zygote_faithful(env)
+            src = code.encode("utf-8", "surrogatepass")
+        except _Refusal as e:
+            self.error(bid, str(e))
+            return
+        b = _Block(bid)
+        b.file, b.delete, b.cred = path, bool(req.get("delete")), cred
+        b.oom0 = _oom_count()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            pid, rep = _spawn(_block_child((lang, path, src, cwd, env, cred, user, zygote, out_w, err_w)),
+                              (out_w, err_w), ())
+        except OSError as e:
+            for fd in (out_r, out_w, err_r, err_w):
+                os.close(fd)
+            self.error(bid, "cannot fork: %s" % os.strerror(e.errno))
+            return
+        os.close(out_w)
+        os.close(err_w)
+        for fd in (out_r, err_r, rep):
+            os.set_blocking(fd, False)
+        b.out, b.err = out_r, err_r
+        b.shep = _Shep(pid, rep, b)
+        self.sheps[rep] = b.shep
+        self.blocks[bid] = b
+        self.watch(rep, "report", b.shep)
+        # out/err are watched from STARTED on (the pipes hold early output), so STARTED comes first.
+
+    def on_cancel(self, bid):
+        b = self.blocks.get(bid)
+        if b is not None:
+            if not b.killed:
+                b.killed = b.status is None  # the main process's real status if it already ended
+                _kill_trees([b.shep.pid], [] if _SUBREAPER else [b.shep.cpid])
+            return
+        for s in self.sessions.values():
+            for e in s.queue:
+                if e.id == bid:
+                    s.queue.remove(e)
+                    self.send_json(EXIT, bid, {"code": None, "signal": None, "oom": False,
+                                               "session_lost": False})
+                    return
+            e = s.running
+            if e is not None and e.id == bid and s.proc is not None and not e.interrupted:
+                e.interrupted = True
+                e.deadline = _now() + e.grace / 1000.0
+                p = s.proc
+                try:
+                    os.write(p.intr, _U32.pack(bid))
+                except OSError:
+                    pass
+                if p.shep.cpid:
+                    try:
+                        os.kill(p.shep.cpid, signal.SIGINT)
+                    except OSError:
+                        pass
+                return
+
+    # -- block output and reports
+    def forward(self, fd, kind, bid):
+        """One read of at most CHUNK bytes: 1 = forwarded, 0 = nothing yet, -1 = EOF."""
+        try:
+            data = os.read(fd, CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError:
+            data = b""
+        if not data:
+            return -1
+        if bid:
+            self.send(kind, bid, data)
+        return 1
+
+    def on_out(self, b, fd, ev):
+        if self.forward(fd, STDOUT, b.id) < 0:
+            b.out = self.unwatch(fd)
+            self.block_maybe_done(b)
+
+    def on_err(self, b, fd, ev):
+        if self.forward(fd, STDERR, b.id) < 0:
+            b.err = self.unwatch(fd)
+            self.block_maybe_done(b)
+
+    def on_report(self, shep, fd, ev):
+        try:
+            data = os.read(fd, 65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.unwatch(fd)
+            del self.sheps[fd]
+            try:
+                os.waitpid(shep.pid, 0)
+            except OSError:
+                pass
+            self.shep_gone(shep)
+            return
+        shep.buf += data
+        while len(shep.buf) >= 5:
+            n = _U32.unpack_from(shep.buf, 1)[0]
+            if len(shep.buf) < 5 + n:
+                break
+            kind, rec = shep.buf[:1], shep.buf[5:5 + n]
+            shep.buf = shep.buf[5 + n:]
+            owner = shep.owner
+            if kind == b"S":
+                shep.cpid = _U32.unpack(rec)[0]
+                if (owner.killed or owner.dying) if isinstance(owner, _SessProc) else owner.killed:
+                    # Killed before the shepherd had forked the child: the kill found no tree then.
+                    _kill_trees([shep.pid], [] if _SUBREAPER else [shep.cpid])
+                if isinstance(owner, _Block):
+                    self.block_started(owner)
+                else:
+                    self.sess_ready(owner)
+            elif kind == b"E":
+                msg = rec.decode("utf-8", "replace")
+                if isinstance(owner, _Block):
+                    self.block_failed(owner, msg)
+                else:
+                    self.sess_failed(owner, msg)
+            elif kind == b"X":
+                status = _I32.unpack(rec)[0]
+                if isinstance(owner, _Block):
+                    if self.blocks.get(owner.id) is owner and owner.status is None:
+                        owner.status = status
+                        self.block_maybe_done(owner)
+                else:
+                    self.sess_proc_exit(owner, status)
+
+    def shep_gone(self, shep):
+        owner = shep.owner
+        if isinstance(owner, _Block):
+            if self.blocks.get(owner.id) is owner and owner.status is None:  # not expected
+                _diag("the shepherd of execution %d died" % owner.id)
+                _kill_trees([], [shep.cpid])
+                if not owner.started:
+                    return self.block_failed(owner, "the block's shepherd died")
+                del self.blocks[owner.id]
+                owner.out = self.unwatch(owner.out)
+                owner.err = self.unwatch(owner.err)
+                self.send_json(EXIT, owner.id, _exit_json(None, owner.killed, None))
+        else:
+            self.sess_proc_exit(owner, None)
+
+    def block_started(self, b):
+        if self.blocks.get(b.id) is b and not b.started:
+            b.started = True
+            if not b.killed:
+                self.send_json(STARTED, b.id, {"pid": b.shep.cpid})
+            self.watch(b.out, "out", b)
+            self.watch(b.err, "err", b)
+
+    def block_failed(self, b, msg):
+        if self.blocks.get(b.id) is not b:
+            return
+        del self.blocks[b.id]
+        b.out = self.unwatch(b.out)
+        b.err = self.unwatch(b.err)
+        if b.killed:  # cancelled while it was being set up: it never started
+            self.send_json(EXIT, b.id, _exit_json(None, True, None))
+        else:
+            self.error(b.id, msg)
+
+    def block_maybe_done(self, b):
+        if b.status is None or self.blocks.get(b.id) is not b:
+            return
+        if b.killed and (b.out >= 0 or b.err >= 0):
+            # Cancelled and reaped: whatever still holds the pipes escaped the kill (possible only
+            # without a subreaper). Forward what is buffered and end the block anyway.
+            for name, kind in (("out", STDOUT), ("err", STDERR)):
+                for _ in range(1024):
+                    fd = getattr(b, name)
+                    if fd < 0 or self.forward(fd, kind, b.id) <= 0:
+                        break
+                setattr(b, name, self.unwatch(getattr(b, name)))
+        if b.out >= 0 or b.err >= 0:
+            return
+        del self.blocks[b.id]
+        if b.delete:
+            _delete_as(b.file, b.cred)
+        self.send_json(EXIT, b.id, _exit_json(b.status, b.killed, b.oom0))
+
+    # -- sessions
+    def on_session_open(self, sid, payload):
+        if sid == 0:
+            raise _ProtocolError("SESSION_OPEN with session id 0")
+        if sid in self.sessions:
+            self.error(sid, "session %d is already open" % sid)
+            return
+        try:
+            try:
+                req = _jloads(payload)
+            except ValueError as e:
+                raise _Refusal("bad SESSION_OPEN payload: %s" % e)
+            if not isinstance(req, dict):
+                raise _Refusal("bad SESSION_OPEN payload: not an object")
+            user = req.get("user")
+            cred = _resolve_user(user)
+            cwd = _field(req, "cwd", (str,), "/workspace")
+            env = _env_field(req)
+        except _Refusal as e:
+            self.error(sid, str(e))
+            return
+        s = _Session(sid, user, cwd, env, cred)
+        self.sessions[sid] = s
+        self.sess_start(s)
+
+    def sess_start(self, s):
+        s.lost = False
+        p = _SessProc(s)
+        pipes = [os.pipe() for _ in range(5)]
+        (out_r, out_w), (err_r, err_w), (cmd_r, cmd_w), (intr_r, intr_w), (ctl_r, ctl_w) = pipes
+        child_fds = (out_w, err_w, cmd_r, intr_r, ctl_w)
+        p.oom0 = _oom_count()
+        try:
+            pid, rep = _spawn(_session_child((s.cwd, s.env, s.cred, s.user) + child_fds), child_fds, ())
+        except OSError as e:
+            for pr in pipes:
+                os.close(pr[0])
+                os.close(pr[1])
+            del self.sessions[s.id]
+            self.error(s.id, "cannot fork: %s" % os.strerror(e.errno))
+            return
+        for fd in child_fds:
+            os.close(fd)
+        for fd in (out_r, err_r, cmd_w, intr_w, ctl_r, rep):
+            os.set_blocking(fd, False)
+        p.out, p.err, p.cmd, p.intr, p.ctl = out_r, err_r, cmd_w, intr_w, ctl_r
+        p.shep = _Shep(pid, rep, p)
+        s.proc = p
+        self.sheps[rep] = p.shep
+        self.watch(rep, "report", p.shep)
+        self.watch(out_r, "sout", p)
+        self.watch(err_r, "serr", p)
+        self.watch(ctl_r, "ctl", p)
+        self.fds[cmd_w] = ("cmd", p)  # polled for POLLOUT only while cmdbuf is not empty
+        self.fds[intr_w] = ("intr", p)  # never polled: 4-byte non-blocking writes
+
+    def sess_ready(self, p):
+        s = p.sess
+        if s.proc is not p:
+            return
+        p.ready = True
+        self.send(SESSION_READY, s.id)
+        self.sess_pump(s)
+
+    def sess_failed(self, p, msg):
+        s = p.sess
+        if s.proc is not p:
+            return
+        self.sess_close_proc(p)
+        s.proc = None
+        if self.sessions.get(s.id) is s:
+            del self.sessions[s.id]
+        self.error(s.id, msg)
+        for e in s.queue:
+            self.error(e.id, "the session could not start: " + msg)
+        s.queue = []
+
+    def sess_pump(self, s):
+        p = s.proc
+        if p is None or not p.ready or p.dying or s.running is not None or not s.queue:
+            return
+        e = s.queue.pop(0)
+        s.running = e
+        body = _jdumps(e.req)
+        e.req = None
+        was_empty = not p.cmdbuf
+        p.cmdbuf += _U32.pack(len(body)) + body
+        if was_empty:
+            self.poll.register(p.cmd, select.POLLOUT)
+        self.on_cmd(p, p.cmd, 0)
+
+    def on_cmd(self, p, fd, ev):
+        try:
+            n = os.write(fd, p.cmdbuf[:1 << 20])
+            del p.cmdbuf[:n]
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # the session died; its report will say so
+            p.cmdbuf = bytearray()
+        if not p.cmdbuf:
+            try:
+                self.poll.unregister(fd)
+            except KeyError:
+                pass
+
+    def sess_forward(self, p, fd, kind):
+        e = p.sess.running if p.sess.proc is p else None
+        return self.forward(fd, kind, e.id if e is not None and e.started else 0)
+
+    def on_sout(self, p, fd, ev):
+        if self.sess_forward(p, fd, STDOUT) < 0:
+            p.out = self.unwatch(fd)
+
+    def on_serr(self, p, fd, ev):
+        if self.sess_forward(p, fd, STDERR) < 0:
+            p.err = self.unwatch(fd)
+
+    def sess_drain(self, p):
+        # Everything the block wrote before its DONE is already in the pipes.
+        for name, kind in (("out", STDOUT), ("err", STDERR)):
+            for _ in range(1024):  # bounded: a background writer could go on forever
+                fd = getattr(p, name)
+                if fd < 0:
+                    break
+                r = self.sess_forward(p, fd, kind)
+                if r < 0:
+                    setattr(p, name, self.unwatch(fd))
+                if r <= 0:
+                    break
+
+    def on_ctl(self, p, fd, ev):
+        """Returns True if it read something (there may be more)."""
+        try:
+            data = os.read(fd, 65536)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            data = b""
+        if not data:
+            p.ctl = self.unwatch(fd)
+            self.sess_kill(p)  # its report (X) finishes the job
+            return False
+        self.ctl_records(p, data)
+        return True
+
+    def ctl_records(self, p, data):
+        p.ctlbuf += data
+        s = p.sess
+        while len(p.ctlbuf) >= 4:
+            n = _U32.unpack_from(p.ctlbuf, 0)[0]
+            if n < 5 or n > 65536 + 5:
+                return self.sess_bad_ctl(p)
+            if len(p.ctlbuf) < 4 + n:
+                break
+            bid = _U32.unpack_from(p.ctlbuf, 4)[0]
+            kind = p.ctlbuf[8]
+            rec = p.ctlbuf[9:4 + n]
+            p.ctlbuf = p.ctlbuf[4 + n:]
+            e = s.running
+            if s.proc is not p or e is None or e.id != bid:
+                return self.sess_bad_ctl(p)
+            if kind == 1 and not e.started and not rec:
+                e.started = True
+                self.send_json(STARTED, bid, {"pid": p.shep.cpid})
+            elif kind == 2 and e.started and len(rec) == 4:
+                self.sess_drain(p)
+                s.running = None
+                self.send_json(EXIT, bid, {"code": _I32.unpack(rec)[0], "signal": None, "oom": False,
+                                           "session_lost": False})
+                self.sess_pump(s)
+            elif kind == 3 and not e.started:
+                s.running = None
+                self.error(bid, rec.decode("utf-8", "replace"))
+                self.sess_pump(s)
+            else:
+                return self.sess_bad_ctl(p)
+
+    def sess_bad_ctl(self, p):
+        _diag("session %d: malformed control record: the session is lost" % p.sess.id)
+        p.ctlbuf = b""
+        self.sess_kill(p)
+
+    def sess_kill(self, p, killed=False):
+        if killed:
+            p.killed = True
+        if not p.dying:
+            p.dying = True
+            _kill_trees([p.shep.pid], [] if _SUBREAPER else [p.shep.cpid])
+
+    def check_deadlines(self):
+        now = None
+        for s in list(self.sessions.values()):
+            e = s.running
+            if e is not None and e.deadline is not None and s.proc is not None:
+                now = now or _now()
+                if now >= e.deadline:
+                    e.deadline = None
+                    self.sess_kill(s.proc, killed=True)
+
+    def next_timeout(self):
+        dl = [s.running.deadline for s in self.sessions.values()
+              if s.running is not None and s.running.deadline is not None]
+        if not dl:
+            return None
+        return max(0, int((min(dl) - _now()) * 1000) + 1)
+
+    def sess_proc_exit(self, p, status):
+        """The session process exited (status) or its shepherd is gone (None)."""
+        s = p.sess
+        if s.proc is not p:
+            return
+        if not p.ready and not p.dying:
+            return self.sess_failed(p, "the session process died while starting")
+        for _ in range(64):  # what it said before dying (e.g. STARTED) comes first
+            if p.ctl < 0 or s.proc is not p or not self.on_ctl(p, p.ctl, 0):
+                break
+        if s.proc is not p:
+            return
+        self.sess_kill(p)
+        self.sess_drain(p)
+        e = s.running
+        s.running = None
+        if e is not None:
+            if e.started:
+                self.send_json(EXIT, e.id, _exit_json(status, p.killed, p.oom0, session_lost=True))
+            else:
+                self.error(e.id, "session lost")
+        for q in s.queue:
+            self.error(q.id, "session lost")
+        s.queue = []
+        s.lost = True
+        self.sess_close_proc(p)
+        s.proc = None
+
+    def sess_close_proc(self, p):
+        for name in ("out", "err", "cmd", "intr", "ctl"):
+            setattr(p, name, self.unwatch(getattr(p, name)))
+        p.cmdbuf = bytearray()
+
+    def sess_end(self, s, why):
+        """SESSION_CLOSE / SESSION_RESET: kill the session's tree now; its blocks end."""
+        p = s.proc
+        if p is not None:
+            self.sess_kill(p, killed=True)
+            self.sess_drain(p)
+            e = s.running
+            if e is not None:
+                if e.started:
+                    self.send_json(EXIT, e.id, _exit_json(None, True, None, session_lost=True))
+                else:
+                    self.error(e.id, why)
+            self.sess_close_proc(p)
+            s.proc = None
+        s.running = None
+        for q in s.queue:
+            self.error(q.id, why)
+        s.queue = []
+
+
+# Within one poll round: reports and session control first (STARTED goes out before any output,
+# and a DONE drains the pipes itself), then stdout before stderr.
+_ORDER = {"ctl": 0, "report": 1, "out": 2, "sout": 2, "err": 3, "serr": 3, "cmd": 4}
+
+
+_now = time.monotonic
+
+
+def _delete_as(path, cred):
+    """Removes a block's code file with the block's own rights (the agent never follows a path
+    the block controls as root)."""
+    if cred is None or os.geteuid() != 0 or cred[0] == 0:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        return
+    try:
+        pid = os.fork()
+    except OSError:
+        return
+    if pid == 0:
+        try:
+            os.setgroups(cred[2])
+            os.setgid(cred[1])
+            os.setuid(cred[0])
+            os.unlink(path)
+        except BaseException:
+            pass
+        os._exit(0)
+    try:
+        os.waitpid(pid, 0)
+    except OSError:
+        pass
+
+
+def _main():
+    agent = _Agent()
+    try:
+        return agent.run()
+    except _HostGone:
+        return agent.shutdown(0)
+    except Exception as e:  # a bug: say so, leave nothing running
+        _diag("internal error: %r" % (e,))
+        try:
+            sys.excepthook(type(e), e, e.__traceback__)
+            agent.error(0, "internal agent error: %r" % (e,))
+        except BaseException:
+            pass
+        return agent.shutdown(3)
+
+
+# ------------------------------------------------------------------------- top level
+
+try:
+    _job = None
+    _rc = _main()
+except _Become as _b:
+    _job = _b.args[0]
+    _b = None
+if _job is None:
+    os._exit(_rc)
+
+# From here on we are a forked block or session process, back at the top level with the agent's
+# stack gone. Nothing below runs in the agent.
+if _job[0] == "session":
+    _sess_loop(*_job[1:])
+    _job = None
+    sys.exit(0)
+
+_path, _src = _job[1], _job[2]
+_job = None
+_ns = _zygote_prepare(_path)
+_exc = None
+try:
+    _co = compile(_src, _path, "exec", dont_inherit=True)
+except BaseException as _e:
+    _exc = _e
+else:
+    _src = None
+    try:
+        exec(_co, _ns)
+    except BaseException as _e:
+        _exc = _e
+_co = _ns = None
+if _exc is not None:
+    # Outside any except block, so nothing chains to the agent. SystemExit: the interpreter exits
+    # with its code. Anything else: print it as the interpreter would (without agent frames), then
+    # re-raise with a silent hook so the interpreter exits 1, or dies of SIGINT for KeyboardInterrupt.
+    if not isinstance(_exc, SystemExit):
+        _print_exc(_exc)
+        sys.excepthook = _noop_hook
+    raise _exc

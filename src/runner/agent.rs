@@ -1,0 +1,688 @@
+//! The warm agent: one long-lived Python process per executor that starts every block itself.
+//!
+//! The agent (`agent.py`, shipped in the crate) is started by a single `docker exec` as root,
+//! whose stdin and stdout are hijacked onto one connection (see [`Client::exec_attach`]). Over
+//! it go the length-prefixed frames of [`protocol`](super::protocol); its stderr carries the
+//! agent's diagnostics. Per block the agent forks a subreaper shepherd, drops to the block's
+//! user, writes the code file *inside* the container, and runs the interpreter with its own
+//! pipes (or, for Python, forks its own warm interpreter: the zygote). A cancel freezes and
+//! kills the shepherd's whole tree, which nothing in the block can leave.
+//!
+//! On the host, nothing changes for the worker: each execution gets a [`Source`] fed by a
+//! channel and a [`Control`] that sends frames. One reader thread per agent connection routes
+//! the agent's frames to those channels; when the connection ends, every execution still
+//! routed ends as lost.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, OnceLock};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
+use parking_lot::{Mutex, RwLock};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::protocol::{self, Decoder, Frame};
+use super::{Control, Launch, Reaped, Runner, Running, Source};
+use crate::docker::api::Client;
+use crate::docker::frames::Demuxer;
+use crate::error::{Error, Result};
+use crate::output::Stream;
+use crate::workspace::{WORKSPACE, Workspace};
+
+/// The agent's source, run as `python3 -c SOURCE`.
+pub(crate) const AGENT_SOURCE: &str = include_str!("agent.py");
+
+/// How long the agent may take to start and say READY, and a block to say STARTED.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on one write to the agent: it reads its stdin all the time, so only a hung agent or
+/// daemon makes a write wait, and then `stop()` must not wait with it.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How much of the agent's stderr is kept, to explain a connection that ends.
+const DIAG_KEEP: usize = 4096;
+
+/// Starts a POSIX `sh` that execs the agent, or says plainly that the image has no Python.
+const BOOT_SCRIPT: &str = r#"for p in python3 python; do
+  command -v "$p" >/dev/null 2>&1 && exec "$p" -c "$1"
+done
+echo "dockexec-agent: the image has neither python3 nor python" >&2
+exit 127"#;
+
+/// What the agent told us about itself.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct Ready {
+    /// What the agent cannot guarantee in this image (no `ctypes`, so no subreaper, …).
+    #[serde(default)]
+    pub(crate) warnings: Vec<String>,
+}
+
+/// How a block ended, as the agent reports it.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+struct ExitInfo {
+    code: Option<i32>,
+    signal: Option<i32>,
+    #[serde(default)]
+    oom: bool,
+    #[serde(default)]
+    session_lost: bool,
+}
+
+/// What the reader hands to one execution's or session's route.
+#[derive(Debug)]
+enum Event {
+    Started,
+    Out(Stream, Vec<u8>),
+    Exit(ExitInfo),
+    /// The agent could not start the block or session.
+    Refused(String),
+    SessionReady,
+    /// The connection to the agent ended.
+    Lost(String),
+}
+
+/// Options every block of this runner shares.
+#[derive(Debug, Clone)]
+pub(crate) struct AgentConfig {
+    pub(crate) user: Option<String>,
+    pub(crate) zygote: bool,
+    pub(crate) delete_code_files: bool,
+    /// How long a session block has to stop after `KeyboardInterrupt` before its session is
+    /// killed.
+    pub(crate) session_grace: Duration,
+}
+
+/// One connection to one agent process.
+struct Conn {
+    /// Frames from many threads must not interleave, so every write holds this.
+    writer: Mutex<UnixStream>,
+    /// Execution and session ids → their event channels. Locked briefly by the reader to
+    /// route, and by launches to register.
+    routes: Mutex<HashMap<u32, Sender<Event>>>,
+    /// Why the connection ended, once it has.
+    dead: OnceLock<String>,
+    reader: Mutex<Option<JoinHandle<()>>>,
+    /// Set by the reader when READY arrives, before `start` is woken.
+    ready: OnceLock<Ready>,
+}
+
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn")
+            .field("dead", &self.dead.get())
+            .field("ready", &self.ready)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Conn {
+    /// Starts the agent in `container` and waits for its READY.
+    fn start(client: &Client, container: &str) -> Result<Arc<Conn>> {
+        let body = json!({
+            "Cmd": ["sh", "-c", BOOT_SCRIPT, "dockexec-agent", AGENT_SOURCE],
+            "AttachStdin": true,
+            "AttachStdout": true,
+            "AttachStderr": true,
+            // Root in the container: it must drop to each block's user and kill their trees.
+            "User": "0",
+            "WorkingDir": WORKSPACE,
+        });
+        let exec = client.exec_create(container, &body)?;
+        let hijacked = client.exec_attach(&exec, START_TIMEOUT)?;
+        let stream = hijacked.stream;
+        stream
+            .set_write_timeout(Some(WRITE_TIMEOUT))
+            .map_err(|e| transport("agent connection", e))?;
+        let read_half = stream
+            .try_clone()
+            .map_err(|e| transport("agent connection", e))?;
+        // Capacity 1: the reader says once whether the agent came up.
+        let (ready_tx, ready_rx) = bounded::<std::result::Result<(), String>>(1);
+        // The reader needs the connection to route into, and the connection holds the
+        // reader's handle: the Conn is made first, its reader slot filled after the spawn.
+        let conn = Arc::new(Conn {
+            writer: Mutex::new(stream),
+            routes: Mutex::new(HashMap::new()),
+            dead: OnceLock::new(),
+            reader: Mutex::new(None),
+            ready: OnceLock::new(),
+        });
+        let reader_conn = Arc::clone(&conn);
+        let leftover = hijacked.leftover;
+        let handle = thread::Builder::new()
+            .name("dockexec-agent".into())
+            .spawn(move || read_loop(&reader_conn, read_half, leftover, ready_tx))
+            .map_err(Error::Thread)?;
+        *conn.reader.lock() = Some(handle);
+        match ready_rx.recv_timeout(START_TIMEOUT) {
+            Ok(Ok(())) => Ok(conn),
+            Ok(Err(why)) => {
+                conn.shutdown();
+                Err(Error::Agent(format!("the agent did not start: {why}")))
+            }
+            Err(_) => {
+                conn.shutdown();
+                Err(Error::Agent(format!(
+                    "the agent did not start within {} s",
+                    START_TIMEOUT.as_secs()
+                )))
+            }
+        }
+    }
+
+    fn ready(&self) -> Ready {
+        self.ready.get().cloned().unwrap_or(Ready {
+            warnings: Vec::new(),
+        })
+    }
+
+    fn is_dead(&self) -> bool {
+        self.dead.get().is_some()
+    }
+
+    /// Writes one frame.
+    fn send(&self, kind: u8, id: u32, payload: &[u8]) -> Result<()> {
+        if let Some(why) = self.dead.get() {
+            return Err(Error::Agent(format!(
+                "the agent connection is closed: {why}"
+            )));
+        }
+        let frame = protocol::encode(kind, id, payload);
+        self.writer
+            .lock()
+            .write_all(&frame)
+            .map_err(|e| transport("writing to the agent", e))
+    }
+
+    /// Registers a route; the agent's frames for `id` go to the returned receiver.
+    fn route(&self, id: u32) -> Result<Receiver<Event>> {
+        let (tx, rx) = unbounded();
+        let mut routes = self.routes.lock();
+        // Checked under the routes lock: the reader marks the connection dead before it
+        // drains the routes under this same lock, so no route is added after the drain.
+        if let Some(why) = self.dead.get() {
+            return Err(Error::Agent(format!(
+                "the agent connection is closed: {why}"
+            )));
+        }
+        routes.insert(id, tx);
+        Ok(rx)
+    }
+
+    fn unroute(&self, id: u32) {
+        self.routes.lock().remove(&id);
+    }
+
+    /// Asks the agent to exit, closes the connection, and joins the reader.
+    fn shutdown(&self) {
+        let _ = self.send(protocol::SHUTDOWN, 0, b"");
+        let _ = self.writer.lock().shutdown(Shutdown::Both);
+        // Taken out first: never hold a lock across a join.
+        let reader = self.reader.lock().take();
+        if let Some(r) = reader {
+            if r.thread().id() != thread::current().id() {
+                let _ = r.join();
+            }
+        }
+    }
+}
+
+fn transport(what: &str, source: io::Error) -> Error {
+    Error::Transport {
+        what: what.to_string(),
+        source,
+    }
+}
+
+/// The connection's reader: demultiplexes Docker's frames, decodes the agent's, and routes
+/// them. Ends at EOF or on the first malformed frame; then every route learns the end.
+fn read_loop(
+    conn: &Conn,
+    mut stream: UnixStream,
+    leftover: Vec<u8>,
+    ready_tx: Sender<std::result::Result<(), String>>,
+) {
+    let mut demux = Demuxer::new(false);
+    let mut decoder = Decoder::new();
+    let mut diag: Vec<u8> = Vec::new();
+    let mut ready_tx = Some(ready_tx);
+    let mut buf = vec![0u8; 128 * 1024];
+    let mut pending = leftover;
+    let why: String = loop {
+        let mut broken: Option<String> = None;
+        let fed = demux.feed(&pending, |s, b| match s {
+            Stream::Stdout => {
+                if broken.is_some() {
+                    return;
+                }
+                if let Err(e) = decoder.feed(b, |f| {
+                    if let Err(e) = route(conn, f, &mut ready_tx) {
+                        broken.get_or_insert(e);
+                    }
+                }) {
+                    broken = Some(format!("malformed frame from the agent: {e}"));
+                }
+            }
+            Stream::Stderr => {
+                diag.extend_from_slice(b);
+                if diag.len() > 2 * DIAG_KEEP {
+                    diag.drain(..diag.len() - DIAG_KEEP);
+                }
+            }
+        });
+        if let Err(e) = fed {
+            break format!("malformed stream from the daemon: {}", e.0);
+        }
+        if let Some(b) = broken {
+            break b;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => {
+                break match decoder.finish() {
+                    Ok(()) => "the agent exited".to_string(),
+                    Err(e) => format!("the agent exited mid-frame: {e}"),
+                };
+            }
+            Ok(n) => pending = buf[..n].to_vec(),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => pending.clear(),
+            Err(e) => break format!("reading from the agent failed: {e}"),
+        }
+    };
+    let diag = String::from_utf8_lossy(&diag);
+    let diag = diag.trim();
+    let why = if diag.is_empty() {
+        why
+    } else {
+        let tail: String = diag
+            .chars()
+            .rev()
+            .take(DIAG_KEEP)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        format!("{why}; it said: {tail}")
+    };
+    // Marked dead before the routes are drained, under the routes lock: see `Conn::route`.
+    let mut routes = conn.routes.lock();
+    let _ = conn.dead.set(why.clone());
+    for (_, tx) in routes.drain() {
+        let _ = tx.send(Event::Lost(why.clone()));
+    }
+    drop(routes);
+    if let Some(tx) = ready_tx {
+        let _ = tx.send(Err(why));
+    }
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
+/// Hands one frame to its route. `Err` for a frame that breaks the protocol.
+fn route(
+    conn: &Conn,
+    f: Frame,
+    ready_tx: &mut Option<Sender<std::result::Result<(), String>>>,
+) -> std::result::Result<(), String> {
+    let json = |p: &[u8]| serde_json::from_slice::<Value>(p).unwrap_or(Value::Null);
+    let event = match f.kind {
+        protocol::READY => {
+            let ready = serde_json::from_slice::<Ready>(&f.payload)
+                .map_err(|e| format!("bad READY from the agent: {e}"))?;
+            let _ = conn.ready.set(ready);
+            if let Some(tx) = ready_tx.take() {
+                let _ = tx.send(Ok(()));
+            }
+            return Ok(());
+        }
+        protocol::ERROR if f.id == 0 => {
+            let msg = json(&f.payload)["message"]
+                .as_str()
+                .unwrap_or("no message")
+                .to_string();
+            return Err(format!("the agent reported a protocol error: {msg}"));
+        }
+        protocol::PONG => return Ok(()),
+        protocol::STARTED => Event::Started,
+        protocol::STDOUT => Event::Out(Stream::Stdout, f.payload),
+        protocol::STDERR => Event::Out(Stream::Stderr, f.payload),
+        protocol::EXIT => Event::Exit(
+            serde_json::from_slice(&f.payload)
+                .map_err(|e| format!("bad EXIT from the agent: {e}"))?,
+        ),
+        protocol::ERROR => Event::Refused(
+            json(&f.payload)["message"]
+                .as_str()
+                .unwrap_or("no message")
+                .to_string(),
+        ),
+        protocol::SESSION_READY => Event::SessionReady,
+        other => return Err(format!("unknown frame kind {other:#04x} from the agent")),
+    };
+    let last = matches!(event, Event::Exit(_) | Event::Refused(_));
+    let mut routes = conn.routes.lock();
+    if let Some(tx) = routes.get(&f.id) {
+        // A receiver that is gone (the worker cut its stream) just drops the frame.
+        let _ = tx.send(event);
+    }
+    if last {
+        routes.remove(&f.id);
+    }
+    Ok(())
+}
+
+/// Runs blocks through the warm agent.
+pub(crate) struct AgentRunner {
+    client: Client,
+    container: String,
+    workspace: Arc<Workspace>,
+    config: AgentConfig,
+    /// The live connection; replaced when the agent is restarted (after a container restart,
+    /// or when it died). Read-locked only to clone the `Arc`.
+    conn: RwLock<Arc<Conn>>,
+    /// Sessions whose process was killed: their later blocks are refused on the host.
+    lost_sessions: Arc<Mutex<Vec<u32>>>,
+}
+
+impl fmt::Debug for AgentRunner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentRunner")
+            .field("container", &self.container)
+            .field("conn", &*self.conn.read())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AgentRunner {
+    /// Starts the agent in `container`.
+    ///
+    /// # Errors
+    /// [`Error::Agent`] when the image cannot host it (no Python) or it does not come up;
+    /// the daemon's errors otherwise.
+    pub(crate) fn start(
+        client: &Client,
+        container: &str,
+        workspace: Arc<Workspace>,
+        config: AgentConfig,
+    ) -> Result<AgentRunner> {
+        let conn = Conn::start(client, container)?;
+        Ok(AgentRunner {
+            client: client.clone(),
+            container: container.to_string(),
+            workspace,
+            config,
+            conn: RwLock::new(conn),
+            lost_sessions: Arc::default(),
+        })
+    }
+
+    /// What the running agent said of itself.
+    pub(crate) fn ready(&self) -> Ready {
+        self.conn.read().ready()
+    }
+
+    /// The live connection, restarting the agent first if it died.
+    fn conn(&self) -> Result<Arc<Conn>> {
+        let current = Arc::clone(&self.conn.read());
+        if !current.is_dead() {
+            return Ok(current);
+        }
+        let mut slot = self.conn.write();
+        // Another thread may have restarted it while we waited for the write lock.
+        if !slot.is_dead() {
+            return Ok(Arc::clone(&slot));
+        }
+        let fresh = Conn::start(&self.client, &self.container)?;
+        let old = std::mem::replace(&mut *slot, Arc::clone(&fresh));
+        drop(slot);
+        old.shutdown();
+        Ok(fresh)
+    }
+
+    fn user(&self) -> Value {
+        self.config
+            .user
+            .as_deref()
+            .map_or(Value::Null, |u| json!(u))
+    }
+
+    /// Sends a request for `id` and waits for its first answer.
+    fn request(&self, kind: u8, id: u32, payload: &Value) -> Result<(Arc<Conn>, Receiver<Event>)> {
+        let conn = self.conn()?;
+        let rx = conn.route(id)?;
+        let bytes = serde_json::to_vec(payload).expect("a Value always serializes");
+        if bytes.len() + 5 > protocol::MAX_FRAME as usize {
+            conn.unroute(id);
+            return Err(Error::invalid(format!(
+                "the block is too large for the agent: {} bytes (at most {} MiB)",
+                bytes.len(),
+                (protocol::MAX_FRAME - 5) >> 20
+            )));
+        }
+        if let Err(e) = conn.send(kind, id, &bytes) {
+            conn.unroute(id);
+            return Err(e);
+        }
+        Ok((conn, rx))
+    }
+
+    /// Opens a session `id` whose Python blocks share one namespace.
+    pub(crate) fn open_session(&self, id: u32) -> Result<()> {
+        let payload = json!({ "user": self.user(), "cwd": WORKSPACE, "env": {} });
+        let (conn, rx) = self.request(protocol::SESSION_OPEN, id, &payload)?;
+        await_session(&conn, id, &rx)
+    }
+
+    /// Replaces session `id`'s process with a fresh one: a clean namespace.
+    pub(crate) fn reset_session(&self, id: u32) -> Result<()> {
+        let (conn, rx) = self.request(protocol::SESSION_RESET, id, &json!({}))?;
+        let r = await_session(&conn, id, &rx);
+        if r.is_ok() {
+            self.lost_sessions.lock().retain(|s| *s != id);
+        }
+        r
+    }
+
+    /// Kills session `id`'s process; best effort.
+    pub(crate) fn close_session(&self, id: u32) {
+        if let Ok(conn) = self.conn() {
+            let _ = conn.send(protocol::SESSION_CLOSE, id, b"");
+        }
+        self.lost_sessions.lock().retain(|s| *s != id);
+    }
+
+    /// True when session `id`'s process was killed (a block would not stop).
+    pub(crate) fn session_lost(&self, id: u32) -> bool {
+        self.lost_sessions.lock().contains(&id)
+    }
+
+    /// Starts a block, in session `session` if given.
+    pub(crate) fn launch_in(&self, l: &Launch<'_>, session: Option<u32>) -> Result<Running> {
+        if let Some(s) = session {
+            if self.session_lost(s) {
+                return Err(Error::SessionLost);
+            }
+        }
+        let id = execution_id(l.n);
+        let payload = json!({
+            "lang": l.language.name(),
+            "file": Workspace::container_path(l.file),
+            "code": l.code,
+            "user": self.user(),
+            "cwd": WORKSPACE,
+            "env": {},
+            "zygote": self.config.zygote,
+            "session": session,
+            "delete": self.config.delete_code_files,
+            "grace_ms": u64::try_from(self.config.session_grace.as_millis()).unwrap_or(u64::MAX),
+        });
+        let (conn, rx) = self.request(protocol::RUN, id, &payload)?;
+        // STARTED comes first; should output or the end ever overtake it, the block has
+        // started all the same, and that event is kept for the source.
+        let mut first = None;
+        match rx.recv_timeout(START_TIMEOUT) {
+            Ok(Event::Started) => {}
+            Ok(e @ (Event::Out(..) | Event::Exit(_))) => first = Some(e),
+            Ok(Event::Refused(msg)) => {
+                return Err(if msg.starts_with("session lost") {
+                    Error::SessionLost
+                } else {
+                    Error::Agent(format!("the agent could not start the block: {msg}"))
+                });
+            }
+            Ok(Event::Lost(why)) => return Err(Error::Agent(format!("the agent is gone: {why}"))),
+            Ok(Event::SessionReady) => {
+                conn.unroute(id);
+                let _ = conn.send(protocol::CANCEL, id, b"");
+                return Err(Error::Agent(
+                    "the agent answered a new block with SESSION_READY".into(),
+                ));
+            }
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                conn.unroute(id);
+                let _ = conn.send(protocol::CANCEL, id, b"");
+                return Err(Error::Timeout {
+                    what: "starting a block in the agent".into(),
+                });
+            }
+        }
+        let exit = Arc::new(OnceLock::new());
+        Ok(Running {
+            output: Box::new(AgentSource {
+                first,
+                rx,
+                exit: Arc::clone(&exit),
+                session: session.map(|s| (s, Arc::clone(&self.lost_sessions))),
+            }),
+            control: Box::new(AgentControl { conn, id, exit }),
+            code_file: self.workspace.path().join(l.file),
+        })
+    }
+}
+
+/// Waits for a session's SESSION_READY.
+fn await_session(conn: &Conn, id: u32, rx: &Receiver<Event>) -> Result<()> {
+    let r = match rx.recv_timeout(START_TIMEOUT) {
+        Ok(Event::SessionReady) => Ok(()),
+        Ok(Event::Refused(msg)) => Err(Error::Agent(format!(
+            "the agent could not start the session: {msg}"
+        ))),
+        Ok(Event::Lost(why)) => Err(Error::Agent(format!("the agent is gone: {why}"))),
+        Ok(other) => Err(Error::Agent(format!(
+            "the agent answered a session request with {other:?}"
+        ))),
+        Err(_) => Err(Error::Timeout {
+            what: "starting a session in the agent".into(),
+        }),
+    };
+    conn.unroute(id);
+    r
+}
+
+/// The protocol's ids are 32 bits; execution numbers wrap there, far beyond any live set.
+pub(crate) fn execution_id(n: u64) -> u32 {
+    (n % u64::from(u32::MAX)) as u32 + 1
+}
+
+impl Runner for AgentRunner {
+    fn launch(&self, launch: &Launch<'_>) -> Result<Running> {
+        self.launch_in(launch, None)
+    }
+
+    fn as_agent(&self) -> Option<&AgentRunner> {
+        Some(self)
+    }
+
+    fn restarted(&self) -> Result<()> {
+        // The restart killed the agent; its reader has seen the end (or soon will). Start a
+        // new one now, so the first block after the restart does not pay for it.
+        let mut slot = self.conn.write();
+        let fresh = Conn::start(&self.client, &self.container)?;
+        let old = std::mem::replace(&mut *slot, fresh);
+        drop(slot);
+        old.shutdown();
+        self.lost_sessions.lock().clear();
+        Ok(())
+    }
+
+    fn teardown(&self) {
+        self.conn.read().shutdown();
+    }
+}
+
+/// A block's output, fed by the connection's reader.
+struct AgentSource {
+    /// An event that arrived before STARTED, handed out first.
+    first: Option<Event>,
+    rx: Receiver<Event>,
+    exit: Arc<OnceLock<ExitInfo>>,
+    /// For a session block: its session, and where to mark the session lost.
+    session: Option<(u32, Arc<Mutex<Vec<u32>>>)>,
+}
+
+impl Source for AgentSource {
+    fn next(&mut self, sink: &mut dyn FnMut(Stream, &[u8])) -> std::result::Result<bool, String> {
+        loop {
+            let event = match self.first.take() {
+                Some(e) => Ok(e),
+                None => self.rx.recv(),
+            };
+            match event {
+                Ok(Event::Out(s, bytes)) => {
+                    sink(s, &bytes);
+                    return Ok(true);
+                }
+                Ok(Event::Exit(info)) => {
+                    if info.session_lost {
+                        if let Some((id, lost)) = &self.session {
+                            lost.lock().push(*id);
+                        }
+                    }
+                    let _ = self.exit.set(info);
+                    return Ok(false);
+                }
+                Ok(Event::Lost(why)) => return Err(why),
+                Ok(_) => {}
+                // The route was removed: the worker cut the stream.
+                Err(_) => return Err("the output was cut".into()),
+            }
+        }
+    }
+}
+
+struct AgentControl {
+    conn: Arc<Conn>,
+    id: u32,
+    exit: Arc<OnceLock<ExitInfo>>,
+}
+
+impl Control for AgentControl {
+    fn kill(&self) {
+        let _ = self.conn.send(protocol::CANCEL, self.id, b"");
+    }
+
+    fn cut(&self) {
+        self.conn.unroute(self.id);
+    }
+
+    fn reap(&self, _killed: bool) -> Reaped {
+        match self.exit.get() {
+            Some(e) => Reaped {
+                code: e.code.or(e.signal.map(|s| 128 + s)),
+                lost: false,
+                oom_killed: e.oom,
+            },
+            None => Reaped {
+                lost: true,
+                ..Reaped::default()
+            },
+        }
+    }
+
+    fn release(&self, _delete_code_file: bool) {
+        // The agent deleted the code file itself when asked (RUN's `delete`).
+        self.conn.unroute(self.id);
+    }
+}

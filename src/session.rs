@@ -1,0 +1,115 @@
+//! [`Session`]: Python blocks that share one namespace, like a notebook's cells.
+
+use crate::code::{CodeBlock, Language};
+use crate::error::{Error, Result};
+use crate::execution::Execution;
+use crate::executor::Executor;
+use crate::output::Output;
+use crate::runner::agent::execution_id;
+
+/// A stateful Python session in an executor's container, from [`Executor::session`].
+///
+/// Its blocks run in one long-lived Python process and share one namespace: a variable, a
+/// function or an import made by one block is there for the next. Each block still returns
+/// an ordinary [`Output`] (stdout, stderr, status); an uncaught exception prints its
+/// traceback on stderr and gives exit code 1, and `sys.exit(n)` gives `n`, and the session
+/// lives on after both.
+///
+/// Blocks of one session run one at a time, in the order they were spawned; sessions and
+/// ordinary blocks of the same executor run in parallel. [`cancel`](Execution::cancel) and the
+/// timeout interrupt the running block with `KeyboardInterrupt` and keep the session's state;
+/// a block that has not stopped within the executor's
+/// [`session_grace`](crate::ExecutorBuilder::session_grace) is killed with its session's
+/// whole process, and later blocks get [`Error::SessionLost`] until [`reset`](Session::reset).
+///
+/// ```no_run
+/// # fn main() -> dockexec::Result<()> {
+/// let executor = dockexec::Executor::builder().start()?;
+/// let session = executor.session()?;
+/// session.run("x = 20")?;
+/// let out = session.run("print(x + 22)")?;
+/// assert_eq!(out.stdout, b"42\n");
+/// session.reset()?; // a clean namespace
+/// assert!(!session.run("print(x)")?.status.success()); // NameError
+/// # Ok(()) }
+/// ```
+///
+/// # Drop
+///
+/// Dropping the session ends its process (a block still running in it is killed).
+#[derive(Debug)]
+pub struct Session<'a> {
+    executor: &'a Executor,
+    n: u64,
+}
+
+impl<'a> Session<'a> {
+    pub(crate) fn new(executor: &'a Executor, n: u64) -> Session<'a> {
+        Session { executor, n }
+    }
+
+    /// This session's number, from the same sequence as its executor's
+    /// [`Execution::id`]s.
+    pub fn id(&self) -> u64 {
+        self.n
+    }
+
+    /// Runs Python `code` in the session to its end.
+    ///
+    /// # Errors
+    /// As [`spawn`](Session::spawn).
+    pub fn run(&self, code: &str) -> Result<Output> {
+        self.spawn(code)?.into_output()
+    }
+
+    /// Queues Python `code` in the session and returns at once; it starts when the blocks
+    /// spawned before it in this session have ended.
+    ///
+    /// # Errors
+    /// [`Error::SessionLost`] when the session's process was killed; [`Error::Stopped`]
+    /// after the executor's `stop()`; [`Error::Agent`] when the agent is gone.
+    pub fn spawn(&self, code: &str) -> Result<Execution> {
+        self.spawn_block(&CodeBlock::new(Language::Python, code))
+    }
+
+    /// Queues a Python [`CodeBlock`] (its `# filename:` line names the file its code is
+    /// saved in, for tracebacks).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a block that is not Python; otherwise as
+    /// [`spawn`](Session::spawn).
+    pub fn spawn_block(&self, block: &CodeBlock) -> Result<Execution> {
+        if block.language()? != Language::Python {
+            return Err(Error::invalid(format!(
+                "sessions run Python blocks, not {}",
+                block.language_tag()
+            )));
+        }
+        self.executor.inner().spawn(block, Some(self.n))
+    }
+
+    /// Replaces the session's process with a fresh one: a clean namespace, and a lost session
+    /// usable again.
+    ///
+    /// # Errors
+    /// [`Error::Agent`] when the agent cannot start a new one.
+    pub fn reset(&self) -> Result<()> {
+        self.agent()?.reset_session(execution_id(self.n))
+    }
+
+    fn agent(&self) -> Result<&crate::runner::agent::AgentRunner> {
+        self.executor
+            .inner()
+            .runner()
+            .as_agent()
+            .ok_or_else(|| Error::Agent("sessions need the in-container agent".into()))
+    }
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        if let Ok(agent) = self.agent() {
+            agent.close_session(execution_id(self.n));
+        }
+    }
+}

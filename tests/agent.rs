@@ -1,0 +1,321 @@
+//! The in-container agent: strategy choice, what only the agent can promise (a tree kill that
+//! nothing escapes, sessions, a faithful zygote), and its failure modes. The rest of the
+//! suite runs against both strategies through `DOCKEXEC_TEST_STRATEGY`.
+mod common;
+
+use std::time::{Duration, Instant};
+
+use dockexec::{CodeBlock, Error, Strategy};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// Asserts success and the exact stdout.
+fn ok(out: &dockexec::Output, stdout: &str) {
+    common::assert_success(out);
+    assert_eq!(out.stdout_lossy(), stdout, "{out:?}");
+}
+
+fn agent_builder(case: &str) -> (dockexec::ExecutorBuilder, common::CaseGuard) {
+    let (mut b, guard) = common::case_builder(case);
+    b.strategy(Strategy::Agent);
+    (b, guard)
+}
+
+#[test]
+fn auto_picks_the_agent_with_python_and_exec_without() {
+    common::watchdog(LIMIT, || {
+        let (mut b, _guard) = common::case_builder("agent-auto");
+        b.strategy(Strategy::Auto);
+        let ex = b.start().unwrap();
+        assert_eq!(ex.strategy(), Strategy::Agent);
+        ok(&ex.run(&CodeBlock::sh("echo hi")).unwrap(), "hi\n");
+        ex.stop().unwrap();
+
+        let (mut b, _guard2) = common::case_builder("agent-auto-busybox");
+        b.image(common::busybox()).strategy(Strategy::Auto);
+        let ex = b.start().unwrap();
+        assert_eq!(ex.strategy(), Strategy::Exec, "busybox has no python");
+        ok(&ex.run(&CodeBlock::sh("echo hi")).unwrap(), "hi\n");
+        ex.stop().unwrap();
+    });
+}
+
+#[test]
+fn a_forced_agent_on_an_image_without_python_is_a_clear_error() {
+    common::watchdog(LIMIT, || {
+        let (mut b, guard) = agent_builder("agent-busybox");
+        b.image(common::busybox());
+        match b.start() {
+            Err(Error::Agent(msg)) => {
+                assert!(msg.contains("neither python3 nor python"), "{msg}")
+            }
+            other => panic!("expected Error::Agent, got {other:?}"),
+        }
+        assert!(
+            common::labelled(common::CASE_LABEL, &guard.value).is_empty(),
+            "a failed start leaves no container"
+        );
+    });
+}
+
+#[test]
+fn cancel_kills_a_child_that_leaves_the_session_and_clears_its_environment() {
+    common::watchdog(LIMIT, || {
+        let (b, _guard) = agent_builder("agent-escape");
+        let ex = b.start().unwrap();
+        let marker = "sleep 1777";
+        let e = ex
+            .spawn(&CodeBlock::sh(format!(
+                "env -i setsid sh -c '{marker}' & \
+                 (sh -c '{marker} & exit 0' &) ; echo up; wait"
+            )))
+            .unwrap();
+        common::await_stdout(&e.chunks(), "up", Duration::from_secs(20));
+        assert!(common::eventually(Duration::from_secs(5), || {
+            common::processes_matching(ex.container_id(), marker).len() >= 2
+        }));
+        e.cancel().unwrap();
+        let out = e.wait().unwrap();
+        assert!(out.status.cancelled(), "{out:?}");
+        assert!(
+            common::eventually(Duration::from_secs(5), || common::processes_matching(
+                ex.container_id(),
+                marker
+            )
+            .is_empty()),
+            "escapers survived: {:?}",
+            common::processes_matching(ex.container_id(), marker)
+        );
+        ok(&ex.run(&CodeBlock::sh("echo next")).unwrap(), "next\n");
+        ex.stop().unwrap();
+    });
+}
+
+#[test]
+fn a_non_root_block_that_kills_everything_it_can_see_ends_only_itself() {
+    common::watchdog(LIMIT, || {
+        let (mut b, _guard) = agent_builder("agent-kill-all");
+        b.user("65534:65534");
+        let ex = b.start().unwrap();
+        // kill(-1) spares the caller: the shell lives on, every other process it may signal
+        // (the uid's other processes) dies; the agent and its shepherds are root's.
+        let bystander = ex.spawn(&CodeBlock::sh("echo up; sleep 1999")).unwrap();
+        common::await_stdout(&bystander.chunks(), "up", Duration::from_secs(20));
+        ok(
+            &ex.run(&CodeBlock::sh("kill -9 -1; echo survived")).unwrap(),
+            "survived\n",
+        );
+        let b = bystander.wait().unwrap();
+        assert_eq!(b.status.signal(), Some(9), "{b:?}");
+        ok(&ex.run(&CodeBlock::sh("echo next")).unwrap(), "next\n");
+        ex.stop().unwrap();
+    });
+}
+
+#[test]
+fn python_blocks_forked_from_the_zygote_are_faithful() {
+    common::watchdog(LIMIT, || {
+        let (b, _guard) = agent_builder("agent-zygote");
+        let ex = b.start().unwrap();
+        let probe = r#"# filename: probe/fidelity.py
+import os, sys, signal, threading, multiprocessing
+print(__name__)
+print(__file__ == sys.argv[0] == "/workspace/probe/fidelity.py", sys.argv)
+print(sys.path[0])
+print(signal.getsignal(signal.SIGINT) is signal.default_int_handler,
+      signal.getsignal(signal.SIGPIPE) == signal.SIG_IGN,
+      signal.getsignal(signal.SIGTERM) == signal.SIG_DFL,
+      signal.getsignal(signal.SIGCHLD) == signal.SIG_DFL)
+t = threading.Thread(target=lambda: print("thread ran")); t.start(); t.join()
+with multiprocessing.Pool(2) as p:
+    print(sum(p.map(abs, [-1, -2, 3])))
+print(os.getcwd(), os.getuid())
+print(sys.stdin.read() == "")
+print(sorted(sys.modules))
+"#;
+        // The same probe through a fresh interpreter, as the reference.
+        let (mut fresh_b, _guard2) = agent_builder("agent-zygote-ref");
+        fresh_b.python_zygote(false);
+        let fresh = fresh_b.start().unwrap();
+        let z = ex.run(&CodeBlock::python(probe)).unwrap();
+        let f = fresh.run(&CodeBlock::python(probe)).unwrap();
+        common::assert_success(&f);
+        assert!(z.status.success(), "{z:?}");
+        let (zl, fl): (Vec<_>, Vec<_>) = (
+            z.stdout_lossy().lines().map(str::to_string).collect(),
+            f.stdout_lossy().lines().map(str::to_string).collect(),
+        );
+        assert_eq!(zl[0], "__main__");
+        assert!(zl[1].starts_with("True"), "{}", zl[1]);
+        assert_eq!(zl[2], "/workspace/probe");
+        assert_eq!(zl[3], "True True True True");
+        assert_eq!(zl[4], "thread ran");
+        assert_eq!(zl[5], "6");
+        assert_eq!(zl[7], "True", "stdin is empty");
+        assert_eq!(zl, fl, "zygote and fresh interpreter differ");
+
+        // Exit codes and tracebacks.
+        let out = ex
+            .run(&CodeBlock::python("import sys\nsys.exit(7)"))
+            .unwrap();
+        assert_eq!(out.status.code(), Some(7));
+        let out = ex
+            .run(&CodeBlock::python(
+                "def f():\n    raise ValueError('boom')\nf()",
+            ))
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = out.stderr_lossy();
+        assert!(
+            err.starts_with("Traceback (most recent call last):"),
+            "{err}"
+        );
+        assert!(err.contains("ValueError: boom"), "{err}");
+        assert!(
+            !err.contains("agent"),
+            "no agent frames in the traceback: {err}"
+        );
+        // A fresh pid each time.
+        let a = ex
+            .run(&CodeBlock::python("import os; print(os.getpid())"))
+            .unwrap();
+        let b = ex
+            .run(&CodeBlock::python("import os; print(os.getpid())"))
+            .unwrap();
+        assert_ne!(a.stdout, b.stdout);
+        ex.stop().unwrap();
+        fresh.stop().unwrap();
+    });
+}
+
+#[test]
+fn session_state_survives_blocks_and_a_cancel_and_reset_clears_it() {
+    common::watchdog(LIMIT, || {
+        let (b, _guard) = agent_builder("agent-session");
+        let ex = b.start().unwrap();
+        let s = ex.session().unwrap();
+        ok(&s.run("x = 41\nimport math").unwrap(), "");
+        ok(
+            &s.run("x += 1\nprint(x, math.pi > 3)").unwrap(),
+            "42 True\n",
+        );
+
+        let e = s
+            .spawn("import time\nprint('sleeping')\ntime.sleep(1000)")
+            .unwrap();
+        common::await_stdout(&e.chunks(), "sleeping", Duration::from_secs(20));
+        e.cancel().unwrap();
+        let out = e.wait().unwrap();
+        assert!(out.status.cancelled(), "{out:?}");
+        assert!(out.stderr_lossy().contains("KeyboardInterrupt"), "{out:?}");
+        ok(&s.run("print(x)").unwrap(), "42\n");
+
+        // An exception and sys.exit are results; the session lives on.
+        let out = s.run("1/0").unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert!(out.stderr_lossy().contains("ZeroDivisionError"), "{out:?}");
+        assert_eq!(
+            s.run("import sys; sys.exit(3)").unwrap().status.code(),
+            Some(3)
+        );
+        ok(&s.run("print(x)").unwrap(), "42\n");
+
+        s.reset().unwrap();
+        let out = s.run("print(x)").unwrap();
+        assert!(out.stderr_lossy().contains("NameError"), "{out:?}");
+        drop(s);
+        ex.stop().unwrap();
+    });
+}
+
+#[test]
+fn a_session_block_that_ignores_the_interrupt_loses_the_session() {
+    common::watchdog(LIMIT, || {
+        let (mut b, _guard) = agent_builder("agent-session-lost");
+        b.session_grace(Duration::from_millis(500));
+        let ex = b.start().unwrap();
+        let s = ex.session().unwrap();
+        s.run("y = 1").unwrap();
+        let e = s
+            .spawn(
+                "print('stubborn')\nwhile True:\n    try:\n        while True: pass\n    \
+                 except KeyboardInterrupt:\n        pass",
+            )
+            .unwrap();
+        common::await_stdout(&e.chunks(), "stubborn", Duration::from_secs(20));
+        let t0 = Instant::now();
+        e.cancel().unwrap();
+        assert!(e.wait().unwrap().status.cancelled());
+        assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+        match s.run("print(y)") {
+            Err(Error::SessionLost) => {}
+            other => panic!("expected SessionLost, got {other:?}"),
+        }
+        s.reset().unwrap();
+        ok(&s.run("print('fresh')").unwrap(), "fresh\n");
+        // Ordinary blocks never noticed.
+        ok(&ex.run(&CodeBlock::sh("echo ok")).unwrap(), "ok\n");
+        drop(s);
+        ex.stop().unwrap();
+    });
+}
+
+#[test]
+fn sessions_run_in_parallel_with_each_other_and_queue_their_own_blocks() {
+    common::watchdog(LIMIT, || {
+        let (b, _guard) = agent_builder("agent-session-par");
+        let ex = b.start().unwrap();
+        let (a, c) = (ex.session().unwrap(), ex.session().unwrap());
+        a.run("v = 'a'").unwrap();
+        c.run("v = 'c'").unwrap();
+        // Queued in order within a session: the second sees the first's assignment.
+        let first = a.spawn("import time\ntime.sleep(0.5)\nv = 'a2'").unwrap();
+        let second = a.spawn("print(v)").unwrap();
+        let other = c.spawn("print(v)").unwrap();
+        ok(&other.into_output().unwrap(), "c\n");
+        assert!(first.wait().unwrap().status.success());
+        ok(&second.into_output().unwrap(), "a2\n");
+        drop((a, c));
+        ex.stop().unwrap();
+    });
+}
+
+#[test]
+fn sessions_need_the_agent() {
+    common::watchdog(LIMIT, || {
+        let (mut b, _guard) = common::case_builder("agent-session-exec");
+        b.strategy(Strategy::Exec);
+        let ex = b.start().unwrap();
+        assert!(matches!(ex.session(), Err(Error::Agent(_))));
+        ex.stop().unwrap();
+    });
+}
+
+#[test]
+fn out_then_err_keeps_its_order() {
+    common::watchdog(LIMIT, || {
+        let (b, _guard) = agent_builder("agent-order");
+        let ex = b.start().unwrap();
+        for i in 0..20 {
+            let out = ex
+                .run(&CodeBlock::python(
+                    "import sys\nprint('out')\nprint('err', file=sys.stderr)",
+                ))
+                .unwrap();
+            assert_eq!(out.merged_lossy(), "out\nerr\n", "run {i}");
+        }
+        ex.stop().unwrap();
+    });
+}
+
+#[test]
+fn a_restart_brings_the_agent_back() {
+    common::watchdog(LIMIT, || {
+        let (b, _guard) = agent_builder("agent-restart");
+        let ex = b.start().unwrap();
+        ok(&ex.run(&CodeBlock::sh("echo before")).unwrap(), "before\n");
+        ex.restart().unwrap();
+        ok(&ex.run(&CodeBlock::sh("echo after")).unwrap(), "after\n");
+        ex.stop().unwrap();
+    });
+}
