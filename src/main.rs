@@ -1,11 +1,12 @@
 //! `dockexec`: run a code file, or the code blocks of a markdown document, in a container.
 
+use std::ffi::OsString;
 use std::io::{self, Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use dockexec::{Chunk, CodeBlock, Executor, Language, PullProgress};
+use dockexec::{Chunk, CodeBlock, Executor, Language, PullPolicy, PullProgress};
 
 const HELP: &str = "\
 dockexec — run code blocks inside a Docker container
@@ -41,23 +42,29 @@ EXIT STATUS:
 ";
 
 struct RunArgs {
-    file: String,
+    file: OsString,
     lang: Option<String>,
     builder: dockexec::ExecutorBuilder,
 }
 
+enum Command {
+    Help,
+    Version,
+    Gc,
+    Run(Box<RunArgs>),
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        None | Some("-h" | "--help" | "help") => {
+    match parse(lexopt::Parser::from_env()) {
+        Ok(Command::Help) => {
             print!("{HELP}");
             ExitCode::SUCCESS
         }
-        Some("-V" | "--version") => {
+        Ok(Command::Version) => {
             println!("dockexec {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Some("gc") => match dockexec::gc(None) {
+        Ok(Command::Gc) => match dockexec::gc(None) {
             Ok(ids) => {
                 for id in &ids {
                     println!("removed {id}");
@@ -67,19 +74,9 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&e),
         },
-        Some("run") => match parse_run(&args[1..]) {
-            Ok(Some(run)) => run_command(run),
-            Ok(None) => {
-                print!("{HELP}");
-                ExitCode::SUCCESS
-            }
-            Err(msg) => {
-                eprintln!("dockexec: {msg}\nTry 'dockexec --help'.");
-                ExitCode::from(2)
-            }
-        },
-        Some(other) => {
-            eprintln!("dockexec: unknown command {other:?}\nTry 'dockexec --help'.");
+        Ok(Command::Run(run)) => run_command(*run),
+        Err(e) => {
+            eprintln!("dockexec: {e}\nTry 'dockexec --help'.");
             ExitCode::from(2)
         }
     }
@@ -96,101 +93,105 @@ fn fail(e: &dockexec::Error) -> ExitCode {
     ExitCode::from(1)
 }
 
-/// `Ok(None)` when help was asked for.
-fn parse_run(args: &[String]) -> Result<Option<RunArgs>, String> {
+fn parse(mut args: lexopt::Parser) -> Result<Command, lexopt::Error> {
+    use lexopt::prelude::*;
+    let command = match args.next()? {
+        None | Some(Short('h') | Long("help")) => return Ok(Command::Help),
+        Some(Short('V') | Long("version")) => return Ok(Command::Version),
+        Some(Value(command)) => command,
+        Some(other) => return Err(other.unexpected()),
+    };
+    match command.to_str() {
+        Some("help") => Ok(Command::Help),
+        Some("run") => parse_run(args),
+        Some("gc") => match args.next()? {
+            None => Ok(Command::Gc),
+            Some(Short('h') | Long("help")) => Ok(Command::Help),
+            Some(other) => Err(other.unexpected()),
+        },
+        _ => Err(format!("unknown command {command:?}").into()),
+    }
+}
+
+fn parse_run(mut args: lexopt::Parser) -> Result<Command, lexopt::Error> {
+    use lexopt::prelude::*;
     let mut builder = Executor::builder();
     let mut file = None;
     let mut lang = None;
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = |name: &str| -> Result<String, String> {
-            inline
-                .clone()
-                .or_else(|| it.next().cloned())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match flag {
-            "-l" | "--lang" => {
-                let v = value(flag)?;
+    while let Some(arg) = args.next()? {
+        match arg {
+            Short('l') | Long("lang") => {
+                let v = args.value()?.string()?;
                 v.parse::<Language>().map_err(|e| e.to_string())?;
                 lang = Some(v);
             }
-            "-i" | "--image" => {
-                builder.image(value(flag)?);
+            Short('i') | Long("image") => {
+                builder.image(args.value()?.string()?);
             }
-            "-t" | "--timeout" => {
-                let v = value(flag)?;
-                let t = if v == "none" {
-                    None
-                } else {
-                    let secs: f64 = v
-                        .parse()
-                        .ok()
-                        .filter(|s: &f64| s.is_finite() && *s > 0.0)
-                        .ok_or_else(|| {
-                            format!("--timeout takes seconds above 0 or `none`, not {v:?}")
-                        })?;
-                    Some(Duration::from_secs_f64(secs))
-                };
-                builder.timeout(t);
+            Short('t') | Long("timeout") => {
+                builder.timeout(timeout(&args.value()?.string()?)?);
             }
-            "-w" | "--work-dir" => {
-                builder.work_dir(value(flag)?);
+            Short('w') | Long("work-dir") => {
+                builder.work_dir(args.value()?);
             }
-            "-e" | "--env" => {
-                let v = value(flag)?;
+            Short('e') | Long("env") => {
+                let v = args.value()?.string()?;
                 let (k, val) = v
                     .split_once('=')
                     .filter(|(k, _)| !k.is_empty())
                     .ok_or_else(|| format!("--env takes KEY=VALUE, not {v:?}"))?;
                 builder.env(k, val);
             }
-            "--network" => {
-                builder.network(value(flag)?);
+            Long("network") => {
+                builder.network(args.value()?.string()?);
             }
-            "--max-output" => {
-                let v = value(flag)?;
-                let cap = if v == "none" {
-                    None
-                } else {
-                    Some(v.parse::<usize>().map_err(|_| {
-                        format!("--max-output takes a byte count or `none`, not {v:?}")
-                    })?)
-                };
-                builder.max_output_bytes(cap);
+            Long("max-output") => {
+                builder.max_output_bytes(max_output(&args.value()?.string()?)?);
             }
-            "--pull" => {
-                let policy = match value(flag)?.as_str() {
-                    "missing" => dockexec::PullPolicy::Missing,
-                    "always" => dockexec::PullPolicy::Always,
-                    "never" => dockexec::PullPolicy::Never,
-                    other => {
-                        return Err(format!(
-                            "--pull takes missing, always or never, not {other:?}"
-                        ));
-                    }
-                };
-                builder.pull_policy(policy);
+            Long("pull") => {
+                builder.pull_policy(pull_policy(&args.value()?.string()?)?);
             }
-            "-h" | "--help" => return Ok(None),
-            f if f.starts_with('-') && f != "-" => return Err(format!("unknown option {f:?}")),
-            _ => {
-                if file.replace(arg.clone()).is_some() {
-                    return Err("run takes one FILE".into());
-                }
-            }
+            Short('h') | Long("help") => return Ok(Command::Help),
+            Value(v) if file.is_none() => file = Some(v),
+            Value(_) => return Err("run takes one FILE".into()),
+            _ => return Err(arg.unexpected()),
         }
     }
     let file = file.ok_or("run needs a FILE (or - for standard input)")?;
-    Ok(Some(RunArgs {
+    Ok(Command::Run(Box::new(RunArgs {
         file,
         lang,
         builder,
-    }))
+    })))
+}
+
+fn timeout(v: &str) -> Result<Option<Duration>, String> {
+    if v == "none" {
+        return Ok(None);
+    }
+    v.parse()
+        .ok()
+        .filter(|s: &f64| s.is_finite() && *s > 0.0)
+        .map(|s| Some(Duration::from_secs_f64(s)))
+        .ok_or_else(|| format!("--timeout takes seconds above 0 or `none`, not {v:?}"))
+}
+
+fn max_output(v: &str) -> Result<Option<usize>, String> {
+    if v == "none" {
+        return Ok(None);
+    }
+    v.parse()
+        .map(Some)
+        .map_err(|_| format!("--max-output takes a byte count or `none`, not {v:?}"))
+}
+
+fn pull_policy(v: &str) -> Result<PullPolicy, String> {
+    match v {
+        "missing" => Ok(PullPolicy::Missing),
+        "always" => Ok(PullPolicy::Always),
+        "never" => Ok(PullPolicy::Never),
+        _ => Err(format!("--pull takes missing, always or never, not {v:?}")),
+    }
 }
 
 fn blocks_of(run: &RunArgs, text: String) -> Result<Vec<CodeBlock>, String> {
@@ -206,7 +207,7 @@ fn blocks_of(run: &RunArgs, text: String) -> Result<Vec<CodeBlock>, String> {
     if markdown && run.lang.is_none() {
         let blocks = dockexec::extract_code_blocks(&text);
         if blocks.is_empty() {
-            return Err(format!("{} holds no fenced code blocks", run.file));
+            return Err(format!("{} holds no fenced code blocks", path.display()));
         }
         return Ok(blocks);
     }
@@ -233,7 +234,7 @@ fn run_command(run: RunArgs) -> ExitCode {
         match std::fs::read(&run.file) {
             Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
             Err(e) => {
-                eprintln!("dockexec: reading {}: {e}", run.file);
+                eprintln!("dockexec: reading {}: {e}", Path::new(&run.file).display());
                 return ExitCode::from(1);
             }
         }
