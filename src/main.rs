@@ -1,10 +1,13 @@
 //! `dockexec`: run a code file, or the code blocks of a markdown document, in a container.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
-use std::io::{self, Read, Write};
+use std::io::{self, IsTerminal, Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use dockexec::{Chunk, CodeBlock, Executor, Language, PullPolicy, PullProgress};
 
@@ -255,9 +258,16 @@ fn run_command(run: RunArgs) -> ExitCode {
     let _ = dockexec::cleanup_on_ctrlc();
 
     let mut builder = run.builder;
-    let tty = io::IsTerminal::is_terminal(&io::stderr());
-    builder.on_pull_progress(move |p: &PullProgress| show_progress(p, tty));
-    let executor = match builder.start() {
+    if io::stderr().is_terminal() {
+        let mut bars = PullBars::new();
+        builder.on_pull_progress(move |p| bars.show(p));
+    } else {
+        builder.on_pull_progress(show_pull_line);
+    }
+    let started = builder.start();
+    // Dropping the bars leaves them as they last were; before anything else goes to stderr.
+    drop(builder);
+    let executor = match started {
         Ok(e) => e,
         Err(e) => return fail(&e),
     };
@@ -297,29 +307,86 @@ fn run_command(run: RunArgs) -> ExitCode {
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 
-fn show_progress(p: &PullProgress, tty: bool) {
-    let layer = p.layer.as_deref().unwrap_or("");
-    let line = match (p.current, p.total) {
-        (Some(c), Some(t)) if t > 0 => {
-            let width = 30usize;
-            let filled = ((c.min(t) * width as u64) / t) as usize;
-            format!(
-                "{layer} {} [{}{}] {:.1}/{:.1} MB",
-                p.status,
-                "=".repeat(filled),
-                " ".repeat(width - filled),
-                c as f64 / 1e6,
-                t as f64 / 1e6
-            )
+/// A pull on a terminal, drawn like `docker pull`: one line per layer with its status, and a
+/// bar with byte counts while it downloads or extracts.
+struct PullBars {
+    multi: MultiProgress,
+    layers: HashMap<String, Layer>,
+    line: ProgressStyle,
+    text: ProgressStyle,
+    bytes: ProgressStyle,
+}
+
+struct Layer {
+    bar: ProgressBar,
+    /// Whether `bar` has the style with byte counts.
+    bytes: bool,
+}
+
+impl PullBars {
+    fn new() -> PullBars {
+        let style = |template| ProgressStyle::with_template(template).expect("a valid template");
+        PullBars {
+            multi: MultiProgress::new(),
+            layers: HashMap::new(),
+            line: style("{msg}"),
+            text: style("{prefix}: {msg}"),
+            bytes: style("{prefix}: {msg:<11} [{bar:40}] {decimal_bytes}/{decimal_total_bytes}")
+                .progress_chars("=> "),
         }
-        _ => format!("{layer} {}", p.status).trim().to_string(),
-    };
-    if tty {
-        eprint!("\r\x1b[2K{line}");
-        if p.status.starts_with("Status:") || p.status.starts_with("Digest:") {
-            eprintln!();
+    }
+
+    fn show(&mut self, p: &PullProgress) {
+        // "<tag>: Pulling from …", "Digest: …", "Status: …": lines in the order they come, so
+        // finished bars rather than `println`, which would put them all above the layers.
+        let Some(layer) = p.layer.as_deref() else {
+            self.line(p.status.clone());
+            return;
+        };
+        if p.status.starts_with("Pulling from") {
+            self.line(format!("{layer}: {}", p.status));
+            return;
         }
-    } else if p.current.is_none() {
-        eprintln!("{line}");
+        let layer = self.layers.entry(layer.to_string()).or_insert_with(|| {
+            let bar = ProgressBar::new(0)
+                .with_style(self.text.clone())
+                .with_prefix(layer.to_string());
+            Layer {
+                bar: self.multi.add(bar),
+                bytes: false,
+            }
+        });
+        if matches!(p.status.as_str(), "Pull complete" | "Already exists") {
+            layer.bar.set_style(self.text.clone());
+            layer.bar.finish_with_message(p.status.clone());
+            return;
+        }
+        // The message first: a redraw may come between any two of these calls.
+        layer.bar.set_message(p.status.clone());
+        let counts = p.current.zip(p.total).filter(|&(_, total)| total > 0);
+        if counts.is_some() != layer.bytes {
+            layer.bytes = counts.is_some();
+            let style = if layer.bytes { &self.bytes } else { &self.text };
+            layer.bar.set_style(style.clone());
+        }
+        if let Some((current, total)) = counts {
+            layer.bar.set_length(total);
+            layer.bar.set_position(current.min(total));
+        }
+    }
+
+    fn line(&self, text: String) {
+        let line = self
+            .multi
+            .add(ProgressBar::new(0).with_style(self.line.clone()));
+        line.finish_with_message(text);
+    }
+}
+
+/// A pull when stderr is not a terminal: one line per event, byte counts left out.
+fn show_pull_line(p: &PullProgress) {
+    if p.current.is_none() {
+        let layer = p.layer.as_deref().unwrap_or("");
+        eprintln!("{}", format!("{layer} {}", p.status).trim());
     }
 }
