@@ -4,8 +4,8 @@
 #   scripts/test.sh [extra cargo test args...]
 #
 # 1. scripts/test-env.sh  (docker daemon, test images, loopback registry; idempotent)
-# 2. cargo test --all-targets "$@"
-# 3. cargo test --doc "$@"
+# 2. cargo test --features cli --all-targets "$@"
+# 3. cargo test --features cli --doc "$@"
 # Exits non-zero if any step fails (both cargo runs are attempted).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -26,10 +26,11 @@ echo "test.sh: DOCKEXEC_TEST_IMAGE=$DOCKEXEC_TEST_IMAGE DOCKEXEC_TEST_BUSYBOX=$D
     "DOCKEXEC_TEST_REGISTRY=$DOCKEXEC_TEST_REGISTRY DOCKEXEC_STRESS_SECS=${DOCKEXEC_STRESS_SECS:-<unset>}" >&2
 
 status=0
-echo "test.sh: cargo test --all-targets $*" >&2
-cargo test --all-targets "$@" || status=$?
-echo "test.sh: cargo test --doc $*" >&2
-cargo test --doc "$@" || { rc=$?; ((status)) || status=$rc; }
+# `cli` builds the binary that tests/cli.rs and tests/orphans.rs run.
+echo "test.sh: cargo test --features cli --all-targets $*" >&2
+cargo test --features cli --all-targets "$@" || status=$?
+echo "test.sh: cargo test --features cli --doc $*" >&2
+cargo test --features cli --doc "$@" || { rc=$?; ((status)) || status=$rc; }
 
 if ((status)); then
     echo "test.sh: FAILED (exit $status)" >&2

@@ -1,11 +1,15 @@
 //! `dockexec`: run a code file, or the code blocks of a markdown document, in a container.
 
-use std::io::{self, Read, Write};
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::io::{self, IsTerminal, Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use dockexec::{Chunk, CodeBlock, Executor, Language, PullProgress};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+use dockexec::{Chunk, CodeBlock, Executor, Language, PullPolicy, PullProgress};
 
 const HELP: &str = "\
 dockexec — run code blocks inside a Docker container
@@ -41,23 +45,29 @@ EXIT STATUS:
 ";
 
 struct RunArgs {
-    file: String,
+    file: OsString,
     lang: Option<String>,
     builder: dockexec::ExecutorBuilder,
 }
 
+enum Command {
+    Help,
+    Version,
+    Gc,
+    Run(Box<RunArgs>),
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        None | Some("-h" | "--help" | "help") => {
+    match parse(lexopt::Parser::from_env()) {
+        Ok(Command::Help) => {
             print!("{HELP}");
             ExitCode::SUCCESS
         }
-        Some("-V" | "--version") => {
+        Ok(Command::Version) => {
             println!("dockexec {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Some("gc") => match dockexec::gc(None) {
+        Ok(Command::Gc) => match dockexec::gc(None) {
             Ok(ids) => {
                 for id in &ids {
                     println!("removed {id}");
@@ -67,19 +77,9 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&e),
         },
-        Some("run") => match parse_run(&args[1..]) {
-            Ok(Some(run)) => run_command(run),
-            Ok(None) => {
-                print!("{HELP}");
-                ExitCode::SUCCESS
-            }
-            Err(msg) => {
-                eprintln!("dockexec: {msg}\nTry 'dockexec --help'.");
-                ExitCode::from(2)
-            }
-        },
-        Some(other) => {
-            eprintln!("dockexec: unknown command {other:?}\nTry 'dockexec --help'.");
+        Ok(Command::Run(run)) => run_command(*run),
+        Err(e) => {
+            eprintln!("dockexec: {e}\nTry 'dockexec --help'.");
             ExitCode::from(2)
         }
     }
@@ -96,101 +96,105 @@ fn fail(e: &dockexec::Error) -> ExitCode {
     ExitCode::from(1)
 }
 
-/// `Ok(None)` when help was asked for.
-fn parse_run(args: &[String]) -> Result<Option<RunArgs>, String> {
+fn parse(mut args: lexopt::Parser) -> Result<Command, lexopt::Error> {
+    use lexopt::prelude::*;
+    let command = match args.next()? {
+        None | Some(Short('h') | Long("help")) => return Ok(Command::Help),
+        Some(Short('V') | Long("version")) => return Ok(Command::Version),
+        Some(Value(command)) => command,
+        Some(other) => return Err(other.unexpected()),
+    };
+    match command.to_str() {
+        Some("help") => Ok(Command::Help),
+        Some("run") => parse_run(args),
+        Some("gc") => match args.next()? {
+            None => Ok(Command::Gc),
+            Some(Short('h') | Long("help")) => Ok(Command::Help),
+            Some(other) => Err(other.unexpected()),
+        },
+        _ => Err(format!("unknown command {command:?}").into()),
+    }
+}
+
+fn parse_run(mut args: lexopt::Parser) -> Result<Command, lexopt::Error> {
+    use lexopt::prelude::*;
     let mut builder = Executor::builder();
     let mut file = None;
     let mut lang = None;
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = |name: &str| -> Result<String, String> {
-            inline
-                .clone()
-                .or_else(|| it.next().cloned())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match flag {
-            "-l" | "--lang" => {
-                let v = value(flag)?;
+    while let Some(arg) = args.next()? {
+        match arg {
+            Short('l') | Long("lang") => {
+                let v = args.value()?.string()?;
                 v.parse::<Language>().map_err(|e| e.to_string())?;
                 lang = Some(v);
             }
-            "-i" | "--image" => {
-                builder.image(value(flag)?);
+            Short('i') | Long("image") => {
+                builder.image(args.value()?.string()?);
             }
-            "-t" | "--timeout" => {
-                let v = value(flag)?;
-                let t = if v == "none" {
-                    None
-                } else {
-                    let secs: f64 = v
-                        .parse()
-                        .ok()
-                        .filter(|s: &f64| s.is_finite() && *s > 0.0)
-                        .ok_or_else(|| {
-                            format!("--timeout takes seconds above 0 or `none`, not {v:?}")
-                        })?;
-                    Some(Duration::from_secs_f64(secs))
-                };
-                builder.timeout(t);
+            Short('t') | Long("timeout") => {
+                builder.timeout(timeout(&args.value()?.string()?)?);
             }
-            "-w" | "--work-dir" => {
-                builder.work_dir(value(flag)?);
+            Short('w') | Long("work-dir") => {
+                builder.work_dir(args.value()?);
             }
-            "-e" | "--env" => {
-                let v = value(flag)?;
+            Short('e') | Long("env") => {
+                let v = args.value()?.string()?;
                 let (k, val) = v
                     .split_once('=')
                     .filter(|(k, _)| !k.is_empty())
                     .ok_or_else(|| format!("--env takes KEY=VALUE, not {v:?}"))?;
                 builder.env(k, val);
             }
-            "--network" => {
-                builder.network(value(flag)?);
+            Long("network") => {
+                builder.network(args.value()?.string()?);
             }
-            "--max-output" => {
-                let v = value(flag)?;
-                let cap = if v == "none" {
-                    None
-                } else {
-                    Some(v.parse::<usize>().map_err(|_| {
-                        format!("--max-output takes a byte count or `none`, not {v:?}")
-                    })?)
-                };
-                builder.max_output_bytes(cap);
+            Long("max-output") => {
+                builder.max_output_bytes(max_output(&args.value()?.string()?)?);
             }
-            "--pull" => {
-                let policy = match value(flag)?.as_str() {
-                    "missing" => dockexec::PullPolicy::Missing,
-                    "always" => dockexec::PullPolicy::Always,
-                    "never" => dockexec::PullPolicy::Never,
-                    other => {
-                        return Err(format!(
-                            "--pull takes missing, always or never, not {other:?}"
-                        ));
-                    }
-                };
-                builder.pull_policy(policy);
+            Long("pull") => {
+                builder.pull_policy(pull_policy(&args.value()?.string()?)?);
             }
-            "-h" | "--help" => return Ok(None),
-            f if f.starts_with('-') && f != "-" => return Err(format!("unknown option {f:?}")),
-            _ => {
-                if file.replace(arg.clone()).is_some() {
-                    return Err("run takes one FILE".into());
-                }
-            }
+            Short('h') | Long("help") => return Ok(Command::Help),
+            Value(v) if file.is_none() => file = Some(v),
+            Value(_) => return Err("run takes one FILE".into()),
+            _ => return Err(arg.unexpected()),
         }
     }
     let file = file.ok_or("run needs a FILE (or - for standard input)")?;
-    Ok(Some(RunArgs {
+    Ok(Command::Run(Box::new(RunArgs {
         file,
         lang,
         builder,
-    }))
+    })))
+}
+
+fn timeout(v: &str) -> Result<Option<Duration>, String> {
+    if v == "none" {
+        return Ok(None);
+    }
+    v.parse()
+        .ok()
+        .filter(|s: &f64| s.is_finite() && *s > 0.0)
+        .map(|s| Some(Duration::from_secs_f64(s)))
+        .ok_or_else(|| format!("--timeout takes seconds above 0 or `none`, not {v:?}"))
+}
+
+fn max_output(v: &str) -> Result<Option<usize>, String> {
+    if v == "none" {
+        return Ok(None);
+    }
+    v.parse()
+        .map(Some)
+        .map_err(|_| format!("--max-output takes a byte count or `none`, not {v:?}"))
+}
+
+fn pull_policy(v: &str) -> Result<PullPolicy, String> {
+    match v {
+        "missing" => Ok(PullPolicy::Missing),
+        "always" => Ok(PullPolicy::Always),
+        "never" => Ok(PullPolicy::Never),
+        _ => Err(format!("--pull takes missing, always or never, not {v:?}")),
+    }
 }
 
 fn blocks_of(run: &RunArgs, text: String) -> Result<Vec<CodeBlock>, String> {
@@ -206,7 +210,7 @@ fn blocks_of(run: &RunArgs, text: String) -> Result<Vec<CodeBlock>, String> {
     if markdown && run.lang.is_none() {
         let blocks = dockexec::extract_code_blocks(&text);
         if blocks.is_empty() {
-            return Err(format!("{} holds no fenced code blocks", run.file));
+            return Err(format!("{} holds no fenced code blocks", path.display()));
         }
         return Ok(blocks);
     }
@@ -233,7 +237,7 @@ fn run_command(run: RunArgs) -> ExitCode {
         match std::fs::read(&run.file) {
             Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
             Err(e) => {
-                eprintln!("dockexec: reading {}: {e}", run.file);
+                eprintln!("dockexec: reading {}: {e}", Path::new(&run.file).display());
                 return ExitCode::from(1);
             }
         }
@@ -254,9 +258,16 @@ fn run_command(run: RunArgs) -> ExitCode {
     let _ = dockexec::cleanup_on_ctrlc();
 
     let mut builder = run.builder;
-    let tty = io::IsTerminal::is_terminal(&io::stderr());
-    builder.on_pull_progress(move |p: &PullProgress| show_progress(p, tty));
-    let executor = match builder.start() {
+    if io::stderr().is_terminal() {
+        let mut bars = PullBars::new();
+        builder.on_pull_progress(move |p| bars.show(p));
+    } else {
+        builder.on_pull_progress(show_pull_line);
+    }
+    let started = builder.start();
+    // Dropping the bars leaves them as they last were; before anything else goes to stderr.
+    drop(builder);
+    let executor = match started {
         Ok(e) => e,
         Err(e) => return fail(&e),
     };
@@ -296,29 +307,86 @@ fn run_command(run: RunArgs) -> ExitCode {
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 
-fn show_progress(p: &PullProgress, tty: bool) {
-    let layer = p.layer.as_deref().unwrap_or("");
-    let line = match (p.current, p.total) {
-        (Some(c), Some(t)) if t > 0 => {
-            let width = 30usize;
-            let filled = ((c.min(t) * width as u64) / t) as usize;
-            format!(
-                "{layer} {} [{}{}] {:.1}/{:.1} MB",
-                p.status,
-                "=".repeat(filled),
-                " ".repeat(width - filled),
-                c as f64 / 1e6,
-                t as f64 / 1e6
-            )
+/// A pull on a terminal, drawn like `docker pull`: one line per layer with its status, and a
+/// bar with byte counts while it downloads or extracts.
+struct PullBars {
+    multi: MultiProgress,
+    layers: HashMap<String, Layer>,
+    line: ProgressStyle,
+    text: ProgressStyle,
+    bytes: ProgressStyle,
+}
+
+struct Layer {
+    bar: ProgressBar,
+    /// Whether `bar` has the style with byte counts.
+    bytes: bool,
+}
+
+impl PullBars {
+    fn new() -> PullBars {
+        let style = |template| ProgressStyle::with_template(template).expect("a valid template");
+        PullBars {
+            multi: MultiProgress::new(),
+            layers: HashMap::new(),
+            line: style("{msg}"),
+            text: style("{prefix}: {msg}"),
+            bytes: style("{prefix}: {msg:<11} [{bar:40}] {decimal_bytes}/{decimal_total_bytes}")
+                .progress_chars("=> "),
         }
-        _ => format!("{layer} {}", p.status).trim().to_string(),
-    };
-    if tty {
-        eprint!("\r\x1b[2K{line}");
-        if p.status.starts_with("Status:") || p.status.starts_with("Digest:") {
-            eprintln!();
+    }
+
+    fn show(&mut self, p: &PullProgress) {
+        // "<tag>: Pulling from …", "Digest: …", "Status: …": lines in the order they come, so
+        // finished bars rather than `println`, which would put them all above the layers.
+        let Some(layer) = p.layer.as_deref() else {
+            self.line(p.status.clone());
+            return;
+        };
+        if p.status.starts_with("Pulling from") {
+            self.line(format!("{layer}: {}", p.status));
+            return;
         }
-    } else if p.current.is_none() {
-        eprintln!("{line}");
+        let layer = self.layers.entry(layer.to_string()).or_insert_with(|| {
+            let bar = ProgressBar::new(0)
+                .with_style(self.text.clone())
+                .with_prefix(layer.to_string());
+            Layer {
+                bar: self.multi.add(bar),
+                bytes: false,
+            }
+        });
+        if matches!(p.status.as_str(), "Pull complete" | "Already exists") {
+            layer.bar.set_style(self.text.clone());
+            layer.bar.finish_with_message(p.status.clone());
+            return;
+        }
+        // The message first: a redraw may come between any two of these calls.
+        layer.bar.set_message(p.status.clone());
+        let counts = p.current.zip(p.total).filter(|&(_, total)| total > 0);
+        if counts.is_some() != layer.bytes {
+            layer.bytes = counts.is_some();
+            let style = if layer.bytes { &self.bytes } else { &self.text };
+            layer.bar.set_style(style.clone());
+        }
+        if let Some((current, total)) = counts {
+            layer.bar.set_length(total);
+            layer.bar.set_position(current.min(total));
+        }
+    }
+
+    fn line(&self, text: String) {
+        let line = self
+            .multi
+            .add(ProgressBar::new(0).with_style(self.line.clone()));
+        line.finish_with_message(text);
+    }
+}
+
+/// A pull when stderr is not a terminal: one line per event, byte counts left out.
+fn show_pull_line(p: &PullProgress) {
+    if p.current.is_none() {
+        let layer = p.layer.as_deref().unwrap_or("");
+        eprintln!("{}", format!("{layer} {}", p.status).trim());
     }
 }

@@ -819,63 +819,42 @@ fn encode_path(s: &str) -> String {
     out
 }
 
-/// A ustar archive holding one regular file; enough for `archive_put` of a code file.
+/// A tar archive holding one regular file; enough for `archive_put` of a code file. A name
+/// over 100 bytes gets a GNU long-name entry, which the daemon reads.
 pub(crate) fn tar_one_file(name: &str, data: &[u8], mode: u32) -> Result<Vec<u8>> {
-    if name.is_empty() || name.len() > 100 {
-        return Err(Error::invalid(format!(
-            "tar entry name must be 1 to 100 bytes, got {:?}",
-            name
-        )));
+    if name.is_empty() {
+        return Err(Error::invalid("tar entry name must not be empty"));
     }
-    let mut h = [0u8; 512];
-    h[..name.len()].copy_from_slice(name.as_bytes());
-    let octal = |field: &mut [u8], v: u64| {
-        let s = format!("{:0width$o}\0", v, width = field.len() - 1);
-        field.copy_from_slice(s.as_bytes());
-    };
-    octal(&mut h[100..108], u64::from(mode));
-    octal(&mut h[108..116], 0);
-    octal(&mut h[116..124], 0);
-    octal(&mut h[124..136], data.len() as u64);
-    octal(&mut h[136..148], 0);
-    h[156] = b'0';
-    h[257..263].copy_from_slice(b"ustar\0");
-    h[263..265].copy_from_slice(b"00");
-    h[148..156].copy_from_slice(b"        ");
-    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-    let s = format!("{sum:06o}\0 ");
-    h[148..156].copy_from_slice(s.as_bytes());
-    let mut out = Vec::with_capacity(512 + data.len() + 1536);
-    out.extend_from_slice(&h);
-    out.extend_from_slice(data);
-    out.resize(out.len().next_multiple_of(512), 0);
-    out.extend_from_slice(&[0u8; 1024]);
-    Ok(out)
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_size(data.len() as u64);
+    header.set_mode(mode);
+    let mut archive = tar::Builder::new(Vec::with_capacity(data.len() + 2560));
+    archive
+        .append_data(&mut header, name, data)
+        .and_then(|()| archive.into_inner())
+        .map_err(|e| Error::invalid(format!("tar entry {name:?}: {e}")))
 }
 
-/// The first regular file of a tar archive: `(name, contents)`.
+/// The first regular file of a tar archive: `(name, contents)`. Entries of other kinds
+/// (directories, links) before it are skipped.
 pub(crate) fn untar_first_file(tar: &[u8]) -> Result<(String, Vec<u8>)> {
-    let mut off = 0;
-    while off + 512 <= tar.len() {
-        let h = &tar[off..off + 512];
-        if h.iter().all(|&b| b == 0) {
-            break;
+    let bad = |e: std::io::Error| Error::protocol_from("bad tar archive", e);
+    let mut archive = tar::Archive::new(tar);
+    for entry in archive.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        if entry.header().entry_type() != tar::EntryType::Regular {
+            continue;
         }
-        let name_end = h[..100].iter().position(|&b| b == 0).unwrap_or(100);
-        let name = String::from_utf8_lossy(&h[..name_end]).into_owned();
-        let size_field = String::from_utf8_lossy(&h[124..136]);
-        let size = u64::from_str_radix(size_field.trim_matches(|c: char| c == '\0' || c == ' '), 8)
-            .map_err(|_| Error::protocol(format!("bad tar size field {size_field:?}")))?
-            as usize;
-        let data_start = off + 512;
-        let data_end = data_start
-            .checked_add(size)
-            .filter(|&e| e <= tar.len())
-            .ok_or_else(|| Error::protocol("tar entry runs past the archive"))?;
-        if h[156] == b'0' || h[156] == 0 {
-            return Ok((name, tar[data_start..data_end].to_vec()));
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        // The size comes from the archive: never trust it for an allocation beyond its length.
+        let mut data = Vec::with_capacity(tar.len().min(entry.size() as usize));
+        std::io::Read::read_to_end(&mut entry, &mut data).map_err(bad)?;
+        // A short read is the end of the input, not of the entry.
+        if data.len() as u64 != entry.size() {
+            return Err(Error::protocol("tar entry runs past the archive"));
         }
-        off = data_start + size.next_multiple_of(512);
+        return Ok((name, data));
     }
     Err(Error::protocol("tar archive holds no regular file"))
 }
@@ -953,13 +932,62 @@ mod tests {
         let (name, data) = untar_first_file(&tar).unwrap();
         assert_eq!(name, "hello.txt");
         assert_eq!(data, b"hi\xff\n");
-        assert!(untar_first_file(&[0u8; 1024]).is_err());
+        let header = tar::Archive::new(&tar[..])
+            .entries()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .header()
+            .clone();
+        assert_eq!(header.mode().unwrap(), 0o644);
+        assert!(matches!(
+            tar_one_file("", b"", 0o644),
+            Err(Error::InvalidInput(_))
+        ));
+    }
+
+    #[test]
+    fn tar_long_name() {
+        let name = "n".repeat(300);
+        let tar = tar_one_file(&name, b"long", 0o600).unwrap();
+        assert_eq!(untar_first_file(&tar).unwrap(), (name, b"long".to_vec()));
+    }
+
+    #[test]
+    fn untar_malformed_is_a_protocol_error() {
+        let protocol = |tar: &[u8]| matches!(untar_first_file(tar), Err(Error::Protocol { .. }));
+        assert!(protocol(&[0u8; 1024]), "no entry at all");
+        assert!(protocol(b""), "empty input");
         let big = tar_one_file("big", &[7u8; 1000], 0o644).unwrap();
-        assert!(
-            untar_first_file(&big[..600]).is_err(),
-            "entry runs past the end"
+        assert!(protocol(&big[..600]), "entry runs past the end");
+        let mut garbled = big.clone();
+        garbled[0..8].copy_from_slice(b"garbage!");
+        assert!(protocol(&garbled), "header checksum mismatch");
+        assert!(protocol(&[0xffu8; 512]), "not a tar header at all");
+    }
+
+    #[test]
+    fn untar_skips_a_directory_entry_first() {
+        let mut archive = tar::Builder::new(Vec::new());
+        let mut dir = tar::Header::new_gnu();
+        dir.set_entry_type(tar::EntryType::Directory);
+        dir.set_size(0);
+        archive.append_data(&mut dir, "d/", &b""[..]).unwrap();
+        let mut file = tar::Header::new_gnu();
+        file.set_size(3);
+        archive.append_data(&mut file, "d/f", &b"abc"[..]).unwrap();
+        let tar = archive.into_inner().unwrap();
+        assert_eq!(
+            untar_first_file(&tar).unwrap(),
+            ("d/f".to_string(), b"abc".to_vec())
         );
-        assert!(tar_one_file("", b"", 0o644).is_err());
+
+        // A directory alone holds no regular file.
+        let mut archive = tar::Builder::new(Vec::new());
+        archive.append_data(&mut dir, "d/", &b""[..]).unwrap();
+        let tar = archive.into_inner().unwrap();
+        assert!(matches!(untar_first_file(&tar), Err(Error::Protocol { .. })));
     }
 
     #[test]

@@ -204,6 +204,22 @@ fn archive_put_and_get() {
 }
 
 #[test]
+fn archive_long_name_both_ways() {
+    // Over ustar's 100-byte name field: a GNU long name going in, whatever the daemon uses
+    // (PAX) coming back.
+    let c = client();
+    let ctr = running_container(&c);
+    let name = format!("{}.txt", "long-name-".repeat(20));
+    let tar = api::tar_one_file(&name, b"far\n", 0o644).unwrap();
+    c.archive_put(&ctr.id, "/tmp", tar).unwrap();
+    let back = c.archive_get(&ctr.id, &format!("/tmp/{name}")).unwrap();
+    assert_eq!(
+        api::untar_first_file(&back).unwrap(),
+        (name, b"far\n".to_vec())
+    );
+}
+
+#[test]
 fn list_by_label() {
     let c = client();
     let ctr = running_container(&c);

@@ -158,7 +158,7 @@ impl Executor {
     /// symlink inside the container is resolved inside the container.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for a path without a file name or a name over 100 bytes;
+    /// [`Error::InvalidInput`] for a path without a file name;
     /// [`Error::Docker`] when the directory does not exist or cannot be written.
     pub fn put_file(&self, path: &str, contents: &[u8]) -> Result<()> {
         let (dir, name) = workspace::split_container_path(path)?;

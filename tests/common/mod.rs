@@ -348,6 +348,10 @@ pub fn example_bin(name: &str) -> std::path::PathBuf {
     if !cfg!(debug_assertions) {
         cmd.arg("--release");
     }
+    // The features these tests were built with: another set would rebuild the library.
+    if cfg!(feature = "cli") {
+        cmd.args(["--features", "cli"]);
+    }
     let out = cmd.output().expect("run cargo build --example");
     assert!(
         out.status.success(),
