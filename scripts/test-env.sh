@@ -112,10 +112,10 @@ apt_install() {
     if [[ ! -e $policy ]]; then
         printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && added_policy=1
     fi
-    local rc=0
+    local rc=0 wait=(-o DPkg::Lock::Timeout=300)
     {
-        apt-get update -q &&
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
+        apt-get "${wait[@]}" update -q &&
+            DEBIAN_FRONTEND=noninteractive apt-get "${wait[@]}" install -y -q --no-install-recommends "$@"
     } >&2 || rc=$?
     ((added_policy)) && rm -f "$policy"
     ((rc == 0)) || die "apt-get install $* failed (rc=$rc)"
@@ -212,6 +212,19 @@ cleanup() {
     for d in "${WORKDIRS[@]+"${WORKDIRS[@]}"}"; do remove_tree "$d"; done
 }
 
+# lock SECONDS: serialize runs of this script (parallel CI jobs on one machine). Everything
+# that changes the machine happens under it: apt and its policy-rc.d guard (one run must not
+# remove the guard while another run's apt is starting services), the daemon and registry
+# start-up and the image builds.
+lock() {
+    have flock || die "flock (util-linux) not found"
+    exec 9>"$STATE/lock"
+    if ! flock -n 9; then
+        log "another test-env.sh run holds $STATE/lock, waiting (max $1 s)"
+        flock -w "$1" 9 || die "could not lock $STATE/lock"
+    fi
+}
+
 # ------------------------------------------------------------------ --down ---
 
 stop_pidfile() { # stop_pidfile FILE COMM NAME
@@ -235,11 +248,7 @@ stop_pidfile() { # stop_pidfile FILE COMM NAME
 
 down() {
     mkdir -p "$STATE"
-    exec 9>"$STATE/lock"
-    if ! flock -n 9; then
-        log "another test-env.sh run holds $STATE/lock, waiting (max 600 s)"
-        flock -w 600 9 || die "could not lock $STATE/lock"
-    fi
+    lock 600
     stop_pidfile "$STATE/registry.pid" docker-registry registry
     stop_pidfile "$STATE/dockerd.pid" dockerd dockerd
     log "down"
@@ -264,7 +273,6 @@ install_missing_packages() {
     if ! have docker-registry && [[ $(registry_status /v2/) != 200 ]]; then
         pkgs+=(docker-registry)
     fi
-    have flock || pkgs+=(util-linux)
     apt_install "${pkgs[@]+"${pkgs[@]}"}"
 }
 
@@ -475,14 +483,14 @@ main() {
     esac
     mkdir -p "$STATE"
     trap cleanup EXIT
-    install_missing_packages
-    have flock || die "flock (util-linux) not found"
-    # serialize concurrent runs (parallel CI jobs on one machine)
-    exec 9>"$STATE/lock"
-    if ! flock -n 9; then
-        log "another test-env.sh run holds $STATE/lock, waiting (max 900 s)"
-        flock -w 900 9 || die "could not lock $STATE/lock"
+    if ! have flock; then
+        # flock is util-linux's (essential on Debian, so this is rare). There is no lock to
+        # take yet: install util-linux alone, which starts no service, then lock.
+        log "flock not found: installing util-linux before taking the lock"
+        apt_install util-linux
     fi
+    lock 900
+    install_missing_packages
     ensure_daemon
     have docker || die "docker CLI not found"
     ensure_python_image
