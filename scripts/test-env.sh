@@ -5,13 +5,17 @@
 #   1. a Docker daemon answering on /var/run/docker.sock (reused if already up,
 #      else `dockerd --bridge=none --iptables=false --ip6tables=false` is started,
 #      installing docker.io from apt first when needed);
-#   2. dockexec-test/python:latest  - debootstrap'ed minimal Debian + python3-minimal
-#      (also tagged python:3-slim when that tag does not exist, so the library's
-#      default image works offline);
+#   2. dockexec-test/python:latest  - debootstrap'ed minimal Debian + Debian's full python3
+#      (ctypes, multiprocessing and the whole standard library, like python:3-slim; also
+#      tagged python:3-slim when that tag does not exist, so the library's default image
+#      works offline);
 #   3. dockexec-test/busybox:latest - FROM scratch + Debian's static busybox, no python;
 #   4. a loopback-only registry (Debian's docker-registry) on 127.0.0.1:5000 holding
 #      127.0.0.1:5000/dockexec/python:latest and 127.0.0.1:5000/dockexec/busybox:latest
 #      (local tags of those references are removed so tests really pull them).
+#
+# Each image carries a `dockexec.test.image` label naming its recipe: an
+# image built by an older recipe is rebuilt (and re-pushed) automatically.
 #
 # Nothing is ever pulled from / pushed to anything but 127.0.0.1:5000.
 #
@@ -38,6 +42,11 @@ BB_IMAGE=dockexec-test/busybox:latest
 SLIM_TAG=python:3-slim
 # local image -> repository in the loopback registry (tag is always "latest")
 declare -A REG_REPO=([$PY_IMAGE]=dockexec/python [$BB_IMAGE]=dockexec/busybox)
+# The `dockexec.test.image` label of an image built by the current recipe. Change the value
+# whenever a recipe below changes, so existing images are rebuilt.
+#   python-2: Debian's full python3 (python-1, unlabelled, had python3-minimal: no ctypes)
+STAMP_LABEL=dockexec.test.image
+declare -A STAMP=([$PY_IMAGE]=python-2 [$BB_IMAGE]=busybox-1)
 MANIFEST_ACCEPT='application/vnd.docker.distribution.manifest.v2+json'
 DAEMON_WAIT=60
 REGISTRY_WAIT=30
@@ -82,6 +91,16 @@ daemon_up() { [[ -S $SOCK ]] && [[ "$(engine_get /_ping 2>/dev/null)" == OK ]]; 
 
 # image_exists REF (via the Engine API, so it works before the CLI is installed)
 image_exists() { engine_get "/images/$1/json" >/dev/null 2>&1; }
+
+# has_stamp REF [VALUE]: REF exists and carries our recipe label (with VALUE, if given).
+has_stamp() {
+    local json
+    json=$(engine_get "/images/$1/json" 2>/dev/null) || return 1
+    [[ $json == *"\"$STAMP_LABEL\":\"${2:-}"* ]]
+}
+
+# image_current REF: REF exists and was built by the current recipe.
+image_current() { has_stamp "$1" "${STAMP[$1]}\""; }
 
 # HTTP status code of GET $REG_URL$1 ("000" when nothing answers)
 registry_status() {
@@ -225,6 +244,34 @@ lock() {
     fi
 }
 
+# image_id REF: the full image ID of REF, empty when there is no such image.
+image_id() { docker image inspect -f '{{.Id}}' "$1" 2>/dev/null || true; }
+
+# replaced IMAGE: note that IMAGE exists but was built by an older recipe; its ID goes to
+# OLD_IDS, for forget_old_images once nothing of ours points at it any more.
+OLD_IDS=()
+replaced() {
+    local id
+    id=$(image_id "$1")
+    [[ -n $id ]] || return 0
+    OLD_IDS+=("$id")
+    log "$1 (${id:7:12}) is from an older recipe (want label $STAMP_LABEL=${STAMP[$1]}): rebuilding"
+}
+
+# forget_old_images: remove the builds this run replaced, unless something still uses or
+# tags them (a running container keeps its image; a tag that is not ours stays).
+forget_old_images() {
+    local id tags
+    for id in "${OLD_IDS[@]+"${OLD_IDS[@]}"}"; do
+        tags=$(docker image inspect -f '{{len .RepoTags}}' "$id" 2>/dev/null) || continue
+        if [[ $tags == 0 ]] && docker rmi "$id" >/dev/null 2>&1; then
+            log "removed the replaced build ${id:7:12}"
+        else
+            log "kept the replaced build ${id:7:12} (still tagged or used by a container)"
+        fi
+    done
+}
+
 # ------------------------------------------------------------------ --down ---
 
 stop_pidfile() { # stop_pidfile FILE COMM NAME
@@ -264,10 +311,10 @@ install_missing_packages() {
     daemon_up && up=1
     if { ((up == 0)) && ! have dockerd; } || ! have docker; then pkgs+=(docker.io); fi
     have curl || pkgs+=(curl ca-certificates)
-    if ((up == 0)) || ! image_exists "$PY_IMAGE"; then
+    if ((up == 0)) || ! image_current "$PY_IMAGE"; then
         have debootstrap || pkgs+=(debootstrap)
     fi
-    if ((up == 0)) || ! image_exists "$BB_IMAGE"; then
+    if ((up == 0)) || ! image_current "$BB_IMAGE"; then
         static_busybox >/dev/null || pkgs+=(busybox-static)
     fi
     if ! have docker-registry && [[ $(registry_status /v2/) != 200 ]]; then
@@ -323,16 +370,19 @@ ensure_daemon() {
 }
 
 ensure_python_image() {
-    if image_exists "$PY_IMAGE"; then
-        log "$PY_IMAGE present"
+    if image_current "$PY_IMAGE"; then
+        log "$PY_IMAGE present ($STAMP_LABEL=${STAMP[$PY_IMAGE]})"
     else
+        replaced "$PY_IMAGE"
         have debootstrap || die "debootstrap not found"
         local mirror suite rootfs t0=$SECONDS
         read -r mirror suite < <(detect_mirror)
         rootfs=$(mktemp -d "$STATE/rootfs.XXXXXX")
         WORKDIRS+=("$rootfs")
-        log "building $PY_IMAGE: debootstrap --variant=minbase --include=python3-minimal $suite from $mirror (takes ~30 s)"
-        if ! debootstrap --variant=minbase --include=python3-minimal "$suite" "$rootfs" "$mirror" \
+        # python3, not python3-minimal: ctypes, multiprocessing and the rest of the standard
+        # library, as in the real python:3-slim.
+        log "building $PY_IMAGE: debootstrap --variant=minbase --include=python3 $suite from $mirror (takes ~1.5 min)"
+        if ! debootstrap --variant=minbase --include=python3 "$suite" "$rootfs" "$mirror" \
             >"$STATE/debootstrap.log" 2>&1; then
             log "debootstrap failed; last lines of $STATE/debootstrap.log:"
             tail -n 30 "$STATE/debootstrap.log" >&2 || true
@@ -344,7 +394,8 @@ ensure_python_image() {
             "$rootfs"/var/lib/apt/lists/* "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* \
             "$rootfs"/usr/share/info/* "$rootfs"/debootstrap
         import_dir "$rootfs" "$PY_IMAGE" 'CMD ["/bin/sh"]' 'ENV LANG=C.UTF-8' \
-            'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+            'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+            "LABEL $STAMP_LABEL=${STAMP[$PY_IMAGE]}"
         remove_tree "$rootfs"
         log "built $PY_IMAGE in $((SECONDS - t0)) s"
     fi
@@ -355,15 +406,16 @@ ensure_python_image() {
         log "tagged $PY_IMAGE as $SLIM_TAG"
     fi
     local out
-    out=$(docker run --rm --network none "$PY_IMAGE" python3 -c 'print(1)' 2>&1) || true
-    [[ $out == 1 ]] || die "python3 does not work in $PY_IMAGE: $out"
-    log "$PY_IMAGE runs python3 (--network none)"
+    out=$(docker run --rm --network none "$PY_IMAGE" python3 -c 'import ctypes, multiprocessing; print(1)' 2>&1) || true
+    [[ $out == 1 ]] || die "python3 cannot import ctypes and multiprocessing in $PY_IMAGE: $out"
+    log "$PY_IMAGE runs python3 with ctypes and multiprocessing (--network none)"
 }
 
 ensure_busybox_image() {
-    if image_exists "$BB_IMAGE"; then
-        log "$BB_IMAGE present"
+    if image_current "$BB_IMAGE"; then
+        log "$BB_IMAGE present ($STAMP_LABEL=${STAMP[$BB_IMAGE]})"
     else
+        replaced "$BB_IMAGE"
         local bb dir applet
         bb=$(static_busybox) || die "static busybox (busybox-static) not found"
         dir=$(mktemp -d "$STATE/busybox.XXXXXX")
@@ -381,7 +433,8 @@ ensure_busybox_image() {
         printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$dir/etc/passwd"
         printf 'root:x:0:\nnogroup:x:65534:\n' >"$dir/etc/group"
         import_dir "$dir" "$BB_IMAGE" 'CMD ["/bin/sh"]' \
-            'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+            'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+            "LABEL $STAMP_LABEL=${STAMP[$BB_IMAGE]}"
         remove_tree "$dir"
         log "built $BB_IMAGE"
     fi
@@ -468,10 +521,12 @@ push_image() {
 
 summary() {
     local py_id bb_id slim_id
-    py_id=$(docker image inspect -f '{{.Id}}' "$PY_IMAGE" | cut -c8-19)
-    bb_id=$(docker image inspect -f '{{.Id}}' "$BB_IMAGE" | cut -c8-19)
-    slim_id=$(docker image inspect -f '{{.Id}}' "$SLIM_TAG" | cut -c8-19)
-    log "ready in $((SECONDS)) s: daemon $SOCK ($DAEMON_NOTE); images $PY_IMAGE=$py_id $SLIM_TAG=$slim_id $BB_IMAGE=$bb_id; registry $REG_ADDR ($REGISTRY_NOTE) with dockexec/python:latest dockexec/busybox:latest"
+    py_id=$(image_id "$PY_IMAGE")
+    bb_id=$(image_id "$BB_IMAGE")
+    slim_id=$(image_id "$SLIM_TAG")
+    log "ready in $((SECONDS)) s: daemon $SOCK ($DAEMON_NOTE); images $PY_IMAGE=${py_id:7:12}" \
+        "$SLIM_TAG=${slim_id:7:12} $BB_IMAGE=${bb_id:7:12};" \
+        "registry $REG_ADDR ($REGISTRY_NOTE) with ${REG_REPO[$PY_IMAGE]}:latest ${REG_REPO[$BB_IMAGE]}:latest"
 }
 
 main() {
@@ -495,6 +550,7 @@ main() {
     have docker || die "docker CLI not found"
     ensure_python_image
     ensure_busybox_image
+    forget_old_images
     ensure_registry
     push_image "$PY_IMAGE"
     push_image "$BB_IMAGE"
