@@ -6,9 +6,7 @@
 #      else `dockerd --bridge=none --iptables=false --ip6tables=false` is started,
 #      installing docker.io from apt first when needed);
 #   2. dockexec-test/python:latest  - debootstrap'ed minimal Debian + Debian's full python3
-#      (ctypes, multiprocessing and the whole standard library, like python:3-slim; also
-#      tagged python:3-slim when that tag does not exist, so the library's default image
-#      works offline);
+#      (ctypes, multiprocessing and the whole standard library, like python:3-slim);
 #   3. dockexec-test/busybox:latest - FROM scratch + Debian's static busybox, no python;
 #   4. a loopback-only registry (Debian's docker-registry) on 127.0.0.1:5000 holding
 #      127.0.0.1:5000/dockexec/python:latest and 127.0.0.1:5000/dockexec/busybox:latest
@@ -17,12 +15,21 @@
 # Each image carries a `dockexec.test.image` label naming its recipe: an
 # image built by an older recipe is rebuilt (and re-pushed) automatically.
 #
+# The library's default image, python:3-slim, is never pulled. With --tag-slim (or
+# DOCKEXEC_TEST_TAG_SLIM=1; scripts/test.sh passes it) the python test image is tagged
+# python:3-slim when that tag is absent, and the state dir records that this script made the
+# tag; --untag-slim (and --down) removes it again, only if this script made it and it still
+# points at the test image. A python:3-slim of your own is never touched.
+#
 # Nothing is ever pulled from / pushed to anything but 127.0.0.1:5000.
 #
-# Usage: scripts/test-env.sh          set up / verify the environment
-#        scripts/test-env.sh --down   stop the dockerd / registry THIS script started
+# Usage: scripts/test-env.sh [--tag-slim]   set up / verify the environment
+#        scripts/test-env.sh --untag-slim   remove the python:3-slim tag this script made
+#        scripts/test-env.sh --down         that, and stop the dockerd / registry THIS script
+#                                           started
 #
-# State (pid files, logs, registry storage) lives in ${TMPDIR:-/tmp}/dockexec-test-env.
+# State (pid files, logs, registry storage, the tag record) lives in
+# ${TMPDIR:-/tmp}/dockexec-test-env.
 # Optional overrides: DOCKEXEC_TEST_MIRROR, DOCKEXEC_TEST_SUITE (debootstrap source).
 set -euo pipefail
 
@@ -47,6 +54,8 @@ declare -A REG_REPO=([$PY_IMAGE]=dockexec/python [$BB_IMAGE]=dockexec/busybox)
 #   python-2: Debian's full python3 (python-1, unlabelled, had python3-minimal: no ctypes)
 STAMP_LABEL=dockexec.test.image
 declare -A STAMP=([$PY_IMAGE]=python-2 [$BB_IMAGE]=busybox-1)
+# The record that this script made $SLIM_TAG: "<tag> <image id>".
+SLIM_RECORD="$STATE/slim-tag"
 MANIFEST_ACCEPT='application/vnd.docker.distribution.manifest.v2+json'
 DAEMON_WAIT=60
 REGISTRY_WAIT=30
@@ -234,7 +243,7 @@ cleanup() {
 # lock SECONDS: serialize runs of this script (parallel CI jobs on one machine). Everything
 # that changes the machine happens under it: apt and its policy-rc.d guard (one run must not
 # remove the guard while another run's apt is starting services), the daemon and registry
-# start-up and the image builds.
+# start-up, the image builds, the tag and its record.
 lock() {
     have flock || die "flock (util-linux) not found"
     exec 9>"$STATE/lock"
@@ -272,6 +281,94 @@ forget_old_images() {
     done
 }
 
+# ------------------------------------------------------------- python:3-slim ---
+
+# The tag this script made, as recorded: "<tag> <image id>" (nothing when there is no record).
+slim_record() { if [[ -r $SLIM_RECORD ]]; then cat "$SLIM_RECORD"; fi; }
+
+# tag_slim ID: (re)point $SLIM_TAG at our python image and record that this script did.
+tag_slim() {
+    docker tag "$PY_IMAGE" "$SLIM_TAG"
+    echo "$SLIM_TAG $1" >"$SLIM_RECORD"
+}
+
+# ensure_slim_tag WANTED: keep $SLIM_TAG on our python image when this script made it, make
+# it when WANTED=1 and it is absent, and never touch anyone else's.
+ensure_slim_tag() {
+    local wanted=$1 py slim rec_tag="" rec_id=""
+    py=$(image_id "$PY_IMAGE")
+    slim=$(image_id "$SLIM_TAG")
+    read -r rec_tag rec_id < <(slim_record) || true
+    local undo="undo: bash scripts/test-env.sh --untag-slim"
+    if [[ -z $slim ]]; then
+        if ((wanted)); then
+            tag_slim "$py"
+            log "TAGGED $PY_IMAGE as $SLIM_TAG (the library's default image, for the README doctests); $undo"
+        elif [[ $rec_tag == "$SLIM_TAG" ]]; then
+            rm -f "$SLIM_RECORD"
+            log "$SLIM_TAG (tagged by this script earlier) is gone; forgot the record"
+        else
+            log "$SLIM_TAG is absent: the README doctests and the library's default image need it;" \
+                "--tag-slim (as scripts/test.sh passes) tags $PY_IMAGE as $SLIM_TAG"
+        fi
+    elif [[ $slim == "$py" ]]; then
+        if [[ $rec_tag == "$SLIM_TAG" ]]; then
+            log "$SLIM_TAG is $PY_IMAGE, tagged by this script ($undo)"
+        elif ((wanted)); then
+            # An earlier version of this script tagged it silently, or the record was lost
+            # with the state dir: it names our own image, so it is ours to undo.
+            tag_slim "$py"
+            log "$SLIM_TAG already is $PY_IMAGE; recorded it as made by this script ($undo)"
+        else
+            log "$SLIM_TAG already is $PY_IMAGE, not recorded as made by this script;" \
+                "--tag-slim records it, so that --untag-slim can remove it"
+        fi
+    elif [[ " ${OLD_IDS[*]-} " == *" $slim "* ]]; then
+        # It named the build this run just replaced (an earlier version of this script made
+        # the tag without asking): it follows the rebuild, and is now on record.
+        tag_slim "$py"
+        log "MOVED $SLIM_TAG from the replaced build to the rebuilt $PY_IMAGE; $undo"
+    elif [[ $rec_tag == "$SLIM_TAG" && $slim == "$rec_id" ]] || has_stamp "$SLIM_TAG" python-; then
+        # Ours, on an older build of the python image: follow the rebuild.
+        if [[ $rec_tag == "$SLIM_TAG" ]] || ((wanted)); then
+            tag_slim "$py"
+            log "MOVED $SLIM_TAG to the rebuilt $PY_IMAGE; $undo"
+        else
+            log "$SLIM_TAG is an older build of $PY_IMAGE, not recorded as made by this script;" \
+                "--tag-slim moves it to the current one"
+        fi
+    else
+        log "$SLIM_TAG is another image (${slim:7:12}), not ours: left alone; the README doctests run it"
+        if [[ $rec_tag == "$SLIM_TAG" ]]; then rm -f "$SLIM_RECORD"; fi
+    fi
+}
+
+# untag_slim: remove the tag this script made, if it still points at our python image.
+untag_slim() {
+    local rec_tag="" rec_id="" slim py
+    read -r rec_tag rec_id < <(slim_record) || true
+    if [[ -z $rec_tag ]]; then
+        log "no record of a tag made by this script in $SLIM_RECORD: nothing to untag"
+        return 0
+    fi
+    if ! daemon_up || ! have docker; then
+        log "no docker daemon or CLI on $SOCK: cannot remove $rec_tag now (record kept in $SLIM_RECORD)"
+        return 0
+    fi
+    slim=$(image_id "$rec_tag")
+    py=$(image_id "$PY_IMAGE")
+    if [[ -z $slim ]]; then
+        log "$rec_tag is already gone"
+    elif [[ $slim == "$rec_id" || $slim == "$py" ]]; then
+        # `docker rmi TAG` removes the tag only while $PY_IMAGE still names the image.
+        docker rmi "$rec_tag" >/dev/null || die "docker rmi $rec_tag failed (record kept in $SLIM_RECORD)"
+        log "UNTAGGED $rec_tag (this script had tagged it; $PY_IMAGE itself is kept)"
+    else
+        log "$rec_tag now points at another image (${slim:7:12}): not ours any more, left alone"
+    fi
+    rm -f "$SLIM_RECORD"
+}
+
 # ------------------------------------------------------------------ --down ---
 
 stop_pidfile() { # stop_pidfile FILE COMM NAME
@@ -296,6 +393,7 @@ stop_pidfile() { # stop_pidfile FILE COMM NAME
 down() {
     mkdir -p "$STATE"
     lock 600
+    untag_slim
     stop_pidfile "$STATE/registry.pid" docker-registry registry
     stop_pidfile "$STATE/dockerd.pid" dockerd dockerd
     log "down"
@@ -398,12 +496,6 @@ ensure_python_image() {
             "LABEL $STAMP_LABEL=${STAMP[$PY_IMAGE]}"
         remove_tree "$rootfs"
         log "built $PY_IMAGE in $((SECONDS - t0)) s"
-    fi
-    if image_exists "$SLIM_TAG"; then
-        log "$SLIM_TAG already exists, leaving it as is"
-    else
-        docker tag "$PY_IMAGE" "$SLIM_TAG"
-        log "tagged $PY_IMAGE as $SLIM_TAG"
     fi
     local out
     out=$(docker run --rm --network none "$PY_IMAGE" python3 -c 'import ctypes, multiprocessing; print(1)' 2>&1) || true
@@ -524,19 +616,36 @@ summary() {
     py_id=$(image_id "$PY_IMAGE")
     bb_id=$(image_id "$BB_IMAGE")
     slim_id=$(image_id "$SLIM_TAG")
+    slim_id=${slim_id:+${slim_id:7:12}}
     log "ready in $((SECONDS)) s: daemon $SOCK ($DAEMON_NOTE); images $PY_IMAGE=${py_id:7:12}" \
-        "$SLIM_TAG=${slim_id:7:12} $BB_IMAGE=${bb_id:7:12};" \
+        "$SLIM_TAG=${slim_id:-absent} $BB_IMAGE=${bb_id:7:12};" \
         "registry $REG_ADDR ($REGISTRY_NOTE) with ${REG_REPO[$PY_IMAGE]}:latest ${REG_REPO[$BB_IMAGE]}:latest"
 }
 
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+
 main() {
-    case "${1:-}" in
-    --down) down; return ;;
-    "") ;;
-    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; return ;;
-    *) die "unknown argument: $1 (usage: $0 [--down])" ;;
+    local tag_slim=0 action=up
+    case "${DOCKEXEC_TEST_TAG_SLIM:-}" in
+    "" | 0) ;;
+    1) tag_slim=1 ;;
+    *) die "DOCKEXEC_TEST_TAG_SLIM must be 1 or 0, not '$DOCKEXEC_TEST_TAG_SLIM'" ;;
     esac
+    while (($#)); do
+        case "$1" in
+        --tag-slim) tag_slim=1 ;;
+        --untag-slim) action=untag ;;
+        --down) action=down ;;
+        -h | --help) usage; return ;;
+        *) die "unknown argument: $1 (usage: $0 [--tag-slim | --untag-slim | --down])" ;;
+        esac
+        shift
+    done
     mkdir -p "$STATE"
+    case $action in
+    down) down; return ;;
+    untag) lock 600; untag_slim; return ;;
+    esac
     trap cleanup EXIT
     if ! have flock; then
         # flock is util-linux's (essential on Debian, so this is rare). There is no lock to
@@ -549,6 +658,7 @@ main() {
     ensure_daemon
     have docker || die "docker CLI not found"
     ensure_python_image
+    ensure_slim_tag "$tag_slim"
     ensure_busybox_image
     forget_old_images
     ensure_registry

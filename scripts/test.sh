@@ -3,14 +3,16 @@
 #
 #   scripts/test.sh [extra cargo test args...]
 #
-# 1. scripts/test-env.sh  (docker daemon, test images, loopback registry; idempotent)
+# 1. scripts/test-env.sh --tag-slim  (docker daemon, test images, loopback registry, and the
+#    python:3-slim tag the README doctests need when that tag is absent; idempotent; undo the
+#    tag with scripts/test-env.sh --untag-slim)
 # 2. cargo test --all-targets "$@"
 # 3. cargo test --doc "$@"
 # Exits non-zero if any step fails (both cargo runs are attempted).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-bash scripts/test-env.sh
+bash scripts/test-env.sh --tag-slim
 
 # The environment test-env.sh prepared (see that script).
 export DOCKEXEC_TEST_IMAGE=dockexec-test/python:latest
