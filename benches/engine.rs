@@ -56,7 +56,7 @@ fn main() {
         Err(e) => {
             rep.print();
             println!(
-                "skipped: cannot run {image} ({e}); set DOCKEXEC_BENCH_IMAGE (e.g. dockexec-test:py)"
+                "skipped: cannot run {image} ({e}); build the test images with scripts/test-env.sh, or set DOCKEXEC_BENCH_IMAGE"
             );
             return;
         }

@@ -12,7 +12,8 @@
 #      127.0.0.1:5000/dockexec/python:latest and 127.0.0.1:5000/dockexec/busybox:latest
 #      (local tags of those references are removed so tests really pull them).
 #
-# Each image carries a `dockexec.test.image` label naming its recipe: an
+# The names live in scripts/test-images.env (a variable of the same name in the environment
+# overrides a line). Each image carries a `dockexec.test.image` label naming its recipe: an
 # image built by an older recipe is rebuilt (and re-pushed) automatically.
 #
 # The library's default image, python:3-slim, is never pulled. With --tag-slim (or
@@ -42,13 +43,25 @@ export DOCKER_HOST="unix://$SOCK"
 unset DOCKER_CONTEXT DOCKER_TLS_VERIFY DOCKER_CERT_PATH
 
 STATE="${TMPDIR:-/tmp}/dockexec-test-env"
-REG_ADDR=127.0.0.1:5000
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+# load_names FILE: KEY=VALUE lines of FILE into the environment, unless already set there.
+load_names() {
+    local k v
+    while IFS='=' read -r k v; do
+        [[ $k =~ ^[A-Z][A-Z0-9_]*$ ]] || continue
+        [[ -n ${!k+set} ]] || export "$k=$v"
+    done <"$1"
+}
+load_names "$HERE/test-images.env"
+
+REG_ADDR=$DOCKEXEC_TEST_REGISTRY
 REG_URL="http://$REG_ADDR"
-PY_IMAGE=dockexec-test/python:latest
-BB_IMAGE=dockexec-test/busybox:latest
-SLIM_TAG=python:3-slim
+PY_IMAGE=$DOCKEXEC_TEST_IMAGE
+BB_IMAGE=$DOCKEXEC_TEST_BUSYBOX
+SLIM_TAG=$DOCKEXEC_TEST_SLIM_TAG
 # local image -> repository in the loopback registry (tag is always "latest")
-declare -A REG_REPO=([$PY_IMAGE]=dockexec/python [$BB_IMAGE]=dockexec/busybox)
+declare -A REG_REPO=([$PY_IMAGE]=$DOCKEXEC_TEST_REGISTRY_PYTHON [$BB_IMAGE]=$DOCKEXEC_TEST_REGISTRY_BUSYBOX)
 # The `dockexec.test.image` label of an image built by the current recipe. Change the value
 # whenever a recipe below changes, so existing images are rebuilt.
 #   python-2: Debian's full python3 (python-1, unlabelled, had python3-minimal: no ctypes)
@@ -300,6 +313,9 @@ ensure_slim_tag() {
     slim=$(image_id "$SLIM_TAG")
     read -r rec_tag rec_id < <(slim_record) || true
     local undo="undo: bash scripts/test-env.sh --untag-slim"
+    if [[ -n $rec_tag && $rec_tag != "$SLIM_TAG" ]]; then
+        log "NOTE: this script tagged $rec_tag earlier (now DOCKEXEC_TEST_SLIM_TAG=$SLIM_TAG); --untag-slim still removes it"
+    fi
     if [[ -z $slim ]]; then
         if ((wanted)); then
             tag_slim "$py"
@@ -641,6 +657,10 @@ main() {
         esac
         shift
     done
+    case "$REG_ADDR" in
+    127.0.0.1:* | localhost:*) ;;
+    *) die "DOCKEXEC_TEST_REGISTRY must be a loopback address (127.0.0.1:PORT), not $REG_ADDR" ;;
+    esac
     mkdir -p "$STATE"
     case $action in
     down) down; return ;;

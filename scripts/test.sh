@@ -12,12 +12,15 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# The names of the environment test-env.sh prepares, for it and for the tests: the lines of
+# scripts/test-images.env, unless already set in the environment.
+while IFS='=' read -r k v; do
+    [[ $k =~ ^[A-Z][A-Z0-9_]*$ ]] || continue
+    [[ -n ${!k+set} ]] || export "$k=$v"
+done <scripts/test-images.env
+
 bash scripts/test-env.sh --tag-slim
 
-# The environment test-env.sh prepared (see that script).
-export DOCKEXEC_TEST_IMAGE=dockexec-test/python:latest
-export DOCKEXEC_TEST_BUSYBOX=dockexec-test/busybox:latest
-export DOCKEXEC_TEST_REGISTRY=127.0.0.1:5000
 case "${CI:-}" in
 true | TRUE | True | 1 | yes) export DOCKEXEC_STRESS_SECS="${DOCKEXEC_STRESS_SECS:-20}" ;;
 esac

@@ -10,7 +10,7 @@ use dockexec::{CodeBlock, Error, PullPolicy, PullProgress};
 
 #[test]
 fn absent_image_is_pulled_from_the_loopback_registry_with_progress() {
-    let image = format!("{}/dockexec/busybox:latest", common::registry());
+    let image = common::registry_busybox();
     // Removes the pulled reference when the test ends, pass or fail.
     let _guard = ImageGuard(image.clone());
     if common::image_exists(&image) {

@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
+#[path = "../../tests/common/test_images.rs"]
+mod test_images;
+
 /// Label on every container the benches create (executors' included).
 pub const LABEL: &str = "dockexec.bench";
 /// Label whose value is this bench run's id: what the final sweep removes.
@@ -31,9 +34,11 @@ pub fn socket() -> PathBuf {
     }
 }
 
-/// The image the benches run: `DOCKEXEC_BENCH_IMAGE`, else the test image.
+/// The image the benches run: `DOCKEXEC_BENCH_IMAGE`, else the test image
+/// (`DOCKEXEC_TEST_IMAGE`, else its line in scripts/test-images.env).
 pub fn image() -> String {
-    std::env::var("DOCKEXEC_BENCH_IMAGE").unwrap_or_else(|_| "dockexec-test/python:latest".into())
+    std::env::var("DOCKEXEC_BENCH_IMAGE")
+        .unwrap_or_else(|_| test_images::get("DOCKEXEC_TEST_IMAGE"))
 }
 
 /// This bench run's id: `DOCKEXEC_BENCH_RUN` in a re-executed child (the parent passes its
@@ -608,8 +613,8 @@ pub fn start_or_skip(
         Ok(ex) => Some(ex),
         Err(e) => {
             println!(
-                "skipped: cannot start an executor on {image} ({e}); set DOCKEXEC_BENCH_IMAGE \
-                 (e.g. dockexec-test:py)"
+                "skipped: cannot start an executor on {image} ({e}); build the test images \
+                 with scripts/test-env.sh, or set DOCKEXEC_BENCH_IMAGE"
             );
             None
         }

@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests. Every test talks to the real daemon.
 #![allow(dead_code)]
 
+mod test_images;
+
 use std::process::Command;
 use std::sync::mpsc;
 use std::thread;
@@ -13,22 +15,31 @@ pub const TEST_LABEL: &str = "dockexec.test";
 
 /// The python test image (built locally by scripts/test-env.sh).
 pub fn image() -> String {
-    std::env::var("DOCKEXEC_TEST_IMAGE").unwrap_or_else(|_| "dockexec-test/python:latest".into())
+    test_images::get("DOCKEXEC_TEST_IMAGE")
 }
 
 /// The busybox-only image: nothing but a static busybox, no python.
 pub fn busybox() -> String {
-    std::env::var("DOCKEXEC_TEST_BUSYBOX").unwrap_or_else(|_| "dockexec-test/busybox:latest".into())
+    test_images::get("DOCKEXEC_TEST_BUSYBOX")
 }
 
 /// The loopback registry (`127.0.0.1:5000`); the only place a test may pull from.
 pub fn registry() -> String {
-    let r = std::env::var("DOCKEXEC_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into());
+    let r = test_images::get("DOCKEXEC_TEST_REGISTRY");
     assert!(
         r.starts_with("127.0.0.1:") || r.starts_with("localhost:"),
         "tests may only pull from a loopback registry, not {r}"
     );
     r
+}
+
+/// The busybox image as the loopback registry holds it (`<registry>/dockexec/busybox:latest`).
+pub fn registry_busybox() -> String {
+    format!(
+        "{}/{}:latest",
+        registry(),
+        test_images::get("DOCKEXEC_TEST_REGISTRY_BUSYBOX")
+    )
 }
 
 /// How long stress loops run, from DOCKEXEC_STRESS_SECS (short by default, longer in CI).
