@@ -71,7 +71,7 @@ fn image_missing_from_the_registry_is_image_not_found() {
         other => panic!("expected ImageNotFound, got {other:?}"),
     }
     assert!(err.to_string().contains(&image), "{err}");
-    assert!(common::labelled(common::CASE_LABEL, &case.value).is_empty());
+    assert!(case.containers().is_empty());
     assert!(!common::image_exists(&image));
 }
 
@@ -89,7 +89,7 @@ fn absent_local_image_with_pull_never_is_image_not_found() {
         other => panic!("expected ImageNotFound, got {other:?}"),
     }
     assert!(err.to_string().contains(image), "{err}");
-    assert!(common::labelled(common::CASE_LABEL, &case.value).is_empty());
+    assert!(case.containers().is_empty());
 }
 
 #[test]

@@ -36,7 +36,7 @@ fn a_fork_bomb_meets_the_pids_limit_and_is_cancelled() {
     assert!(out.status.timed_out(), "{}", out.status);
     let left = common::watchdog(Duration::from_secs(30), {
         let id = ex.container_id().to_string();
-        move || common::container_processes(&id)
+        move || common::processes_matching(&id, "")
     });
     assert!(
         !left.iter().any(|p| p.contains("tmp_code")),
