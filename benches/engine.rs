@@ -7,6 +7,8 @@
 //! Without `--bench` (as `cargo test --all-targets` runs it) only a tiny demux smoke runs;
 //! `DOCKEXEC_BENCH_SMOKE=1` runs every measurement once. Timings are reported, never asserted.
 
+#[path = "support/fixtures.rs"]
+mod fixtures;
 #[path = "support/raw.rs"]
 mod raw;
 #[path = "support/report.rs"]
@@ -15,7 +17,7 @@ mod report;
 use std::hint::black_box;
 
 use dockexec::__bench::{BenchClient, demux};
-use raw::{MiniDemux, Raw};
+use raw::MiniDemux;
 use report::{Mode, Report, Row, Target, Unit, interleave, ms, pct, runs, selected, time};
 
 const MIB: usize = 1024 * 1024;
@@ -34,30 +36,21 @@ fn main() {
         return;
     }
 
-    let socket = raw::socket();
-    let image = raw::image();
-    let mut base = match Raw::connect(&socket) {
-        Ok(r) => r,
-        Err(e) => {
-            rep.print();
-            println!("skipped: no Docker daemon at {}: {e}", socket.display());
-            return;
-        }
+    let Some((mut base, _sweep, image)) = fixtures::daemon() else {
+        rep.print();
+        return;
     };
-    let _sweep = raw::Sweep::arm(&socket);
-    let ours = BenchClient::connect(&socket).expect("BenchClient::connect");
+    let ours = BenchClient::connect(base.socket()).expect("BenchClient::connect");
     rep.note(format!(
         "API version: ours {}, hand-written {}; image {image}",
         ours.api_version(),
         base.api_version()
     ));
-    let container = match base.run_sleeper(&image) {
+    let container = match fixtures::run_sleeper(&mut base, &image) {
         Ok(id) => id,
         Err(e) => {
             rep.print();
-            println!(
-                "skipped: cannot run {image} ({e}); set DOCKEXEC_BENCH_IMAGE (e.g. dockexec-test:py)"
-            );
+            fixtures::skip_image(&image, &e);
             return;
         }
     };

@@ -8,6 +8,8 @@
 //! daemon; `DOCKEXEC_BENCH_SMOKE=1` runs every measurement once. Timings are reported, never
 //! asserted.
 
+#[path = "support/fixtures.rs"]
+mod fixtures;
 #[path = "support/raw.rs"]
 mod raw;
 #[path = "support/report.rs"]
@@ -35,8 +37,8 @@ fn builder(image: &str) -> ExecutorBuilder {
     b.image(image)
         .pull_policy(PullPolicy::Never)
         .gc_orphans(false)
-        .label(raw::LABEL, "1")
-        .label(raw::RUN_LABEL, raw::run_id());
+        .label(fixtures::LABEL, "1")
+        .label(fixtures::RUN_LABEL, fixtures::run_id());
     b
 }
 
@@ -46,13 +48,13 @@ fn main() {
         println!("skipped: run with `cargo bench --bench executor` (or DOCKEXEC_BENCH_SMOKE=1)");
         return;
     }
-    let Some((mut base, _sweep, image)) = raw::daemon() else {
+    let Some((mut base, _sweep, image)) = fixtures::daemon() else {
         return;
     };
     let mut rep = Report::new(format!(
         "executor: dockexec vs the raw Engine floor (same run, interleaved; image {image})"
     ));
-    let Some(ex) = raw::start_or_skip(&builder(&image), &image) else {
+    let Some(ex) = fixtures::start_or_skip(&builder(&image), &image) else {
         return;
     };
     let full = mode == Mode::Full;
@@ -176,7 +178,7 @@ fn main() {
     drop(ex);
 
     if selected("start") || selected("stop-idle") {
-        let tmp = std::env::temp_dir().join(format!("dockexec-bench-{}", raw::run_id()));
+        let tmp = std::env::temp_dir().join(format!("dockexec-bench-{}", fixtures::run_id()));
         let mut i = 0;
         let (o, b) = interleave(
             runs(mode, 20),
@@ -193,7 +195,7 @@ fn main() {
                 let dir = tmp.join(i.to_string());
                 std::fs::create_dir_all(&dir).expect("temp dir");
                 let body = raw_body(&image, &dir);
-                let name = format!("dockexec-bench-{}-{i}", raw::run_id());
+                let name = format!("dockexec-bench-{}-{i}", fixtures::run_id());
                 let (t_start, id) = time(|| {
                     let id = base
                         .container_create(Some(&name), &body)
@@ -226,7 +228,7 @@ fn main() {
     }
 
     if selected("stop-16") {
-        let tmp = std::env::temp_dir().join(format!("dockexec-bench16-{}", raw::run_id()));
+        let tmp = std::env::temp_dir().join(format!("dockexec-bench16-{}", fixtures::run_id()));
         let mut i = 0;
         let (o, b) = interleave(
             runs(mode, 10),
@@ -301,7 +303,7 @@ fn raw_body(image: &str, dir: &Path) -> serde_json::Value {
         "Cmd": [],
         "WorkingDir": "/workspace",
         "Env": ["PYTHONUNBUFFERED=1"],
-        "Labels": raw::labels(),
+        "Labels": fixtures::labels(),
         "Tty": false,
         "OpenStdin": false,
         "HostConfig": {

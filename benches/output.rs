@@ -8,6 +8,8 @@
 //! Without `--bench` (as `cargo test --all-targets` runs it) nothing touches the daemon;
 //! `DOCKEXEC_BENCH_SMOKE=1` runs every measurement once. Timings are reported, never asserted.
 
+#[path = "support/fixtures.rs"]
+mod fixtures;
 #[path = "support/raw.rs"]
 mod raw;
 #[path = "support/report.rs"]
@@ -34,8 +36,8 @@ fn builder(image: &str, cap: Option<usize>) -> ExecutorBuilder {
         .pull_policy(PullPolicy::Never)
         .gc_orphans(false)
         .max_output_bytes(cap)
-        .label(raw::LABEL, "1")
-        .label(raw::RUN_LABEL, raw::run_id());
+        .label(fixtures::LABEL, "1")
+        .label(fixtures::RUN_LABEL, fixtures::run_id());
     b
 }
 
@@ -50,13 +52,13 @@ fn main() {
         println!("skipped: run with `cargo bench --bench output` (or DOCKEXEC_BENCH_SMOKE=1)");
         return;
     }
-    let Some((mut base, _sweep, image)) = raw::daemon() else {
+    let Some((mut base, _sweep, image)) = fixtures::daemon() else {
         return;
     };
     let mut rep = Report::new(format!(
         "output: dockexec vs the raw Engine floor (same run, interleaved; image {image})"
     ));
-    let Some(ex) = raw::start_or_skip(&builder(&image, None), &image) else {
+    let Some(ex) = fixtures::start_or_skip(&builder(&image, None), &image) else {
         return;
     };
     let container = ex.container_id().to_string();
@@ -206,7 +208,7 @@ fn spawn_child(args: &[&str], image: &str) -> [f64; 3] {
     let out = Command::new(exe)
         .arg("--rss-child")
         .args(args)
-        .env("DOCKEXEC_BENCH_RUN", raw::run_id())
+        .env("DOCKEXEC_BENCH_RUN", fixtures::run_id())
         .env("DOCKEXEC_BENCH_IMAGE", image)
         .output()
         .expect("spawn the rss child");
@@ -242,7 +244,7 @@ fn vm_hwm() -> f64 {
 
 /// The subprocess: one scenario, then `RSS <before bytes> <after bytes> <run seconds>`.
 fn child(args: &[String]) {
-    let image = raw::image();
+    let image = fixtures::image();
     let scenario = args.first().map(String::as_str).unwrap_or("");
     let (before, after, secs) = match scenario {
         "ours-10mb" | "ours-10mb-wait" | "ours-100mb-cap" => {
@@ -281,7 +283,7 @@ fn child(args: &[String]) {
             } else {
                 (Some(CAP), WRITE_100MB, HUNDRED_MB)
             };
-            let mut raw = Raw::connect(&raw::socket()).expect("child: connect");
+            let mut raw = Raw::connect(&fixtures::socket()).expect("child: connect");
             let before = vm_hwm();
             let (secs, c) = time(|| raw.exec_collect(container, &["python3", "-c", code], cap));
             let after = vm_hwm();

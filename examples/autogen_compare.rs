@@ -10,8 +10,12 @@
 //! printed as `RESULT key=value` lines: start/stop, `print("hello")`, cancelling a block that
 //! left a child behind, 10 MB of stdout (wall time and peak-RSS growth, from `VmHWM` in a
 //! fresh re-exec of this program), non-UTF-8 output and stdout/stderr separation. The image
-//! (`python:3-slim`) must exist locally: it is never pulled. Sizes come from `BENCH_N` (30),
+//! (`python:3-slim`: `$DOCKEXEC_TEST_SLIM_TAG`, else scripts/test-images.env) must exist
+//! locally: it is never pulled. Sizes come from `BENCH_N` (30),
 //! `BENCH_N_STOP` (30) and `BENCH_N_BIGOUT` (10).
+
+#[path = "../tests/common/test_images.rs"]
+mod test_images;
 
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,7 +25,6 @@ use dockexec::{CodeBlock, Executor, ExecutorBuilder, PullPolicy, Stream};
 
 type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
 
-const IMAGE: &str = "python:3-slim";
 /// Every container of ours carries this label (and a name with the same prefix).
 const LABEL: &str = "dockexec-bench";
 const LABEL_VALUE: &str = "autogen-compare";
@@ -74,7 +77,7 @@ fn env_usize(key: &str, default: usize) -> usize {
 fn builder() -> ExecutorBuilder {
     let n = STARTED.fetch_add(1, Ordering::Relaxed);
     let mut b = Executor::builder();
-    b.image(IMAGE)
+    b.image(test_images::get("DOCKEXEC_TEST_SLIM_TAG"))
         .pull_policy(PullPolicy::Never)
         .name(format!(
             "dockexec-bench-dockexec-{}-{n}",

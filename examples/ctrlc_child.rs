@@ -6,9 +6,12 @@
 //! ctrlc_child own CASE       # the application's own handler calls dockexec::stop_all(), exits 3
 //! ```
 //!
-//! It starts an executor on `$DOCKEXEC_TEST_IMAGE` (default `dockexec-test/python:latest`),
+//! It starts an executor on `$DOCKEXEC_TEST_IMAGE` (default: scripts/test-images.env),
 //! labelled `dockexec.test.case=CASE`, prints `container <id>`, starts a long shell block and
 //! prints `ready` once the block has printed, then waits for the block (that is, for Ctrl-C).
+
+#[path = "../tests/common/test_images.rs"]
+mod test_images;
 
 use std::io::Write;
 use std::time::Duration;
@@ -19,8 +22,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mode = args.first().map_or("library", String::as_str).to_string();
     let case = args.get(1).cloned().unwrap_or_else(|| "ctrlc-child".into());
-    let image = std::env::var("DOCKEXEC_TEST_IMAGE")
-        .unwrap_or_else(|_| "dockexec-test/python:latest".into());
+    let image = test_images::get("DOCKEXEC_TEST_IMAGE");
 
     let marker = match mode.as_str() {
         "library" => {

@@ -4,10 +4,13 @@
 //! sigkill_owner CASE
 //! ```
 //!
-//! Starts an executor on `$DOCKEXEC_TEST_IMAGE` (default `dockexec-test/python:latest`),
+//! Starts an executor on `$DOCKEXEC_TEST_IMAGE` (default: scripts/test-images.env),
 //! labelled `dockexec.test.case=CASE`, prints `container <id>` and `workdir <path>`, starts a
 //! long block, prints `ready`, and sleeps until it is killed. Killed with SIGKILL, it leaves its container behind
 //! (and its temporary work dir) for `dockexec gc` or the next `start()` to remove.
+
+#[path = "../tests/common/test_images.rs"]
+mod test_images;
 
 use std::io::Write;
 use std::time::Duration;
@@ -18,8 +21,7 @@ fn main() {
     let case = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "sigkill-owner".into());
-    let image = std::env::var("DOCKEXEC_TEST_IMAGE")
-        .unwrap_or_else(|_| "dockexec-test/python:latest".into());
+    let image = test_images::get("DOCKEXEC_TEST_IMAGE");
     let executor = Executor::builder()
         .image(image)
         .pull_policy(PullPolicy::Never)

@@ -5,20 +5,32 @@
 #   1. a Docker daemon answering on /var/run/docker.sock (reused if already up,
 #      else `dockerd --bridge=none --iptables=false --ip6tables=false` is started,
 #      installing docker.io from apt first when needed);
-#   2. dockexec-test/python:latest  - debootstrap'ed minimal Debian + python3-minimal
-#      (also tagged python:3-slim when that tag does not exist, so the library's
-#      default image works offline);
+#   2. dockexec-test/python:latest  - debootstrap'ed minimal Debian + Debian's full python3
+#      (ctypes, multiprocessing and the whole standard library, like python:3-slim);
 #   3. dockexec-test/busybox:latest - FROM scratch + Debian's static busybox, no python;
 #   4. a loopback-only registry (Debian's docker-registry) on 127.0.0.1:5000 holding
 #      127.0.0.1:5000/dockexec/python:latest and 127.0.0.1:5000/dockexec/busybox:latest
 #      (local tags of those references are removed so tests really pull them).
 #
+# The names live in scripts/test-images.env (a variable of the same name in the environment
+# overrides a line). Each image carries a `dockexec.test.image` label naming its recipe: an
+# image built by an older recipe is rebuilt (and re-pushed) automatically.
+#
+# The library's default image, python:3-slim, is never pulled. With --tag-slim (or
+# DOCKEXEC_TEST_TAG_SLIM=1; scripts/test.sh passes it) the python test image is tagged
+# python:3-slim when that tag is absent, and the state dir records that this script made the
+# tag; --untag-slim (and --down) removes it again, only if this script made it and it still
+# points at the test image. A python:3-slim of your own is never touched.
+#
 # Nothing is ever pulled from / pushed to anything but 127.0.0.1:5000.
 #
-# Usage: scripts/test-env.sh          set up / verify the environment
-#        scripts/test-env.sh --down   stop the dockerd / registry THIS script started
+# Usage: scripts/test-env.sh [--tag-slim]   set up / verify the environment
+#        scripts/test-env.sh --untag-slim   remove the python:3-slim tag this script made
+#        scripts/test-env.sh --down         that, and stop the dockerd / registry THIS script
+#                                           started
 #
-# State (pid files, logs, registry storage) lives in ${TMPDIR:-/tmp}/dockexec-test-env.
+# State (pid files, logs, registry storage, the tag record) lives in
+# ${TMPDIR:-/tmp}/dockexec-test-env.
 # Optional overrides: DOCKEXEC_TEST_MIRROR, DOCKEXEC_TEST_SUITE (debootstrap source).
 set -euo pipefail
 
@@ -31,13 +43,32 @@ export DOCKER_HOST="unix://$SOCK"
 unset DOCKER_CONTEXT DOCKER_TLS_VERIFY DOCKER_CERT_PATH
 
 STATE="${TMPDIR:-/tmp}/dockexec-test-env"
-REG_ADDR=127.0.0.1:5000
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+# load_names FILE: KEY=VALUE lines of FILE into the environment, unless already set there.
+load_names() {
+    local k v
+    while IFS='=' read -r k v; do
+        [[ $k =~ ^[A-Z][A-Z0-9_]*$ ]] || continue
+        [[ -n ${!k+set} ]] || export "$k=$v"
+    done <"$1"
+}
+load_names "$HERE/test-images.env"
+
+REG_ADDR=$DOCKEXEC_TEST_REGISTRY
 REG_URL="http://$REG_ADDR"
-PY_IMAGE=dockexec-test/python:latest
-BB_IMAGE=dockexec-test/busybox:latest
-SLIM_TAG=python:3-slim
+PY_IMAGE=$DOCKEXEC_TEST_IMAGE
+BB_IMAGE=$DOCKEXEC_TEST_BUSYBOX
+SLIM_TAG=$DOCKEXEC_TEST_SLIM_TAG
 # local image -> repository in the loopback registry (tag is always "latest")
-declare -A REG_REPO=([$PY_IMAGE]=dockexec/python [$BB_IMAGE]=dockexec/busybox)
+declare -A REG_REPO=([$PY_IMAGE]=$DOCKEXEC_TEST_REGISTRY_PYTHON [$BB_IMAGE]=$DOCKEXEC_TEST_REGISTRY_BUSYBOX)
+# The `dockexec.test.image` label of an image built by the current recipe. Change the value
+# whenever a recipe below changes, so existing images are rebuilt.
+#   python-2: Debian's full python3 (python-1, unlabelled, had python3-minimal: no ctypes)
+STAMP_LABEL=dockexec.test.image
+declare -A STAMP=([$PY_IMAGE]=python-2 [$BB_IMAGE]=busybox-1)
+# The record that this script made $SLIM_TAG: "<tag> <image id>".
+SLIM_RECORD="$STATE/slim-tag"
 MANIFEST_ACCEPT='application/vnd.docker.distribution.manifest.v2+json'
 DAEMON_WAIT=60
 REGISTRY_WAIT=30
@@ -83,6 +114,16 @@ daemon_up() { [[ -S $SOCK ]] && [[ "$(engine_get /_ping 2>/dev/null)" == OK ]]; 
 # image_exists REF (via the Engine API, so it works before the CLI is installed)
 image_exists() { engine_get "/images/$1/json" >/dev/null 2>&1; }
 
+# has_stamp REF [VALUE]: REF exists and carries our recipe label (with VALUE, if given).
+has_stamp() {
+    local json
+    json=$(engine_get "/images/$1/json" 2>/dev/null) || return 1
+    [[ $json == *"\"$STAMP_LABEL\":\"${2:-}"* ]]
+}
+
+# image_current REF: REF exists and was built by the current recipe.
+image_current() { has_stamp "$1" "${STAMP[$1]}\""; }
+
 # HTTP status code of GET $REG_URL$1 ("000" when nothing answers)
 registry_status() {
     curl -s -o /dev/null -w '%{http_code}' -m 5 -H "Accept: $MANIFEST_ACCEPT" "$REG_URL$1" 2>/dev/null || true
@@ -112,10 +153,10 @@ apt_install() {
     if [[ ! -e $policy ]]; then
         printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && added_policy=1
     fi
-    local rc=0
+    local rc=0 wait=(-o DPkg::Lock::Timeout=300)
     {
-        apt-get update -q &&
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
+        apt-get "${wait[@]}" update -q &&
+            DEBIAN_FRONTEND=noninteractive apt-get "${wait[@]}" install -y -q --no-install-recommends "$@"
     } >&2 || rc=$?
     ((added_policy)) && rm -f "$policy"
     ((rc == 0)) || die "apt-get install $* failed (rc=$rc)"
@@ -212,6 +253,138 @@ cleanup() {
     for d in "${WORKDIRS[@]+"${WORKDIRS[@]}"}"; do remove_tree "$d"; done
 }
 
+# lock SECONDS: serialize runs of this script (parallel CI jobs on one machine). Everything
+# that changes the machine happens under it: apt and its policy-rc.d guard (one run must not
+# remove the guard while another run's apt is starting services), the daemon and registry
+# start-up, the image builds, the tag and its record.
+lock() {
+    have flock || die "flock (util-linux) not found"
+    exec 9>"$STATE/lock"
+    if ! flock -n 9; then
+        log "another test-env.sh run holds $STATE/lock, waiting (max $1 s)"
+        flock -w "$1" 9 || die "could not lock $STATE/lock"
+    fi
+}
+
+# image_id REF: the full image ID of REF, empty when there is no such image.
+image_id() { docker image inspect -f '{{.Id}}' "$1" 2>/dev/null || true; }
+
+# replaced IMAGE: note that IMAGE exists but was built by an older recipe; its ID goes to
+# OLD_IDS, for forget_old_images once nothing of ours points at it any more.
+OLD_IDS=()
+replaced() {
+    local id
+    id=$(image_id "$1")
+    [[ -n $id ]] || return 0
+    OLD_IDS+=("$id")
+    log "$1 (${id:7:12}) is from an older recipe (want label $STAMP_LABEL=${STAMP[$1]}): rebuilding"
+}
+
+# forget_old_images: remove the builds this run replaced, unless something still uses or
+# tags them (a running container keeps its image; a tag that is not ours stays).
+forget_old_images() {
+    local id tags
+    for id in "${OLD_IDS[@]+"${OLD_IDS[@]}"}"; do
+        tags=$(docker image inspect -f '{{len .RepoTags}}' "$id" 2>/dev/null) || continue
+        if [[ $tags == 0 ]] && docker rmi "$id" >/dev/null 2>&1; then
+            log "removed the replaced build ${id:7:12}"
+        else
+            log "kept the replaced build ${id:7:12} (still tagged or used by a container)"
+        fi
+    done
+}
+
+# ------------------------------------------------------------- python:3-slim ---
+
+# The tag this script made, as recorded: "<tag> <image id>" (nothing when there is no record).
+slim_record() { if [[ -r $SLIM_RECORD ]]; then cat "$SLIM_RECORD"; fi; }
+
+# tag_slim ID: (re)point $SLIM_TAG at our python image and record that this script did.
+tag_slim() {
+    docker tag "$PY_IMAGE" "$SLIM_TAG"
+    echo "$SLIM_TAG $1" >"$SLIM_RECORD"
+}
+
+# ensure_slim_tag WANTED: keep $SLIM_TAG on our python image when this script made it, make
+# it when WANTED=1 and it is absent, and never touch anyone else's.
+ensure_slim_tag() {
+    local wanted=$1 py slim rec_tag="" rec_id=""
+    py=$(image_id "$PY_IMAGE")
+    slim=$(image_id "$SLIM_TAG")
+    read -r rec_tag rec_id < <(slim_record) || true
+    local undo="undo: bash scripts/test-env.sh --untag-slim"
+    if [[ -n $rec_tag && $rec_tag != "$SLIM_TAG" ]]; then
+        log "NOTE: this script tagged $rec_tag earlier (now DOCKEXEC_TEST_SLIM_TAG=$SLIM_TAG); --untag-slim still removes it"
+    fi
+    if [[ -z $slim ]]; then
+        if ((wanted)); then
+            tag_slim "$py"
+            log "TAGGED $PY_IMAGE as $SLIM_TAG (the library's default image, for the README doctests); $undo"
+        elif [[ $rec_tag == "$SLIM_TAG" ]]; then
+            rm -f "$SLIM_RECORD"
+            log "$SLIM_TAG (tagged by this script earlier) is gone; forgot the record"
+        else
+            log "$SLIM_TAG is absent: the README doctests and the library's default image need it;" \
+                "--tag-slim (as scripts/test.sh passes) tags $PY_IMAGE as $SLIM_TAG"
+        fi
+    elif [[ $slim == "$py" ]]; then
+        if [[ $rec_tag == "$SLIM_TAG" ]]; then
+            log "$SLIM_TAG is $PY_IMAGE, tagged by this script ($undo)"
+        elif ((wanted)); then
+            # An earlier version of this script tagged it silently, or the record was lost
+            # with the state dir: it names our own image, so it is ours to undo.
+            tag_slim "$py"
+            log "$SLIM_TAG already is $PY_IMAGE; recorded it as made by this script ($undo)"
+        else
+            log "$SLIM_TAG already is $PY_IMAGE, not recorded as made by this script;" \
+                "--tag-slim records it, so that --untag-slim can remove it"
+        fi
+    elif [[ " ${OLD_IDS[*]-} " == *" $slim "* ]]; then
+        # It named the build this run just replaced (an earlier version of this script made
+        # the tag without asking): it follows the rebuild, and is now on record.
+        tag_slim "$py"
+        log "MOVED $SLIM_TAG from the replaced build to the rebuilt $PY_IMAGE; $undo"
+    elif [[ $rec_tag == "$SLIM_TAG" && $slim == "$rec_id" ]] || has_stamp "$SLIM_TAG" python-; then
+        # Ours, on an older build of the python image: follow the rebuild.
+        if [[ $rec_tag == "$SLIM_TAG" ]] || ((wanted)); then
+            tag_slim "$py"
+            log "MOVED $SLIM_TAG to the rebuilt $PY_IMAGE; $undo"
+        else
+            log "$SLIM_TAG is an older build of $PY_IMAGE, not recorded as made by this script;" \
+                "--tag-slim moves it to the current one"
+        fi
+    else
+        log "$SLIM_TAG is another image (${slim:7:12}), not ours: left alone; the README doctests run it"
+        if [[ $rec_tag == "$SLIM_TAG" ]]; then rm -f "$SLIM_RECORD"; fi
+    fi
+}
+
+# untag_slim: remove the tag this script made, if it still points at our python image.
+untag_slim() {
+    local rec_tag="" rec_id="" slim py
+    read -r rec_tag rec_id < <(slim_record) || true
+    if [[ -z $rec_tag ]]; then
+        log "no record of a tag made by this script in $SLIM_RECORD: nothing to untag"
+        return 0
+    fi
+    if ! daemon_up || ! have docker; then
+        log "no docker daemon or CLI on $SOCK: cannot remove $rec_tag now (record kept in $SLIM_RECORD)"
+        return 0
+    fi
+    slim=$(image_id "$rec_tag")
+    py=$(image_id "$PY_IMAGE")
+    if [[ -z $slim ]]; then
+        log "$rec_tag is already gone"
+    elif [[ $slim == "$rec_id" || $slim == "$py" ]]; then
+        # `docker rmi TAG` removes the tag only while $PY_IMAGE still names the image.
+        docker rmi "$rec_tag" >/dev/null || die "docker rmi $rec_tag failed (record kept in $SLIM_RECORD)"
+        log "UNTAGGED $rec_tag (this script had tagged it; $PY_IMAGE itself is kept)"
+    else
+        log "$rec_tag now points at another image (${slim:7:12}): not ours any more, left alone"
+    fi
+    rm -f "$SLIM_RECORD"
+}
+
 # ------------------------------------------------------------------ --down ---
 
 stop_pidfile() { # stop_pidfile FILE COMM NAME
@@ -235,11 +408,8 @@ stop_pidfile() { # stop_pidfile FILE COMM NAME
 
 down() {
     mkdir -p "$STATE"
-    exec 9>"$STATE/lock"
-    if ! flock -n 9; then
-        log "another test-env.sh run holds $STATE/lock, waiting (max 600 s)"
-        flock -w 600 9 || die "could not lock $STATE/lock"
-    fi
+    lock 600
+    untag_slim
     stop_pidfile "$STATE/registry.pid" docker-registry registry
     stop_pidfile "$STATE/dockerd.pid" dockerd dockerd
     log "down"
@@ -255,16 +425,15 @@ install_missing_packages() {
     daemon_up && up=1
     if { ((up == 0)) && ! have dockerd; } || ! have docker; then pkgs+=(docker.io); fi
     have curl || pkgs+=(curl ca-certificates)
-    if ((up == 0)) || ! image_exists "$PY_IMAGE"; then
+    if ((up == 0)) || ! image_current "$PY_IMAGE"; then
         have debootstrap || pkgs+=(debootstrap)
     fi
-    if ((up == 0)) || ! image_exists "$BB_IMAGE"; then
+    if ((up == 0)) || ! image_current "$BB_IMAGE"; then
         static_busybox >/dev/null || pkgs+=(busybox-static)
     fi
     if ! have docker-registry && [[ $(registry_status /v2/) != 200 ]]; then
         pkgs+=(docker-registry)
     fi
-    have flock || pkgs+=(util-linux)
     apt_install "${pkgs[@]+"${pkgs[@]}"}"
 }
 
@@ -315,16 +484,19 @@ ensure_daemon() {
 }
 
 ensure_python_image() {
-    if image_exists "$PY_IMAGE"; then
-        log "$PY_IMAGE present"
+    if image_current "$PY_IMAGE"; then
+        log "$PY_IMAGE present ($STAMP_LABEL=${STAMP[$PY_IMAGE]})"
     else
+        replaced "$PY_IMAGE"
         have debootstrap || die "debootstrap not found"
         local mirror suite rootfs t0=$SECONDS
         read -r mirror suite < <(detect_mirror)
         rootfs=$(mktemp -d "$STATE/rootfs.XXXXXX")
         WORKDIRS+=("$rootfs")
-        log "building $PY_IMAGE: debootstrap --variant=minbase --include=python3-minimal $suite from $mirror (takes ~30 s)"
-        if ! debootstrap --variant=minbase --include=python3-minimal "$suite" "$rootfs" "$mirror" \
+        # python3, not python3-minimal: ctypes, multiprocessing and the rest of the standard
+        # library, as in the real python:3-slim.
+        log "building $PY_IMAGE: debootstrap --variant=minbase --include=python3 $suite from $mirror (takes ~1.5 min)"
+        if ! debootstrap --variant=minbase --include=python3 "$suite" "$rootfs" "$mirror" \
             >"$STATE/debootstrap.log" 2>&1; then
             log "debootstrap failed; last lines of $STATE/debootstrap.log:"
             tail -n 30 "$STATE/debootstrap.log" >&2 || true
@@ -336,26 +508,22 @@ ensure_python_image() {
             "$rootfs"/var/lib/apt/lists/* "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/* \
             "$rootfs"/usr/share/info/* "$rootfs"/debootstrap
         import_dir "$rootfs" "$PY_IMAGE" 'CMD ["/bin/sh"]' 'ENV LANG=C.UTF-8' \
-            'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+            'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+            "LABEL $STAMP_LABEL=${STAMP[$PY_IMAGE]}"
         remove_tree "$rootfs"
         log "built $PY_IMAGE in $((SECONDS - t0)) s"
     fi
-    if image_exists "$SLIM_TAG"; then
-        log "$SLIM_TAG already exists, leaving it as is"
-    else
-        docker tag "$PY_IMAGE" "$SLIM_TAG"
-        log "tagged $PY_IMAGE as $SLIM_TAG"
-    fi
     local out
-    out=$(docker run --rm --network none "$PY_IMAGE" python3 -c 'print(1)' 2>&1) || true
-    [[ $out == 1 ]] || die "python3 does not work in $PY_IMAGE: $out"
-    log "$PY_IMAGE runs python3 (--network none)"
+    out=$(docker run --rm --network none "$PY_IMAGE" python3 -c 'import ctypes, multiprocessing; print(1)' 2>&1) || true
+    [[ $out == 1 ]] || die "python3 cannot import ctypes and multiprocessing in $PY_IMAGE: $out"
+    log "$PY_IMAGE runs python3 with ctypes and multiprocessing (--network none)"
 }
 
 ensure_busybox_image() {
-    if image_exists "$BB_IMAGE"; then
-        log "$BB_IMAGE present"
+    if image_current "$BB_IMAGE"; then
+        log "$BB_IMAGE present ($STAMP_LABEL=${STAMP[$BB_IMAGE]})"
     else
+        replaced "$BB_IMAGE"
         local bb dir applet
         bb=$(static_busybox) || die "static busybox (busybox-static) not found"
         dir=$(mktemp -d "$STATE/busybox.XXXXXX")
@@ -373,7 +541,8 @@ ensure_busybox_image() {
         printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$dir/etc/passwd"
         printf 'root:x:0:\nnogroup:x:65534:\n' >"$dir/etc/group"
         import_dir "$dir" "$BB_IMAGE" 'CMD ["/bin/sh"]' \
-            'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+            'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+            "LABEL $STAMP_LABEL=${STAMP[$BB_IMAGE]}"
         remove_tree "$dir"
         log "built $BB_IMAGE"
     fi
@@ -460,33 +629,58 @@ push_image() {
 
 summary() {
     local py_id bb_id slim_id
-    py_id=$(docker image inspect -f '{{.Id}}' "$PY_IMAGE" | cut -c8-19)
-    bb_id=$(docker image inspect -f '{{.Id}}' "$BB_IMAGE" | cut -c8-19)
-    slim_id=$(docker image inspect -f '{{.Id}}' "$SLIM_TAG" | cut -c8-19)
-    log "ready in $((SECONDS)) s: daemon $SOCK ($DAEMON_NOTE); images $PY_IMAGE=$py_id $SLIM_TAG=$slim_id $BB_IMAGE=$bb_id; registry $REG_ADDR ($REGISTRY_NOTE) with dockexec/python:latest dockexec/busybox:latest"
+    py_id=$(image_id "$PY_IMAGE")
+    bb_id=$(image_id "$BB_IMAGE")
+    slim_id=$(image_id "$SLIM_TAG")
+    slim_id=${slim_id:+${slim_id:7:12}}
+    log "ready in $((SECONDS)) s: daemon $SOCK ($DAEMON_NOTE); images $PY_IMAGE=${py_id:7:12}" \
+        "$SLIM_TAG=${slim_id:-absent} $BB_IMAGE=${bb_id:7:12};" \
+        "registry $REG_ADDR ($REGISTRY_NOTE) with ${REG_REPO[$PY_IMAGE]}:latest ${REG_REPO[$BB_IMAGE]}:latest"
 }
 
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+
 main() {
-    case "${1:-}" in
-    --down) down; return ;;
-    "") ;;
-    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; return ;;
-    *) die "unknown argument: $1 (usage: $0 [--down])" ;;
+    local tag_slim=0 action=up
+    case "${DOCKEXEC_TEST_TAG_SLIM:-}" in
+    "" | 0) ;;
+    1) tag_slim=1 ;;
+    *) die "DOCKEXEC_TEST_TAG_SLIM must be 1 or 0, not '$DOCKEXEC_TEST_TAG_SLIM'" ;;
+    esac
+    while (($#)); do
+        case "$1" in
+        --tag-slim) tag_slim=1 ;;
+        --untag-slim) action=untag ;;
+        --down) action=down ;;
+        -h | --help) usage; return ;;
+        *) die "unknown argument: $1 (usage: $0 [--tag-slim | --untag-slim | --down])" ;;
+        esac
+        shift
+    done
+    case "$REG_ADDR" in
+    127.0.0.1:* | localhost:*) ;;
+    *) die "DOCKEXEC_TEST_REGISTRY must be a loopback address (127.0.0.1:PORT), not $REG_ADDR" ;;
     esac
     mkdir -p "$STATE"
+    case $action in
+    down) down; return ;;
+    untag) lock 600; untag_slim; return ;;
+    esac
     trap cleanup EXIT
-    install_missing_packages
-    have flock || die "flock (util-linux) not found"
-    # serialize concurrent runs (parallel CI jobs on one machine)
-    exec 9>"$STATE/lock"
-    if ! flock -n 9; then
-        log "another test-env.sh run holds $STATE/lock, waiting (max 900 s)"
-        flock -w 900 9 || die "could not lock $STATE/lock"
+    if ! have flock; then
+        # flock is util-linux's (essential on Debian, so this is rare). There is no lock to
+        # take yet: install util-linux alone, which starts no service, then lock.
+        log "flock not found: installing util-linux before taking the lock"
+        apt_install util-linux
     fi
+    lock 900
+    install_missing_packages
     ensure_daemon
     have docker || die "docker CLI not found"
     ensure_python_image
+    ensure_slim_tag "$tag_slim"
     ensure_busybox_image
+    forget_old_images
     ensure_registry
     push_image "$PY_IMAGE"
     push_image "$BB_IMAGE"

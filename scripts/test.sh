@@ -3,19 +3,26 @@
 #
 #   scripts/test.sh [extra cargo test args...]
 #
-# 1. scripts/test-env.sh  (docker daemon, test images, loopback registry; idempotent)
-# 2. cargo test --features cli --all-targets "$@"
-# 3. cargo test --features cli --doc "$@"
-# Exits non-zero if any step fails (both cargo runs are attempted).
+# 1. scripts/test-env.sh --tag-slim  (docker daemon, test images, loopback registry, and the
+#    python:3-slim tag the README doctests need when that tag is absent; idempotent; undo the
+#    tag with scripts/test-env.sh --untag-slim)
+# 2. cargo test --all-features --all-targets "$@", once per strategy (DOCKEXEC_TEST_STRATEGY=exec,
+#    then =agent: every lifecycle, cancel, stream and output test runs against both ways of
+#    running a block; DOCKEXEC_TEST_STRATEGIES="exec" narrows it)
+# 3. cargo test --all-features --doc "$@"
+# Exits non-zero if any step fails (every cargo run is attempted).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-bash scripts/test-env.sh
+# The names of the environment test-env.sh prepares, for it and for the tests: the lines of
+# scripts/test-images.env, unless already set in the environment.
+while IFS='=' read -r k v; do
+    [[ $k =~ ^[A-Z][A-Z0-9_]*$ ]] || continue
+    [[ -n ${!k+set} ]] || export "$k=$v"
+done <scripts/test-images.env
 
-# The environment test-env.sh prepared (see that script).
-export DOCKEXEC_TEST_IMAGE=dockexec-test/python:latest
-export DOCKEXEC_TEST_BUSYBOX=dockexec-test/busybox:latest
-export DOCKEXEC_TEST_REGISTRY=127.0.0.1:5000
+bash scripts/test-env.sh --tag-slim
+
 case "${CI:-}" in
 true | TRUE | True | 1 | yes) export DOCKEXEC_STRESS_SECS="${DOCKEXEC_STRESS_SECS:-20}" ;;
 esac
@@ -26,11 +33,13 @@ echo "test.sh: DOCKEXEC_TEST_IMAGE=$DOCKEXEC_TEST_IMAGE DOCKEXEC_TEST_BUSYBOX=$D
     "DOCKEXEC_TEST_REGISTRY=$DOCKEXEC_TEST_REGISTRY DOCKEXEC_STRESS_SECS=${DOCKEXEC_STRESS_SECS:-<unset>}" >&2
 
 status=0
-# `cli` builds the binary that tests/cli.rs and tests/orphans.rs run.
-echo "test.sh: cargo test --features cli --all-targets $*" >&2
-cargo test --features cli --all-targets "$@" || status=$?
-echo "test.sh: cargo test --features cli --doc $*" >&2
-cargo test --features cli --doc "$@" || { rc=$?; ((status)) || status=$rc; }
+for strategy in ${DOCKEXEC_TEST_STRATEGIES:-exec agent}; do
+    echo "test.sh: DOCKEXEC_TEST_STRATEGY=$strategy cargo test --all-features --all-targets $*" >&2
+    DOCKEXEC_TEST_STRATEGY=$strategy cargo test --all-features --all-targets "$@" ||
+        { rc=$?; ((status)) || status=$rc; }
+done
+echo "test.sh: cargo test --all-features --doc $*" >&2
+cargo test --all-features --doc "$@" || { rc=$?; ((status)) || status=$rc; }
 
 if ((status)); then
     echo "test.sh: FAILED (exit $status)" >&2

@@ -121,7 +121,7 @@ fn timeout_gives_timed_out_status_quickly() {
     assert_eq!(res.exit_code(), 124);
     assert!(!res.outputs[0].stdout_lossy().contains("hello world"));
     // The block's process is really gone.
-    let procs = common::container_processes(ex.container_id());
+    let procs = common::processes_matching(ex.container_id(), "");
     assert!(
         !procs.iter().any(|p| p.contains("python")),
         "left running: {procs:?}"
@@ -301,7 +301,7 @@ fn init_command_runs_before_blocks() {
 #[test]
 fn failing_init_command_fails_start_and_leaves_nothing() {
     let (mut builder, case) = common::case_builder("init-fail");
-    let leftovers = || common::labelled(common::CASE_LABEL, &case.value);
+    let leftovers = || case.containers();
     let dir = TempDir::new("init-fail");
     let work = dir.path().join("ws");
     let result = builder
@@ -329,7 +329,7 @@ fn failing_init_command_fails_start_and_leaves_nothing() {
         matches!(err, Error::InitCommand { code: Some(1), .. }),
         "{err:?}"
     );
-    assert!(common::labelled(common::CASE_LABEL, &case2.value).is_empty());
+    assert!(case2.containers().is_empty());
     let new_dirs: Vec<_> = dockexec_temp_dirs()
         .into_iter()
         .filter(|d| !temp_before.contains(d))
@@ -344,9 +344,9 @@ fn failing_init_command_fails_start_and_leaves_nothing() {
         d.exists() && common::labelled(dockexec::labels::EXECUTOR, id).is_empty()
     };
     let suspects: Vec<_> = new_dirs.into_iter().filter(|d| orphaned(d)).collect();
-    if !suspects.is_empty() {
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    common::eventually(Duration::from_secs(1), || {
+        !suspects.iter().any(|d| orphaned(d))
+    });
     let leaked: Vec<_> = suspects.into_iter().filter(|d| orphaned(d)).collect();
     assert!(leaked.is_empty(), "temp work dirs left behind: {leaked:?}");
 }
@@ -479,7 +479,11 @@ fn two_executors_can_share_a_work_dir() {
             "echo up; trap '' TERM; while :; do sleep 1; done",
         ))
         .unwrap();
-    common::wait_for_output(&running, b"up\n", std::time::Duration::from_secs(10));
+    common::await_stdout(
+        &running.chunks(),
+        "up\n",
+        std::time::Duration::from_secs(10),
+    );
     first.stop().unwrap();
     assert!(
         dir.path().join(".dockexec").exists(),

@@ -223,14 +223,18 @@ fn a_non_root_user_runs_blocks_and_is_still_cancellable() {
             "echo up; trap '' TERM; sleep 1777 & while :; do sleep 1; done",
         ))
         .unwrap();
-    common::wait_for_output(&running, b"up\n", std::time::Duration::from_secs(10));
+    common::await_stdout(
+        &running.chunks(),
+        "up\n",
+        std::time::Duration::from_secs(10),
+    );
     running.cancel().unwrap();
     let out = running
         .wait_timeout(std::time::Duration::from_secs(10))
         .unwrap()
         .expect("cancelled in time");
     assert!(out.status.cancelled());
-    let left = common::container_processes(ex.container_id());
+    let left = common::processes_matching(ex.container_id(), "");
     assert!(
         !left.iter().any(|p| p.contains("sleep 1777")),
         "nothing of the block survives: {left:?}"

@@ -16,7 +16,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 /// Asserts that no process of the container's carries any of `markers`.
 fn assert_none_left(ex: &Executor, markers: &[&str]) {
-    let procs = common::container_processes(ex.container_id());
+    let procs = common::processes_matching(ex.container_id(), "");
     for m in markers {
         let left: Vec<_> = procs.iter().filter(|l| l.contains(m)).collect();
         assert!(
@@ -28,7 +28,7 @@ fn assert_none_left(ex: &Executor, markers: &[&str]) {
 
 /// Asserts that every marker has a live process (so the later absence proves a kill).
 fn assert_all_running(ex: &Executor, markers: &[&str]) {
-    let procs = common::container_processes(ex.container_id());
+    let procs = common::processes_matching(ex.container_id(), "");
     for m in markers {
         assert!(
             procs.iter().any(|l| l.contains(m)),
@@ -172,7 +172,7 @@ wait
         let rx = execution.chunks();
         common::await_stdout(&rx, "ready", Duration::from_secs(20));
         assert!(common::eventually(Duration::from_secs(10), || {
-            let procs = common::container_processes(ex.container_id());
+            let procs = common::processes_matching(ex.container_id(), "");
             markers.iter().all(|m| procs.iter().any(|l| l.contains(m)))
         }));
         assert_all_running(&ex, &markers);
@@ -214,7 +214,7 @@ while True:
         common::await_stdout(&rx, "ready", Duration::from_secs(20));
         let markers = ["cancel_marker_py1031", "sleep 1032"];
         assert!(common::eventually(Duration::from_secs(10), || {
-            let procs = common::container_processes(ex.container_id());
+            let procs = common::processes_matching(ex.container_id(), "");
             markers.iter().all(|m| procs.iter().any(|l| l.contains(m)))
         }));
         let forks = common::processes_matching(ex.container_id(), "cancel_marker_py1031");
@@ -318,7 +318,7 @@ sleep 1063
         let rx = execution.chunks();
         common::await_stdout(&rx, "ready", Duration::from_secs(20));
         assert!(common::eventually(Duration::from_secs(10), || {
-            let procs = common::container_processes(ex.container_id());
+            let procs = common::processes_matching(ex.container_id(), "");
             markers.iter().all(|m| procs.iter().any(|l| l.contains(m)))
         }));
         execution.cancel().unwrap();

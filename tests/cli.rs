@@ -300,7 +300,7 @@ fn output_streams_live_before_the_block_ends() {
 
 #[test]
 fn a_pull_shows_its_progress_on_stderr() {
-    let reference = format!("{}/dockexec/busybox:latest", common::registry());
+    let reference = common::registry_busybox();
     // Removed afterwards only if this test brought it in.
     let _guard = (!common::image_exists(&reference)).then(|| common::ImageGuard(reference.clone()));
     let out = Command::new(BIN)

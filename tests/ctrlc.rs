@@ -36,11 +36,8 @@ fn interrupt_child(mode: &str, case: &str) -> (Option<i32>, String, String) {
 
 #[test]
 fn ctrl_c_in_a_child_stops_its_executor_and_exits_130() {
-    let case = common::unique_name("ctrlc-library");
-    let _guard = common::CaseGuard {
-        value: case.clone(),
-    };
-    let (code, transcript, container) = interrupt_child("library", &case);
+    let guard = common::CaseGuard::new("ctrlc-library");
+    let (code, transcript, container) = interrupt_child("library", &guard.value);
     assert_eq!(code, Some(130), "exit code; child said:\n{transcript}");
     assert!(
         transcript.contains("second install refused"),
@@ -56,11 +53,8 @@ fn ctrl_c_in_a_child_stops_its_executor_and_exits_130() {
 
 #[test]
 fn an_application_handler_can_call_stop_all() {
-    let case = common::unique_name("ctrlc-own");
-    let _guard = common::CaseGuard {
-        value: case.clone(),
-    };
-    let (code, transcript, container) = interrupt_child("own", &case);
+    let guard = common::CaseGuard::new("ctrlc-own");
+    let (code, transcript, container) = interrupt_child("own", &guard.value);
     assert_eq!(code, Some(3), "exit code; child said:\n{transcript}");
     assert!(
         transcript.contains("library install refused"),

@@ -31,12 +31,12 @@ fn a_fork_bomb_meets_the_pids_limit_and_is_cancelled() {
     b.pids_limit(Some(64)).timeout(Some(Duration::from_secs(3)));
     let ex = b.start().unwrap();
     let out = ex
-        .run(&CodeBlock::sh("b() { b | b & }; b; sleep 100"))
+        .run(&CodeBlock::sh("sleep 100 & b() { b | b & }; b; wait"))
         .unwrap();
     assert!(out.status.timed_out(), "{}", out.status);
     let left = common::watchdog(Duration::from_secs(30), {
         let id = ex.container_id().to_string();
-        move || common::container_processes(&id)
+        move || common::processes_matching(&id, "")
     });
     assert!(
         !left.iter().any(|p| p.contains("tmp_code")),

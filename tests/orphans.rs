@@ -24,13 +24,10 @@ struct Owner {
 }
 
 fn start_owner(case: &str) -> Owner {
-    let value = common::unique_name(case);
-    let guard = common::CaseGuard {
-        value: value.clone(),
-    };
+    let guard = common::CaseGuard::new(case);
     let mut child = common::ChildProc::spawn(
         Command::new(common::example_bin("sigkill_owner"))
-            .arg(&value)
+            .arg(&guard.value)
             .env("DOCKEXEC_TEST_IMAGE", common::image()),
     );
     let container = child.expect_line("container ", LIMIT);

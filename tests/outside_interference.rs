@@ -15,7 +15,7 @@ use dockexec::{CodeBlock, Error};
 fn container_removed_from_outside_while_a_block_runs() {
     let ex = common::start();
     let execution = ex.spawn(&CodeBlock::sh("echo before; sleep 1000")).unwrap();
-    common::wait_for_output(&execution, b"before\n", Duration::from_secs(10));
+    common::await_stdout(&execution.chunks(), "before\n", Duration::from_secs(10));
     assert!(common::docker(&["rm", "-f", ex.container_id()]).0);
     let out = execution
         .wait_timeout(Duration::from_secs(10))
@@ -42,7 +42,7 @@ fn container_killed_from_outside_while_a_block_runs() {
             "import time\nprint('up', flush=True)\ntime.sleep(1000)",
         ))
         .unwrap();
-    common::wait_for_output(&execution, b"up\n", Duration::from_secs(10));
+    common::await_stdout(&execution.chunks(), "up\n", Duration::from_secs(10));
     assert!(common::docker(&["kill", ex.container_id()]).0);
     let out = execution
         .wait_timeout(Duration::from_secs(10))
@@ -149,18 +149,12 @@ fn stop_returns_in_bounded_time_when_the_daemon_hangs() {
         .and_then(|h| h.strip_prefix("unix://").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"));
     let proxy = Proxy::start(&real);
-    let label = format!("hang-{}", std::process::id());
-    let mut b = common::builder();
-    b.socket(&proxy.path)
-        .label("dockexec.test.hang", label.as_str());
+    // Removes the container stop() could not remove through the hung daemon.
+    let (mut b, _case) = common::case_builder("hang");
+    b.socket(&proxy.path);
     let ex = b.start().unwrap();
     let execution = ex.spawn(&CodeBlock::sh("echo up; sleep 1000")).unwrap();
-    common::wait_for_output(
-        &execution,
-        b"up
-",
-        Duration::from_secs(10),
-    );
+    common::await_stdout(&execution.chunks(), "up\n", Duration::from_secs(10));
 
     proxy.frozen.store(true, Ordering::SeqCst);
     let t = Instant::now();
@@ -170,7 +164,6 @@ fn stop_returns_in_bounded_time_when_the_daemon_hangs() {
     });
     let took = t.elapsed();
     proxy.frozen.store(false, Ordering::SeqCst);
-    common::remove_labelled("dockexec.test.hang", &label);
 
     let (stopped, status) = result;
     assert!(took < Duration::from_secs(12), "stop took {took:?}");

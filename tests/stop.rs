@@ -22,7 +22,7 @@ fn await_processes(ex: &Executor, marker: &str, n: usize) {
     assert!(
         ok,
         "expected {n} processes {marker:?}: {:#?}",
-        common::container_processes(ex.container_id())
+        common::processes_matching(ex.container_id(), "")
     );
 }
 

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import docker
 import docker.models.images
@@ -29,7 +30,23 @@ from autogen_core import CancellationToken
 from autogen_core.code_executor import CodeBlock
 from autogen_ext.code_executors.docker import DockerCommandLineCodeExecutor
 
-IMAGE = "python:3-slim"
+
+
+def _slim_tag() -> str:
+    """$DOCKEXEC_TEST_SLIM_TAG, else its line in scripts/test-images.env (python:3-slim)."""
+    key = "DOCKEXEC_TEST_SLIM_TAG"
+    if os.environ.get(key) is not None:
+        return os.environ[key]
+    names = Path(__file__).resolve().parents[2] / "scripts" / "test-images.env"
+    for line in names.read_text().splitlines():
+        k, sep, v = line.partition("=")
+        if sep and k.strip() == key:
+            return v.strip()
+    raise SystemExit(f"autogen_bench: {names} has no {key}")
+
+
+# The same image as dockexec's side (examples/autogen_compare.rs), never pulled.
+IMAGE = _slim_tag()
 # Every container of ours is named with this prefix, so leftovers can be found and removed.
 PREFIX = "dockexec-bench-autogen-"
 # AutoGen runs a "python" block as `timeout 60 python FILE`; our offline python:3-slim has only

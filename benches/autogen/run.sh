@@ -9,7 +9,13 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 venv="${TMPDIR:-/tmp}/dockexec-autogen-venv"
 out="${TMPDIR:-/tmp}/dockexec-autogen-results"
-image="python:3-slim"
+# The image both sides run (python:3-slim): $DOCKEXEC_TEST_SLIM_TAG, else its line in
+# scripts/test-images.env; exported so both sides agree.
+if [[ -z ${DOCKEXEC_TEST_SLIM_TAG+set} ]]; then
+    DOCKEXEC_TEST_SLIM_TAG=$(sed -n 's/^DOCKEXEC_TEST_SLIM_TAG=//p' "$repo/scripts/test-images.env")
+fi
+export DOCKEXEC_TEST_SLIM_TAG
+image=$DOCKEXEC_TEST_SLIM_TAG
 
 # The image must be local: neither side ever pulls it.
 if ! docker image inspect "$image" >/dev/null 2>&1; then

@@ -14,46 +14,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-/// Label on every container the benches create (executors' included).
-pub const LABEL: &str = "dockexec.bench";
-/// Label whose value is this bench run's id: what the final sweep removes.
-pub const RUN_LABEL: &str = "dockexec.bench.run";
 /// Bound on each read of an exec stream.
 const STREAM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 /// The newest API version dockexec asks for; the raw client asks for the same.
-const MAX_API: (u32, u32) = (1, 47);
-
-/// The daemon's socket: `DOCKER_HOST` when it is `unix://…`, else the default.
-pub fn socket() -> PathBuf {
-    match std::env::var("DOCKER_HOST") {
-        Ok(h) if h.starts_with("unix://") => PathBuf::from(&h["unix://".len()..]),
-        _ => PathBuf::from("/var/run/docker.sock"),
-    }
-}
-
-/// The image the benches run: `DOCKEXEC_BENCH_IMAGE`, else the test image.
-pub fn image() -> String {
-    std::env::var("DOCKEXEC_BENCH_IMAGE").unwrap_or_else(|_| "dockexec-test/python:latest".into())
-}
-
-/// This bench run's id: `DOCKEXEC_BENCH_RUN` in a re-executed child (the parent passes its
-/// own with `Command::env`), else fixed once for this process.
-pub fn run_id() -> String {
-    if let Ok(id) = std::env::var("DOCKEXEC_BENCH_RUN") {
-        return id;
-    }
-    RUN_ID
-        .get_or_init(|| format!("{}-{}", std::process::id(), nanos()))
-        .clone()
-}
-
-static RUN_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-
-fn nanos() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos())
-}
+const MAX_API: (u32, u32) = dockexec::__bench::MAX_API;
 
 fn other(msg: impl Into<String>) -> io::Error {
     io::Error::other(msg.into())
@@ -497,121 +461,6 @@ impl Raw {
                 "container remove: HTTP {}: {text}",
                 r.status
             )))
-        }
-    }
-
-    /// A running container that does nothing (`sleep infinity` under docker-init, no
-    /// network), labelled for the sweep: what `docker run -d --init --network none` makes.
-    pub fn run_sleeper(&mut self, image: &str) -> io::Result<String> {
-        let body = json!({
-            "Image": image,
-            "Cmd": ["sleep", "infinity"],
-            "Labels": labels(),
-            "HostConfig": { "Init": true, "NetworkMode": "none" },
-        });
-        let id = self.container_create(None, &body)?;
-        if let Err(e) = self.container_start(&id) {
-            let _ = self.container_remove(&id);
-            return Err(e);
-        }
-        Ok(id)
-    }
-
-    /// Ids of this run's containers.
-    pub fn this_runs_containers(&mut self) -> io::Result<Vec<String>> {
-        let filters = json!({ "label": [format!("{RUN_LABEL}={}", run_id())] }).to_string();
-        let v = self.json(
-            "GET",
-            &format!("/containers/json?all=true&filters={}", encode(&filters)),
-            None,
-        )?;
-        Ok(v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|c| c["Id"].as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default())
-    }
-}
-
-/// The labels every bench container carries.
-pub fn labels() -> Value {
-    json!({ LABEL: "1", RUN_LABEL: run_id() })
-}
-
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 2);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// On drop (normal exit or panic), force-removes every container of this bench run.
-pub struct Sweep {
-    socket: PathBuf,
-}
-
-impl Sweep {
-    /// Arms the sweep of this run's containers.
-    pub fn arm(socket: &Path) -> Sweep {
-        Sweep {
-            socket: socket.to_path_buf(),
-        }
-    }
-
-    fn sweep(&self) -> usize {
-        let Ok(mut raw) = Raw::connect(&self.socket) else {
-            return 0;
-        };
-        let ids = raw.this_runs_containers().unwrap_or_default();
-        for id in &ids {
-            let _ = raw.container_remove(id);
-        }
-        ids.len()
-    }
-}
-
-impl Drop for Sweep {
-    fn drop(&mut self) {
-        let n = self.sweep();
-        if n > 0 {
-            eprintln!("bench cleanup: removed {n} leftover container(s) of this run");
-        }
-    }
-}
-
-/// The daemon side every bench needs: the hand-written client, the sweep that removes this
-/// run's containers on exit, and the image. `None`, after saying why, when no daemon answers.
-pub fn daemon() -> Option<(Raw, Sweep, String)> {
-    let socket = socket();
-    match Raw::connect(&socket) {
-        Ok(raw) => Some((raw, Sweep::arm(&socket), image())),
-        Err(e) => {
-            println!("skipped: no Docker daemon at {}: {e}", socket.display());
-            None
-        }
-    }
-}
-
-/// Starts an executor, or says why not (the usual cause: the bench image is missing).
-pub fn start_or_skip(
-    builder: &dockexec::ExecutorBuilder,
-    image: &str,
-) -> Option<dockexec::Executor> {
-    match builder.start() {
-        Ok(ex) => Some(ex),
-        Err(e) => {
-            println!(
-                "skipped: cannot start an executor on {image} ({e}); set DOCKEXEC_BENCH_IMAGE \
-                 (e.g. dockexec-test:py)"
-            );
-            None
         }
     }
 }

@@ -987,7 +987,10 @@ mod tests {
         let mut archive = tar::Builder::new(Vec::new());
         archive.append_data(&mut dir, "d/", &b""[..]).unwrap();
         let tar = archive.into_inner().unwrap();
-        assert!(matches!(untar_first_file(&tar), Err(Error::Protocol { .. })));
+        assert!(matches!(
+            untar_first_file(&tar),
+            Err(Error::Protocol { .. })
+        ));
     }
 
     #[test]

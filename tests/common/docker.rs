@@ -1,0 +1,177 @@
+//! Docker fixtures: the test images, executor builders and their labels, the guards that
+//! remove what a test created, and the docker CLI helpers that check the daemon's side.
+
+use std::process::Command;
+use std::time::Duration;
+
+use dockexec::{Executor, ExecutorBuilder, PullPolicy};
+
+use super::{test_images, unique_name};
+
+/// Label every test container carries, so leftovers can be found and removed by label.
+pub const TEST_LABEL: &str = "dockexec.test";
+
+/// Label naming the test case that created a container, for per-test cleanup.
+pub const CASE_LABEL: &str = "dockexec.test.case";
+
+/// The python test image (built locally by scripts/test-env.sh).
+pub fn image() -> String {
+    test_images::get("DOCKEXEC_TEST_IMAGE")
+}
+
+/// The busybox-only image: nothing but a static busybox, no python.
+pub fn busybox() -> String {
+    test_images::get("DOCKEXEC_TEST_BUSYBOX")
+}
+
+/// The loopback registry (`127.0.0.1:5000`); the only place a test may pull from.
+pub fn registry() -> String {
+    let r = test_images::get("DOCKEXEC_TEST_REGISTRY");
+    assert!(
+        r.starts_with("127.0.0.1:") || r.starts_with("localhost:"),
+        "tests may only pull from a loopback registry, not {r}"
+    );
+    r
+}
+
+/// The busybox image as the loopback registry holds it (`<registry>/dockexec/busybox:latest`).
+pub fn registry_busybox() -> String {
+    format!(
+        "{}/{}:latest",
+        registry(),
+        test_images::get("DOCKEXEC_TEST_REGISTRY_BUSYBOX")
+    )
+}
+
+/// A builder for the test image that never pulls, labelled for cleanup.
+pub fn builder() -> ExecutorBuilder {
+    let mut b = Executor::builder();
+    b.image(image())
+        .pull_policy(PullPolicy::Never)
+        .label(TEST_LABEL, "1")
+        .timeout(Some(Duration::from_secs(60)))
+        .strategy(strategy());
+    b
+}
+
+/// The strategy the suite runs under, from DOCKEXEC_TEST_STRATEGY (`exec`, `agent`, or
+/// `auto`, the default); scripts/test.sh runs the whole suite once per strategy. Tests of the
+/// busybox image, which has no Python, ask for `Auto` themselves.
+pub fn strategy() -> dockexec::Strategy {
+    match std::env::var("DOCKEXEC_TEST_STRATEGY").as_deref() {
+        Ok("exec") => dockexec::Strategy::Exec,
+        Ok("agent") => dockexec::Strategy::Agent,
+        Ok("auto") | Ok("") | Err(_) => dockexec::Strategy::Auto,
+        Ok(other) => panic!("DOCKEXEC_TEST_STRATEGY must be exec, agent or auto, not {other:?}"),
+    }
+}
+
+/// Starts an executor on the test image.
+pub fn start() -> Executor {
+    builder()
+        .start()
+        .expect("start an executor on the test image")
+}
+
+/// [`builder`] plus a unique case label, and the guard that removes that label's containers.
+/// Declare the guard before the executor so it drops after it.
+pub fn case_builder(case: &str) -> (ExecutorBuilder, CaseGuard) {
+    let guard = CaseGuard::new(case);
+    let mut b = builder();
+    b.label(CASE_LABEL, guard.value.clone());
+    (b, guard)
+}
+
+/// Removes every container labelled `dockexec.test.case=<value>` when dropped, so a test
+/// that panics or hangs (its executor stuck in a watchdog thread) still leaves nothing.
+#[derive(Debug)]
+pub struct CaseGuard {
+    pub value: String,
+}
+
+impl CaseGuard {
+    /// A guard for a fresh value unique to this process and call (see [`unique_name`]).
+    pub fn new(case: &str) -> CaseGuard {
+        CaseGuard {
+            value: unique_name(case),
+        }
+    }
+
+    /// Ids of the containers (running or not) carrying this case's label.
+    pub fn containers(&self) -> Vec<String> {
+        labelled(CASE_LABEL, &self.value)
+    }
+}
+
+impl Drop for CaseGuard {
+    fn drop(&mut self) {
+        // No panic here: this drop also runs while a failed test unwinds.
+        for id in try_labelled(CASE_LABEL, &self.value).unwrap_or_default() {
+            let _ = docker(&["rm", "-f", &id]);
+        }
+    }
+}
+
+/// Removes an image reference on drop (`docker rmi`), for tests that pull or tag one. Only
+/// the reference goes: an image that still has other tags keeps them.
+#[derive(Debug)]
+pub struct ImageGuard(pub String);
+
+impl Drop for ImageGuard {
+    fn drop(&mut self) {
+        if image_exists(&self.0) {
+            let _ = docker(&["rmi", &self.0]);
+        }
+    }
+}
+
+/// Runs the docker CLI; returns (success, stdout).
+pub fn docker(args: &[&str]) -> (bool, String) {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run the docker CLI");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+    )
+}
+
+/// True when a container with this id or name exists (running or not).
+pub fn container_exists(id: &str) -> bool {
+    docker(&["container", "inspect", id]).0
+}
+
+/// True when the image is present locally.
+pub fn image_exists(image: &str) -> bool {
+    docker(&["image", "inspect", image]).0
+}
+
+/// Ids of the containers (running or not) carrying `label=value`.
+pub fn labelled(label: &str, value: &str) -> Vec<String> {
+    try_labelled(label, value).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn try_labelled(label: &str, value: &str) -> Result<Vec<String>, String> {
+    let filter = format!("label={label}={value}");
+    match docker(&["ps", "-aq", "--filter", &filter]) {
+        (true, ids) => Ok(ids.lines().map(str::to_string).collect()),
+        (false, _) => Err(format!("docker ps --filter {filter} failed")),
+    }
+}
+
+/// Processes in the container whose command line contains `marker` (`""`: all of them), as
+/// `<pid>: <command line>`, read from /proc with plain sh (no procps).
+pub fn processes_matching(id: &str, marker: &str) -> Vec<String> {
+    let script = r#"for d in /proc/[0-9]*; do
+  [ -r "$d/cmdline" ] || continue
+  c=$(tr '\000' ' ' < "$d/cmdline" 2>/dev/null)
+  [ -n "$c" ] && echo "${d#/proc/}: $c"
+done"#;
+    let (ok, out) = docker(&["exec", id, "sh", "-c", script]);
+    assert!(ok, "listing processes in {id}");
+    out.lines()
+        .filter(|l| l.contains(marker))
+        .map(str::to_string)
+        .collect()
+}
