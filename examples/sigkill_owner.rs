@@ -7,7 +7,9 @@
 //! Starts an executor on `$DOCKEXEC_TEST_IMAGE` (default: scripts/test-images.env),
 //! labelled `dockexec.test.case=CASE`, prints `container <id>` and `workdir <path>`, starts a
 //! long block, prints `ready`, and sleeps until it is killed. Killed with SIGKILL, it leaves its container behind
-//! (and its temporary work dir) for `dockexec gc` or the next `start()` to remove.
+//! (and its temporary work dir) for `dockexec gc` or the next `start()` to remove. Its
+//! strategy follows `DOCKEXEC_TEST_STRATEGY`: with the agent, the block dies with the
+//! owner's connection; by exec, it runs on.
 
 #[path = "../tests/common/test_images.rs"]
 mod test_images;
@@ -15,7 +17,7 @@ mod test_images;
 use std::io::Write;
 use std::time::Duration;
 
-use dockexec::{CodeBlock, Executor, PullPolicy};
+use dockexec::{CodeBlock, Executor, PullPolicy, Strategy};
 
 fn main() {
     let case = std::env::args()
@@ -30,6 +32,11 @@ fn main() {
         .label("dockexec.test", "1")
         .label("dockexec.test.case", case)
         .timeout(Some(Duration::from_secs(300)))
+        .strategy(match std::env::var("DOCKEXEC_TEST_STRATEGY").as_deref() {
+            Ok("exec") => Strategy::Exec,
+            Ok("agent") => Strategy::Agent,
+            _ => Strategy::Exec,
+        })
         .start()
         .expect("start an executor");
     println!("container {}", executor.container_id());

@@ -121,11 +121,14 @@ fn timeout_gives_timed_out_status_quickly() {
     assert_eq!(res.exit_code(), 124);
     assert!(!res.outputs[0].stdout_lossy().contains("hello world"));
     // The block's process is really gone.
+    // With the agent, its own python3 process stays (shepherds, forked from it, go soon).
+    let allowed = usize::from(ex.strategy() == dockexec::Strategy::Agent);
+    let python = |procs: &[String]| procs.iter().filter(|p| p.contains("python")).count();
+    common::eventually(Duration::from_secs(5), || {
+        python(&common::processes_matching(ex.container_id(), "")) <= allowed
+    });
     let procs = common::processes_matching(ex.container_id(), "");
-    assert!(
-        !procs.iter().any(|p| p.contains("python")),
-        "left running: {procs:?}"
-    );
+    assert!(python(&procs) <= allowed, "left running: {procs:?}");
 
     // The executor keeps working after a timeout.
     let out = ex.run(&CodeBlock::sh("echo still alive")).unwrap();
@@ -447,8 +450,13 @@ fn symlinks_planted_by_a_block_never_lead_a_code_file_out_of_the_workspace() {
         let err = ex
             .run(&CodeBlock::python(format!("# filename: {name}\nprint(1)")))
             .unwrap_err();
+        // By exec, the host refuses the path; with the agent, the block's user cannot write
+        // through the (in the container, dangling) link, and the agent refuses the block.
+        let msg = err.to_string();
         assert!(
-            err.to_string().contains("filename is not in the workspace"),
+            msg.contains("filename is not in the workspace")
+                || (common::strategy() != dockexec::Strategy::Exec
+                    && msg.contains("cannot write the code file")),
             "{name}: {err}"
         );
     }
@@ -485,8 +493,9 @@ fn two_executors_can_share_a_work_dir() {
         std::time::Duration::from_secs(10),
     );
     first.stop().unwrap();
+    // Only the exec strategy keeps state in the work dir; the agent writes nothing there.
     assert!(
-        dir.path().join(".dockexec").exists(),
+        dir.path().join(".dockexec").exists() || common::strategy() != dockexec::Strategy::Exec,
         "the first stop leaves the second executor's state alone"
     );
     running.cancel().unwrap();
