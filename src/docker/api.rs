@@ -85,17 +85,6 @@ pub(crate) struct ExecInfo {
 #[serde(rename_all = "PascalCase")]
 pub(crate) struct ContainerInfo {
     pub(crate) state: ContainerState,
-    #[serde(default)]
-    pub(crate) config: ContainerConfig,
-}
-
-/// A container's configuration (the parts we use).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub(crate) struct ContainerConfig {
-    /// The user processes run as, from the create body or the image; empty for root.
-    #[serde(default)]
-    pub(crate) user: String,
 }
 
 /// A container's state.
@@ -305,6 +294,28 @@ impl Client {
             .map_err(|e| self.map_err("version", e))?;
         let resp = self.check("version", resp)?;
         self.json("version", resp)
+    }
+
+    /// The user an image's processes run as (its `USER`); empty for root.
+    pub(crate) fn image_user(&self, image: &str) -> Result<String> {
+        #[derive(Deserialize, Default)]
+        #[serde(rename_all = "PascalCase")]
+        struct Config {
+            #[serde(default)]
+            user: String,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Inspect {
+            #[serde(default)]
+            config: Option<Config>,
+        }
+        let resp = self.get(
+            "image inspect",
+            &format!("/images/{}/json", encode_path(image)),
+        )?;
+        let info: Inspect = self.json("image inspect", resp)?;
+        Ok(info.config.unwrap_or_default().user)
     }
 
     /// Image inspect: whether the image is present locally.

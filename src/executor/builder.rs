@@ -370,11 +370,12 @@ impl ExecutorBuilder {
         self.validate()?;
         let client = self.connect()?;
         self.ensure_image(&client)?;
+        let user = self.block_user(&client)?;
         let id = orphans::random_id();
         let workspace = Arc::new(Workspace::create(
             self.work_dir.as_deref(),
             &id,
-            self.user.is_some(),
+            user.is_some(),
         )?);
         let container = self
             .create_container(&client, &id, &workspace)
@@ -388,9 +389,10 @@ impl ExecutorBuilder {
             e
         };
         client.container_start(&container).map_err(fail)?;
-        self.run_init_command(&client, &container).map_err(fail)?;
+        self.run_init_command(&client, &container, user.as_deref())
+            .map_err(fail)?;
         let (runner, strategy) = self
-            .runner(&client, &container, &workspace, &id)
+            .runner(&client, &container, &workspace, &id, user)
             .map_err(fail)?;
         let inner = Arc::new(Inner {
             client,
@@ -424,6 +426,7 @@ impl ExecutorBuilder {
         container: &str,
         workspace: &Arc<Workspace>,
         id: &str,
+        user: Option<String>,
     ) -> Result<(Box<dyn Runner>, Strategy)> {
         let exec = || -> Result<(Box<dyn Runner>, Strategy)> {
             let r = ExecRunner::new(
@@ -431,22 +434,15 @@ impl ExecutorBuilder {
                 container,
                 Arc::clone(workspace),
                 id,
-                self.user.as_deref(),
+                user.as_deref(),
             )?;
             Ok((Box::new(r), Strategy::Exec))
         };
         if self.strategy == Strategy::Exec {
             return exec();
         }
-        // Blocks run as the configured user, else as the image's, as they would by exec.
-        let user = match &self.user {
-            Some(u) => Some(u.clone()),
-            None => {
-                Some(client.container_inspect(container)?.config.user).filter(|u| !u.is_empty())
-            }
-        };
         let config = AgentConfig {
-            user,
+            user: user.clone(),
             zygote: self.python_zygote,
             delete_code_files: self.delete_code_files,
             session_grace: self.session_grace,
@@ -455,6 +451,15 @@ impl ExecutorBuilder {
             Ok(r) => Ok((Box::new(r), Strategy::Agent)),
             Err(Error::Agent(_)) if self.strategy == Strategy::Auto => exec(),
             Err(e) => Err(e),
+        }
+    }
+
+    /// The user blocks run as: the configured one, else the image's own (`USER`), else
+    /// `None` for root.
+    fn block_user(&self, client: &Client) -> Result<Option<String>> {
+        match &self.user {
+            Some(u) => Ok(Some(u.clone())),
+            None => Ok(Some(client.image_user(&self.image)?).filter(|u| !u.is_empty())),
         }
     }
 
@@ -498,7 +503,7 @@ impl ExecutorBuilder {
     }
 
     /// Runs `init_command`, if any; a non-zero exit is [`Error::InitCommand`].
-    fn run_init_command(&self, client: &Client, container: &str) -> Result<()> {
+    fn run_init_command(&self, client: &Client, container: &str, user: Option<&str>) -> Result<()> {
         let Some(cmd) = &self.init_command else {
             return Ok(());
         };
@@ -508,7 +513,7 @@ impl ExecutorBuilder {
             "AttachStderr": true,
             "WorkingDir": WORKSPACE,
         });
-        if let Some(user) = &self.user {
+        if let Some(user) = user {
             body["User"] = json!(user);
         }
         let (code, out, err) = client.exec_collect(container, &body, None)?;
@@ -597,7 +602,7 @@ impl ExecutorBuilder {
         if let Some(p) = self.pids_limit {
             host["PidsLimit"] = json!(p);
         }
-        let mut body = json!({
+        let body = json!({
             "Image": self.image,
             // Keeps the container alive with nothing but `sh` and `sleep`.
             "Entrypoint": ["sh", "-c", "while :; do sleep 3600; done"],
@@ -608,10 +613,11 @@ impl ExecutorBuilder {
             "Tty": false,
             "OpenStdin": false,
             "HostConfig": host,
+            // The container's own processes (init and the keeper) run as root, and only the
+            // blocks as their user: a block that signals everything it can (`kill -9 -1`)
+            // must not be able to end its own container.
+            "User": "0",
         });
-        if let Some(user) = &self.user {
-            body["User"] = json!(user);
-        }
         body
     }
 }

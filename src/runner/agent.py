@@ -1,5 +1,7 @@
 import sys
-_BASELINE = frozenset(sys.modules)  # what a fresh interpreter has loaded: zygote children go back to it
+# What a fresh interpreter has loaded: zygote children go back to it. Since 3.13, `-c` (unlike a
+# script) imports linecache to show its source in tracebacks.
+_BASELINE = frozenset(sys.modules) - {"linecache"}
 _MAIN0 = {k: v for k, v in globals().items() if k.startswith("__")}  # a fresh __main__'s names
 # `python3 -c` puts '' (the cwd, /workspace: block-writable) first on sys.path. The agent is root:
 # it must never import from there, so drop it before the first import.
@@ -17,7 +19,7 @@ if sys.path and sys.path[0] == "":
 #
 # Trust: the agent reads nothing a block controls except its stdout/stderr bytes (opaque) and wait
 # statuses (from its root shepherd), plus, for sessions, the session's control pipe, which is parsed
-# strictly and can at worst misreport that session's own blocks (see _sess_ctl). /proc/*/stat is
+# strictly and can at worst misreport that session's own blocks (see _sess_loop). /proc/*/stat is
 # parsed from the last ')' so a hostile comm cannot shift fields.
 #
 # Zygote fidelity: a zygote block is `python3 FILE` minus an exec. Tested equal to a fresh run:
@@ -32,16 +34,18 @@ if sys.path and sys.path[0] == "":
 #   - startup-time configuration is the agent's: sys.flags, PYTHON* variables, locale/stdio
 #     encoding, user site-packages (computed for the agent's uid/HOME). A block whose env sets any
 #     PYTHON*, LANG or LC_* variable to a new value therefore runs through a fresh python3 instead;
-#   - /proc/self/cmdline is `python3 -c <agent source>`, the parent is the shepherd, and the
-#     process starts with the agent's memory (RSS, gc counters, warm import/path caches such as
+#   - /proc/self/cmdline is `python3 -c <agent source>`, and the process starts with the
+#     agent's memory (RSS, gc counters, warm import/path caches such as
 #     sys.path_importer_cache); the agent drops its references to other blocks' data first, but
 #     freed memory is not scrubbed;
 #   - without ctypes the process stays non-dumpable after changing user (no core dumps, its
 #     /proc/<pid> files are root's);
+#   - gc.get_freeze_count() is the agent's frozen heap (gc.freeze() before forking), not 0;
 #   - an uncaught KeyboardInterrupt's traceback is printed by the agent (through sys.excepthook,
 #     as the interpreter does) before finalization rather than after it;
 #   - code is compiled from the RUN payload (identical bytes to the file written), not re-read.
 
+import gc
 import os
 import select
 import signal
@@ -355,13 +359,17 @@ def _kill_trees(roots, sids=()):
     """Freeze, then kill, every descendant of the shepherds `roots`: SIGSTOP pass after pass until a
     pass finds nothing still running (no shell runs its next line while its child dies, no fork
     escapes between passes), then SIGKILL pass after pass until a pass finds nothing alive. Zombies
-    are skipped: the shepherd (a subreaper) reaps them. The shepherds themselves are left alone."""
+    are skipped: the shepherd (a subreaper) reaps them. The shepherds themselves are left alone.
+    A process in uninterruptible sleep (D) that already has the signal pending counts as done: it
+    acts before the process runs another instruction of its own. (A vfork parent waits in D for a
+    child we stopped before it could exec: it can never stop, only die.)"""
     roots = [r for r in roots if r]
     sids = set(s for s in sids if s)
     if not roots and not sids:
         return
     me = os.getpid()
     for sig in (signal.SIGSTOP, signal.SIGKILL):
+        sent = set()
         for i in range(400):
             table = _proc_table()
             hit = 0
@@ -371,8 +379,11 @@ def _kill_trees(roots, sids=()):
                     continue
                 if sig == signal.SIGSTOP and state in (b"T", b"t"):
                     continue
+                if state == b"D" and pid in sent:
+                    continue
                 try:
                     os.kill(pid, sig)
+                    sent.add(pid)
                     hit += 1
                 except OSError:
                     pass
@@ -497,20 +508,23 @@ def _setup_stdio(out_w, err_w, keep):
     _close_all_except(set(keep) | {0, 1, 2})
 
 
-def _reset_signals(python_defaults):
+_PY_IGNORED = (signal.SIGPIPE, signal.SIGXFSZ)  # what CPython ignores at startup
+
+
+def _reset_signals():
+    """CPython's startup dispositions: SIGINT -> KeyboardInterrupt, SIGPIPE and SIGXFSZ ignored,
+    everything else default (even what the agent inherited as ignored); empty mask."""
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     for s in signal.valid_signals():
         if s in (signal.SIGKILL, signal.SIGSTOP):
             continue
-        try:
-            signal.signal(s, signal.SIG_DFL)
-        except (OSError, ValueError, RuntimeError):
-            pass
-    if python_defaults:  # what CPython installs at startup
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-        if hasattr(signal, "SIGXFSZ"):
-            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        want = signal.default_int_handler if s == signal.SIGINT else \
+            signal.SIG_IGN if s in _PY_IGNORED else signal.SIG_DFL
+        if signal.getsignal(s) is not want:  # getsignal knows every disposition: no syscall
+            try:
+                signal.signal(s, want)
+            except (OSError, ValueError, RuntimeError):
+                pass
 
 
 # ------------------------------------------------------------------------- shepherd and children
@@ -604,56 +618,116 @@ def _zygote_faithful(env):
     return True
 
 
-def _block_child(spec):
-    lang, path, code, cwd, env, cred, user, zygote, out_w, err_w = spec
+def _block_body(spec, status_w):
+    """The block process from the privilege drop on (stdio, session and signals are set up):
+    execs the interpreter, raises _Become (zygote), or _exits."""
+    lang, path, code, cwd, env, cred, user, zygote = spec
+    try:
+        if not zygote:  # exec resets caught signals to default, but not ignored ones
+            for s in _PY_IGNORED:
+                signal.signal(s, signal.SIG_DFL)
+        _drop_privileges(cred, user)
+        _write_code(path, code)
+        try:
+            os.chdir(cwd)
+        except OSError as e:
+            raise _Refusal(_oserr("cannot enter the working directory", e, cwd))
+        if zygote:
+            if cred is not None:
+                _prctl(PR_SET_DUMPABLE, 1)  # setuid cleared it; a fresh python3 is dumpable
+            os.environ.update(env)
+            os.close(status_w)  # -> STARTED
+            raise _Become(("zygote", path, code))
+        full = dict(os.environ)
+        full.update(env)
+        if lang == "python":
+            cands, missing = [("python3", [path]), ("python", [path])], \
+                "the image has neither python3 nor python"
+        elif lang == "pwsh":
+            cands, missing = [("pwsh", ["-NoLogo", "-NoProfile", "-NonInteractive", "-File", path])], \
+                "the image has no pwsh"
+        else:
+            cands, missing = [(lang, [path])], "the image has no " + lang
+    except _Become:
+        raise
+    except _Refusal as e:
+        _child_fail(status_w, str(e))
+    except BaseException as e:
+        _child_fail(status_w, "cannot start the block: %r" % (e,))
+    try:
+        for prog, args in cands:
+            try:
+                _exec_path(prog, [prog] + args, full)
+            except FileNotFoundError:
+                continue
+            except BaseException as e:  # e.g. not executable: like sh, 126
+                os.close(status_w)
+                why = os.strerror(e.errno) if isinstance(e, OSError) and e.errno else repr(e)
+                os.write(2, ("dockexec: cannot run %s: %s\n" % (prog, why)).encode())
+                os._exit(126)
+        os.close(status_w)  # as on the exec path: a result (127), not an ERROR
+        os.write(2, ("dockexec: %s\n" % missing).encode())
+    finally:
+        os._exit(127)
 
+
+def _exec_path(prog, argv, env):
+    """execvpe without os.execvpe, which may import modules lazily (3.8: warnings): the block
+    process has dropped privileges and may not read the stdlib's directory."""
+    saved = None
+    for d in env.get("PATH", os.defpath).split(os.pathsep):
+        try:
+            os.execve(os.path.join(d or ".", prog), argv, env)
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+        except OSError as e:  # keep searching, like a shell; report this one if nothing runs
+            saved = saved or e
+    if saved is not None:
+        raise saved
+    raise FileNotFoundError(2, "not found", prog)
+
+
+def _block_prologue(out_w, err_w, keep):
+    """What every block process does first, whatever the block: own session, Python's default
+    signal dispositions and an empty mask, stdin /dev/null, its own pipes, no other fd."""
+    os.setsid()
+    _reset_signals()
+    _setup_stdio(out_w, err_w, keep)
+
+
+def _block_child(spec, out_w, err_w):
     def run(status_w):
         try:
-            os.setsid()
-            _reset_signals(zygote)
-            _setup_stdio(out_w, err_w, {status_w})
-            _drop_privileges(cred, user)
-            _write_code(path, code)
-            try:
-                os.chdir(cwd)
-            except OSError as e:
-                raise _Refusal(_oserr("cannot enter the working directory", e, cwd))
-            if zygote:
-                if cred is not None:
-                    _prctl(PR_SET_DUMPABLE, 1)  # setuid cleared it; a fresh python3 is dumpable
-                os.environ.update(env)
-                os.close(status_w)  # -> STARTED
-                raise _Become(("zygote", path, code))
-            full = dict(os.environ)
-            full.update(env)
-            if lang == "python":
-                cands, missing = [("python3", [path]), ("python", [path])], \
-                    "the image has neither python3 nor python"
-            elif lang == "pwsh":
-                cands, missing = [("pwsh", ["-NoLogo", "-NoProfile", "-NonInteractive", "-File", path])], \
-                    "the image has no pwsh"
-            else:
-                cands, missing = [(lang, [path])], "the image has no " + lang
-        except _Become:
-            raise
-        except _Refusal as e:
-            _child_fail(status_w, str(e))
+            _block_prologue(out_w, err_w, {status_w})
         except BaseException as e:
             _child_fail(status_w, "cannot start the block: %r" % (e,))
+        _block_body(spec, status_w)
+    return run
+
+
+def _spare_child(out_w, err_w, spec_r):
+    """A block process forked ahead of time: it does the prologue, then waits (as root, out of any
+    block's reach) for its spec from the agent. Saves two forks on a RUN's critical path."""
+    def run(status_w):
         try:
-            for prog, args in cands:
-                try:
-                    os.execvpe(prog, [prog] + args, full)
-                except FileNotFoundError:
-                    continue
-                except OSError as e:  # e.g. not executable: like sh, 126
-                    os.close(status_w)
-                    os.write(2, ("dockexec: cannot run %s: %s\n" % (prog, os.strerror(e.errno))).encode())
-                    os._exit(126)
-            os.close(status_w)  # as on the exec path: a result (127), not an ERROR
-            os.write(2, ("dockexec: %s\n" % missing).encode())
-        finally:
-            os._exit(127)
+            _block_prologue(out_w, err_w, {status_w, spec_r})
+            parts = []
+            while True:
+                b = os.read(spec_r, 65536)
+                if not b:
+                    break
+                parts.append(b)
+            os.close(spec_r)
+            if not parts:  # never used: the agent is shutting down
+                os._exit(0)
+            d = _jloads(b"".join(parts))
+            cred = d["cred"]
+            spec = (d["lang"], d["file"], d["code"].encode("utf-8", "surrogatepass"), d["cwd"], d["env"],
+                    None if cred is None else (cred[0], cred[1], cred[2]), d["user"], d["zygote"])
+            d = parts = None
+        except BaseException as e:
+            _child_fail(status_w, "cannot start the block: %r" % (e,))
+        _block_body(spec, status_w)
     return run
 
 
@@ -663,7 +737,7 @@ def _session_child(sp):
     def run(status_w):
         try:
             os.setsid()
-            _reset_signals(True)
+            _reset_signals()
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # default_int_handler only while user code runs
             _setup_stdio(out_w, err_w, {status_w, cmd_r, intr_r, ctl_w})
             _drop_privileges(cred, user)
@@ -779,7 +853,6 @@ def _noop_hook(*args):
 # them. The agent treats ctl as untrusted: records must be well-formed and name the block it is
 # running, so a forgery can at worst end or misreport that session's own current block (anything
 # else loses the session). It cannot reach other blocks, sessions, or the agent.
-_SESS = {"cur": None}
 
 
 def _intr_pending(intr_r, bid):
@@ -825,6 +898,7 @@ def _sess_loop(cmd_r, intr_r, ctl_w):
     ns = _fresh_main(None).__dict__
     sys.argv[:] = [""]
     sys.path.insert(0, "")
+    me = os.getpid()
 
     def ctl(bid, kind, data=b""):
         _write_all(ctl_w, _U32.pack(5 + len(data)) + _U32.pack(bid) + bytes([kind]) + data)
@@ -879,6 +953,8 @@ def _sess_loop(cmd_r, intr_r, ctl_w):
             code = 1
         exc = None
         _flush_stdio()
+        if os.getpid() != me:  # a child the block forked fell off its end: it is not the session
+            os._exit(code)
         if req.get("delete"):
             try:
                 os.unlink(path)
@@ -915,18 +991,18 @@ class _Block(object):
 
 class _Entry(object):
     """A RUN queued in, or running in, a session."""
-    __slots__ = ("id", "req", "grace", "started", "interrupted", "deadline")
+    __slots__ = ("id", "req", "grace", "started", "interrupted", "deadline", "oom0")
 
     def __init__(self, bid, req, grace):
         self.id, self.req, self.grace = bid, req, grace
         self.started = self.interrupted = False
-        self.deadline = None
+        self.deadline = self.oom0 = None
 
 
 class _SessProc(object):
     """One incarnation of a session's process (SESSION_RESET makes a new one)."""
     __slots__ = ("sess", "shep", "out", "err", "cmd", "intr", "ctl", "ctlbuf", "cmdbuf", "ready",
-                 "killed", "oom0", "dying")
+                 "killed", "oom0", "dying", "pending")
 
     def __init__(self, sess):
         self.sess = sess
@@ -936,6 +1012,7 @@ class _SessProc(object):
         self.cmdbuf = bytearray()
         self.ready = self.killed = self.dying = False
         self.oom0 = None
+        self.pending = []  # output read before its block's STARTED record was
 
 
 class _Session(object):
@@ -994,7 +1071,8 @@ class _Agent(object):
         self.sessions = {}  # session id -> _Session
         self.sheps = {}  # report fd -> _Shep (until the shepherd exits)
         self.inbuf = bytearray()
-        self.order = 0
+        self.spare = None  # (shepherd, out fd, err fd, spec fd): a block process forked ahead of time
+        self.spare_retry = 0.0
 
     # -- channel
     def send(self, kind, fid, payload=b""):
@@ -1034,6 +1112,12 @@ class _Agent(object):
             "protocol": 1, "pid": os.getpid(), "python": sys.version.split()[0],
             "subreaper": _SUBREAPER, "zygote": True, "warnings": list(_WARNINGS)})
         self.poll.register(0, select.POLLIN)
+        # Everything the agent has allocated so far goes to the permanent generation: a forked
+        # zygote child's collections (and its final ones at exit) then skip it instead of walking,
+        # and so copying, every inherited page. Halves a zygote block's exit time.
+        gc.collect()
+        gc.freeze()
+        self.make_spare()
         # Backpressure: writes to fd 1 block. That can only wait on the host, which drains the channel
         # independently of everything else, never on a block: nothing the host needs in order to
         # read fd 1 depends on this loop. Meanwhile the blocks' pipes fill and their writers block,
@@ -1054,7 +1138,7 @@ class _Agent(object):
                 elif fd in self.fds:
                     kind, obj = self.fds[fd]
                     ready.append((_ORDER.get(kind, 9), fd, kind, obj, ev))
-            ready.sort(key=lambda r: r[0])  # per iteration: stdout before stderr, then control
+            ready.sort(key=lambda r: r[0])  # control and reports, then stdout before stderr
             for _, fd, kind, obj, ev in ready:
                 if fd in self.fds and self.fds[fd][1] is obj:
                     getattr(self, "on_" + kind)(obj, fd, ev)
@@ -1063,6 +1147,62 @@ class _Agent(object):
                 if r is not None:
                     return r
             self.check_deadlines()
+            if self.spare is None:
+                self.make_spare()
+
+    def make_spare(self):
+        # Forked after the RUN that used the last one was dispatched, while that block starts up.
+        if self.spare_retry and _now() < self.spare_retry:
+            return
+        fds = []
+        try:
+            out_r, out_w = os.pipe()
+            fds += [out_r, out_w]
+            err_r, err_w = os.pipe()
+            fds += [err_r, err_w]
+            spec_r, spec_w = os.pipe()
+            fds += [spec_r, spec_w]
+            pid, rep = _spawn(_spare_child(out_w, err_w, spec_r), (out_w, err_w, spec_r), ())
+        except OSError as e:
+            for fd in fds:
+                os.close(fd)
+            _diag("cannot fork a spare block process: %s" % os.strerror(e.errno))
+            self.spare_retry = _now() + 1.0
+            return
+        self.spare_retry = 0.0
+        for fd in (out_w, err_w, spec_r):
+            os.close(fd)
+        for fd in (out_r, err_r, rep):
+            os.set_blocking(fd, False)
+        shep = _Shep(pid, rep, None)
+        self.sheps[rep] = shep
+        self.watch(rep, "report", shep)
+        self.spare = (shep, out_r, err_r, spec_w)
+
+    def take_spare(self, spec):
+        """Hands a block's spec to the spare; returns (shepherd, out fd, err fd) or None."""
+        sp = self.spare
+        if sp is None:
+            return None
+        lang, path, src, cwd, env, cred, user, zygote, code = spec
+        body = _jdumps({"lang": lang, "file": path, "code": code, "cwd": cwd, "env": env,
+                        "cred": None if cred is None else list(cred), "user": user, "zygote": zygote})
+        if len(body) > 60000:  # more than an empty pipe takes at once: fork with the code instead
+            return None
+        self.spare = None
+        shep, out_r, err_r, spec_w = sp
+        try:
+            _write_all(spec_w, body)
+            ok = True
+        except OSError:  # it died: its report EOF reaps it
+            ok = False
+        os.close(spec_w)
+        if not ok:
+            _kill_trees([shep.pid])
+            os.close(out_r)
+            os.close(err_r)
+            return None
+        return shep, out_r, err_r
 
     def on_channel(self):
         try:
@@ -1207,10 +1347,16 @@ class _Agent(object):
         b = _Block(bid)
         b.file, b.delete, b.cred = path, bool(req.get("delete")), cred
         b.oom0 = _oom_count()
+        got = self.take_spare((lang, path, src, cwd, env, cred, user, zygote, code))
+        if got is not None:
+            b.shep, b.out, b.err = got
+            b.shep.owner = b
+            self.blocks[bid] = b
+            return
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         try:
-            pid, rep = _spawn(_block_child((lang, path, src, cwd, env, cred, user, zygote, out_w, err_w)),
+            pid, rep = _spawn(_block_child((lang, path, src, cwd, env, cred, user, zygote), out_w, err_w),
                               (out_w, err_w), ())
         except OSError as e:
             for fd in (out_r, out_w, err_r, err_w):
@@ -1307,6 +1453,8 @@ class _Agent(object):
             kind, rec = shep.buf[:1], shep.buf[5:5 + n]
             shep.buf = shep.buf[5 + n:]
             owner = shep.owner
+            if owner is None:  # an idle spare says nothing
+                continue
             if kind == b"S":
                 shep.cpid = _U32.unpack(rec)[0]
                 if (owner.killed or owner.dying) if isinstance(owner, _SessProc) else owner.killed:
@@ -1333,6 +1481,14 @@ class _Agent(object):
 
     def shep_gone(self, shep):
         owner = shep.owner
+        if owner is None:
+            if self.spare is not None and self.spare[0] is shep:  # an idle spare died
+                _diag("the spare block process died")
+                os.close(self.spare[1])
+                os.close(self.spare[2])
+                os.close(self.spare[3])
+                self.spare = None
+            return
         if isinstance(owner, _Block):
             if self.blocks.get(owner.id) is owner and owner.status is None:  # not expected
                 _diag("the shepherd of execution %d died" % owner.id)
@@ -1467,6 +1623,7 @@ class _Agent(object):
             return
         e = s.queue.pop(0)
         s.running = e
+        e.oom0 = _oom_count()
         body = _jdumps(e.req)
         e.req = None
         was_empty = not p.cmdbuf
@@ -1490,8 +1647,29 @@ class _Agent(object):
                 pass
 
     def sess_forward(self, p, fd, kind):
-        e = p.sess.running if p.sess.proc is p else None
-        return self.forward(fd, kind, e.id if e is not None and e.started else 0)
+        """One read of a session's stdout/stderr, framed with the block that wrote it: 1 = read,
+        0 = nothing yet, -1 = EOF."""
+        try:
+            data = os.read(fd, CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError:
+            data = b""
+        if not data:
+            return -1
+        s = p.sess
+        e = s.running if s.proc is p else None
+        if e is not None and e.started:
+            self.send(kind, e.id, data)
+        elif e is not None:
+            # The session writes STARTED before it runs a block: if these bytes are the block's,
+            # that record is already waiting in the control pipe. Its handler sends them.
+            p.pending.append((kind, data))
+            for _ in range(64):
+                if not p.pending or p.ctl < 0 or s.proc is not p or not self.on_ctl(p, p.ctl, 0):
+                    break
+            p.pending = []  # not a block's (e.g. a thread left running by an earlier one)
+        return 1
 
     def on_sout(self, p, fd, ev):
         if self.sess_forward(p, fd, STDOUT) < 0:
@@ -1548,6 +1726,9 @@ class _Agent(object):
             if kind == 1 and not e.started and not rec:
                 e.started = True
                 self.send_json(STARTED, bid, {"pid": p.shep.cpid})
+                for k, d in p.pending:
+                    self.send(k, bid, d)
+                p.pending = []
             elif kind == 2 and e.started and len(rec) == 4:
                 self.sess_drain(p)
                 s.running = None
@@ -1580,8 +1761,13 @@ class _Agent(object):
             if e is not None and e.deadline is not None and s.proc is not None:
                 now = now or _now()
                 if now >= e.deadline:
-                    e.deadline = None
-                    self.sess_kill(s.proc, killed=True)
+                    p = s.proc
+                    for _ in range(64):  # a DONE already waiting wins (the loop may have been busy)
+                        if p.ctl < 0 or s.proc is not p or not self.on_ctl(p, p.ctl, 0):
+                            break
+                    if s.running is e and s.proc is p:
+                        e.deadline = None
+                        self.sess_kill(p, killed=True)
 
     def next_timeout(self):
         dl = [s.running.deadline for s in self.sessions.values()
@@ -1608,7 +1794,7 @@ class _Agent(object):
         s.running = None
         if e is not None:
             if e.started:
-                self.send_json(EXIT, e.id, _exit_json(status, p.killed, p.oom0, session_lost=True))
+                self.send_json(EXIT, e.id, _exit_json(status, p.killed, e.oom0, session_lost=True))
             else:
                 self.error(e.id, "session lost")
         for q in s.queue:
@@ -1666,6 +1852,7 @@ def _delete_as(path, cred):
         return
     if pid == 0:
         try:
+            _close_all_except({2})  # e.g. the spare's spec pipe: it must see EOF when the agent closes it
             os.setgroups(cred[2])
             os.setgid(cred[1])
             os.setuid(cred[0])

@@ -1,0 +1,50 @@
+//! The agent on its own, spoken to frame by frame: `tests/agent/harness.py` runs inside the
+//! test image (with a memory limit, so its OOM case runs too) and drives `src/runner/agent.py`
+//! through its stdin and stdout, exactly as the host does. It covers what the executor cannot
+//! provoke: malformed and truncated frames from the host, unknown kinds, RUN/CANCEL races,
+//! floods, a forged session control record, and EOF with blocks still running.
+mod common;
+
+use std::process::Command;
+
+#[test]
+fn the_agent_passes_its_protocol_harness() {
+    let case = common::CaseGuard::new("agent-harness");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-m",
+            "256m",
+            "--memory-swap",
+            "256m",
+        ])
+        .args(["--label", &format!("{}=1", common::TEST_LABEL)])
+        .args(["--label", &format!("{}={}", common::CASE_LABEL, case.value)])
+        .args(["-v", &format!("{root}:/src:ro"), &common::image()])
+        .args([
+            "python3",
+            "/src/tests/agent/harness.py",
+            "/src/src/runner/agent.py",
+        ])
+        .output()
+        .expect("run docker");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = text
+        .lines()
+        .rev()
+        .find(|l| l.contains(" passed, "))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        out.status.success() && summary.contains(", 0 failed"),
+        "the harness failed ({summary}):\n{text}"
+    );
+}
