@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use dockexec::{Chunk, CodeBlock, Executor, Language, PullPolicy, PullProgress};
+use dockexec::{Chunk, CodeBlock, Executor, Language, PullPolicy, PullProgress, Strategy};
 
 const HELP: &str = "\
 dockexec — run code blocks inside a Docker container
@@ -36,6 +36,11 @@ RUN OPTIONS:
         --network MODE     docker network mode [default: none]
         --max-output BYTES keep at most this much output per block, or `none` [default: 64 MiB]
         --pull POLICY      missing, always or never [default: missing]
+        --strategy S       exec (one docker exec per block), agent (a warm agent in the
+                           container: milliseconds per block; needs python3 in the image)
+                           or auto (agent when the image has python3) [default: exec]
+        --session          run the Python blocks in one session (implies the agent): a
+                           variable defined by one block is there in the next
 
 ENVIRONMENT:
     DOCKER_HOST            unix:///path/to/docker.sock [default: /var/run/docker.sock]
@@ -47,6 +52,7 @@ EXIT STATUS:
 struct RunArgs {
     file: OsString,
     lang: Option<String>,
+    session: bool,
     builder: dockexec::ExecutorBuilder,
 }
 
@@ -121,6 +127,8 @@ fn parse_run(mut args: lexopt::Parser) -> Result<Command, lexopt::Error> {
     let mut builder = Executor::builder();
     let mut file = None;
     let mut lang = None;
+    let mut session = false;
+    let mut strategy = None;
     while let Some(arg) = args.next()? {
         match arg {
             Short('l') | Long("lang") => {
@@ -154,6 +162,19 @@ fn parse_run(mut args: lexopt::Parser) -> Result<Command, lexopt::Error> {
             Long("pull") => {
                 builder.pull_policy(pull_policy(&args.value()?.string()?)?);
             }
+            Long("strategy") => {
+                strategy = Some(match args.value()?.string()?.as_str() {
+                    "exec" => Strategy::Exec,
+                    "agent" => Strategy::Agent,
+                    "auto" => Strategy::Auto,
+                    other => {
+                        return Err(
+                            format!("--strategy takes exec, agent or auto, not {other:?}").into(),
+                        );
+                    }
+                });
+            }
+            Long("session") => session = true,
             Short('h') | Long("help") => return Ok(Command::Help),
             Value(v) if file.is_none() => file = Some(v),
             Value(_) => return Err("run takes one FILE".into()),
@@ -161,9 +182,22 @@ fn parse_run(mut args: lexopt::Parser) -> Result<Command, lexopt::Error> {
         }
     }
     let file = file.ok_or("run needs a FILE (or - for standard input)")?;
+    match (strategy, session) {
+        (Some(Strategy::Exec), true) => {
+            return Err("--session needs the agent: use it without --strategy exec".into());
+        }
+        (Some(s), _) => {
+            builder.strategy(s);
+        }
+        (None, true) => {
+            builder.strategy(Strategy::Agent);
+        }
+        (None, false) => {}
+    }
     Ok(Command::Run(Box::new(RunArgs {
         file,
         lang,
+        session,
         builder,
     })))
 }
@@ -271,9 +305,21 @@ fn run_command(run: RunArgs) -> ExitCode {
         Ok(e) => e,
         Err(e) => return fail(&e),
     };
+    let session = if run.session {
+        match executor.session() {
+            Ok(s) => Some(s),
+            Err(e) => return fail(&e),
+        }
+    } else {
+        None
+    };
     let mut code = 0;
     for block in &blocks {
-        let execution = match executor.spawn(block) {
+        let spawned = match (&session, block.language()) {
+            (Some(s), Ok(Language::Python)) => s.spawn_block(block),
+            _ => executor.spawn(block),
+        };
+        let execution = match spawned {
             Ok(e) => e,
             Err(e) => return fail(&e),
         };
@@ -301,6 +347,7 @@ fn run_command(run: RunArgs) -> ExitCode {
             break;
         }
     }
+    drop(session);
     if let Err(e) = executor.stop() {
         eprintln!("dockexec: warning: {e}");
     }

@@ -50,7 +50,9 @@ fn one_thread_waits_while_another_cancels() {
         let waiter = execution.clone();
         let rx = execution.chunks();
         let handle = thread::spawn(move || waiter.wait().unwrap().clone());
-        common::await_stdout(&rx, "started", Duration::from_secs(20));
+        // The whole line: print() writes the text and its newline apart, and a fast cancel can
+        // land between the two.
+        common::await_stdout(&rx, "started\n", Duration::from_secs(20));
         assert!(execution.try_wait().unwrap().is_none(), "still running");
         let t = Instant::now();
         execution.cancel().unwrap();

@@ -75,6 +75,34 @@ fn markdown_file_runs_every_block_in_order() {
 }
 
 #[test]
+fn session_flag_keeps_variables_from_block_to_block() {
+    let dir = TempDir::new("cli-session");
+    let file = write(
+        dir.path(),
+        "doc.md",
+        "```python\nx = 41\n```\n\n```sh\necho between\n```\n\n```python\nprint(x + 1)\n```\n",
+    );
+    let out = run(&["--session", &file]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "between\n42\n");
+    // Without it, each block is a fresh interpreter.
+    let out = run(&["--strategy", "agent", &file]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("NameError"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&["--strategy", "exec", "--session", &file]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a usage error: {}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
 fn markdown_stops_at_the_first_failing_block() {
     let dir = TempDir::new("cli-md-fail");
     let file = write(
@@ -123,6 +151,8 @@ fn help_mentions_every_option() {
             "--network",
             "--max-output",
             "--pull",
+            "--strategy",
+            "--session",
             "-l,",
             "-i,",
             "-t,",

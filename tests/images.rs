@@ -23,6 +23,7 @@ fn absent_image_is_pulled_from_the_loopback_registry_with_progress() {
     let (mut builder, _case) = common::case_builder("pull");
     let ex = builder
         .image(&image)
+        .strategy(dockexec::Strategy::Auto)
         .pull_policy(PullPolicy::Missing)
         .on_pull_progress(move |p| sink.lock().unwrap().push(p.clone()))
         .start()

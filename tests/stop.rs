@@ -167,7 +167,7 @@ fn seed_scenario_create_on_a_spawn_and_cancel_on_b_and_c_stop_on_d() {
                         "import time\nprint('c-started')\ntime.sleep(1000)",
                     ))
                     .unwrap();
-                common::await_stdout(&mine.chunks(), "c-started", Duration::from_secs(20));
+                common::await_stdout(&mine.chunks(), "c-started\n", Duration::from_secs(20));
                 to_b.send(mine.clone()).unwrap();
                 let theirs = from_b.recv().unwrap();
                 theirs.cancel().unwrap();

@@ -34,7 +34,8 @@ if sys.path and sys.path[0] == "":
 #   - startup-time configuration is the agent's: sys.flags, PYTHON* variables, locale/stdio
 #     encoding, user site-packages (computed for the agent's uid/HOME). A block whose env sets any
 #     PYTHON*, LANG or LC_* variable to a new value therefore runs through a fresh python3 instead;
-#   - /proc/self/cmdline is `python3 -c <agent source>`, and the process starts with the
+#   - /proc/self/cmdline reads `python3 FILE` followed by empty arguments (the agent's argv area,
+#     rewritten; without ctypes it stays `python3 -c <agent source>`), and the process starts with the
 #     agent's memory (RSS, gc counters, warm import/path caches such as
 #     sys.path_importer_cache); the agent drops its references to other blocks' data first, but
 #     freed memory is not scrubbed;
@@ -833,12 +834,39 @@ def _flush_stdio():
             pass
 
 
+def _set_cmdline(args):
+    """Rewrites this process's argv area, so that /proc/self/cmdline (ps, pkill -f) reads `args`
+    instead of the agent's `python3 -c <source>`: the area is the agent's, far larger than a
+    block's command line, and the rest is zeroed (read as empty trailing arguments). Needs ctypes;
+    without it the agent's command line stays."""
+    if _ctypes is None:
+        return
+    data = _read_small("/proc/self/stat")
+    if not data:
+        return
+    f = data[data.rfind(b")") + 2:].split()  # f[0] is field 3; arg_start/arg_end are 48/49
+    try:
+        start, end = int(f[45]), int(f[46])
+    except (ValueError, IndexError):
+        return
+    room = end - start
+    want = b"\0".join(a.encode("utf-8", "surrogateescape") for a in args) + b"\0"
+    if room <= 0 or len(want) > room:
+        return
+    try:
+        _ctypes.memmove(start, want + b"\0" * (room - len(want)), room)
+    except Exception:  # the area is this process's own stack; never fatal if it is not
+        pass
+
+
 def _zygote_prepare(path):
     """In the zygote child, at top level: becomes `python3 path` and returns the namespace."""
     m = _fresh_main(path)
     sys.argv[:] = [path]
+    exe = sys.orig_argv[0] if getattr(sys, "orig_argv", None) else "python3"
     if hasattr(sys, "orig_argv"):
-        sys.orig_argv = [sys.orig_argv[0] if sys.orig_argv else "python3", path]
+        sys.orig_argv = [exe, path]
+    _set_cmdline([exe, path])
     sys.path.insert(0, os.path.dirname(os.path.realpath(path)))
     return m.__dict__
 

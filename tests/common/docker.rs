@@ -163,12 +163,13 @@ fn try_labelled(label: &str, value: &str) -> Result<Vec<String>, String> {
 }
 
 /// Processes in the container whose command line contains `marker` (`""`: all of them), as
-/// `<pid>: <command line>`, read from /proc with plain sh (no procps).
+/// `<pid>: <command line>`, one line each, read from /proc with plain sh (no procps). (Not
+/// `echo`: dash's expands the backslashes of a command line such as the agent's source.)
 pub fn processes_matching(id: &str, marker: &str) -> Vec<String> {
     let script = r#"for d in /proc/[0-9]*; do
   [ -r "$d/cmdline" ] || continue
-  c=$(tr '\000' ' ' < "$d/cmdline" 2>/dev/null)
-  [ -n "$c" ] && echo "${d#/proc/}: $c"
+  c=$(tr '\000\n' '  ' < "$d/cmdline" 2>/dev/null)
+  [ -n "$c" ] && printf '%s: %s\n' "${d#/proc/}" "$c"
 done"#;
     let (ok, out) = docker(&["exec", id, "sh", "-c", script]);
     assert!(ok, "listing processes in {id}");
