@@ -35,7 +35,7 @@ fn main() {
         .strategy(match std::env::var("DOCKEXEC_TEST_STRATEGY").as_deref() {
             Ok("exec") => Strategy::Exec,
             Ok("agent") => Strategy::Agent,
-            _ => Strategy::Exec,
+            _ => Strategy::Auto,
         })
         .start()
         .expect("start an executor");

@@ -7,8 +7,8 @@
 #    python:3-slim tag the README doctests need when that tag is absent; idempotent; undo the
 #    tag with scripts/test-env.sh --untag-slim)
 # 2. cargo test --all-features --all-targets "$@", once per strategy in DOCKEXEC_TEST_STRATEGIES
-#    (default "exec"; "exec agent" runs every lifecycle, cancel, stream and output test against
-#    both ways of running a block; tests/agent.rs always runs the agent)
+#    (default "exec agent": every lifecycle, cancel, stream and output test runs against both
+#    ways of running a block; tests/agent.rs always runs the agent)
 # 3. cargo test --all-features --doc "$@"
 # Exits non-zero if any step fails (every cargo run is attempted).
 set -euo pipefail
@@ -33,7 +33,7 @@ echo "test.sh: DOCKEXEC_TEST_IMAGE=$DOCKEXEC_TEST_IMAGE DOCKEXEC_TEST_BUSYBOX=$D
     "DOCKEXEC_TEST_REGISTRY=$DOCKEXEC_TEST_REGISTRY DOCKEXEC_STRESS_SECS=${DOCKEXEC_STRESS_SECS:-<unset>}" >&2
 
 status=0
-for strategy in ${DOCKEXEC_TEST_STRATEGIES:-exec}; do
+for strategy in ${DOCKEXEC_TEST_STRATEGIES:-exec agent}; do
     echo "test.sh: DOCKEXEC_TEST_STRATEGY=$strategy cargo test --all-features --all-targets $*" >&2
     DOCKEXEC_TEST_STRATEGY=$strategy cargo test --all-features --all-targets "$@" ||
         { rc=$?; ((status)) || status=$rc; }

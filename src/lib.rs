@@ -3,9 +3,12 @@
 //!
 //! dockexec talks to the Docker Engine over its Unix socket with blocking HTTP. Each
 //! execution has one worker thread; every handle is `Send + Sync`; cancellation travels over
-//! channels and kills the block's whole process tree with nothing but POSIX `sh` in the image;
-//! [`Executor::stop`] cancels what is running, joins every worker and removes the container,
-//! from any thread.
+//! channels and kills the block's whole process tree; [`Executor::stop`] cancels what is
+//! running, joins every worker and removes the container, from any thread.
+//!
+//! Blocks run through a warm agent inside the container when the image has Python (a few
+//! milliseconds per block, and stateful [`Session`]s), else through one `docker exec` each,
+//! with nothing but POSIX `sh` needed; [`Strategy`] chooses, and both keep the same contract.
 //!
 //! ```
 //! # fn main() -> dockexec::Result<()> {

@@ -38,7 +38,7 @@ RUN OPTIONS:
         --pull POLICY      missing, always or never [default: missing]
         --strategy S       exec (one docker exec per block), agent (a warm agent in the
                            container: milliseconds per block; needs python3 in the image)
-                           or auto (agent when the image has python3) [default: exec]
+                           or auto (agent when the image has python3) [default: auto]
         --session          run the Python blocks in one session (implies the agent): a
                            variable defined by one block is there in the next
 

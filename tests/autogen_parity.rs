@@ -430,7 +430,12 @@ fn restart_keeps_working_and_workspace_files_survive() {
     let out = ex
         .run(&CodeBlock::python("print(open('state.txt').read())"))
         .unwrap();
-    assert!(out.status.success(), "{}", out.stderr_lossy());
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        out.status,
+        out.stderr_lossy()
+    );
     assert_eq!(out.stdout, b"before restart\n");
     let out = ex
         .run(&CodeBlock::new(Language::Shell, "echo again"))

@@ -155,7 +155,7 @@ impl Default for ExecutorBuilder {
             socket: None,
             gc_orphans: true,
             labels: BTreeMap::new(),
-            strategy: Strategy::Exec,
+            strategy: Strategy::Auto,
             python_zygote: true,
             session_grace: DEFAULT_SESSION_GRACE,
         }
@@ -333,9 +333,10 @@ impl ExecutorBuilder {
         self
     }
 
-    /// How blocks are run. Defaults to [`Strategy::Exec`], one `docker exec` per block;
-    /// [`Strategy::Auto`] uses the warm in-container agent when the image has Python, which is
-    /// many times faster per block and also keeps [`Session`](crate::Session)s.
+    /// How blocks are run. Defaults to [`Strategy::Auto`]: the warm in-container agent when
+    /// the image has Python (many times faster per block, and it keeps
+    /// [`Session`](crate::Session)s), else one `docker exec` per block. Both keep the same
+    /// contract: statuses, timeouts, cancellation, output limits.
     pub fn strategy(&mut self, strategy: Strategy) -> &mut Self {
         self.strategy = strategy;
         self

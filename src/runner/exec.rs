@@ -24,6 +24,9 @@ use crate::workspace::{WORKSPACE, Workspace};
 /// Bound on each housekeeping call (kill, inspect) a running block makes.
 const HOUSEKEEPING_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long the reap keeps asking for an exec's end after its stream ended.
+const EXEC_END_WINDOW: Duration = Duration::from_secs(1);
+
 /// How long a block that died of a SIGKILL we did not send waits to see whether its
 /// container is dying too.
 const CONTAINER_DEATH_WINDOW: Duration = Duration::from_millis(200);
@@ -277,9 +280,24 @@ impl Control for ExecControl {
 
     fn reap(&self, killed: bool) -> Reaped {
         let mut r = Reaped::default();
-        match self.client.exec_inspect(&self.exec_id) {
-            Ok(info) if !info.running => r.code = info.exit_code.map(|c| c as i32),
-            _ => r.lost = true,
+        // The daemon records an exec's end apart from closing its streams, so right after the
+        // stream ends, inspect can still say "running": ask again for a moment before calling
+        // the block lost.
+        let deadline = std::time::Instant::now() + EXEC_END_WINDOW;
+        loop {
+            match self.client.exec_inspect(&self.exec_id) {
+                Ok(info) if !info.running => {
+                    r.code = info.exit_code.map(|c| c as i32);
+                    break;
+                }
+                Ok(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                _ => {
+                    r.lost = true;
+                    break;
+                }
+            }
         }
         if r.code == Some(137) && !killed {
             // A SIGKILL we did not send: the OOM killer, someone killing the process, or the

@@ -28,7 +28,8 @@ pub(crate) mod protocol;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Strategy {
-    /// The agent when the image has Python, else exec.
+    /// The agent when the image has Python, else exec. The default.
+    #[default]
     Auto,
     /// A warm agent process inside the container starts each block itself (fork and exec,
     /// or a fork of its own warm Python interpreter), in a few milliseconds instead of
@@ -37,9 +38,7 @@ pub enum Strategy {
     /// fails with [`Error::Agent`](crate::Error::Agent) otherwise.
     Agent,
     /// One `docker exec` per block, under a POSIX `sh` wrapper. Works in any image that has
-    /// `sh` (busybox included). The default until the whole contract suite passes on the
-    /// agent too.
-    #[default]
+    /// `sh` (busybox included).
     Exec,
 }
 

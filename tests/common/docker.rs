@@ -55,15 +55,14 @@ pub fn builder() -> ExecutorBuilder {
 }
 
 /// The strategy the suite runs under, from DOCKEXEC_TEST_STRATEGY (`exec`, `agent`, or
-/// `auto`; unset means `exec`, the library default); scripts/test.sh runs the suite once per
+/// `auto`, the library default, when unset); scripts/test.sh runs the suite once per
 /// strategy in DOCKEXEC_TEST_STRATEGIES. Tests of the
 /// busybox image, which has no Python, ask for `Auto` themselves.
 pub fn strategy() -> dockexec::Strategy {
     match std::env::var("DOCKEXEC_TEST_STRATEGY").as_deref() {
         Ok("exec") => dockexec::Strategy::Exec,
         Ok("agent") => dockexec::Strategy::Agent,
-        Ok("auto") => dockexec::Strategy::Auto,
-        Ok("") | Err(_) => dockexec::Strategy::Exec,
+        Ok("auto") | Ok("") | Err(_) => dockexec::Strategy::Auto,
         Ok(other) => panic!("DOCKEXEC_TEST_STRATEGY must be exec, agent or auto, not {other:?}"),
     }
 }
