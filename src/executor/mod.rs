@@ -115,7 +115,8 @@ impl Executor {
         self.inner
             .runner
             .as_agent()
-            .map(|a| a.ready().warnings)
+            .and_then(|a| a.ready())
+            .map(|r| r.warnings)
             .unwrap_or_default()
     }
 
