@@ -300,3 +300,26 @@ fn a_restart_brings_the_agent_back() {
         ex.stop().unwrap();
     });
 }
+
+#[test]
+fn garbage_on_the_agents_channel_loses_its_blocks_and_a_fresh_agent_takes_over() {
+    common::watchdog(LIMIT, || {
+        // Root blocks (an explicit opt-in) can reach the agent's own descriptors: the host must
+        // survive whatever comes back on the channel.
+        let (mut b, _guard) = agent_builder("agent-garbage");
+        b.user("0");
+        let ex = b.start().unwrap();
+        let forge = r#"for p in /proc/[0-9]*; do
+  case "$(tr '\000' ' ' < "$p/cmdline" 2>/dev/null)" in
+    *"dockexec warm agent"*) printf '\377\377\377\377garbage' > "$p/fd/1" 2>/dev/null ;;
+  esac
+done
+sleep 30"#;
+        let t0 = Instant::now();
+        let out = ex.run(&CodeBlock::sh(forge)).unwrap();
+        assert!(out.status.lost(), "{out:?}");
+        assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+        ok(&ex.run(&CodeBlock::sh("echo next")).unwrap(), "next\n");
+        ex.stop().unwrap();
+    });
+}
