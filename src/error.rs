@@ -11,7 +11,27 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///
 /// A non-zero exit, a timeout, a cancellation or truncated output are *not* errors: they are
 /// results, reported by [`ExitStatus`](crate::ExitStatus). An `Error` means dockexec could not
-/// do what was asked.
+/// do what was asked. Every message says what happened and, where it helps, what to check;
+/// nothing in dockexec panics on a fault outside it.
+///
+/// # Failure modes
+///
+/// | what happened | what you get |
+/// |---|---|
+/// | no daemon at the socket, or it refuses the connection | [`Error::Connect`], naming the socket |
+/// | `DOCKER_HOST` is `tcp://`, `ssh://`, … | [`Error::Connect`]: only `unix://` is supported |
+/// | the daemon dies or drops the connection mid-call | [`Error::Transport`] (a call), or the block's status [`lost`](crate::ExitStatus::lost) with its output so far |
+/// | the daemon stops answering | [`Error::Timeout`] for a call; a running block's worker cuts its own stream, and `stop()` still returns |
+/// | the image is absent and cannot be pulled | [`Error::ImageNotFound`] / [`Error::Pull`], with the registry's message |
+/// | the container is removed or killed from outside | the running blocks end [`lost`](crate::ExitStatus::lost); later calls give [`Error::ContainerGone`] |
+/// | the container is paused from outside | the timeout still fires and the block ends [`timed_out`](crate::ExitStatus::timed_out) |
+/// | a block exhausts the memory limit | its status says [`oom_killed`](crate::ExitStatus::oom_killed) |
+/// | the code file cannot be written (disk full, permissions) | [`Error::Io`] naming the path (exec), [`Error::Agent`] with the reason (agent) |
+/// | a bad request: unknown language, a path outside the workspace, zero timeout | [`Error::InvalidInput`], and nothing is run or written |
+/// | the image has no Python but [`Strategy::Agent`](crate::Strategy::Agent) was forced | [`Error::Agent`] at `start()` ([`Strategy::Auto`](crate::Strategy::Auto) falls back to exec) |
+/// | the in-container agent dies or its channel breaks | its blocks end [`lost`](crate::ExitStatus::lost); the next block starts a fresh agent |
+/// | a session block ignores the interrupt past the grace | the block ends cancelled; later blocks get [`Error::SessionLost`] until [`reset`](crate::Session::reset) |
+/// | anything after [`Executor::stop`](crate::Executor::stop) | [`Error::Stopped`] |
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
@@ -132,9 +152,11 @@ impl fmt::Display for Error {
             }
             Error::Stopped => f.write_str("the executor has been stopped"),
             Error::InvalidInput(msg) => write!(f, "invalid input: {msg}"),
-            Error::Protocol { message, .. } => {
-                write!(f, "unexpected answer from the docker daemon: {message}")
-            }
+            Error::Protocol { message, .. } => write!(
+                f,
+                "unexpected answer from the docker daemon: {message} (is DOCKER_HOST a docker \
+                 daemon?)"
+            ),
             Error::InitCommand { code, output } => {
                 let code = code.map_or_else(|| "unknown".to_string(), |c| c.to_string());
                 write!(
@@ -143,11 +165,18 @@ impl fmt::Display for Error {
                     output.trim_end()
                 )
             }
-            Error::Timeout { what } => write!(f, "{what} timed out"),
-            Error::Io { path, .. } => write!(f, "i/o error on {}", path.display()),
-            Error::Transport { what, .. } => {
-                write!(f, "connection to the docker daemon failed during {what}")
+            Error::Timeout { what } => {
+                write!(
+                    f,
+                    "{what} timed out; is the docker daemon hung or overloaded?"
+                )
             }
+            Error::Io { path, .. } => write!(f, "i/o error on {}", path.display()),
+            Error::Transport { what, .. } => write!(
+                f,
+                "the connection to the docker daemon failed during {what}; is the daemon still \
+                 running?"
+            ),
             Error::Hook { what, .. } => write!(f, "cannot install the {what} handler"),
             Error::Thread(_) => f.write_str("cannot start a worker thread"),
             Error::Agent(msg) => write!(f, "in-container agent: {msg}"),

@@ -33,6 +33,34 @@ fn container_removed_from_outside_while_a_block_runs() {
 }
 
 #[test]
+fn container_paused_from_outside_still_times_out_and_stops() {
+    let (mut b, _guard) = common::case_builder("outside-pause");
+    b.timeout(Some(Duration::from_secs(2)));
+    common::watchdog(Duration::from_secs(60), move || {
+        let ex = b.start().unwrap();
+        let e = ex.spawn(&CodeBlock::sh("echo up; sleep 1000")).unwrap();
+        common::await_stdout(&e.chunks(), "up\n", Duration::from_secs(20));
+        assert!(
+            common::docker(&["pause", ex.container_id()]).0,
+            "docker pause"
+        );
+        let t0 = Instant::now();
+        let out = e.wait().unwrap();
+        assert!(out.status.timed_out(), "{}", out.status);
+        assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+        assert_eq!(out.stdout, b"up\n", "the output so far is kept");
+        let t0 = Instant::now();
+        let _ = ex.stop();
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "stop took {:?}",
+            t0.elapsed()
+        );
+        assert!(!common::container_exists(ex.container_id()));
+    });
+}
+
+#[test]
 fn container_killed_from_outside_while_a_block_runs() {
     let mut b = common::builder();
     b.auto_remove(false);
