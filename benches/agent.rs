@@ -15,17 +15,12 @@ mod report;
 
 use std::time::Instant;
 
-use dockexec::{CodeBlock, Executor, ExecutorBuilder, PullPolicy, Strategy};
+use dockexec::{CodeBlock, Executor, ExecutorBuilder, Strategy};
 use report::{Mode, Report, Row, Target, Unit, interleave, ms, runs, selected, time};
 
 fn builder(image: &str, strategy: Strategy) -> ExecutorBuilder {
-    let mut b = Executor::builder();
-    b.image(image)
-        .pull_policy(PullPolicy::Never)
-        .gc_orphans(false)
-        .strategy(strategy)
-        .label(fixtures::LABEL, "1")
-        .label(fixtures::RUN_LABEL, fixtures::run_id());
+    let mut b = fixtures::builder(image);
+    b.strategy(strategy);
     b
 }
 

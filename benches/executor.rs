@@ -19,7 +19,7 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use dockexec::{CodeBlock, Execution, Executor, ExecutorBuilder, PullPolicy};
+use dockexec::{CodeBlock, Execution, Executor};
 use raw::{Raw, RawStream};
 use report::{Mode, Report, Row, Target, Unit, col, interleave, ms, runs, selected, time};
 use serde_json::json;
@@ -32,15 +32,7 @@ const STUBBORN: &str = "sleep 1000 & trap '' TERM; echo ready; while :; do sleep
 /// dockexec runs a block.
 const WRAPPER: &str = dockexec::__bench::RUN_SCRIPT;
 
-fn builder(image: &str) -> ExecutorBuilder {
-    let mut b = Executor::builder();
-    b.image(image)
-        .pull_policy(PullPolicy::Never)
-        .gc_orphans(false)
-        .label(fixtures::LABEL, "1")
-        .label(fixtures::RUN_LABEL, fixtures::run_id());
-    b
-}
+use fixtures::builder;
 
 fn main() {
     let mode = report::mode();

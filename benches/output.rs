@@ -17,7 +17,7 @@ mod report;
 
 use std::process::Command;
 
-use dockexec::{CodeBlock, Executor, ExecutorBuilder, PullPolicy};
+use dockexec::{CodeBlock, ExecutorBuilder};
 use raw::Raw;
 use report::{Mode, Report, Row, Target, Unit, col, interleave, ms, runs, selected, time};
 
@@ -31,13 +31,8 @@ const WRITE_100MB: &str =
     "import sys\nb = b'x' * 1_000_000\nfor _ in range(100):\n    sys.stdout.buffer.write(b)\n";
 
 fn builder(image: &str, cap: Option<usize>) -> ExecutorBuilder {
-    let mut b = Executor::builder();
-    b.image(image)
-        .pull_policy(PullPolicy::Never)
-        .gc_orphans(false)
-        .max_output_bytes(cap)
-        .label(fixtures::LABEL, "1")
-        .label(fixtures::RUN_LABEL, fixtures::run_id());
+    let mut b = fixtures::builder(image);
+    b.max_output_bytes(cap);
     b
 }
 

@@ -172,3 +172,15 @@ pub fn start_or_skip(
         }
     }
 }
+
+/// A builder for the bench image that never pulls, never sweeps (a sweep could remove another
+/// bench's container) and is labelled for this run's sweep.
+pub fn builder(image: &str) -> dockexec::ExecutorBuilder {
+    let mut b = dockexec::Executor::builder();
+    b.image(image)
+        .pull_policy(dockexec::PullPolicy::Never)
+        .gc_orphans(false)
+        .label(LABEL, "1")
+        .label(RUN_LABEL, run_id());
+    b
+}

@@ -246,6 +246,17 @@ else:
         return _jenc(o).encode("ascii")
 
 
+def _json_object(payload, kind):
+    """A frame's JSON object payload, or _Refusal naming the frame kind."""
+    try:
+        req = _jloads(payload)
+    except ValueError as e:
+        raise _Refusal("bad %s payload: %s" % (kind, e))
+    if not isinstance(req, dict):
+        raise _Refusal("bad %s payload: not an object" % kind)
+    return req
+
+
 def _clean(msg):
     # Never send lone surrogates (e.g. from undecodable file names): the host's JSON parser rejects them.
     return msg.encode("utf-8", "replace").decode("utf-8")
@@ -1332,12 +1343,7 @@ class _Agent(object):
         if self.busy(bid):
             raise _ProtocolError("RUN with execution id %d, which is still running" % bid)
         try:
-            try:
-                req = _jloads(payload)
-            except ValueError as e:
-                raise _Refusal("bad RUN payload: %s" % e)
-            if not isinstance(req, dict):
-                raise _Refusal("bad RUN payload: not an object")
+            req = _json_object(payload, "RUN")
             lang = req.get("lang")
             if lang not in LANGS:
                 raise _Refusal("unknown language %r" % (lang,))
@@ -1576,12 +1582,7 @@ class _Agent(object):
             self.error(sid, "session %d is already open" % sid)
             return
         try:
-            try:
-                req = _jloads(payload)
-            except ValueError as e:
-                raise _Refusal("bad SESSION_OPEN payload: %s" % e)
-            if not isinstance(req, dict):
-                raise _Refusal("bad SESSION_OPEN payload: not an object")
+            req = _json_object(payload, "SESSION_OPEN")
             user = req.get("user")
             cred = _resolve_user(user)
             cwd = _field(req, "cwd", (str,), "/workspace")
