@@ -49,6 +49,21 @@ fuzz_target!(|data: &[u8]| {
         check_filename(b);
     }
 
+    // A block written out between fences comes back as it was, when nothing in it closes
+    // the fence early: the first line (if one word) is the tag, the rest the code.
+    if let Some((tag, code)) = text.split_once('\n') {
+        let tag_ok =
+            !tag.is_empty() && !tag.contains(|c: char| c.is_whitespace() || "`{,~".contains(c));
+        let code_ok = !code.contains('\r')
+            && (code.is_empty() || code.ends_with('\n'))
+            && code.lines().all(|l| !l.trim_start().starts_with("```"));
+        if tag_ok && code_ok {
+            let md = format!("Some text.\n\n```{tag}\n{code}```\n\nMore text.\n");
+            let got = extract_code_blocks(&md);
+            assert_eq!(got, vec![CodeBlock::new(tag, code)], "{md:?}");
+        }
+    }
+
     // The whole input as a block: the guess, the language tag, the directive.
     let guess = guess_language(&text);
     assert!(Language::ALL.contains(&guess));
