@@ -10,6 +10,9 @@
 #    (default "exec agent": every lifecycle, cancel, stream and output test runs against both
 #    ways of running a block; tests/agent.rs always runs the agent)
 # 3. cargo test --all-features --doc "$@"
+# 4. scripts/fuzz.sh "${DOCKEXEC_FUZZ_SECS:-30}": every cargo-fuzz target for that many seconds
+#    (installs cargo-fuzz if missing; prints SKIP where it cannot; a crash fails this script;
+#    DOCKEXEC_FUZZ_SECS=0 skips it)
 # Exits non-zero if any step fails (every cargo run is attempted).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -40,6 +43,15 @@ for strategy in ${DOCKEXEC_TEST_STRATEGIES:-exec agent}; do
 done
 echo "test.sh: cargo test --all-features --doc $*" >&2
 cargo test --all-features --doc "$@" || { rc=$?; ((status)) || status=$rc; }
+
+# Last, so that its install or build time never delays the tests' results.
+fuzz_secs="${DOCKEXEC_FUZZ_SECS:-30}"
+if [[ $fuzz_secs == 0 ]]; then
+    echo "test.sh: SKIP fuzzing (DOCKEXEC_FUZZ_SECS=0)" >&2
+else
+    echo "test.sh: scripts/fuzz.sh $fuzz_secs" >&2
+    bash scripts/fuzz.sh "$fuzz_secs" || { rc=$?; ((status)) || status=$rc; }
+fi
 
 if ((status)); then
     echo "test.sh: FAILED (exit $status)" >&2

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 
 /// The oldest Engine API we speak (Docker 1.13). `Init` (1.25) and exec `WorkingDir` (1.35)
 /// are ignored by daemons older than they are.
-const MIN_API: (u32, u32) = (1, 25);
+pub(crate) const MIN_API: (u32, u32) = (1, 25);
 /// The newest Engine API this code was written against; a newer daemon is asked for this one.
 pub(crate) const MAX_API: (u32, u32) = (1, 47);
 
@@ -674,7 +674,7 @@ impl Client {
 }
 
 /// Picks the API version: the newest both sides speak.
-fn negotiate(v: &Version) -> Result<String> {
+pub(crate) fn negotiate(v: &Version) -> Result<String> {
     let daemon_max = parse_api(&v.api_version).ok_or_else(|| {
         Error::protocol(format!(
             "daemon reports an unreadable ApiVersion {:?}",
@@ -702,7 +702,7 @@ fn negotiate(v: &Version) -> Result<String> {
     Ok(format!("{}.{}", chosen.0, chosen.1))
 }
 
-fn parse_api(s: &str) -> Option<(u32, u32)> {
+pub(crate) fn parse_api(s: &str) -> Option<(u32, u32)> {
     let (a, b) = s.split_once('.')?;
     Some((a.parse().ok()?, b.parse().ok()?))
 }
@@ -744,7 +744,7 @@ pub(crate) fn map_ureq_error(socket: &Path, what: &str, e: ureq::Error) -> Error
 }
 
 /// Docker's error bodies are JSON `{"message": …}`, but a few are plain text.
-fn error_message(body: &str, status: u16, what: &str) -> String {
+pub(crate) fn error_message(body: &str, status: u16, what: &str) -> String {
     let from_json = serde_json::from_str::<Value>(body).ok().and_then(|v| {
         v.get("message")
             .and_then(Value::as_str)
@@ -757,7 +757,7 @@ fn error_message(body: &str, status: u16, what: &str) -> String {
     }
 }
 
-fn pull_error(image: &str, status: u16, message: String) -> Error {
+pub(crate) fn pull_error(image: &str, status: u16, message: String) -> Error {
     let lower = message.to_ascii_lowercase();
     if status == 404
         || lower.contains("manifest unknown")
