@@ -182,7 +182,11 @@ pub(crate) fn workspace_relative(name: &str) -> Result<PathBuf> {
     if out.as_os_str().is_empty() {
         return Err(refuse());
     }
-    if out.starts_with(STATE_DIR) {
+    let first = out
+        .components()
+        .next()
+        .map(|c| c.as_os_str().to_string_lossy());
+    if first.is_some_and(|f| f.eq_ignore_ascii_case(STATE_DIR)) {
         return Err(Error::invalid(format!(
             "filename {name:?} is inside dockexec's own {STATE_DIR} directory"
         )));
@@ -223,6 +227,8 @@ mod tests {
             assert!(workspace_relative(bad).is_err(), "{bad}");
         }
         assert!(workspace_relative(".dockexec/x.pid").is_err());
+        // On a case-insensitive host file system (macOS) this is the state dir too.
+        assert!(workspace_relative(".DOCKEXEC/x.pid").is_err());
     }
 
     #[test]

@@ -780,14 +780,17 @@ pub(crate) fn pull_error(image: &str, status: u16, message: String) -> Error {
 ///
 /// A colon inside the registry host (`127.0.0.1:5000/x`) is not a tag separator.
 pub(crate) fn split_reference(image: &str) -> (&str, Option<&str>) {
-    if let Some((name, digest)) = image.split_once('@') {
-        return (name, Some(digest));
-    }
+    let (image, digest) = match image.split_once('@') {
+        Some((name, digest)) => (name, Some(digest)),
+        None => (image, None),
+    };
     let last_slash = image.rfind('/').map_or(0, |i| i + 1);
-    match image[last_slash..].rfind(':') {
+    let (name, tag) = match image[last_slash..].rfind(':') {
         Some(i) => (&image[..last_slash + i], Some(&image[last_slash + i + 1..])),
         None => (image, None),
-    }
+    };
+    // With both, the digest names the image (as `docker pull name:tag@digest` does).
+    (name, digest.or(tag))
 }
 
 fn preview(bytes: &[u8]) -> String {
@@ -925,6 +928,16 @@ mod tests {
             ("127.0.0.1:5000/dockexec/python", None)
         );
         assert_eq!(split_reference("a/b@sha256:00"), ("a/b", Some("sha256:00")));
+        // A tag and a digest: the digest decides (as docker pull does), and the repository
+        // must not keep the tag (found by reading, while writing the fuzz targets).
+        assert_eq!(
+            split_reference("python:3@sha256:00"),
+            ("python", Some("sha256:00"))
+        );
+        assert_eq!(
+            split_reference("127.0.0.1:5000/p:3@sha256:00"),
+            ("127.0.0.1:5000/p", Some("sha256:00"))
+        );
     }
 
     #[test]
