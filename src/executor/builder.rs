@@ -247,7 +247,10 @@ impl ExecutorBuilder {
     }
 
     /// The host directory mounted at `/workspace`, where code files are written. It is created
-    /// if missing and kept at stop. Defaults to a fresh temporary directory, removed at stop.
+    /// if missing (then given to the block user like a temporary one) and kept at stop. An
+    /// existing directory is left as it is, so it must be writable by the block user (see
+    /// [`user`](Self::user); [`host_user`](Self::host_user) runs blocks as you). Defaults to a
+    /// fresh temporary directory, mode `0711` and the block user's, removed at stop.
     pub fn work_dir(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
         self.work_dir = Some(dir.into());
         self
@@ -269,7 +272,8 @@ impl ExecutorBuilder {
     }
 
     /// Sets an environment variable for every block. Defaults to none beyond
-    /// `PYTHONUNBUFFERED=1`, which keeps Python's output live.
+    /// `PYTHONUNBUFFERED=1`, which keeps Python's output live, and `HOME=/tmp` (see
+    /// [`read_only_root`](Self::read_only_root)).
     pub fn env(&mut self, key: impl Into<String>, value: impl Into<String>) -> &mut Self {
         self.env.insert(key.into(), value.into());
         self
@@ -390,7 +394,8 @@ impl ExecutorBuilder {
     /// Whether the container's root filesystem is read-only. Defaults to `true`: a block
     /// cannot plant a binary or edit `/etc` for the blocks after it. Writable are
     /// `/workspace`, `/tmp` (see [`tmp_size`](Self::tmp_size)), `/dev/shm` and any
-    /// [`volume`](Self::volume); `HOME` is `/tmp` unless [`env`](Self::env) sets it. `false`
+    /// [`volume`](Self::volume); `HOME` is `/tmp` (`/workspace` without the tmpfs) unless
+    /// [`env`](Self::env) sets it. `false`
     /// (or the CLI's `--read-write-root`) makes it writable, e.g. for `pip install`.
     pub fn read_only_root(&mut self, yes: bool) -> &mut Self {
         self.read_only_root = yes;
@@ -753,9 +758,13 @@ impl ExecutorBuilder {
 
     fn create_body(&self, id: &str, workspace: &std::path::Path) -> Value {
         let mut env: Vec<String> = vec!["PYTHONUNBUFFERED=1".into()];
-        if (self.read_only_root || self.tmp_size.is_some()) && !self.env.contains_key("HOME") {
-            // A read-only root leaves no writable home; a non-root user often has none anyway.
-            env.push("HOME=/tmp".into());
+        if !self.env.contains_key("HOME") {
+            // A read-only root leaves no writable home (and nobody's is /nonexistent anyway).
+            if self.tmp_size.is_some() {
+                env.push("HOME=/tmp".into());
+            } else if self.read_only_root {
+                env.push(format!("HOME={WORKSPACE}"));
+            }
         }
         env.extend(self.env.iter().map(|(k, v)| format!("{k}={v}")));
         let mut all_labels: BTreeMap<String, String> = self.labels.clone();
