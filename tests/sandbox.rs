@@ -180,16 +180,17 @@ fn a_fork_bomb_is_contained_by_the_default_pids_limit() {
         let next = ex.run(&CodeBlock::sh("echo fine")).unwrap();
         common::assert_success(&next);
         assert_eq!(next.stdout, b"fine\n");
-        let left = common::watchdog(Duration::from_secs(30), {
-            let id = ex.container_id().to_string();
-            move || common::processes_matching(&id, "")
-        });
-        assert!(
+        // Under the exec strategy on a starved machine the kill script can outlast its 5 s
+        // bound while it freezes a thousand processes; it goes on in the container.
+        let id = ex.container_id().to_string();
+        let mut left = Vec::new();
+        let gone = common::eventually(Duration::from_secs(30), || {
+            left = common::processes_matching(&id, "");
             !left
                 .iter()
-                .any(|p| p.contains("tmp_code") || p.contains("sleep 1071")),
-            "the bomb is gone: {left:?}"
-        );
+                .any(|p| p.contains("tmp_code") || p.contains("sleep 1071"))
+        });
+        assert!(gone, "the bomb is gone: {left:?}");
         ex.stop().unwrap();
     });
 }
