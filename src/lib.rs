@@ -83,8 +83,9 @@ pub use code::{CodeBlock, Language, extract_code_blocks, guess_language};
 pub use error::{Error, Result};
 pub use execution::{Execution, OutputLimit};
 pub use executor::{
-    DEFAULT_IMAGE, DEFAULT_MAX_OUTPUT, DEFAULT_SESSION_GRACE, DEFAULT_TIMEOUT, Executor,
-    ExecutorBuilder, PullPolicy, PullProgress,
+    DEFAULT_IMAGE, DEFAULT_MAX_OUTPUT, DEFAULT_MEMORY, DEFAULT_NOFILE, DEFAULT_PIDS,
+    DEFAULT_SESSION_GRACE, DEFAULT_TIMEOUT, DEFAULT_TMP_SIZE, EXEC_KILL_CAPABILITIES, Executor,
+    ExecutorBuilder, KEPT_CAPABILITIES, NOBODY, PullPolicy, PullProgress,
 };
 pub use orphans::gc;
 pub use output::{BlocksResult, Chunk, ExitStatus, Output, Stream};

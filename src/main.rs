@@ -42,6 +42,21 @@ RUN OPTIONS:
         --session          run the Python blocks in one session (implies the agent): a
                            variable defined by one block is there in the next
 
+SANDBOX OPTIONS (hardened by default; see ExecutorBuilder's docs for each reason):
+    -u, --user USER        user the blocks run as: UID[:GID], a name, `host` (your own
+                           uid:gid) or 0 for root [default: the image's USER unless root, else
+                           your uid:gid unless root, else 65534:65534]
+        --memory BYTES     memory limit, swap included; K, M, G suffixes, or `none`
+                           [default: 2G]
+        --pids N           process and thread limit, or `none` [default: 1024]
+        --cpus N           CPU quota (e.g. 1.5), or `none` [default: none]
+        --read-write-root  make the root filesystem writable [default: read-only, with a
+                           512 MiB tmpfs at /tmp and HOME=/tmp]
+        --trusted          relax every default above for trusted code: the image's user
+                           (root if none), Docker's default capabilities, no
+                           no-new-privileges, a writable root, no limits (the network stays
+                           --network's); options after it still apply
+
 ENVIRONMENT:
     DOCKER_HOST            unix:///path/to/docker.sock [default: /var/run/docker.sock]
 
@@ -175,6 +190,41 @@ fn parse_run(mut args: lexopt::Parser) -> Result<Command, lexopt::Error> {
                 });
             }
             Long("session") => session = true,
+            Short('u') | Long("user") => match args.value()?.string()?.as_str() {
+                "host" => {
+                    builder.host_user();
+                }
+                u => {
+                    builder.user(u);
+                }
+            },
+            Long("memory") => {
+                builder.memory_limit(none_or(&args.value()?.string()?, bytes)?);
+            }
+            Long("pids") => {
+                let v = args.value()?.string()?;
+                builder.pids_limit(none_or(&v, |s| {
+                    s.parse::<i64>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| format!("--pids takes a positive number or none, not {s:?}"))
+                })?);
+            }
+            Long("cpus") => {
+                let v = args.value()?.string()?;
+                builder.cpu_limit(none_or(&v, |s| {
+                    s.parse::<f64>()
+                        .ok()
+                        .filter(|n| n.is_finite() && *n > 0.0)
+                        .ok_or_else(|| format!("--cpus takes a positive number or none, not {s:?}"))
+                })?);
+            }
+            Long("read-write-root") => {
+                builder.read_only_root(false);
+            }
+            Long("trusted") => {
+                builder.trusted();
+            }
             Short('h') | Long("help") => return Ok(Command::Help),
             Value(v) if file.is_none() => file = Some(v),
             Value(_) => return Err("run takes one FILE".into()),
@@ -436,4 +486,31 @@ fn show_pull_line(p: &PullProgress) {
         let layer = p.layer.as_deref().unwrap_or("");
         eprintln!("{}", format!("{layer} {}", p.status).trim());
     }
+}
+
+/// `none` as `None`, anything else through `parse`.
+fn none_or<T>(v: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<Option<T>, String> {
+    if v == "none" {
+        Ok(None)
+    } else {
+        parse(v).map(Some)
+    }
+}
+
+/// A byte count with an optional K, M or G (binary) suffix: `512M`, `2G`, `1048576`.
+fn bytes(v: &str) -> Result<u64, String> {
+    let err =
+        || format!("--memory takes BYTES with an optional K, M or G suffix, or none, not {v:?}");
+    let (num, shift) = match v.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&v[..i], 10),
+        Some((i, 'm' | 'M')) => (&v[..i], 20),
+        Some((i, 'g' | 'G')) => (&v[..i], 30),
+        _ => (v, 0),
+    };
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .filter(|n| *n > 0)
+        .ok_or_else(err)
 }

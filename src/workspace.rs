@@ -7,7 +7,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -28,28 +28,48 @@ pub(crate) struct Workspace {
 
 impl Workspace {
     /// Opens the user's `dir` (created if missing), or creates a fresh temporary directory
-    /// named `dockexec-<id>`. `shared` opens a temporary one to every user, so that a block
-    /// running as a non-root user can write its own files next to its code.
+    /// named `dockexec-<id>` that the block user `block` (numeric uid and gid, when known) can
+    /// write and other host users cannot read.
+    ///
+    /// A temporary directory is mode `0711`: its owner (the block user) has it whole, while
+    /// everyone else may only pass through it, which the container's root processes need (with
+    /// no capabilities they are "everyone else") to reach dockexec's state dir. Its owner is
+    /// the block user when that is dockexec's own user, or when dockexec runs as root (which
+    /// may hand the directory over). Otherwise (a named user such as the image's `app`, whose
+    /// uid only the image knows, or another uid than ours without root) no owner can be
+    /// given, and the directory is `1777` like `/tmp`: every host user can then read and
+    /// write it, the price of a block user we cannot name on the host. A user-given `dir` that
+    /// dockexec creates is given the same way; one that exists is left as it is, and must
+    /// already suit the block user.
     ///
     /// # Errors
     /// [`Error::Io`] when the directory cannot be created or resolved.
-    pub(crate) fn create(dir: Option<&Path>, id: &str, shared: bool) -> Result<Workspace> {
+    pub(crate) fn create(
+        dir: Option<&Path>,
+        id: &str,
+        block: Option<(u32, Option<u32>)>,
+    ) -> Result<Workspace> {
         match dir {
             Some(dir) => {
+                let existed = dir.exists();
                 fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
                 let path = fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
+                if !existed {
+                    grant(&path, block)?;
+                }
                 Ok(Workspace { path, temp: false })
             }
             None => {
                 let dir = std::env::temp_dir().join(format!("dockexec-{id}"));
-                fs::create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+                fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(&dir)
+                    .map_err(|e| Error::io(&dir, e))?;
                 let ws = Workspace {
                     path: fs::canonicalize(&dir).map_err(|e| Error::io(&dir, e))?,
                     temp: true,
                 };
-                if shared {
-                    let _ = fs::set_permissions(&ws.path, fs::Permissions::from_mode(0o1777));
-                }
+                grant(&ws.path, block)?;
                 Ok(ws)
             }
         }
@@ -155,6 +175,20 @@ impl Workspace {
             let _ = fs::remove_dir(self.path.join(STATE_DIR));
         }
     }
+}
+
+/// Gives a directory dockexec created to the block user: see [`Workspace::create`].
+fn grant(path: &Path, block: Option<(u32, Option<u32>)>) -> Result<()> {
+    let (uid, gid) = crate::executor::host_ids();
+    let owned = match block {
+        Some((u, _)) if u == uid => true,
+        Some((u, g)) if uid == 0 => {
+            std::os::unix::fs::chown(path, Some(u), g.or(Some(gid))).is_ok()
+        }
+        _ => false,
+    };
+    let mode = if owned { 0o711 } else { 0o1777 };
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| Error::io(path, e))
 }
 
 /// Normalises a block's requested file name to a relative path that stays inside the

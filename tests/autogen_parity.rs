@@ -255,7 +255,9 @@ fn extra_volumes_read_only_and_read_write() {
     let ro = TempDir::new("ro");
     let rw = TempDir::new("rw");
     fs::write(ro.path().join("input.txt"), "from the host\n").unwrap();
+    // The blocks write into the caller's own directory: run them as the caller.
     let ex = common::builder()
+        .host_user()
         .volume(ro.path(), "/mnt/ro", true)
         .volume(rw.path(), "/mnt/rw", false)
         .start()
@@ -490,7 +492,8 @@ fn symlinks_planted_by_a_block_never_lead_a_code_file_out_of_the_workspace() {
 fn two_executors_can_share_a_work_dir() {
     let dir = common::TempDir::new("shared-work-dir");
     let mut b = common::builder();
-    b.work_dir(dir.path());
+    // The blocks write into the caller's own (existing) directory: run them as the caller.
+    b.work_dir(dir.path()).host_user();
     let (first, second) = (b.start().unwrap(), b.start().unwrap());
     let running = second
         .spawn(&CodeBlock::sh(

@@ -153,6 +153,13 @@ fn help_mentions_every_option() {
             "--pull",
             "--strategy",
             "--session",
+            "--user",
+            "--memory",
+            "--pids",
+            "--cpus",
+            "--read-write-root",
+            "--trusted",
+            "-u,",
             "-l,",
             "-i,",
             "-t,",
@@ -364,4 +371,50 @@ fn a_pull_shows_its_progress_on_stderr() {
         err.contains("Status:"),
         "the pull's progress is shown: {err}"
     );
+}
+
+#[test]
+fn sandbox_options_reach_the_container() {
+    let dir = TempDir::new("cli-sandbox");
+    let probe = "id -u\ncat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max\n\
+                 cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max\n\
+                 echo x > /usr/planted && echo root-writable\n";
+    let file = write(dir.path(), "probe.sh", probe);
+    let out = run(&[
+        "--user",
+        "0",
+        "--memory",
+        "256M",
+        "--pids",
+        "100",
+        "--cpus",
+        "1.5",
+        "--read-write-root",
+        &file,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!("0\n100\n{}\nroot-writable\n", 256 * 1024 * 1024)
+    );
+    // --trusted relaxes; the defaults do not.
+    let out = run(&["--trusted", &file]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("0\nmax\n"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(&[&file]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        !text(&out.stdout).starts_with("0\n"),
+        "{}",
+        text(&out.stdout)
+    );
+    // Bad values are usage errors.
+    for bad in [["--memory", "lots"], ["--pids", "0"], ["--cpus", "-1"]] {
+        let out = run(&[bad[0], bad[1], &file]);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", text(&out.stderr));
+    }
 }

@@ -21,7 +21,13 @@ fn put_file_and_get_file_round_trip() {
 
 #[test]
 fn put_file_and_get_file_keep_non_utf8_bytes() {
-    let ex = common::start();
+    // put_file into /tmp needs a writable root with no tmpfs over /tmp: the daemon refuses a
+    // read-only root, and would write beneath a tmpfs.
+    let ex = common::builder()
+        .read_only_root(false)
+        .tmp_size(None)
+        .start()
+        .unwrap();
     let data: Vec<u8> = (0..=255u8).chain([0xff, 0xfe, 0x00, 0x80, b'\n']).collect();
     ex.put_file("/tmp/binary.bin", &data).unwrap();
     assert_eq!(ex.get_file("/tmp/binary.bin").unwrap(), data);

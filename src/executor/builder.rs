@@ -37,6 +37,38 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_OUTPUT: usize = 64 * 1024 * 1024;
 /// Default for [`ExecutorBuilder::session_grace`].
 pub const DEFAULT_SESSION_GRACE: Duration = Duration::from_secs(2);
+/// Default for [`ExecutorBuilder::memory_limit`]: 2 GiB, swap included (no swap on top).
+///
+/// Enough for ordinary data work (a pandas frame of some hundred MB, a scikit-learn fit, a
+/// plotted figure), little enough that a runaway `list.append` loop meets the OOM killer in
+/// seconds instead of pushing the host into swap. `/tmp` is a tmpfs charged to the same limit.
+pub const DEFAULT_MEMORY: u64 = 2 * 1024 * 1024 * 1024;
+/// Default for [`ExecutorBuilder::pids_limit`]: 1024 processes and threads in the container.
+///
+/// A fork bomb stops at it within milliseconds (and the block at its timeout), while a
+/// process pool of 16 workers with 32 threads each (NumPy's BLAS starts one per core) still
+/// fits. The agent and its shepherds count too: two plus one per running block.
+pub const DEFAULT_PIDS: i64 = 1024;
+/// Default for [`ExecutorBuilder::tmp_size`]: a 512 MiB tmpfs at `/tmp`.
+///
+/// Room for the scratch files libraries write (matplotlib's cache, joblib's spill, pip's
+/// build dirs), bounded, and charged to the memory limit. Large outputs belong in
+/// `/workspace`, which is the host's disk.
+pub const DEFAULT_TMP_SIZE: u64 = 512 * 1024 * 1024;
+/// Default for [`ExecutorBuilder::nofile`]: 4096 open files per process, soft and hard.
+///
+/// Four times the usual 1024 soft limit of a Linux login, so nothing ordinary meets it; it
+/// bounds the kernel memory a descriptor hog can pin (Docker's own default is 1048576).
+pub const DEFAULT_NOFILE: u64 = 4096;
+/// The user blocks run as by default when neither [`ExecutorBuilder::user`] nor the image
+/// names one and dockexec itself runs as root: `nobody:nogroup`.
+pub const NOBODY: &str = "65534:65534";
+/// The capabilities the container keeps by default (all others are dropped). See
+/// [`ExecutorBuilder::drop_capabilities`].
+pub const KEPT_CAPABILITIES: [&str; 3] = ["SETUID", "SETGID", "KILL"];
+/// The capabilities the container also keeps unless the strategy is [`Strategy::Agent`]. See
+/// [`ExecutorBuilder::drop_capabilities`].
+pub const EXEC_KILL_CAPABILITIES: [&str; 2] = ["DAC_READ_SEARCH", "SYS_PTRACE"];
 
 /// When [`ExecutorBuilder::start`] pulls the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -66,6 +98,20 @@ pub struct PullProgress {
 }
 
 type ProgressFn = Box<dyn FnMut(&PullProgress) + Send>;
+
+/// Who blocks run as: see [`ExecutorBuilder::user`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum UserChoice {
+    /// The image's `USER` unless it is root, else the calling host user unless that is root,
+    /// else [`NOBODY`]: never root.
+    Default,
+    /// Exactly this user.
+    Given(String),
+    /// The calling host user's uid:gid, whatever it is.
+    Host,
+    /// The image's `USER`, root included, else root.
+    Image,
+}
 
 /// A read-only or read-write bind mount added with [`ExecutorBuilder::volume`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,8 +144,14 @@ pub struct ExecutorBuilder {
     volumes: Vec<Volume>,
     extra_hosts: Vec<(String, String)>,
     init_command: Option<String>,
-    user: Option<String>,
+    user: UserChoice,
     network: String,
+    drop_caps: bool,
+    cap_add: Vec<String>,
+    no_new_privileges: bool,
+    read_only_root: bool,
+    tmp_size: Option<u64>,
+    nofile: Option<u64>,
     memory: Option<u64>,
     nano_cpus: Option<u64>,
     pids_limit: Option<i64>,
@@ -142,11 +194,17 @@ impl Default for ExecutorBuilder {
             volumes: Vec::new(),
             extra_hosts: Vec::new(),
             init_command: None,
-            user: None,
+            user: UserChoice::Default,
             network: "none".to_string(),
-            memory: None,
+            drop_caps: true,
+            cap_add: Vec::new(),
+            no_new_privileges: true,
+            read_only_root: true,
+            tmp_size: Some(DEFAULT_TMP_SIZE),
+            nofile: Some(DEFAULT_NOFILE),
+            memory: Some(DEFAULT_MEMORY),
             nano_cpus: None,
-            pids_limit: None,
+            pids_limit: Some(DEFAULT_PIDS),
             delete_code_files: false,
             max_output: Some(DEFAULT_MAX_OUTPUT),
             on_output_limit: OutputLimit::Discard,
@@ -189,7 +247,10 @@ impl ExecutorBuilder {
     }
 
     /// The host directory mounted at `/workspace`, where code files are written. It is created
-    /// if missing and kept at stop. Defaults to a fresh temporary directory, removed at stop.
+    /// if missing (then given to the block user like a temporary one) and kept at stop. An
+    /// existing directory is left as it is, so it must be writable by the block user (see
+    /// [`user`](Self::user); [`host_user`](Self::host_user) runs blocks as you). Defaults to a
+    /// fresh temporary directory, mode `0711` and the block user's, removed at stop.
     pub fn work_dir(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
         self.work_dir = Some(dir.into());
         self
@@ -211,7 +272,8 @@ impl ExecutorBuilder {
     }
 
     /// Sets an environment variable for every block. Defaults to none beyond
-    /// `PYTHONUNBUFFERED=1`, which keeps Python's output live.
+    /// `PYTHONUNBUFFERED=1`, which keeps Python's output live, and `HOME=/tmp` (see
+    /// [`read_only_root`](Self::read_only_root)).
     pub fn env(&mut self, key: impl Into<String>, value: impl Into<String>) -> &mut Self {
         self.env.insert(key.into(), value.into());
         self
@@ -246,9 +308,112 @@ impl ExecutorBuilder {
         self
     }
 
-    /// The user blocks run as (`"1000"`, `"1000:1000"`, `"nobody"`). Defaults to the image's.
+    /// The user blocks run as (`"1000"`, `"1000:1000"`, `"nobody"`, `"0"` for root).
+    ///
+    /// Defaults to a user that is never root: the image's `USER` when it names one other than
+    /// root; else the calling host user's uid:gid (as [`host_user`](Self::host_user)) when
+    /// dockexec does not run as root; else [`NOBODY`] (`65534:65534`). The host user comes
+    /// first because the files a block leaves in the workspace are then the caller's own, and
+    /// the temporary workspace needs no permission for anyone else; a host root must not hand
+    /// its uid to hostile code, hence `nobody`.
+    ///
+    /// A root block (`user("0")`, or [`trusted`](Self::trusted) on an image without `USER`)
+    /// owns its container: it can signal dockexec's agent, keeper and other blocks, and kill
+    /// the container; with the default capabilities it holds
+    /// [`KEPT_CAPABILITIES`] (it can change its uid, and signal anyone), but it still cannot
+    /// write the read-only root nor leave the limits.
+    ///
+    /// Whatever the user, the container's own processes (its init, keeper and the agent) run
+    /// as root, so a non-root block cannot end them.
     pub fn user(&mut self, user: impl Into<String>) -> &mut Self {
-        self.user = Some(user.into());
+        self.user = UserChoice::Given(user.into());
+        self
+    }
+
+    /// Runs blocks as the calling host user's uid:gid (root when dockexec runs as root), so
+    /// that every file they write in the workspace or a volume is the caller's. Defaults to
+    /// off: see [`user`](Self::user) for the default.
+    pub fn host_user(&mut self) -> &mut Self {
+        self.user = UserChoice::Host;
+        self
+    }
+
+    /// Relaxes every hardened default at once, for code you trust: blocks run as the image's
+    /// user (root when it names none), the container keeps Docker's default capabilities,
+    /// without `no-new-privileges`, with a writable root filesystem and no `/tmp` tmpfs, and
+    /// with no memory, process, CPU or open-file limit. The network is not opened: that stays
+    /// [`network`](Self::network)'s call. Options set after this one still apply, so
+    /// `trusted()` then `memory_limit(Some(…))` keeps a memory limit.
+    pub fn trusted(&mut self) -> &mut Self {
+        self.user = UserChoice::Image;
+        self.drop_caps = false;
+        self.cap_add.clear();
+        self.no_new_privileges = false;
+        self.read_only_root = false;
+        self.tmp_size = None;
+        self.nofile = None;
+        self.memory = None;
+        self.nano_cpus = None;
+        self.pids_limit = None;
+        self
+    }
+
+    /// Whether the container drops every capability but those it needs. Defaults to `true`:
+    /// the container keeps only [`KEPT_CAPABILITIES`], used by its root processes, never by a
+    /// non-root block (which holds no capability at all):
+    /// - `SETUID`, `SETGID`: the agent drops from root to each block's user;
+    /// - `KILL`: the agent and the exec strategy's kill script, as root, signal the block's
+    ///   processes, which belong to another user;
+    /// - and, unless the strategy is [`Strategy::Agent`] (as [`Strategy::Auto`] may fall back
+    ///   to exec), [`EXEC_KILL_CAPABILITIES`]: `DAC_READ_SEARCH` and `SYS_PTRACE`, with which
+    ///   the exec strategy's kill script, as root, opens `/proc/<pid>/environ` of the block's
+    ///   processes (another user's, mode `0400`) to find those that left the block's session.
+    ///   A non-root block never holds them; a root one could read any file of its container.
+    ///
+    /// `false` keeps Docker's default set (`CHOWN`, `DAC_OVERRIDE`, `FOWNER`, `NET_RAW`, …).
+    pub fn drop_capabilities(&mut self, yes: bool) -> &mut Self {
+        self.drop_caps = yes;
+        self
+    }
+
+    /// Adds a capability (`"NET_ADMIN"`, `"CAP_CHOWN"`) to those the container keeps.
+    /// Defaults to none beyond the ones [`drop_capabilities`](Self::drop_capabilities) lists.
+    pub fn cap_add(&mut self, capability: impl Into<String>) -> &mut Self {
+        self.cap_add.push(capability.into());
+        self
+    }
+
+    /// Whether the container runs with `no-new-privileges`: no process can gain privileges
+    /// by executing a set-user-ID or file-capability binary (`su`, `sudo`, `ping`). Defaults
+    /// to `true`. The agent still changes user: it drops privileges, it gains none.
+    pub fn no_new_privileges(&mut self, yes: bool) -> &mut Self {
+        self.no_new_privileges = yes;
+        self
+    }
+
+    /// Whether the container's root filesystem is read-only. Defaults to `true`: a block
+    /// cannot plant a binary or edit `/etc` for the blocks after it. Writable are
+    /// `/workspace`, `/tmp` (see [`tmp_size`](Self::tmp_size)), `/dev/shm` and any
+    /// [`volume`](Self::volume); `HOME` is `/tmp` (`/workspace` without the tmpfs) unless
+    /// [`env`](Self::env) sets it. `false`
+    /// (or the CLI's `--read-write-root`) makes it writable, e.g. for `pip install`.
+    pub fn read_only_root(&mut self, yes: bool) -> &mut Self {
+        self.read_only_root = yes;
+        self
+    }
+
+    /// The size of the tmpfs mounted at `/tmp` (`nosuid`, `nodev`; its pages count against
+    /// the memory limit); `None` for no tmpfs (the image's own `/tmp`). Defaults to
+    /// [`DEFAULT_TMP_SIZE`] (512 MiB).
+    pub fn tmp_size(&mut self, bytes: Option<u64>) -> &mut Self {
+        self.tmp_size = bytes;
+        self
+    }
+
+    /// The open-file limit (`RLIMIT_NOFILE`, soft and hard) of every process in the
+    /// container; `None` for Docker's. Defaults to [`DEFAULT_NOFILE`] (4096).
+    pub fn nofile(&mut self, limit: Option<u64>) -> &mut Self {
+        self.nofile = limit;
         self
     }
 
@@ -258,19 +423,26 @@ impl ExecutorBuilder {
         self
     }
 
-    /// The container's memory limit in bytes. Defaults to none.
+    /// The container's memory limit in bytes, swap included (Docker's `MemorySwap` is set to
+    /// the same value, so a hog is killed instead of swapping); `None` for none. Past it the
+    /// kernel's OOM killer ends a process, and the block's status says
+    /// [`oom_killed`](crate::ExitStatus::oom_killed). Defaults to [`DEFAULT_MEMORY`] (2 GiB).
     pub fn memory_limit(&mut self, bytes: Option<u64>) -> &mut Self {
         self.memory = bytes;
         self
     }
 
-    /// The container's CPU limit, in CPUs (`1.5`). Defaults to none.
+    /// The container's CPU limit, in CPUs (`1.5`); `None` for none. Defaults to none: the
+    /// timeout already bounds each block's CPU time, and a quota would only slow down the
+    /// parallel code (NumPy, a process pool) that ordinary scripts run. Set it to share a host
+    /// fairly between executors.
     pub fn cpu_limit(&mut self, cpus: Option<f64>) -> &mut Self {
         self.nano_cpus = cpus.map(|c| (c * 1e9) as u64);
         self
     }
 
-    /// The container's process limit. Defaults to none.
+    /// The container's process (and thread) limit; `None` for none. Defaults to
+    /// [`DEFAULT_PIDS`] (1024), which stops a fork bomb.
     pub fn pids_limit(&mut self, limit: Option<i64>) -> &mut Self {
         self.pids_limit = limit;
         self
@@ -376,7 +548,7 @@ impl ExecutorBuilder {
         let workspace = Arc::new(Workspace::create(
             self.work_dir.as_deref(),
             &id,
-            user.is_some(),
+            numeric_ids(user.as_deref().unwrap_or("0")),
         )?);
         let container = self
             .create_container(&client, &id, &workspace)
@@ -455,13 +627,32 @@ impl ExecutorBuilder {
         }
     }
 
-    /// The user blocks run as: the configured one, else the image's own (`USER`), else
-    /// `None` for root.
+    /// The user blocks run as (see [`user`](Self::user)); `None` for root.
     fn block_user(&self, client: &Client) -> Result<Option<String>> {
-        match &self.user {
-            Some(u) => Ok(Some(u.clone())),
-            None => Ok(Some(client.image_user(&self.image)?).filter(|u| !u.is_empty())),
+        let image = || -> Result<Option<String>> {
+            Ok(Some(client.image_user(&self.image)?).filter(|u| !u.trim().is_empty()))
+        };
+        let (uid, gid) = host_ids();
+        Ok(match &self.user {
+            UserChoice::Given(u) => Some(u.clone()),
+            UserChoice::Host => Some(format!("{uid}:{gid}")),
+            UserChoice::Image => image()?,
+            UserChoice::Default => match image()? {
+                Some(u) if !is_root(&u) => Some(u),
+                _ if uid != 0 => Some(format!("{uid}:{gid}")),
+                _ => Some(NOBODY.to_string()),
+            },
+        })
+    }
+
+    /// The capabilities the container keeps on top of none, when it drops them.
+    fn kept_capabilities(&self) -> Vec<String> {
+        let mut caps: Vec<String> = KEPT_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+        if self.strategy != Strategy::Agent {
+            caps.extend(EXEC_KILL_CAPABILITIES.iter().map(|c| c.to_string()));
         }
+        caps.extend(self.cap_add.iter().cloned());
+        caps
     }
 
     fn validate(&self) -> Result<()> {
@@ -567,6 +758,14 @@ impl ExecutorBuilder {
 
     fn create_body(&self, id: &str, workspace: &std::path::Path) -> Value {
         let mut env: Vec<String> = vec!["PYTHONUNBUFFERED=1".into()];
+        if !self.env.contains_key("HOME") {
+            // A read-only root leaves no writable home (and nobody's is /nonexistent anyway).
+            if self.tmp_size.is_some() {
+                env.push("HOME=/tmp".into());
+            } else if self.read_only_root {
+                env.push(format!("HOME={WORKSPACE}"));
+            }
+        }
         env.extend(self.env.iter().map(|(k, v)| format!("{k}={v}")));
         let mut all_labels: BTreeMap<String, String> = self.labels.clone();
         all_labels.insert(labels::EXECUTOR.into(), id.into());
@@ -603,6 +802,28 @@ impl ExecutorBuilder {
         if let Some(p) = self.pids_limit {
             host["PidsLimit"] = json!(p);
         }
+        if let Some(m) = self.memory {
+            // Swap included: a hog is killed at the limit rather than swapping past it.
+            host["MemorySwap"] = json!(m);
+        }
+        if self.drop_caps {
+            host["CapDrop"] = json!(["ALL"]);
+            host["CapAdd"] = json!(self.kept_capabilities());
+        } else if !self.cap_add.is_empty() {
+            host["CapAdd"] = json!(self.cap_add);
+        }
+        if self.no_new_privileges {
+            host["SecurityOpt"] = json!(["no-new-privileges"]);
+        }
+        if self.read_only_root {
+            host["ReadonlyRootfs"] = json!(true);
+        }
+        if let Some(size) = self.tmp_size {
+            host["Tmpfs"] = json!({ "/tmp": format!("rw,nosuid,nodev,mode=1777,size={size}") });
+        }
+        if let Some(n) = self.nofile {
+            host["Ulimits"] = json!([{ "Name": "nofile", "Soft": n, "Hard": n }]);
+        }
         let body = json!({
             "Image": self.image,
             // Keeps the container alive with nothing but `sh` and `sleep`.
@@ -621,4 +842,31 @@ impl ExecutorBuilder {
         });
         body
     }
+}
+
+/// The calling process's effective uid and gid, read from the owner of `/proc/self` (no
+/// `unsafe` libc call); root when that cannot be read.
+pub(crate) fn host_ids() -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").map_or((0, 0), |m| (m.uid(), m.gid()))
+}
+
+/// True for a user spec that means root: `0`, `root`, `0:…`, `root:…`.
+fn is_root(user: &str) -> bool {
+    matches!(user.split(':').next().map(str::trim), Some("0" | "root"))
+}
+
+/// A user spec's numeric uid and gid, when both are written as numbers (`"1000:1000"`); a uid
+/// alone gives `(uid, None)`. `None` for a name, which only the image's `/etc/passwd` resolves.
+fn numeric_ids(user: &str) -> Option<(u32, Option<u32>)> {
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let uid = if u == "root" { 0 } else { u.parse().ok()? };
+    let gid = match g {
+        Some(g) => Some(g.parse().ok()?),
+        None => None,
+    };
+    Some((uid, gid))
 }

@@ -18,9 +18,11 @@ use crate::workspace::{self, Workspace};
 
 mod builder;
 
+pub(crate) use builder::host_ids;
 pub use builder::{
-    DEFAULT_IMAGE, DEFAULT_MAX_OUTPUT, DEFAULT_SESSION_GRACE, DEFAULT_TIMEOUT, ExecutorBuilder,
-    PullPolicy, PullProgress,
+    DEFAULT_IMAGE, DEFAULT_MAX_OUTPUT, DEFAULT_MEMORY, DEFAULT_NOFILE, DEFAULT_PIDS,
+    DEFAULT_SESSION_GRACE, DEFAULT_TIMEOUT, DEFAULT_TMP_SIZE, EXEC_KILL_CAPABILITIES,
+    ExecutorBuilder, KEPT_CAPABILITIES, NOBODY, PullPolicy, PullProgress,
 };
 
 /// How long `stop()` lets the daemon take to remove the container.
@@ -156,11 +158,17 @@ impl Executor {
 
     /// Copies `contents` into the container as the file `path` (absolute, or relative to
     /// `/workspace`), through the daemon's archive API: it works whatever the mounts, and a
-    /// symlink inside the container is resolved inside the container.
+    /// symlink inside the container is resolved inside the container. The file is root's,
+    /// mode `0644`. With the default read-only root
+    /// ([`read_only_root`](ExecutorBuilder::read_only_root)), only `/workspace` and the
+    /// volumes take files this way: the daemon refuses the root filesystem, and would write
+    /// beneath the `/tmp` tmpfs, where no process sees the file.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for a path without a file name;
-    /// [`Error::Docker`] when the directory does not exist or cannot be written.
+    /// [`Error::Docker`] when the directory does not exist or cannot be written (status 500
+    /// "container rootfs is marked read-only" outside `/workspace` and the volumes, under the
+    /// default read-only root).
     pub fn put_file(&self, path: &str, contents: &[u8]) -> Result<()> {
         let (dir, name) = workspace::split_container_path(path)?;
         let tar = api::tar_one_file(&name, contents, 0o644)?;

@@ -44,6 +44,14 @@ const CONTAINER_DEATH_WINDOW: Duration = Duration::from_millis(200);
 /// `/proc/<pid>/environ` with the shell's own `read`, which drops the NUL separators); only a
 /// process that both leaves the session and clears its environment escapes.
 ///
+/// Each signal goes first to the block's whole process group at once (the exec made the
+/// wrapper its leader, `pgid == sid`; `&` jobs stay in it), so a fork bomb of a thousand
+/// processes stops in one call instead of one scan of `/proc` per generation, which a
+/// starved CPU made take longer than the kill's time bound. The pid comes from a file the
+/// block can rewrite, so it is used only when it names a live process that is not root's
+/// (`[ -O ]`: owned by us, root); otherwise, and for what left the group, the scan below does
+/// the work alone.
+///
 /// First every member is frozen with SIGSTOP, pass after pass until a pass finds none still
 /// running, so that no shell of the block runs its next command while its child is being
 /// killed (`/proc` lists pids in no useful order) and no fork escapes between passes. Only
@@ -53,6 +61,11 @@ pub(crate) const KILL_SCRIPT: &str = r#"m=$1; t=$2
 : > "$m.cancel" 2>/dev/null
 s=
 [ -r "$m.pid" ] && read -r s < "$m.pid"
+g=
+case $s in
+''|*[!0-9]*) s= ;;
+*) [ "$s" -gt 1 ] && [ -d "/proc/$s" ] && ! [ -O "/proc/$s" ] && g=$s ;;
+esac
 pass() {
   n=0
   for f in /proc/[0-9]*/stat; do
@@ -71,6 +84,7 @@ pass() {
   done
 }
 for sig in STOP KILL; do
+  [ -n "$g" ] && kill -"$sig" -"$g" 2>/dev/null
   i=0
   while [ "$i" -lt 200 ]; do
     i=$((i + 1)); pass 2>/dev/null
