@@ -189,7 +189,7 @@ impl Default for ExecutorBuilder {
             timeout: Some(DEFAULT_TIMEOUT),
             work_dir: None,
             bind_dir: None,
-            auto_remove: true,
+            auto_remove: false,
             env: BTreeMap::new(),
             volumes: Vec::new(),
             extra_hosts: Vec::new(),
@@ -265,7 +265,12 @@ impl ExecutorBuilder {
     }
 
     /// Whether the daemon removes the container by itself when it stops (Docker's
-    /// `AutoRemove`). `stop()` removes it either way. Defaults to `true`.
+    /// `AutoRemove`). `stop()` removes it either way, and [`gc`](crate::gc) removes a dead
+    /// owner's. Defaults to `false`: Docker clears and restores `AutoRemove` around the stop
+    /// inside a restart, and under load its exit handling can see the restored flag and remove
+    /// the container half-way through [`Executor::restart`](crate::Executor::restart) ("marked
+    /// for removal", "cannot exec in a stopped state"), seen here about 1 run in 3 of a
+    /// loaded test suite.
     pub fn auto_remove(&mut self, yes: bool) -> &mut Self {
         self.auto_remove = yes;
         self
