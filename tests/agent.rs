@@ -217,13 +217,14 @@ fn a_session_block_that_ignores_the_interrupt_loses_the_session() {
         s.run("y = 1").unwrap();
         let e = s
             .spawn(
-                // Not `while True: pass`: CPython 3.11 leaves that bare loop outside its
-                // `try`, so the interrupt would escape it.
-                "print('stubborn')\nwhile True:\n    try:\n        n = 0\n        \
+                // The signal line is printed inside the `try`, so the cancel that follows it
+                // always lands there. Not `while True: pass`: CPython 3.11 leaves that bare
+                // loop outside its `try`, so the interrupt would escape it.
+                "while True:\n    try:\n        print('stubborn', flush=True)\n        n = 0\n        \
                  while True: n += 1\n    except KeyboardInterrupt:\n        pass",
             )
             .unwrap();
-        common::await_stdout(&e.chunks(), "stubborn", Duration::from_secs(20));
+        common::await_stdout(&e.chunks(), "stubborn\n", Duration::from_secs(20));
         let t0 = Instant::now();
         e.cancel().unwrap();
         assert!(e.wait().unwrap().status.cancelled());
