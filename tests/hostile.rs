@@ -31,3 +31,26 @@ fn a_non_root_block_that_kills_everything_it_can_see_ends_only_its_users_process
         ex.stop().unwrap();
     });
 }
+
+/// Issue 9, defect 1: a block wrote `1` into its own `.pid` marker, and the (root) kill
+/// script then killed session 1, so the container died with every later block. The kill now
+/// trusts a recorded session only for a live process that is not root's (and the agent has no
+/// markers at all).
+#[test]
+fn a_block_that_forges_its_pid_marker_ends_only_itself() {
+    common::watchdog(LIMIT, || {
+        let (mut b, _guard) = common::case_builder("hostile-forged-pid");
+        b.timeout(Some(Duration::from_secs(1)));
+        let ex = b.start().unwrap();
+        let out = ex
+            .run(&CodeBlock::sh(
+                r#"t=${DOCKEXEC_EXECUTION%.}; echo 1 > /workspace/.dockexec/$t.pid 2>/dev/null; sleep 99"#,
+            ))
+            .unwrap();
+        assert!(out.status.timed_out(), "{out:?}");
+        let next = ex.run(&CodeBlock::sh("echo next")).unwrap();
+        common::assert_success(&next);
+        assert_eq!(next.stdout_lossy(), "next\n");
+        ex.stop().unwrap();
+    });
+}

@@ -46,7 +46,9 @@ fuzz_target!(|data: &[u8]| {
                 Some(tag) => {
                     let at = format!("{name}@{tag}");
                     let colon = format!("{name}:{tag}");
-                    assert!(at == s || colon == s, "{s:?} -> {name:?} {tag:?}");
+                    // name:tag@digest gives (name, digest): the digest decides.
+                    let both = s.starts_with(&format!("{name}:")) && s.ends_with(&format!("@{tag}"));
+                    assert!(at == s || colon == s || both, "{s:?} -> {name:?} {tag:?}");
                 }
             }
             if let Some((a, b)) = parse_api(s) {

@@ -64,7 +64,7 @@ s=
 g=
 case $s in
 ''|*[!0-9]*) s= ;;
-*) [ "$s" -gt 1 ] && [ -d "/proc/$s" ] && ! [ -O "/proc/$s" ] && g=$s ;;
+*) if [ "$s" -gt 1 ] && [ -d "/proc/$s" ] && ! [ -O "/proc/$s" ]; then g=$s; else s=; fi ;;
 esac
 pass() {
   n=0
