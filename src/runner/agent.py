@@ -246,6 +246,17 @@ else:
         return _jenc(o).encode("ascii")
 
 
+def _read_chunk(fd):
+    """One non-blocking read of a block's pipe: None = nothing yet, b"" = EOF (or a read error,
+    which ends the pipe the same way), else the bytes."""
+    try:
+        return os.read(fd, CHUNK)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""
+
+
 def _json_object(payload, kind):
     """A frame's JSON object payload, or _Refusal naming the frame kind."""
     try:
@@ -1441,12 +1452,9 @@ class _Agent(object):
     # -- block output and reports
     def forward(self, fd, kind, bid):
         """One read of at most CHUNK bytes: 1 = forwarded, 0 = nothing yet, -1 = EOF."""
-        try:
-            data = os.read(fd, CHUNK)
-        except (BlockingIOError, InterruptedError):
+        data = _read_chunk(fd)
+        if data is None:
             return 0
-        except OSError:
-            data = b""
         if not data:
             return -1
         if bid:
@@ -1678,12 +1686,9 @@ class _Agent(object):
     def sess_forward(self, p, fd, kind):
         """One read of a session's stdout/stderr, framed with the block that wrote it: 1 = read,
         0 = nothing yet, -1 = EOF."""
-        try:
-            data = os.read(fd, CHUNK)
-        except (BlockingIOError, InterruptedError):
+        data = _read_chunk(fd)
+        if data is None:
             return 0
-        except OSError:
-            data = b""
         if not data:
             return -1
         s = p.sess
