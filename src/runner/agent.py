@@ -305,18 +305,23 @@ def _prctl(option, arg):
     return _LIBC.prctl(option, arg, 0, 0, 0) == 0
 
 
+def _read_to_end(fd):
+    """Every byte until EOF of a blocking descriptor; OSError propagates."""
+    parts = []
+    while True:
+        b = os.read(fd, 65536)
+        if not b:
+            return b"".join(parts)
+        parts.append(b)
+
+
 def _read_small(path):
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
     try:
-        parts = []
-        while True:
-            b = os.read(fd, 65536)
-            if not b:
-                return b"".join(parts)
-            parts.append(b)
+        return _read_to_end(fd)
     except OSError:
         return None
     finally:
@@ -596,14 +601,8 @@ def _spawn(child, child_fds, keep_in_shepherd):
         os.close(st_w)
         for fd in child_fds:
             os.close(fd)
-        msg = []
-        while True:
-            b = os.read(st_r, 65536)
-            if not b:
-                break
-            msg.append(b)
+        msg = _read_to_end(st_r)
         os.close(st_r)
-        msg = b"".join(msg)
         try:
             _write_all(rep_w, _rec(b"E", msg) if msg else _rec(b"S", _U32.pack(cpid)))
         except OSError:
@@ -734,16 +733,11 @@ def _spare_child(out_w, err_w, spec_r):
     def run(status_w):
         try:
             _block_prologue(out_w, err_w, {status_w, spec_r})
-            parts = []
-            while True:
-                b = os.read(spec_r, 65536)
-                if not b:
-                    break
-                parts.append(b)
+            spec_bytes = _read_to_end(spec_r)
             os.close(spec_r)
-            if not parts:  # never used: the agent is shutting down
+            if not spec_bytes:  # never used: the agent is shutting down
                 os._exit(0)
-            d = _jloads(b"".join(parts))
+            d = _jloads(spec_bytes)
             cred = d["cred"]
             spec = (d["lang"], d["file"], d["code"].encode("utf-8", "surrogatepass"), d["cwd"], d["env"],
                     None if cred is None else (cred[0], cred[1], cred[2]), d["user"], d["zygote"])
