@@ -3,7 +3,7 @@
 //! `UnixStream` (benches/support/raw.rs), measured interleaved in the same run, plus the
 //! frame demultiplexer's throughput.
 //!
-//! `cargo bench --bench engine` runs everything (`-- ping` runs only ids containing "ping").
+//! `cargo bench --features bench --bench engine` runs everything (`-- ping` runs only ids containing "ping").
 //! Without `--bench` (as `cargo test --all-targets` runs it) only a tiny demux smoke runs;
 //! `DOCKEXEC_BENCH_SMOKE=1` runs every measurement once. Timings are reported, never asserted.
 
@@ -32,7 +32,9 @@ fn main() {
     }
     if mode == Mode::Test || !(selected("exec") || selected("ping")) {
         rep.print();
-        println!("skipped: the daemon measurements run with `cargo bench --bench engine`");
+        println!(
+            "skipped: the daemon measurements run with `cargo bench --features bench --bench engine`"
+        );
         return;
     }
 

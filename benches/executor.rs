@@ -3,7 +3,7 @@
 //! a minimal hand-written HTTP/1.1 client, benches/support/raw.rs), measured interleaved in
 //! the same run.
 //!
-//! `cargo bench --bench executor` runs everything (`-- cancel` runs only ids containing
+//! `cargo bench --features bench --bench executor` runs everything (`-- cancel` runs only ids containing
 //! "cancel"). Without `--bench` (as `cargo test --all-targets` runs it) nothing touches the
 //! daemon; `DOCKEXEC_BENCH_SMOKE=1` runs every measurement once. Timings are reported, never
 //! asserted.
@@ -37,7 +37,9 @@ use fixtures::builder;
 fn main() {
     let mode = report::mode();
     if mode == Mode::Test {
-        println!("skipped: run with `cargo bench --bench executor` (or DOCKEXEC_BENCH_SMOKE=1)");
+        println!(
+            "skipped: run with `cargo bench --features bench --bench executor` (or DOCKEXEC_BENCH_SMOKE=1)"
+        );
         return;
     }
     let Some((mut base, _sweep, image)) = fixtures::daemon() else {

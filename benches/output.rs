@@ -4,7 +4,7 @@
 //! against the raw floor: the same exec made by a minimal hand-written HTTP/1.1 client
 //! (benches/support/raw.rs) reading and demultiplexing the whole stream.
 //!
-//! `cargo bench --bench output` runs everything (`-- rss` runs only ids containing "rss").
+//! `cargo bench --features bench --bench output` runs everything (`-- rss` runs only ids containing "rss").
 //! Without `--bench` (as `cargo test --all-targets` runs it) nothing touches the daemon;
 //! `DOCKEXEC_BENCH_SMOKE=1` runs every measurement once. Timings are reported, never asserted.
 
@@ -44,7 +44,9 @@ fn main() {
     }
     let mode = report::mode();
     if mode == Mode::Test {
-        println!("skipped: run with `cargo bench --bench output` (or DOCKEXEC_BENCH_SMOKE=1)");
+        println!(
+            "skipped: run with `cargo bench --features bench --bench output` (or DOCKEXEC_BENCH_SMOKE=1)"
+        );
         return;
     }
     let Some((mut base, _sweep, image)) = fixtures::daemon() else {
