@@ -512,6 +512,7 @@ fn work(
         status: ExitStatus {
             end: end_kind,
             code: reaped.code,
+            signal: reaped.signal,
             oom_killed: reaped.oom_killed,
             truncated: buf.truncated,
         },
