@@ -203,6 +203,25 @@ fn a_secret_reaches_the_code_but_never_the_output_or_chunks() {
         &CodeBlock::python("import os, sys\nsys.stdout.write(os.environ['DOCKEXEC_SECRET'][:3])"),
     );
     assert_eq!(out.stdout, &SECRET.as_bytes()[..3]);
+
+    // A session's blocks go through the same output path.
+    if ex.strategy() == Strategy::Agent {
+        let session = ex.session().unwrap();
+        session
+            .run("import os\ns = os.environ['DOCKEXEC_SECRET']")
+            .unwrap();
+        let e = session
+            .spawn("print(s[:4], end='', flush=True)\nprint(s[4:])")
+            .unwrap();
+        let chunks: Vec<dockexec::Chunk> = e.chunks().iter().collect();
+        for c in &chunks {
+            assert_clean("a session chunk", c.bytes());
+        }
+        assert_eq!(
+            e.into_output().unwrap().stdout_lossy(),
+            format!("{redacted}\n")
+        );
+    }
     ex.stop().unwrap();
 }
 

@@ -570,6 +570,7 @@ impl ExecutorBuilder {
     /// written one after the other, or transformed (reversed, base64-encoded, `repr` of
     /// non-ASCII), is not recognised: redaction protects logs from accidents, not from code
     /// that means to leak. Files the block writes are not redacted.
+    /// [`max_output_bytes`](Self::max_output_bytes) counts the output as redacted.
     ///
     /// The value is in the container's configuration (`Config.Env`), where it must be for
     /// the code to read it: anyone with access to the daemon sees it with `docker inspect`,
