@@ -265,6 +265,51 @@ mod tests {
     }
 
     #[test]
+    fn streaming_equals_one_shot_for_overlapping_secrets_and_random_splits() {
+        // A tiny alphabet makes secrets overlap, nest and repeat in the data.
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rand = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for case in 0..2000 {
+            let word = |rand: &mut dyn FnMut(usize) -> usize, len: usize| -> String {
+                (0..len).map(|_| ['a', 'b', 'c'][rand(3)]).collect()
+            };
+            let mut secrets = Vec::new();
+            for _ in 0..1 + rand(3) {
+                let len = 1 + rand(5);
+                secrets.push(word(&mut rand, len));
+            }
+            let r = Redactor::new(secrets.iter().map(String::as_str));
+            let len = rand(40);
+            let data = word(&mut rand, len).into_bytes();
+            let want = r.bytes(&data);
+            let mut pieces = Vec::new();
+            let mut at = 0;
+            while at < data.len() {
+                let n = 1 + rand(data.len() - at);
+                pieces.push(&data[at..at + n]);
+                at += n;
+            }
+            let (all, shown) = stream_all(&r, &pieces);
+            assert_eq!(
+                all,
+                want,
+                "case {case}: {secrets:?} {:?} {pieces:?}",
+                data.escape_ascii().to_string()
+            );
+            let mut so_far = Vec::new();
+            for piece in &shown {
+                so_far.extend_from_slice(piece);
+                assert!(want.starts_with(&so_far), "case {case}");
+            }
+        }
+    }
+
+    #[test]
     fn ordinary_output_is_not_held() {
         let r = Redactor::new(["s3cr3t"]);
         let mut s = r.stream();
