@@ -403,6 +403,9 @@ fn run_command(run: RunArgs) -> ExitCode {
         }
         if output.status.timed_out() {
             eprintln!("dockexec: timed out");
+        } else if output.status.signal().is_some() && !output.status.cancelled() {
+            // The exit code alone (137) does not say the block was killed, nor by what.
+            eprintln!("dockexec: {}", output.status);
         }
         code = output.status.shell_code();
         if !output.status.success() {

@@ -249,6 +249,11 @@ fn secret_env_reaches_the_block_redacted() {
         .unwrap();
     assert_eq!(out.status.code(), Some(3), "stderr: {}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "token=[REDACTED]\n");
+    assert!(
+        text(&out.stderr).contains("[REDACTED]"),
+        "{}",
+        text(&out.stderr)
+    );
     assert!(!text(&out.stderr).contains(secret), "{}", text(&out.stderr));
     // Unset: a usage error naming the variable, before any container.
     let out = Command::new(BIN)
@@ -259,6 +264,19 @@ fn secret_env_reaches_the_block_redacted() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("CLI_SECRET_UNSET is not set"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_block_killed_by_a_signal_says_so() {
+    let dir = TempDir::new("cli-signal");
+    let file = write(dir.path(), "k.sh", "kill -TERM $$\n");
+    let out = run(&[&file]);
+    assert_eq!(out.status.code(), Some(143), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("killed by signal 15 (SIGTERM)"),
         "{}",
         text(&out.stderr)
     );
