@@ -226,6 +226,31 @@ fn a_secret_reaches_the_code_but_never_the_output_or_chunks() {
 }
 
 #[test]
+fn a_secret_at_the_output_limit_is_still_redacted() {
+    let (mut b, _guard) = common::case_builder("secret-cap");
+    let ex = b
+        .secret_env("DOCKEXEC_SECRET", SECRET)
+        .max_output_bytes(Some(30))
+        .start()
+        .unwrap();
+    for code in [
+        // The cut falls inside the mask.
+        "import os\nprint('x' * 25 + os.environ['DOCKEXEC_SECRET'] * 3)",
+        // The secret arrives split, right at the limit.
+        "import os, sys, time\ns = os.environ['DOCKEXEC_SECRET']\nsys.stdout.write('x' * 26 + s[:3]); sys.stdout.flush(); time.sleep(0.2)\nprint(s[3:] * 3)",
+    ] {
+        let out = run_watched(&ex, &CodeBlock::python(code));
+        assert!(out.status.truncated(), "{}", out.status);
+        assert!(
+            out.stdout.starts_with(&[b'x'; 25]),
+            "{}",
+            out.stdout_lossy()
+        );
+    }
+    ex.stop().unwrap();
+}
+
+#[test]
 fn a_secret_never_appears_in_errors_or_debug() {
     let (mut b, _guard) = common::case_builder("secret-err");
     b.secret_env("DOCKEXEC_SECRET", SECRET);

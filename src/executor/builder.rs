@@ -570,7 +570,9 @@ impl ExecutorBuilder {
     /// written one after the other, or transformed (reversed, base64-encoded, `repr` of
     /// non-ASCII), is not recognised: redaction protects logs from accidents, not from code
     /// that means to leak. Files the block writes are not redacted.
-    /// [`max_output_bytes`](Self::max_output_bytes) counts the output as redacted.
+    /// [`max_output_bytes`](Self::max_output_bytes) counts the output as redacted. Order
+    /// within a stream is kept; while one stream holds a tail back, the other stream's output
+    /// may overtake it in [`Output::pieces`](crate::Output::pieces).
     ///
     /// The value is in the container's configuration (`Config.Env`), where it must be for
     /// the code to read it: anyone with access to the daemon sees it with `docker inspect`,
