@@ -90,7 +90,7 @@ pub use executor::{
     DEFAULT_SESSION_GRACE, DEFAULT_TIMEOUT, DEFAULT_TMP_SIZE, EXEC_KILL_CAPABILITIES, Executor,
     ExecutorBuilder, KEPT_CAPABILITIES, NOBODY, PullPolicy, PullProgress,
 };
-pub use orphans::gc;
+pub use orphans::{GC_CREATED_GRACE, gc, gc_force};
 pub use output::{BlocksResult, Chunk, ExitStatus, Output, Stream};
 pub use redact::REDACTED;
 pub use registry::{cleanup_on_ctrlc, stop_all};

@@ -19,7 +19,7 @@ use crate::docker::api::{self, Client, PullEvent};
 use crate::error::{Error, Result};
 use crate::execution::OutputLimit;
 use crate::labels;
-use crate::orphans;
+use crate::orphans::{self, KEEPER_SCRIPT, Keeper};
 use crate::redact::{REDACTED, Redactor};
 use crate::runner::Runner;
 use crate::runner::Strategy;
@@ -207,7 +207,7 @@ impl Default for ExecutorBuilder {
             timeout: Some(DEFAULT_TIMEOUT),
             work_dir: None,
             bind_dir: None,
-            auto_remove: false,
+            auto_remove: true,
             env: BTreeMap::new(),
             volumes: Vec::new(),
             extra_hosts: Vec::new(),
@@ -286,12 +286,16 @@ impl ExecutorBuilder {
     }
 
     /// Whether the daemon removes the container by itself when it stops (Docker's
-    /// `AutoRemove`). `stop()` removes it either way, and [`gc`](crate::gc) removes a dead
-    /// owner's. Defaults to `false`: Docker clears and restores `AutoRemove` around the stop
-    /// inside a restart, and under load its exit handling can see the restored flag and remove
-    /// the container half-way through [`Executor::restart`](crate::Executor::restart) ("marked
-    /// for removal", "cannot exec in a stopped state"), seen here about 1 run in 3 of a
-    /// loaded test suite.
+    /// `AutoRemove`). Defaults to `true`: with it, the dead-man's switch leaves nothing behind.
+    /// The container's main process (its *keeper*) holds this process's connection and exits
+    /// when that closes, so a container never outlives its owner, however the owner dies
+    /// (SIGKILL included, in any PID namespace or on another host); `AutoRemove` then removes
+    /// it, in about a second, with no [`gc`](crate::gc) run by anyone. With `false` the ended
+    /// container stays, exited, until `gc` removes it (to read its logs first, say).
+    /// `stop()` removes the container either way.
+    ///
+    /// [`Executor::restart`](crate::Executor::restart) does not restart the container, so it
+    /// does not race `AutoRemove`: see its docs.
     pub fn auto_remove(&mut self, yes: bool) -> &mut Self {
         self.auto_remove = yes;
         self
@@ -518,8 +522,8 @@ impl ExecutorBuilder {
         self
     }
 
-    /// Whether `start()` first removes containers left by dockexec processes that died
-    /// without stopping (see [`gc`](crate::gc)). Defaults to `true`.
+    /// Whether `start()` first removes dockexec containers that are no longer running (see
+    /// [`gc`](crate::gc); running ones are never touched). Defaults to `true`.
     pub fn gc_orphans(&mut self, yes: bool) -> &mut Self {
         self.gc_orphans = yes;
         self
@@ -690,6 +694,8 @@ impl ExecutorBuilder {
             workspace.teardown();
             e
         };
+        // Attached before the start, so the container never runs without its switch.
+        let keeper = Keeper::attach(&client, &container).map_err(fail)?;
         client
             .container_start(&container)
             .map_err(|e| self.explain_device_requests(e))
@@ -709,6 +715,7 @@ impl ExecutorBuilder {
                 .unwrap_or_else(|| format!("dockexec-{id}")),
             id,
             container,
+            keeper,
             image: self.image.clone(),
             workspace,
             timeout: self.timeout,
@@ -860,7 +867,7 @@ impl ExecutorBuilder {
         let client = Client::connect(&socket)?;
         if self.gc_orphans {
             // Best effort: a failed sweep must not stop this executor from starting.
-            let _ = orphans::sweep(&client);
+            let _ = orphans::sweep(&client, false);
         }
         Ok(client)
     }
@@ -1025,14 +1032,16 @@ impl ExecutorBuilder {
         }
         let body = json!({
             "Image": self.image,
-            // Keeps the container alive with nothing but `sh` and `sleep`.
-            "Entrypoint": ["sh", "-c", "while :; do sleep 3600; done"],
+            // The keeper: the dead-man's switch, in nothing but `sh` (see `orphans`).
+            "Entrypoint": ["sh", "-c", KEEPER_SCRIPT],
             "Cmd": [],
             "WorkingDir": WORKSPACE,
             "Env": env,
             "Labels": all_labels,
             "Tty": false,
-            "OpenStdin": false,
+            // The keeper's stdin is the owner's attach; closed when that ends.
+            "OpenStdin": true,
+            "StdinOnce": true,
             "HostConfig": host,
             // The container's own processes (init and the keeper) run as root, and only the
             // blocks as their user: a block that signals everything it can (`kill -9 -1`)
