@@ -42,8 +42,11 @@
 //!   and joins every worker before it returns. Dropping the executor does the same,
 //!   ignoring errors. If the daemon stops answering, each worker shuts its own socket down
 //!   after a grace period, so `stop` still returns.
-//! * [`cleanup_on_ctrlc`] (opt-in) stops every live executor on Ctrl-C; [`gc`] removes the
-//!   containers of processes that died without stopping theirs.
+//! * [`cleanup_on_ctrlc`] (opt-in) stops every live executor on Ctrl-C. A container never
+//!   outlives its owner: its main process holds the owner's connection and ends it when that
+//!   closes, however the owner died (a dead-man's switch; see
+//!   [`auto_remove`](ExecutorBuilder::auto_remove)). [`gc`] removes the containers that are
+//!   no longer running and were kept; it never touches a running one unless [`GcOptions::force`] says so.
 //!
 //! ```
 //! # fn main() -> dockexec::Result<()> {
@@ -90,7 +93,7 @@ pub use executor::{
     DEFAULT_SESSION_GRACE, DEFAULT_TIMEOUT, DEFAULT_TMP_SIZE, EXEC_KILL_CAPABILITIES, Executor,
     ExecutorBuilder, KEPT_CAPABILITIES, NOBODY, PullPolicy, PullProgress,
 };
-pub use orphans::{GC_CREATED_GRACE, gc, gc_force};
+pub use orphans::{GC_CREATED_GRACE, GcOptions, gc, gc_with};
 pub use output::{BlocksResult, Chunk, ExitStatus, Output, Stream};
 pub use redact::REDACTED;
 pub use registry::{cleanup_on_ctrlc, stop_all};

@@ -32,7 +32,7 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
@@ -286,13 +286,15 @@ fn is_orphan(state: &str, created: i64, now: i64) -> bool {
 }
 
 /// Removes labelled containers that are no longer running (all but those being removed
-/// already, with `force`); returns their ids.
-pub(crate) fn sweep(client: &Client, force: bool) -> Result<Vec<String>> {
+/// already, with `force`) and carry every one of `labels`; returns their ids.
+pub(crate) fn sweep(client: &Client, force: bool, labels: &[String]) -> Result<Vec<String>> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let mut filter: Vec<&str> = vec![LABEL_EXECUTOR];
+    filter.extend(labels.iter().map(String::as_str));
     let mut removed = Vec::new();
-    for c in client.container_list(LABEL_EXECUTOR)? {
+    for c in client.container_list_all(&filter)? {
         let take = is_orphan(&c.state, c.created, now) || (force && c.state != "removing");
         if take {
             client.container_remove(&c.id, Duration::from_secs(10))?;
@@ -303,27 +305,19 @@ pub(crate) fn sweep(client: &Client, force: bool) -> Result<Vec<String>> {
     Ok(removed)
 }
 
-fn connect(socket: Option<&Path>) -> Result<Client> {
-    let socket = match socket {
-        Some(s) => s.to_path_buf(),
-        None => api::socket_from_env()?,
-    };
-    Client::connect(&socket)
-}
-
 /// Removes dockexec's containers that are no longer running, and their temporary work dirs;
-/// returns their ids.
+/// returns their ids. The same as [`gc_with`] with the default [`GcOptions`] but `socket`.
 ///
 /// A live executor's container always runs: its keeper holds the owner's connection and
 /// ends the container (which the daemon then removes, see
 /// [`auto_remove`](crate::ExecutorBuilder::auto_remove)) as soon as the owner goes, however
-/// it goes. So the containers left to collect are those that exited and were kept
-/// (`auto_remove(false)`, or a daemon that died mid-removal), and those created but never
+/// it goes. So the containers left to collect are those that ended and were kept
+/// (`auto_remove(false)`, or a daemon that failed to remove them), and those created but never
 /// started for more than [`GC_CREATED_GRACE`] (an owner killed inside `start()`). A running
 /// container is never touched, whoever and wherever its owner is: no process table is
 /// consulted, so an owner in another PID namespace or on another host is safe. The owner
-/// labels ([`labels`](crate::labels)) are kept for people reading `docker ps`, not read here.
-/// [`gc_force`] also removes running ones.
+/// labels ([`labels`](crate::labels)) are kept for people reading `docker ps`, and not read
+/// here. [`GcOptions::force`] also removes running ones.
 ///
 /// [`ExecutorBuilder::start`](crate::ExecutorBuilder::start) runs this first unless
 /// [`gc_orphans(false)`](crate::ExecutorBuilder::gc_orphans).
@@ -334,19 +328,51 @@ fn connect(socket: Option<&Path>) -> Result<Client> {
 /// [`Error::Connect`](crate::Error::Connect) when the daemon is unreachable; a daemon error
 /// if listing or removing fails.
 pub fn gc(socket: Option<&Path>) -> Result<Vec<String>> {
-    sweep(&connect(socket)?, false)
+    gc_with(&GcOptions {
+        socket: socket.map(Path::to_path_buf),
+        ..GcOptions::default()
+    })
 }
 
-/// As [`gc`], but removes *every* dockexec container on the daemon, running ones included:
-/// their blocks die and their executors report
-/// [`ContainerGone`](crate::Error::ContainerGone). For containers that [`gc`] leaves and that
-/// you know to be abandoned, e.g. those made by dockexec versions without the dead-man's
-/// switch, whose containers outlive their owners.
+/// What [`gc_with`] removes, and where.
+///
+/// ```no_run
+/// # fn main() -> dockexec::Result<()> {
+/// // Every container of executors labelled `team=data`, running or not.
+/// let mut options = dockexec::GcOptions::default();
+/// options.force = true;
+/// options.labels.push("team=data".into());
+/// let removed = dockexec::gc_with(&options)?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct GcOptions {
+    /// The daemon's socket. Defaults to `None`: as for the builder (`DOCKER_HOST`, then
+    /// `/var/run/docker.sock`).
+    pub socket: Option<PathBuf>,
+    /// Also remove running containers: their blocks die and their executors report
+    /// [`ContainerGone`](crate::Error::ContainerGone). For containers known to be
+    /// abandoned that [`gc`] leaves, such as those of dockexec versions without the dead-man's
+    /// switch. Defaults to `false`.
+    pub force: bool,
+    /// Only containers that carry every one of these labels (`key` or `key=value`, as given
+    /// to [`ExecutorBuilder::label`](crate::ExecutorBuilder::label)). Defaults to none: every
+    /// dockexec container.
+    pub labels: Vec<String>,
+}
+
+/// Removes dockexec containers as `options` say (by default, as [`gc`]: those no longer
+/// running), and their temporary work dirs; returns their ids.
 ///
 /// # Errors
 /// As [`gc`].
-pub fn gc_force(socket: Option<&Path>) -> Result<Vec<String>> {
-    sweep(&connect(socket)?, true)
+pub fn gc_with(options: &GcOptions) -> Result<Vec<String>> {
+    let socket = match &options.socket {
+        Some(s) => s.clone(),
+        None => api::socket_from_env()?,
+    };
+    sweep(&Client::connect(&socket)?, options.force, &options.labels)
 }
 
 #[cfg(test)]

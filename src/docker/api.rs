@@ -517,9 +517,16 @@ impl Client {
         }
     }
 
+    // Used by the client's real-daemon tests, which drive the daemon directly.
+    #[cfg_attr(not(test), allow(dead_code))]
     /// Lists all containers (running or not) carrying `label` (`key` or `key=value`).
     pub(crate) fn container_list(&self, label: &str) -> Result<Vec<ContainerSummary>> {
-        let filters = json!({ "label": [label] }).to_string();
+        self.container_list_all(&[label])
+    }
+
+    /// Lists all containers (running or not) carrying every one of `labels`.
+    pub(crate) fn container_list_all(&self, labels: &[&str]) -> Result<Vec<ContainerSummary>> {
+        let filters = json!({ "label": labels }).to_string();
         let path = format!(
             "/containers/json?all=true&filters={}",
             encode_query(&filters)

@@ -867,7 +867,7 @@ impl ExecutorBuilder {
         let client = Client::connect(&socket)?;
         if self.gc_orphans {
             // Best effort: a failed sweep must not stop this executor from starting.
-            let _ = orphans::sweep(&client, false);
+            let _ = orphans::sweep(&client, false, &[]);
         }
         Ok(client)
     }
