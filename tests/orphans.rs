@@ -244,7 +244,10 @@ fn gc_from_another_pid_namespace_leaves_a_live_executor_and_force_removes_it() {
             ex.stop().unwrap();
             return;
         }
-        assert!(out.status.success(), "gc in a new PID namespace failed: {said}");
+        assert!(
+            out.status.success(),
+            "gc in a new PID namespace failed: {said}"
+        );
         assert!(
             !said.contains(ex.container_id()),
             "gc removed a live executor: {said}"
@@ -313,8 +316,7 @@ fn dockexec_gc_cli_removes_the_kept_container_of_a_sigkilled_owner() {
         };
         let mut owner = start_owner("orphan-cli", setup);
         owner.sigkill();
-        assert!(common::eventually(VANISH, || owner.state().as_deref()
-            == Some("exited")));
+        assert!(common::eventually(VANISH, || owner.state().as_deref() == Some("exited")));
         let label = format!("{}={}", common::CASE_LABEL, owner.guard.value);
         let (ok, said) = run_cli(&["gc", "--label", &label]);
         assert!(ok, "dockexec gc failed: {said}");
@@ -345,7 +347,10 @@ fn gc_leaves_running_containers_alone_whoever_owns_them() {
         );
         assert!(!removed.iter().any(|id| id == mine.container_id()));
         assert!(common::container_exists(&owner.container));
-        assert!(owner.work_dir.is_dir(), "gc removed a live owner's work dir");
+        assert!(
+            owner.work_dir.is_dir(),
+            "gc removed a live owner's work dir"
+        );
         assert!(common::container_exists(mine.container_id()));
         assert!(mine.work_dir().is_dir());
         assert!(
@@ -439,8 +444,7 @@ fn start_sweeps_kept_orphans_unless_told_not_to() {
         };
         let mut owner = start_owner("orphan-start", setup);
         owner.sigkill();
-        assert!(common::eventually(VANISH, || owner.state().as_deref()
-            == Some("exited")));
+        assert!(common::eventually(VANISH, || owner.state().as_deref() == Some("exited")));
         let ex = quiet.start().unwrap();
         assert!(
             common::container_exists(&owner.container),
