@@ -198,6 +198,7 @@ fn a_sigkilled_owners_container_goes_away_by_itself_after_a_restart() {
     });
 }
 
+#[cfg(feature = "cli")]
 fn run_cli(args: &[&str]) -> (bool, String) {
     let bin = env!("CARGO_BIN_EXE_dockexec");
     let out = Command::new(bin).args(args).output().expect("run dockexec");
