@@ -54,3 +54,64 @@ fn a_block_that_forges_its_pid_marker_ends_only_itself() {
         ex.stop().unwrap();
     });
 }
+
+/// Issue 9, defect 3 as written: a process left by one block swaps `workspace/sub` between a
+/// directory and a link to a host directory while blocks named `sub/x.py` run in a loop. The
+/// host once wrote `x.py` through the link, outside the workspace, with its own rights; it
+/// now never follows a link the container can plant, so the host directory keeps exactly what
+/// it had (the blocks themselves may fail, which is fine). The code files are deleted after
+/// each block, so the clean-up is raced too: it must never delete the host's own `x.py`.
+#[test]
+fn a_symlink_swap_in_the_workspace_never_makes_the_host_write_outside_it() {
+    common::watchdog(Duration::from_secs(240), || {
+        let outside = common::TempDir::new("hostile-outside");
+        let canary = outside.path().join("x.py");
+        std::fs::write(&canary, "canary").unwrap();
+        let (mut b, _guard) = common::case_builder("hostile-swap");
+        b.delete_code_files(true);
+        let ex = b.start().unwrap();
+        // The swap is one atomic `renameat2(RENAME_EXCHANGE)` of `sub` (a directory) with
+        // `alt` (the link), in a tight loop: `sub` always exists, half the time as the link.
+        let swapper = ex
+            .spawn(&CodeBlock::python(format!(
+                r#"import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+os.mkdir("sub")
+os.symlink({:?}, "alt")
+print("swapping", flush=True)
+while True:
+    libc.renameat2(-100, b"sub", -100, b"alt", 2)
+"#,
+                outside.path().display().to_string()
+            )))
+            .unwrap();
+        common::await_stdout(&swapper.chunks(), "swapping", Duration::from_secs(20));
+        // Before the fix the host wrote outside within the first ~600 attempts (most of them
+        // refused at once, as `sub` was the link when checked); each attempt that gets past
+        // the check runs a block.
+        let runs: usize = std::env::var("DOCKEXEC_SWAP_RUNS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(2000);
+        let bound = std::time::Instant::now() + Duration::from_secs(60);
+        let block = CodeBlock::python("# filename: sub/x.py\nprint(1)");
+        let mut errors = 0;
+        for i in 0..runs {
+            if ex.run(&block).is_err() {
+                errors += 1;
+            }
+            let there = common::files_under(outside.path());
+            assert!(
+                there == [std::path::Path::new("x.py")]
+                    && std::fs::read_to_string(&canary).is_ok_and(|c| c == "canary"),
+                "run {i}: the host wrote or deleted outside the workspace: {there:?} ({errors} runs failed)"
+            );
+            if std::time::Instant::now() > bound {
+                break;
+            }
+        }
+        swapper.cancel().unwrap();
+        let _ = swapper.wait_timeout(Duration::from_secs(20)).unwrap();
+        ex.stop().unwrap();
+    });
+}

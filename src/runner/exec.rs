@@ -183,7 +183,8 @@ impl Runner for ExecRunner {
             container: self.container.clone(),
             exec_id: String::new(),
             host_marker: self.state_dir.join(&tag),
-            code_file: code_file.clone(),
+            workspace: Arc::clone(&self.workspace),
+            code_rel: l.file.to_path_buf(),
             marker,
             tag,
             cutter: None,
@@ -268,7 +269,10 @@ struct ExecControl {
     /// The same prefix on the host.
     host_marker: PathBuf,
     tag: String,
-    code_file: PathBuf,
+    /// Where the code file's removal starts its link-free walk from.
+    workspace: Arc<Workspace>,
+    /// The code file, relative to the workspace.
+    code_rel: PathBuf,
     cutter: Option<StreamCutter>,
 }
 
@@ -346,7 +350,8 @@ impl Control for ExecControl {
             let _ = fs::remove_file(p);
         }
         if delete_code_file {
-            let _ = fs::remove_file(&self.code_file);
+            // Never by host path: the container may have made a directory on the way a link.
+            self.workspace.remove_code_file(&self.code_rel);
         }
     }
 }
