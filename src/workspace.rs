@@ -89,24 +89,6 @@ impl Workspace {
         self.temp
     }
 
-    /// dockexec's state dir on the host, created (sticky and world-writable, like `/tmp`, so
-    /// that blocks of any user can use it) if missing.
-    ///
-    /// # Errors
-    /// [`Error::Io`] when it cannot be created.
-    pub(crate) fn state_dir(&self) -> Result<PathBuf> {
-        let state = self.path.join(STATE_DIR);
-        fs::create_dir_all(&state)
-            .and_then(|_| fs::set_permissions(&state, fs::Permissions::from_mode(0o1777)))
-            .map_err(|e| Error::io(&state, e))?;
-        Ok(state)
-    }
-
-    /// The state dir's path inside the container.
-    pub(crate) fn container_state_dir() -> String {
-        format!("{WORKSPACE}/{STATE_DIR}")
-    }
-
     /// A workspace-relative path as the container sees it.
     pub(crate) fn container_path(rel: &Path) -> String {
         format!("{WORKSPACE}/{}", rel.to_string_lossy())
@@ -199,8 +181,8 @@ impl Workspace {
             }
             dir = rfs::openat(&dir, part, dir_flags, Mode::empty()).map_err(|e| match e {
                 rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => WalkError::Invalid(format!(
-                    "filename {} passes through {:?}, which is a symbolic link or not a \
-                     directory in the workspace: dockexec never writes through a link there",
+                    "filename is not in the workspace: {} passes through {:?}, a symbolic \
+                     link or not a directory (dockexec never writes through a link there)",
                     rel.display(),
                     Path::new(part),
                 )),

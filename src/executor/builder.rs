@@ -22,7 +22,7 @@ use crate::orphans;
 use crate::runner::Runner;
 use crate::runner::Strategy;
 use crate::runner::agent::{AgentConfig, AgentRunner};
-use crate::runner::exec::ExecRunner;
+use crate::runner::exec::{self, ExecRunner};
 use crate::workspace::{WORKSPACE, Workspace};
 
 /// Default for [`ExecutorBuilder::image`].
@@ -826,6 +826,9 @@ impl ExecutorBuilder {
         if let Some(size) = self.tmp_size {
             host["Tmpfs"] = json!({ "/tmp": format!("rw,nosuid,nodev,mode=1777,size={size}") });
         }
+        // The exec strategy's marker dir: root's, out of the blocks' reach and out of the
+        // workspace (see `runner::exec`); mounted whatever the strategy, as Auto may fall back.
+        host["Tmpfs"][exec::CONTROL_DIR] = json!(exec::CONTROL_DIR_OPTIONS);
         if let Some(n) = self.nofile {
             host["Ulimits"] = json!([{ "Name": "nofile", "Soft": n, "Hard": n }]);
         }
