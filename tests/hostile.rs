@@ -298,3 +298,45 @@ while True:
         ex.stop().unwrap();
     });
 }
+
+/// A root block (opt-in `user("0")`) owns its container: `kill -9 -1` as root ends the
+/// container's keeper, and with it the container. The executor says so plainly: the block
+/// ends [`lost`](dockexec::ExitStatus::lost), later calls fail with `ContainerGone`, `stop()`
+/// still succeeds, the work dir keeps its files, and another executor runs on untouched.
+#[test]
+fn a_root_block_can_end_its_own_container_and_the_executor_says_so() {
+    common::watchdog(LIMIT, || {
+        let work = common::TempDir::new("hostile-root-work");
+        let (mut b, _guard) = common::case_builder("hostile-root");
+        let other = b.start().unwrap();
+        let bystander = other
+            .spawn(&CodeBlock::sh("echo up; sleep 3; echo done"))
+            .unwrap();
+        common::await_stdout(&bystander.chunks(), "up", Duration::from_secs(20));
+        b.user("0").work_dir(work.path());
+        let ex = b.start().unwrap();
+        common::assert_success(&ex.run(&CodeBlock::sh("echo kept > kept.txt")).unwrap());
+        // Its own end is either seen (lost) or, when the container went first, reported.
+        match ex.run(&CodeBlock::sh("kill -9 -1; sleep 30; echo survived")) {
+            Ok(out) => {
+                assert!(out.status.lost(), "{out:?}");
+                assert!(!out.stdout_lossy().contains("survived"), "{out:?}");
+            }
+            Err(dockexec::Error::ContainerGone { .. }) => {}
+            Err(e) => panic!("expected a lost block or ContainerGone, got {e:?}"),
+        }
+        match ex.run(&CodeBlock::sh("echo next")) {
+            Err(dockexec::Error::ContainerGone { .. }) => {}
+            other => panic!("expected ContainerGone, got {other:?}"),
+        }
+        ex.stop().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(work.path().join("kept.txt")).unwrap(),
+            "kept\n"
+        );
+        let b = bystander.wait().unwrap();
+        common::assert_success(b);
+        assert_eq!(b.stdout_lossy(), "up\ndone\n");
+        other.stop().unwrap();
+    });
+}
