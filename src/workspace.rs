@@ -192,9 +192,9 @@ impl Workspace {
         Ok((dir, name))
     }
 
-    /// Removes what dockexec put here: a temporary workspace whole; otherwise the state dir,
-    /// if empty (another executor sharing the work dir may still use it). Runners remove their
-    /// own files from the state dir first.
+    /// Removes what dockexec put here: a temporary workspace whole; otherwise the `.dockexec`
+    /// state dir that versions before the root-only `/run/dockexec` kept markers in, if empty
+    /// (`rmdir` never follows a link). No runner keeps state in the workspace any more.
     pub(crate) fn teardown(&self) {
         if self.temp {
             let _ = fs::remove_dir_all(&self.path);
