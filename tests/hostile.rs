@@ -234,6 +234,13 @@ echo planted; sleep 1999"#
             .unwrap()
             .expect("the victim is cancelled in time");
         assert!(v.status.cancelled(), "{v:?}");
+        // Each kill removes the markers of the kills before it whose blocks ended: of the two
+        // cancels, at most the last one's marker is left.
+        let left = ex
+            .run(&CodeBlock::sh("ls -A /run/dockexec 2>/dev/null | wc -l"))
+            .unwrap();
+        let n: usize = left.stdout_lossy().trim().parse().unwrap_or(usize::MAX);
+        assert!(n <= 1, "markers left: {left:?}");
         ex.stop().unwrap();
     });
 }
