@@ -64,6 +64,28 @@
 //! executor.stop()?;
 //! # Ok(()) }
 //! ```
+//!
+//! # Security: what a block can reach
+//!
+//! The block is treated as hostile code and the container as its sandbox (see
+//! [`ExecutorBuilder`] for the hardened defaults and how to relax them).
+//!
+//! * **The control plane is out of a non-root block's reach.** The container's init, its
+//!   keeper, the agent and the exec strategy's kill script run as root. The kill finds a
+//!   block's processes by what only its exec has (a parent outside the container, its own
+//!   session, the tag Docker set), never by a file the block could write; its one marker
+//!   lives in `/run/dockexec`, a root-owned tmpfs outside the workspace. A non-root block that
+//!   forges, replaces or pre-plants markers, plants FIFOs, or runs `kill -9 -1` ends only its
+//!   own user's processes: the container survives and the next block runs normally.
+//! * **The host never follows a path the container can change.** Code files are written
+//!   and removed beneath the work dir one directory fd at a time, never through a link, so a
+//!   block that swaps a directory for a link to a host directory gets a refused file name,
+//!   not a write (or a delete) on the host.
+//! * **A root block owns its container** (opt-in, [`ExecutorBuilder::user`]`("0")`): it can
+//!   signal every process in it, forge the kill's marker, and end the container. The
+//!   executor then reports [`Error::ContainerGone`] (the running blocks end
+//!   [`lost`](ExitStatus::lost)), [`Executor::stop`] still succeeds, and nothing outside the
+//!   container is lost: not the work dir, not other executors.
 
 mod code;
 mod device;

@@ -24,7 +24,7 @@ use crate::redact::{REDACTED, Redactor};
 use crate::runner::Runner;
 use crate::runner::Strategy;
 use crate::runner::agent::{AgentConfig, AgentRunner};
-use crate::runner::exec::ExecRunner;
+use crate::runner::exec::{self, ExecRunner};
 use crate::workspace::{WORKSPACE, Workspace};
 
 /// Default for [`ExecutorBuilder::image`].
@@ -348,13 +348,20 @@ impl ExecutorBuilder {
     /// its uid to hostile code, hence `nobody`.
     ///
     /// A root block (`user("0")`, or [`trusted`](Self::trusted) on an image without `USER`)
-    /// owns its container: it can signal dockexec's agent, keeper and other blocks, and kill
-    /// the container; with the default capabilities it holds
-    /// [`KEPT_CAPABILITIES`] (it can change its uid, and signal anyone), but it still cannot
-    /// write the read-only root nor leave the limits.
+    /// owns its container. With the default capabilities it holds [`KEPT_CAPABILITIES`] and
+    /// (unless the strategy is [`Strategy::Agent`]) [`EXEC_KILL_CAPABILITIES`], so it can:
+    /// signal every process (dockexec's agent, the keeper, the other blocks) and so end the
+    /// container (`kill -9 -1`); write the exec strategy's root-only marker dir and make other
+    /// blocks exit 137 before they start; change its uid; read any file of the container. It
+    /// still cannot write the read-only root, leave the limits, or reach the network; and the
+    /// host still never follows a link it plants in the workspace. When it ends the
+    /// container, the executor says so and loses nothing else: the running blocks end
+    /// [`lost`](crate::ExitStatus::lost), later calls fail with
+    /// [`Error::ContainerGone`], [`Executor::stop`] still succeeds, the work dir keeps its
+    /// files (written as root), and other executors are untouched.
     ///
     /// Whatever the user, the container's own processes (its init, keeper and the agent) run
-    /// as root, so a non-root block cannot end them.
+    /// as root, so a non-root block cannot end them, nor touch what the kill relies on.
     pub fn user(&mut self, user: impl Into<String>) -> &mut Self {
         self.user = UserChoice::Given(user.into());
         self
@@ -397,7 +404,8 @@ impl ExecutorBuilder {
     /// - and, unless the strategy is [`Strategy::Agent`] (as [`Strategy::Auto`] may fall back
     ///   to exec), [`EXEC_KILL_CAPABILITIES`]: `DAC_READ_SEARCH` and `SYS_PTRACE`, with which
     ///   the exec strategy's kill script, as root, opens `/proc/<pid>/environ` of the block's
-    ///   processes (another user's, mode `0400`) to find those that left the block's session.
+    ///   processes (another user's, mode `0400`) to recognise the block's exec and those of its
+    ///   processes that left its session.
     ///   A non-root block never holds them; a root one could read any file of its container.
     ///
     /// `false` keeps Docker's default set (`CHOWN`, `DAC_OVERRIDE`, `FOWNER`, `NET_RAW`, …).
@@ -1014,6 +1022,9 @@ impl ExecutorBuilder {
         if let Some(size) = self.tmp_size {
             host["Tmpfs"] = json!({ "/tmp": format!("rw,nosuid,nodev,mode=1777,size={size}") });
         }
+        // The exec strategy's marker dir: root's, out of the blocks' reach and out of the
+        // workspace (see `runner::exec`); mounted whatever the strategy, as Auto may fall back.
+        host["Tmpfs"][exec::CONTROL_DIR] = json!(exec::CONTROL_DIR_OPTIONS);
         if let Some(n) = self.nofile {
             host["Ulimits"] = json!([{ "Name": "nofile", "Soft": n, "Hard": n }]);
         }

@@ -30,6 +30,11 @@ pub use builder::{
 /// How long `stop()` lets the daemon take to remove the container.
 const STOP_REMOVE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long an agent failure waits to see the container stopping before it is reported as
+/// [`Error::ContainerGone`]. `spawn` may hold the gate's read side meanwhile, so `stop()`
+/// waits at most this long more.
+const AGENT_GONE_WINDOW: Duration = Duration::from_millis(500);
+
 /// A running container that executes code blocks.
 ///
 /// `Send + Sync`: share it with `&` across [`std::thread::scope`] or in an `Arc`; any number of
@@ -420,6 +425,20 @@ impl Inner {
                 status: 409,
                 message,
             } if message.contains("not running") || message.contains("is paused") => {
+                Error::ContainerGone {
+                    container: self.container.clone(),
+                }
+            }
+            // The agent's channel broke, or a fresh agent could not start: when that is
+            // because the container is dying (a root block can end it), the daemon may not
+            // say so yet. Give it a moment to be seen stopping; only this error path waits.
+            Error::Agent(_)
+                if matches!(
+                    self.client
+                        .container_stopped_within(&self.container, AGENT_GONE_WINDOW),
+                    Ok(true)
+                ) =>
+            {
                 Error::ContainerGone {
                     container: self.container.clone(),
                 }
