@@ -642,7 +642,8 @@ impl ExecutorBuilder {
     /// `{"Privileged": true}`, `{"CapDrop": []}`, `{"SecurityOpt": []}`,
     /// `{"ReadonlyRootfs": false}`, `{"NetworkMode": "host"}` or `{"PidsLimit": 0}` undo the
     /// sandbox's defaults, and `{"Binds": [...]}` or `{"Mounts": [...]}` can expose host files
-    /// (replacing `Mounts` also drops the workspace mount the executor needs).
+    /// (replacing `Mounts` also drops the workspace mount the executor needs). A `Tmpfs` given
+    /// here still gets the executor's own control dir (`/run/dockexec`) unless it names it.
     ///
     /// ```no_run
     /// # fn main() -> dockexec::Result<()> {
@@ -1022,9 +1023,6 @@ impl ExecutorBuilder {
         if let Some(size) = self.tmp_size {
             host["Tmpfs"] = json!({ "/tmp": format!("rw,nosuid,nodev,mode=1777,size={size}") });
         }
-        // The exec strategy's marker dir: root's, out of the blocks' reach and out of the
-        // workspace (see `runner::exec`); mounted whatever the strategy, as Auto may fall back.
-        host["Tmpfs"][exec::CONTROL_DIR] = json!(exec::CONTROL_DIR_OPTIONS);
         if let Some(n) = self.nofile {
             host["Ulimits"] = json!([{ "Name": "nofile", "Soft": n, "Hard": n }]);
         }
@@ -1040,6 +1038,19 @@ impl ExecutorBuilder {
             for (k, v) in fields {
                 host[k.as_str()] = v.clone();
             }
+        }
+        // The exec strategy's marker dir: root's, out of the blocks' reach and out of the
+        // workspace (see `runner::exec`); mounted whatever the strategy, as Auto may fall back.
+        // After the passthrough: it is the executor's own machinery, not a default to weaken,
+        // so a `Tmpfs` given there gains it unless it mounts that path itself.
+        // (A non-object `Tmpfs` is left for the daemon to refuse: indexing it would panic.)
+        match &mut host["Tmpfs"] {
+            t @ Value::Null => *t = json!({ exec::CONTROL_DIR: exec::CONTROL_DIR_OPTIONS }),
+            Value::Object(t) => {
+                t.entry(exec::CONTROL_DIR)
+                    .or_insert_with(|| json!(exec::CONTROL_DIR_OPTIONS));
+            }
+            _ => {}
         }
         let body = json!({
             "Image": self.image,
@@ -1095,6 +1106,23 @@ mod create_body_tests {
     use super::*;
 
     #[test]
+    fn a_tmpfs_passthrough_keeps_the_control_dir_and_a_bad_one_does_not_panic() {
+        let mut b = ExecutorBuilder::new();
+        b.host_config_json(json!({ "Tmpfs": { "/scratch": "size=1m" } }));
+        let body = b.create_body("0123456789abcdef", std::path::Path::new("/w"));
+        let tmpfs = &body["HostConfig"]["Tmpfs"];
+        assert_eq!(tmpfs["/scratch"], json!("size=1m"));
+        assert_eq!(tmpfs[exec::CONTROL_DIR], json!(exec::CONTROL_DIR_OPTIONS));
+        assert!(
+            tmpfs.get("/tmp").is_none(),
+            "the passthrough replaces the field: {tmpfs}"
+        );
+        b.host_config_json(json!({ "Tmpfs": "not a map" }));
+        let body = b.create_body("0123456789abcdef", std::path::Path::new("/w"));
+        assert_eq!(body["HostConfig"]["Tmpfs"], json!("not a map"));
+    }
+
+    #[test]
     fn secrets_devices_and_the_passthrough_in_the_create_body() {
         let mut b = ExecutorBuilder::new();
         b.secret_env("TOKEN", "s3cr3t")
@@ -1139,6 +1167,7 @@ mod create_body_tests {
         assert_eq!(host["ReadonlyRootfs"], json!(false));
         assert_eq!(host["CapDrop"], json!(["ALL"]));
         assert_eq!(host["NetworkMode"], json!("none"));
+        assert!(host["Tmpfs"].get(exec::CONTROL_DIR).is_some(), "{host}");
         let shown = format!("{b:?}");
         assert!(
             !shown.contains("s3cr3t") && shown.contains("TOKEN=[REDACTED]"),
