@@ -28,7 +28,20 @@ pub(crate) struct Workspace {
     path: PathBuf,
     /// Created by dockexec (and removed at teardown), not given by the user.
     temp: bool,
+    /// A temporary directory's own fd, holding an exclusive `flock` on it for the workspace's
+    /// whole life: the sign that its owner lives (see [`sweep_temp_dirs`]). Released when the
+    /// workspace drops, after [`teardown`](Self::teardown) removed the directory, or when the
+    /// process dies, however it dies.
+    _alive: Option<fs::File>,
 }
+
+/// The temporary directories dockexec creates: `dockexec-<16 hex digits>` under the host's
+/// temp dir, and, while one is being created, `dockexec-<id>.new`.
+const TEMP_PREFIX: &str = "dockexec-";
+const STAGING_SUFFIX: &str = ".new";
+/// How old an unlocked staging dir must be before a sweep takes it: its creator locks it
+/// microseconds after making it, so only a creator killed in that gap leaves one.
+pub(crate) const STAGING_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Workspace {
     /// Opens the user's `dir` (created if missing), or creates a fresh temporary directory
@@ -46,6 +59,10 @@ impl Workspace {
     /// dockexec creates is given the same way; one that exists is left as it is, and must
     /// already suit the block user.
     ///
+    /// A temporary directory stays locked (an exclusive `flock` on the directory itself) until
+    /// the workspace drops, so that [`sweep_temp_dirs`] can tell a dead owner's from a live
+    /// one's: see there.
+    ///
     /// # Errors
     /// [`Error::Io`] when the directory cannot be created or resolved.
     pub(crate) fn create(
@@ -61,21 +78,13 @@ impl Workspace {
                 if !existed {
                     grant(&path, block)?;
                 }
-                Ok(Workspace { path, temp: false })
+                Ok(Workspace {
+                    path,
+                    temp: false,
+                    _alive: None,
+                })
             }
-            None => {
-                let dir = std::env::temp_dir().join(format!("dockexec-{id}"));
-                fs::DirBuilder::new()
-                    .mode(0o700)
-                    .create(&dir)
-                    .map_err(|e| Error::io(&dir, e))?;
-                let ws = Workspace {
-                    path: fs::canonicalize(&dir).map_err(|e| Error::io(&dir, e))?,
-                    temp: true,
-                };
-                grant(&ws.path, block)?;
-                Ok(ws)
-            }
+            None => create_temp(id, block),
         }
     }
 
@@ -195,6 +204,10 @@ impl Workspace {
     /// Removes what dockexec put here: a temporary workspace whole; otherwise the `.dockexec`
     /// state dir that versions before the root-only `/run/dockexec` kept markers in, if empty
     /// (`rmdir` never follows a link). No runner keeps state in the workspace any more.
+    ///
+    /// The temporary directory's lock is still held here (it goes when the workspace drops),
+    /// so no sweep can take the directory while it is being removed. `remove_dir_all` does
+    /// not follow the links a block may have planted in it.
     pub(crate) fn teardown(&self) {
         if self.temp {
             let _ = fs::remove_dir_all(&self.path);
@@ -233,6 +246,141 @@ fn grant(path: &Path, block: Option<(u32, Option<u32>)>) -> Result<()> {
     };
     let mode = if owned { 0o711 } else { 0o1777 };
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| Error::io(path, e))
+}
+
+/// Creates a temporary workspace `dockexec-<id>` under the host's temp dir, already locked:
+/// see [`Workspace::create`].
+///
+/// A directory under the final name is locked from the moment it exists: it is made as
+/// `dockexec-<id>.new`, locked, given to the block user, and only then renamed (the lock is on
+/// the inode, so it follows). A sweep thus never sees an unlocked `dockexec-<id>` of a live
+/// owner; an unlocked `.new` one is left alone for [`STAGING_GRACE`].
+fn create_temp(id: &str, block: Option<(u32, Option<u32>)>) -> Result<Workspace> {
+    let root = std::env::temp_dir();
+    let root = fs::canonicalize(&root).map_err(|e| Error::io(&root, e))?;
+    let staging = root.join(format!("{TEMP_PREFIX}{id}{STAGING_SUFFIX}"));
+    let dir = root.join(format!("{TEMP_PREFIX}{id}"));
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&staging)
+        .map_err(|e| Error::io(&staging, e))?;
+    let made = || -> Result<fs::File> {
+        let lock = open_dir(&staging).map_err(|e| Error::io(&staging, e))?;
+        // Nobody else can hold it yet (the directory is ours and 0700); a refusal is an
+        // error, never a wait.
+        lock_now(&lock).map_err(|e| {
+            Error::io(
+                &staging,
+                std::io::Error::other(format!("cannot lock the new work dir: {e}")),
+            )
+        })?;
+        grant(&staging, block)?;
+        fs::rename(&staging, &dir).map_err(|e| Error::io(&dir, e))?;
+        Ok(lock)
+    };
+    match made() {
+        Ok(lock) => Ok(Workspace {
+            path: dir,
+            temp: true,
+            _alive: Some(lock),
+        }),
+        Err(e) => {
+            let _ = fs::remove_dir_all(&staging);
+            Err(e)
+        }
+    }
+}
+
+/// Opens a directory for locking, never through a symlink and never anything else (a FIFO
+/// planted under the name would block a plain open).
+fn open_dir(path: &Path) -> std::io::Result<fs::File> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    Ok(rfs::openat(rfs::CWD, path, flags, Mode::empty())?.into())
+}
+
+/// Takes the exclusive `flock` on `dir` without waiting: `WouldBlock` when another open file
+/// (in this process or any other) holds it.
+fn lock_now(dir: &fs::File) -> std::io::Result<()> {
+    Ok(rfs::flock(
+        dir,
+        rfs::FlockOperation::NonBlockingLockExclusive,
+    )?)
+}
+
+/// Removes the temporary workspaces whose owners are gone; returns their paths.
+///
+/// A candidate is a real directory (not a link) directly under the host's temp dir, named as
+/// [`create_temp`] names them, and owned by this process's user (any owner when that is root,
+/// which hands them to the block user). It is taken only when its `flock` can be had at once,
+/// which means no live process holds it: the owner holds it for its executor's whole life,
+/// and the kernel drops it when the owner dies, however it dies. A lock is on the inode, so
+/// this holds across PID namespaces and needs no process table. The container, which could
+/// take the lock through `/workspace`, cannot while the owner holds it, and dies with the
+/// owner (its keeper), its fds with it. A staging dir (`.new`) is taken only after
+/// [`STAGING_GRACE`]; one that `keep` names (the temporary work dir of a container that still
+/// exists) is left for its container's sweep.
+///
+/// Removal is `remove_dir_all` on the path after checking that it is still the inode locked,
+/// which removes links and does not follow them. Best effort: errors skip the directory.
+pub(crate) fn sweep_temp_dirs(keep: &std::collections::HashSet<PathBuf>) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(root) = fs::canonicalize(std::env::temp_dir()) else {
+        return Vec::new();
+    };
+    let Ok(entries) = fs::read_dir(&root) else {
+        return Vec::new();
+    };
+    let (uid, _) = crate::executor::host_ids();
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(staging) = name.to_str().and_then(temp_dir_kind) else {
+            continue;
+        };
+        let path = root.join(&name);
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if !meta.is_dir() || (uid != 0 && meta.uid() != uid) || keep.contains(&path) {
+            continue;
+        }
+        if staging
+            && meta
+                .modified()
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .is_none_or(|age| age < STAGING_GRACE)
+        {
+            continue;
+        }
+        let Ok(dir) = open_dir(&path) else {
+            continue;
+        };
+        // Held until the removal is done: a second sweep then skips this directory.
+        if lock_now(&dir).is_err() {
+            continue; // Its owner lives.
+        }
+        // Still the directory locked, not one put in its place since the lstat.
+        let same = |m: &fs::Metadata| m.dev() == meta.dev() && m.ino() == meta.ino();
+        let still = dir.metadata().is_ok_and(|m| same(&m))
+            && fs::symlink_metadata(&path).is_ok_and(|m| same(&m));
+        if still && fs::remove_dir_all(&path).is_ok() {
+            removed.push(path);
+        }
+    }
+    removed
+}
+
+/// For a name [`create_temp`] gives: `Some(false)` for a work dir, `Some(true)` for a staging
+/// dir; `None` for any other name.
+fn temp_dir_kind(name: &str) -> Option<bool> {
+    let rest = name.strip_prefix(TEMP_PREFIX)?;
+    let (id, staging) = match rest.strip_suffix(STAGING_SUFFIX) {
+        Some(id) => (id, true),
+        None => (rest, false),
+    };
+    (id.len() == 16 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        .then_some(staging)
 }
 
 /// Normalises a block's requested file name to a relative path that stays inside the
@@ -321,6 +469,7 @@ mod tests {
         let ws = Workspace {
             path: fs::canonicalize(&inside).unwrap(),
             temp: false,
+            _alive: None,
         };
         let err = ws
             .write_code_file(Path::new("sub/x.py"), "evil")
@@ -336,6 +485,42 @@ mod tests {
         ws.remove_code_file(Path::new("a/b/x.py"));
         assert!(!file.exists());
         let _ = fs::remove_dir_all(&base);
+    }
+
+    #[test]
+    fn only_dockexec_temp_names_are_candidates() {
+        assert_eq!(temp_dir_kind("dockexec-0123456789abcdef"), Some(false));
+        assert_eq!(temp_dir_kind("dockexec-0123456789abcdef.new"), Some(true));
+        for other in [
+            "dockexec-0123456789ABCDEF",
+            "dockexec-0123456789abcde",
+            "dockexec-0123456789abcdef0",
+            "dockexec-0123456789abcdef.old",
+            "dockexec-test-1-2",
+            "dockexec-",
+            "x-0123456789abcdef",
+        ] {
+            assert_eq!(temp_dir_kind(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn a_temp_workspace_is_locked_under_its_final_name() {
+        let id = crate::orphans::random_id();
+        let ws = Workspace::create(None, &id, None).unwrap();
+        assert!(ws.is_temp() && ws.path().is_dir());
+        assert!(ws.path().ends_with(format!("dockexec-{id}")));
+        assert!(!ws.path().with_extension("new").exists());
+        let probe = fs::File::open(ws.path()).unwrap();
+        let held = lock_now(&probe).unwrap_err();
+        assert_eq!(held.kind(), std::io::ErrorKind::WouldBlock, "{held}");
+        ws.teardown();
+        assert!(!ws.path().exists());
+        drop(ws);
+        assert!(
+            lock_now(&probe).is_ok(),
+            "released when the workspace drops"
+        );
     }
 
     #[test]
