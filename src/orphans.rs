@@ -335,7 +335,8 @@ fn sweep_temp_dirs(client: &Client) -> Result<()> {
 /// (made as `dockexec-<id>.new` and locked before it takes its name; an unlocked `.new` one is
 /// removed after 30 s). Nothing a block does can keep a dead owner's dir: it could take the
 /// lock through `/workspace` only if the owner did not hold it, and dies with the owner.
-/// Removal never follows a link planted in the dir. When the block user is one dockexec
+/// Removal never follows a link planted in the dir, and opens up (as their owner) the
+/// directories a block closed with `chmod 0`, which would otherwise stop it. When the block user is one dockexec
 /// cannot name on the host, the dir is `1777` (see
 /// [`ExecutorBuilder::work_dir`](crate::ExecutorBuilder::work_dir)) and another host user
 /// could hold its lock and so keep it. Failures to remove a dir are ignored (the next sweep

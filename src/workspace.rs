@@ -210,7 +210,7 @@ impl Workspace {
     /// not follow the links a block may have planted in it.
     pub(crate) fn teardown(&self) {
         if self.temp {
-            let _ = fs::remove_dir_all(&self.path);
+            let _ = remove_tree(&self.path);
         } else {
             let _ = fs::remove_dir(self.path.join(STATE_DIR));
         }
@@ -353,7 +353,17 @@ pub(crate) fn sweep_temp_dirs(keep: &std::collections::HashSet<PathBuf>) -> Vec<
         {
             continue;
         }
-        let Ok(dir) = open_dir(&path) else {
+        // A block may have closed the dir (`chmod 0 /workspace`): ours, it is opened up, or
+        // its lock could never be tried and it would stay for ever. Its container is dead.
+        let dir = match open_dir(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                // 0711, its mode at creation, should its owner still live.
+                let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o711));
+                open_dir(&path)
+            }
+            other => other,
+        };
+        let Ok(dir) = dir else {
             continue;
         };
         // Held until the removal is done: a second sweep then skips this directory.
@@ -364,12 +374,57 @@ pub(crate) fn sweep_temp_dirs(keep: &std::collections::HashSet<PathBuf>) -> Vec<
         let same = |m: &fs::Metadata| m.dev() == meta.dev() && m.ino() == meta.ino();
         let still = dir.metadata().is_ok_and(|m| same(&m))
             && fs::symlink_metadata(&path).is_ok_and(|m| same(&m));
-        if still && fs::remove_dir_all(&path).is_ok() {
+        if still && remove_tree(&path).is_ok() {
             removed.push(path);
         }
     }
     removed
 }
+
+/// Removes a temporary work dir and all in it, links included and never followed
+/// (`remove_dir_all` removes a link, it does not follow it). A block may have closed
+/// directories (`chmod 0`), which stops the removal for all but root: then those owned by this
+/// user are opened up and the removal tried again. Call it only once the container's
+/// processes are gone (it was removed, or its owner died), as modes are set by path.
+fn remove_tree(path: &Path) -> std::io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            open_up(path, crate::executor::host_ids().0, 0);
+            fs::remove_dir_all(path)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Gives this user `rwx` on `dir` and the directories under it that it owns, never through a
+/// link; at most [`OPEN_UP_DEPTH`] levels (a deeper tree stays, as it would have).
+fn open_up(dir: &Path, uid: u32, depth: usize) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = fs::symlink_metadata(dir) else {
+        return;
+    };
+    if depth > OPEN_UP_DEPTH || !meta.is_dir() || (uid != 0 && meta.uid() != uid) {
+        return;
+    }
+    if meta.mode() & 0o700 != 0o700 {
+        let _ = fs::set_permissions(
+            dir,
+            fs::Permissions::from_mode((meta.mode() | 0o700) & 0o7777),
+        );
+    }
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        // The entry's own type: a link to a directory is not one.
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            open_up(&e.path(), uid, depth + 1);
+        }
+    }
+}
+
+/// How deep [`open_up`] goes: a bound on its recursion, whatever a block built.
+const OPEN_UP_DEPTH: usize = 256;
 
 /// For a name [`create_temp`] gives: `Some(false)` for a work dir, `Some(true)` for a staging
 /// dir; `None` for any other name.
@@ -521,6 +576,31 @@ mod tests {
             lock_now(&probe).is_ok(),
             "released when the workspace drops"
         );
+    }
+
+    #[test]
+    fn closed_dirs_are_opened_up_without_following_links() {
+        use std::os::unix::fs::symlink;
+        let id = crate::orphans::random_id();
+        let root = std::env::temp_dir().join(format!("dockexec-unit-{id}"));
+        let outside = std::env::temp_dir().join(format!("dockexec-unit-{id}-outside"));
+        fs::create_dir_all(root.join("a/b")).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(root.join("a/b/f"), "x").unwrap();
+        symlink(&outside, root.join("a/out")).unwrap();
+        let mode = |p: &Path| fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+        fs::set_permissions(&outside, fs::Permissions::from_mode(0o500)).unwrap();
+        for d in ["a/b", "a", ""] {
+            fs::set_permissions(root.join(d), fs::Permissions::from_mode(0o000)).unwrap();
+        }
+        open_up(&root, crate::executor::host_ids().0, 0);
+        for d in ["", "a", "a/b"] {
+            assert_eq!(mode(&root.join(d)) & 0o700, 0o700, "{d}");
+        }
+        assert_eq!(mode(&outside), 0o500, "followed a link");
+        remove_tree(&root).unwrap();
+        assert!(!root.exists() && outside.is_dir());
+        fs::remove_dir_all(&outside).unwrap();
     }
 
     #[test]

@@ -9,6 +9,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
@@ -240,6 +241,9 @@ fn the_sweep_keeps_fresh_staging_dirs_and_never_follows_links() {
         std::os::unix::fs::symlink(canary.path().join("keep.txt"), dead.join("f")).unwrap();
         fs::create_dir(dead.join("sub")).unwrap();
         std::os::unix::fs::symlink(canary.path(), dead.join("sub/out")).unwrap();
+        // And closed dirs (`chmod 0`), which only root could otherwise open or empty.
+        fs::set_permissions(dead.join("sub"), fs::Permissions::from_mode(0o000)).unwrap();
+        fs::set_permissions(&dead, fs::Permissions::from_mode(0o000)).unwrap();
         std::os::unix::fs::symlink(canary.path(), &link).unwrap();
         fs::write(&file, "not a dir").unwrap();
         let holder = fs::File::open(&locked).unwrap();
