@@ -11,7 +11,8 @@
 //!
 //! Killed with SIGKILL, its connection to the container's keeper closes, so the container
 //! ends by itself (its block with it) and the daemon removes it (the dead-man's switch). Its
-//! temporary work dir is left behind. With `DOCKEXEC_OWNER_KEEP=1` the executor is built
+//! temporary work dir is left behind, its lock released, for `dockexec gc` or the next
+//! `start()` to remove. With `DOCKEXEC_OWNER_KEEP=1` the executor is built
 //! with `auto_remove(false)`: the container still ends but stays, exited, for `dockexec gc`
 //! or the next `start()` to remove with the work dir. With `DOCKEXEC_OWNER_RESTART=1` the
 //! executor is restarted before the block starts.

@@ -18,6 +18,8 @@ pub const OWNER_START: &str = "dockexec.owner.start";
 pub const OWNER_HOST: &str = "dockexec.owner.host";
 /// The owner host's boot id.
 pub const OWNER_BOOT: &str = "dockexec.owner.boot";
-/// The temporary work dir dockexec created for the container, removed with it by
-/// [`gc`](crate::gc) (absent when the work dir was the user's own).
+/// The temporary work dir dockexec created for the container (absent when the work dir was the
+/// user's own). Information, and a guard: [`gc`](crate::gc) never removes a dir that an
+/// existing container names. What frees a dir for gc is its owner's death, told by the dir's
+/// own lock, since the dead-man's switch removes the container, label and all.
 pub const TEMP_WORKSPACE: &str = "dockexec.workspace.temp";

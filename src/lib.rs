@@ -47,6 +47,8 @@
 //!   closes, however the owner died (a dead-man's switch; see
 //!   [`auto_remove`](ExecutorBuilder::auto_remove)). [`gc`] removes the containers that are
 //!   no longer running and were kept; it never touches a running one unless [`GcOptions::force`] says so.
+//!   It also removes the temporary work dirs of owners that died without stopping: each
+//!   owner holds a `flock` on its own while it lives.
 //!
 //! ```
 //! # fn main() -> dockexec::Result<()> {

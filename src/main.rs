@@ -25,7 +25,8 @@ COMMANDS:
             stops at the first that fails. Output streams live: the blocks' stdout to stdout,
             their stderr to stderr. Exits with the last block's exit code, 124 on timeout.
     gc      Remove dockexec containers that are no longer running (exited, or created and
-            never started), and their temporary work dirs. A running one is never removed:
+            never started), and the temporary work dirs of owners that are gone (each owner
+            holds a lock on its dir while it lives). A running one is never removed:
             its owner is alive, since a container ends by itself once its owner is gone.
             --force also removes running ones, killing their blocks; --label (repeatable)
             keeps to the containers that carry it.

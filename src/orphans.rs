@@ -28,6 +28,7 @@
 //! writes `restart N` and the keeper kills every other process in the container
 //! (`kill -9 -1`, which spares PID 1 and the caller) and answers `restarted N`.
 
+use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
@@ -46,6 +47,7 @@ use crate::labels::{
     TEMP_WORKSPACE as LABEL_TEMP_WORKSPACE,
 };
 use crate::output::Stream;
+use crate::workspace;
 
 /// The keeper: the container's main process (see the module docs). POSIX `sh` builtins only,
 /// so that it runs in any image; `kill` must be the builtin, which spares the shell itself.
@@ -260,20 +262,6 @@ pub(crate) fn random_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Removes a dead owner's temporary work dir: only a directory named exactly
-/// `dockexec-<executor id>`, as `start()` names them, so a forged label removes nothing else.
-fn remove_temp_workspace(labels: &std::collections::HashMap<String, String>) {
-    let (Some(dir), Some(id)) = (labels.get(LABEL_TEMP_WORKSPACE), labels.get(LABEL_EXECUTOR))
-    else {
-        return;
-    };
-    let dir = Path::new(dir);
-    let expected = format!("dockexec-{id}");
-    if dir.is_absolute() && dir.file_name().and_then(|n| n.to_str()) == Some(expected.as_str()) {
-        let _ = fs::remove_dir_all(dir);
-    }
-}
-
 /// Whether a labelled container is an orphan: exited or dead, or created and never started
 /// for longer than [`GC_CREATED_GRACE`]. A running (or paused, restarting) container has a live
 /// owner, or its keeper would have ended it.
@@ -298,11 +286,25 @@ pub(crate) fn sweep(client: &Client, force: bool, labels: &[String]) -> Result<V
         let take = is_orphan(&c.state, c.created, now) || (force && c.state != "removing");
         if take {
             client.container_remove(&c.id, Duration::from_secs(10))?;
-            remove_temp_workspace(&c.labels);
             removed.push(c.id);
         }
     }
+    sweep_temp_dirs(client)?;
     Ok(removed)
+}
+
+/// Removes the temporary work dirs whose owners are gone (see
+/// [`workspace::sweep_temp_dirs`]), except those that a container still there names: a kept
+/// container's dir goes with it, at the sweep that takes it, and an owner of a dockexec
+/// version without the lock is spared while its container exists.
+fn sweep_temp_dirs(client: &Client) -> Result<()> {
+    let keep: HashSet<PathBuf> = client
+        .container_list_all(&[LABEL_TEMP_WORKSPACE])?
+        .into_iter()
+        .filter_map(|c| c.labels.get(LABEL_TEMP_WORKSPACE).map(PathBuf::from))
+        .collect();
+    workspace::sweep_temp_dirs(&keep);
+    Ok(())
 }
 
 /// Removes dockexec's containers that are no longer running, and their temporary work dirs;
@@ -318,6 +320,27 @@ pub(crate) fn sweep(client: &Client, force: bool, labels: &[String]) -> Result<V
 /// consulted, so an owner in another PID namespace or on another host is safe. The owner
 /// labels ([`labels`](crate::labels)) are kept for people reading `docker ps`, and not read
 /// here. [`GcOptions::force`] also removes running ones.
+///
+/// The temporary work dirs (those dockexec creates when no
+/// [`work_dir`](crate::ExecutorBuilder::work_dir) is given) outlive a SIGKILLed owner, since the
+/// container that removed itself cannot say whose they were. Each owner holds an exclusive
+/// `flock` on its temporary dir for its executor's whole life, and the kernel drops it when
+/// the owner dies, however it dies; so gc removes a `dockexec-<16 hex digits>` directory
+/// directly under the host's temp dir (`TMPDIR`, else `/tmp`), a real directory owned by the
+/// caller (any owner for root), only when it can take that lock without waiting, and only
+/// when no container that still exists names it
+/// ([`TEMP_WORKSPACE`](crate::labels::TEMP_WORKSPACE)). Like the switch, this needs no process
+/// table and holds across PID namespaces (on one host, or one shared temp dir). A live
+/// executor's dir, in this process or another, is never removed; nor is one being created
+/// (made as `dockexec-<id>.new` and locked before it takes its name; an unlocked `.new` one is
+/// removed after 30 s). Nothing a block does can keep a dead owner's dir: it could take the
+/// lock through `/workspace` only if the owner did not hold it, and dies with the owner.
+/// Removal never follows a link planted in the dir, and opens up (as their owner) the
+/// directories a block closed with `chmod 0`, which would otherwise stop it. When the block user is one dockexec
+/// cannot name on the host, the dir is `1777` (see
+/// [`ExecutorBuilder::work_dir`](crate::ExecutorBuilder::work_dir)) and another host user
+/// could hold its lock and so keep it. Failures to remove a dir are ignored (the next sweep
+/// tries again); the ids returned are containers only.
 ///
 /// [`ExecutorBuilder::start`](crate::ExecutorBuilder::start) runs this first unless
 /// [`gc_orphans(false)`](crate::ExecutorBuilder::gc_orphans).
@@ -358,7 +381,8 @@ pub struct GcOptions {
     pub force: bool,
     /// Only containers that carry every one of these labels (`key` or `key=value`, as given
     /// to [`ExecutorBuilder::label`](crate::ExecutorBuilder::label)). Defaults to none: every
-    /// dockexec container.
+    /// dockexec container. Temporary work dirs carry no labels: every dead owner's goes
+    /// (see [`gc`]), except those of containers left in place.
     pub labels: Vec<String>,
 }
 

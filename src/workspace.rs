@@ -28,7 +28,20 @@ pub(crate) struct Workspace {
     path: PathBuf,
     /// Created by dockexec (and removed at teardown), not given by the user.
     temp: bool,
+    /// A temporary directory's own fd, holding an exclusive `flock` on it for the workspace's
+    /// whole life: the sign that its owner lives (see [`sweep_temp_dirs`]). Released when the
+    /// workspace drops, after [`teardown`](Self::teardown) removed the directory, or when the
+    /// process dies, however it dies.
+    _alive: Option<fs::File>,
 }
+
+/// The temporary directories dockexec creates: `dockexec-<16 hex digits>` under the host's
+/// temp dir, and, while one is being created, `dockexec-<id>.new`.
+const TEMP_PREFIX: &str = "dockexec-";
+const STAGING_SUFFIX: &str = ".new";
+/// How old an unlocked staging dir must be before a sweep takes it: its creator locks it
+/// microseconds after making it, so only a creator killed in that gap leaves one.
+pub(crate) const STAGING_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Workspace {
     /// Opens the user's `dir` (created if missing), or creates a fresh temporary directory
@@ -46,6 +59,10 @@ impl Workspace {
     /// dockexec creates is given the same way; one that exists is left as it is, and must
     /// already suit the block user.
     ///
+    /// A temporary directory stays locked (an exclusive `flock` on the directory itself) until
+    /// the workspace drops, so that [`sweep_temp_dirs`] can tell a dead owner's from a live
+    /// one's: see there.
+    ///
     /// # Errors
     /// [`Error::Io`] when the directory cannot be created or resolved.
     pub(crate) fn create(
@@ -61,21 +78,13 @@ impl Workspace {
                 if !existed {
                     grant(&path, block)?;
                 }
-                Ok(Workspace { path, temp: false })
+                Ok(Workspace {
+                    path,
+                    temp: false,
+                    _alive: None,
+                })
             }
-            None => {
-                let dir = std::env::temp_dir().join(format!("dockexec-{id}"));
-                fs::DirBuilder::new()
-                    .mode(0o700)
-                    .create(&dir)
-                    .map_err(|e| Error::io(&dir, e))?;
-                let ws = Workspace {
-                    path: fs::canonicalize(&dir).map_err(|e| Error::io(&dir, e))?,
-                    temp: true,
-                };
-                grant(&ws.path, block)?;
-                Ok(ws)
-            }
+            None => create_temp(id, block),
         }
     }
 
@@ -195,9 +204,13 @@ impl Workspace {
     /// Removes what dockexec put here: a temporary workspace whole; otherwise the `.dockexec`
     /// state dir that versions before the root-only `/run/dockexec` kept markers in, if empty
     /// (`rmdir` never follows a link). No runner keeps state in the workspace any more.
+    ///
+    /// The temporary directory's lock is still held here (it goes when the workspace drops),
+    /// so no sweep can take the directory while it is being removed. `remove_dir_all` does
+    /// not follow the links a block may have planted in it.
     pub(crate) fn teardown(&self) {
         if self.temp {
-            let _ = fs::remove_dir_all(&self.path);
+            let _ = remove_tree(&self.path);
         } else {
             let _ = fs::remove_dir(self.path.join(STATE_DIR));
         }
@@ -233,6 +246,196 @@ fn grant(path: &Path, block: Option<(u32, Option<u32>)>) -> Result<()> {
     };
     let mode = if owned { 0o711 } else { 0o1777 };
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| Error::io(path, e))
+}
+
+/// Creates a temporary workspace `dockexec-<id>` under the host's temp dir, already locked:
+/// see [`Workspace::create`].
+///
+/// A directory under the final name is locked from the moment it exists: it is made as
+/// `dockexec-<id>.new`, locked, given to the block user, and only then renamed (the lock is on
+/// the inode, so it follows). A sweep thus never sees an unlocked `dockexec-<id>` of a live
+/// owner; an unlocked `.new` one is left alone for [`STAGING_GRACE`].
+fn create_temp(id: &str, block: Option<(u32, Option<u32>)>) -> Result<Workspace> {
+    let root = std::env::temp_dir();
+    let root = fs::canonicalize(&root).map_err(|e| Error::io(&root, e))?;
+    let staging = root.join(format!("{TEMP_PREFIX}{id}{STAGING_SUFFIX}"));
+    let dir = root.join(format!("{TEMP_PREFIX}{id}"));
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&staging)
+        .map_err(|e| Error::io(&staging, e))?;
+    let made = || -> Result<fs::File> {
+        let lock = open_dir(&staging).map_err(|e| Error::io(&staging, e))?;
+        // Nobody else can hold it yet (the directory is ours and 0700); a refusal is an
+        // error, never a wait.
+        lock_now(&lock).map_err(|e| {
+            Error::io(
+                &staging,
+                std::io::Error::other(format!("cannot lock the new work dir: {e}")),
+            )
+        })?;
+        grant(&staging, block)?;
+        fs::rename(&staging, &dir).map_err(|e| Error::io(&dir, e))?;
+        Ok(lock)
+    };
+    match made() {
+        Ok(lock) => Ok(Workspace {
+            path: dir,
+            temp: true,
+            _alive: Some(lock),
+        }),
+        Err(e) => {
+            let _ = fs::remove_dir_all(&staging);
+            Err(e)
+        }
+    }
+}
+
+/// Opens a directory for locking, never through a symlink and never anything else (a FIFO
+/// planted under the name would block a plain open).
+fn open_dir(path: &Path) -> std::io::Result<fs::File> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    Ok(rfs::openat(rfs::CWD, path, flags, Mode::empty())?.into())
+}
+
+/// Takes the exclusive `flock` on `dir` without waiting: `WouldBlock` when another open file
+/// (in this process or any other) holds it.
+fn lock_now(dir: &fs::File) -> std::io::Result<()> {
+    Ok(rfs::flock(
+        dir,
+        rfs::FlockOperation::NonBlockingLockExclusive,
+    )?)
+}
+
+/// Removes the temporary workspaces whose owners are gone; returns their paths.
+///
+/// A candidate is a real directory (not a link) directly under the host's temp dir, named as
+/// [`create_temp`] names them, and owned by this process's user (any owner when that is root,
+/// which hands them to the block user). It is taken only when its `flock` can be had at once,
+/// which means no live process holds it: the owner holds it for its executor's whole life,
+/// and the kernel drops it when the owner dies, however it dies. A lock is on the inode, so
+/// this holds across PID namespaces and needs no process table. The container, which could
+/// take the lock through `/workspace`, cannot while the owner holds it, and dies with the
+/// owner (its keeper), its fds with it. A staging dir (`.new`) is taken only after
+/// [`STAGING_GRACE`]; one that `keep` names (the temporary work dir of a container that still
+/// exists) is left for its container's sweep.
+///
+/// Removal is `remove_dir_all` on the path after checking that it is still the inode locked,
+/// which removes links and does not follow them. Best effort: errors skip the directory.
+pub(crate) fn sweep_temp_dirs(keep: &std::collections::HashSet<PathBuf>) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(root) = fs::canonicalize(std::env::temp_dir()) else {
+        return Vec::new();
+    };
+    let Ok(entries) = fs::read_dir(&root) else {
+        return Vec::new();
+    };
+    let (uid, _) = crate::executor::host_ids();
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(staging) = name.to_str().and_then(temp_dir_kind) else {
+            continue;
+        };
+        let path = root.join(&name);
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if !meta.is_dir() || (uid != 0 && meta.uid() != uid) || keep.contains(&path) {
+            continue;
+        }
+        if staging
+            && meta
+                .modified()
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .is_none_or(|age| age < STAGING_GRACE)
+        {
+            continue;
+        }
+        // A block may have closed the dir (`chmod 0 /workspace`): ours, it is opened up, or
+        // its lock could never be tried and it would stay for ever. Its container is dead.
+        let dir = match open_dir(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                // 0711, its mode at creation, should its owner still live.
+                let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o711));
+                open_dir(&path)
+            }
+            other => other,
+        };
+        let Ok(dir) = dir else {
+            continue;
+        };
+        // Held until the removal is done: a second sweep then skips this directory.
+        if lock_now(&dir).is_err() {
+            continue; // Its owner lives.
+        }
+        // Still the directory locked, not one put in its place since the lstat.
+        let same = |m: &fs::Metadata| m.dev() == meta.dev() && m.ino() == meta.ino();
+        let still = dir.metadata().is_ok_and(|m| same(&m))
+            && fs::symlink_metadata(&path).is_ok_and(|m| same(&m));
+        if still && remove_tree(&path).is_ok() {
+            removed.push(path);
+        }
+    }
+    removed
+}
+
+/// Removes a temporary work dir and all in it, links included and never followed
+/// (`remove_dir_all` removes a link, it does not follow it). A block may have closed
+/// directories (`chmod 0`), which stops the removal for all but root: then those owned by this
+/// user are opened up and the removal tried again. Call it only once the container's
+/// processes are gone (it was removed, or its owner died), as modes are set by path.
+fn remove_tree(path: &Path) -> std::io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            open_up(path, crate::executor::host_ids().0, 0);
+            fs::remove_dir_all(path)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Gives this user `rwx` on `dir` and the directories under it that it owns, never through a
+/// link; at most [`OPEN_UP_DEPTH`] levels (a deeper tree stays, as it would have).
+fn open_up(dir: &Path, uid: u32, depth: usize) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = fs::symlink_metadata(dir) else {
+        return;
+    };
+    if depth > OPEN_UP_DEPTH || !meta.is_dir() || (uid != 0 && meta.uid() != uid) {
+        return;
+    }
+    if meta.mode() & 0o700 != 0o700 {
+        let _ = fs::set_permissions(
+            dir,
+            fs::Permissions::from_mode((meta.mode() | 0o700) & 0o7777),
+        );
+    }
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        // The entry's own type: a link to a directory is not one.
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            open_up(&e.path(), uid, depth + 1);
+        }
+    }
+}
+
+/// How deep [`open_up`] goes: a bound on its recursion, whatever a block built.
+const OPEN_UP_DEPTH: usize = 256;
+
+/// For a name [`create_temp`] gives: `Some(false)` for a work dir, `Some(true)` for a staging
+/// dir; `None` for any other name.
+fn temp_dir_kind(name: &str) -> Option<bool> {
+    let rest = name.strip_prefix(TEMP_PREFIX)?;
+    let (id, staging) = match rest.strip_suffix(STAGING_SUFFIX) {
+        Some(id) => (id, true),
+        None => (rest, false),
+    };
+    (id.len() == 16 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        .then_some(staging)
 }
 
 /// Normalises a block's requested file name to a relative path that stays inside the
@@ -321,6 +524,7 @@ mod tests {
         let ws = Workspace {
             path: fs::canonicalize(&inside).unwrap(),
             temp: false,
+            _alive: None,
         };
         let err = ws
             .write_code_file(Path::new("sub/x.py"), "evil")
@@ -336,6 +540,67 @@ mod tests {
         ws.remove_code_file(Path::new("a/b/x.py"));
         assert!(!file.exists());
         let _ = fs::remove_dir_all(&base);
+    }
+
+    #[test]
+    fn only_dockexec_temp_names_are_candidates() {
+        assert_eq!(temp_dir_kind("dockexec-0123456789abcdef"), Some(false));
+        assert_eq!(temp_dir_kind("dockexec-0123456789abcdef.new"), Some(true));
+        for other in [
+            "dockexec-0123456789ABCDEF",
+            "dockexec-0123456789abcde",
+            "dockexec-0123456789abcdef0",
+            "dockexec-0123456789abcdef.old",
+            "dockexec-test-1-2",
+            "dockexec-",
+            "x-0123456789abcdef",
+        ] {
+            assert_eq!(temp_dir_kind(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn a_temp_workspace_is_locked_under_its_final_name() {
+        let id = crate::orphans::random_id();
+        let ws = Workspace::create(None, &id, None).unwrap();
+        assert!(ws.is_temp() && ws.path().is_dir());
+        assert!(ws.path().ends_with(format!("dockexec-{id}")));
+        assert!(!ws.path().with_extension("new").exists());
+        let probe = fs::File::open(ws.path()).unwrap();
+        let held = lock_now(&probe).unwrap_err();
+        assert_eq!(held.kind(), std::io::ErrorKind::WouldBlock, "{held}");
+        ws.teardown();
+        assert!(!ws.path().exists());
+        drop(ws);
+        assert!(
+            lock_now(&probe).is_ok(),
+            "released when the workspace drops"
+        );
+    }
+
+    #[test]
+    fn closed_dirs_are_opened_up_without_following_links() {
+        use std::os::unix::fs::symlink;
+        let id = crate::orphans::random_id();
+        let root = std::env::temp_dir().join(format!("dockexec-unit-{id}"));
+        let outside = std::env::temp_dir().join(format!("dockexec-unit-{id}-outside"));
+        fs::create_dir_all(root.join("a/b")).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(root.join("a/b/f"), "x").unwrap();
+        symlink(&outside, root.join("a/out")).unwrap();
+        let mode = |p: &Path| fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+        fs::set_permissions(&outside, fs::Permissions::from_mode(0o500)).unwrap();
+        for d in ["a/b", "a", ""] {
+            fs::set_permissions(root.join(d), fs::Permissions::from_mode(0o000)).unwrap();
+        }
+        open_up(&root, crate::executor::host_ids().0, 0);
+        for d in ["", "a", "a/b"] {
+            assert_eq!(mode(&root.join(d)) & 0o700, 0o700, "{d}");
+        }
+        assert_eq!(mode(&outside), 0o500, "followed a link");
+        remove_tree(&root).unwrap();
+        assert!(!root.exists() && outside.is_dir());
+        fs::remove_dir_all(&outside).unwrap();
     }
 
     #[test]

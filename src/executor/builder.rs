@@ -271,7 +271,10 @@ impl ExecutorBuilder {
     /// if missing (then given to the block user like a temporary one) and kept at stop. An
     /// existing directory is left as it is, so it must be writable by the block user (see
     /// [`user`](Self::user); [`host_user`](Self::host_user) runs blocks as you). Defaults to a
-    /// fresh temporary directory, mode `0711` and the block user's, removed at stop.
+    /// fresh temporary directory `dockexec-<id>` under the host's temp dir, mode `0711` and the
+    /// block user's, removed at stop; this process holds a `flock` on it until then, and
+    /// [`gc`](crate::gc) (or the next `start()`) removes it once that lock is free, when this
+    /// process died without stopping.
     pub fn work_dir(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
         self.work_dir = Some(dir.into());
         self
@@ -530,8 +533,9 @@ impl ExecutorBuilder {
         self
     }
 
-    /// Whether `start()` first removes dockexec containers that are no longer running (see
-    /// [`gc`](crate::gc); running ones are never touched). Defaults to `true`.
+    /// Whether `start()` first removes dockexec containers that are no longer running, and the
+    /// temporary work dirs of owners that are gone (see [`gc`](crate::gc); running containers
+    /// and live owners' dirs are never touched). Defaults to `true`.
     pub fn gc_orphans(&mut self, yes: bool) -> &mut Self {
         self.gc_orphans = yes;
         self
