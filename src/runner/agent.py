@@ -86,6 +86,30 @@ def _diag(msg):
         pass
 
 
+# Profiling: with DOCKEXEC_AGENT_TRACE=FILE in the container's environment (read once, at the
+# agent's start: nothing a block sets reaches it), the agent, its shepherds and block processes
+# append "monotonic_ns pid label minflt=N" lines to FILE at each step of a block's life; N is the
+# process's minor page faults so far (copy-on-write copies after a fork show up there). FILE must
+# be writable by the blocks' user too. Off, it costs one global test per step.
+_TRACE = os.environ.get("DOCKEXEC_AGENT_TRACE") or None
+
+
+def _t(label):
+    if _TRACE is None:
+        return
+    try:
+        st = _read_small("/proc/self/stat") or b") "
+        f = st[st.rfind(b")") + 2:].split()
+        flt = f[7].decode() if len(f) > 7 else "?"  # field 10, minflt
+        fd = os.open(_TRACE, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            os.write(fd, ("%d %d %s minflt=%s\n" % (time.monotonic_ns(), os.getpid(), label, flt)).encode())
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
 def _write_all(fd, data):
     view = memoryview(data)
     while view:
@@ -602,6 +626,7 @@ def _spawn(child, child_fds, keep_in_shepherd):
         for fd in child_fds:
             os.close(fd)
         msg = _read_to_end(st_r)
+        _t("shep-S")
         os.close(st_r)
         try:
             _write_all(rep_w, _rec(b"E", msg) if msg else _rec(b"S", _U32.pack(cpid)))
@@ -613,6 +638,7 @@ def _spawn(child, child_fds, keep_in_shepherd):
             except ChildProcessError:
                 break
             if p == cpid:
+                _t("shep-X")
                 try:
                     _write_all(rep_w, _rec(b"X", _I32.pack(status)))
                 except OSError:
@@ -649,7 +675,9 @@ def _block_body(spec, status_w):
             for s in _PY_IGNORED:
                 signal.signal(s, signal.SIG_DFL)
         _drop_privileges(cred, user)
+        _t("dropped")
         _write_code(path, code)
+        _t("written")
         try:
             os.chdir(cwd)
         except OSError as e:
@@ -658,6 +686,7 @@ def _block_body(spec, status_w):
             if cred is not None:
                 _prctl(PR_SET_DUMPABLE, 1)  # setuid cleared it; a fresh python3 is dumpable
             os.environ.update(env)
+            _t("become")
             os.close(status_w)  # -> STARTED
             raise _Become(("zygote", path, code))
         full = dict(os.environ)
@@ -677,6 +706,7 @@ def _block_body(spec, status_w):
     except BaseException as e:
         _child_fail(status_w, "cannot start the block: %r" % (e,))
     try:
+        _t("exec")
         for prog, args in cands:
             try:
                 _exec_path(prog, [prog] + args, full)
@@ -733,7 +763,9 @@ def _spare_child(out_w, err_w, spec_r):
     def run(status_w):
         try:
             _block_prologue(out_w, err_w, {status_w, spec_r})
+            _t("spare-idle")
             spec_bytes = _read_to_end(spec_r)
+            _t("spare-spec")
             os.close(spec_r)
             if not spec_bytes:  # never used: the agent is shutting down
                 os._exit(0)
@@ -1343,6 +1375,7 @@ class _Agent(object):
         return False
 
     def on_run(self, bid, payload):
+        _t("run %d" % bid)
         if bid == 0:
             raise _ProtocolError("RUN with execution id 0")
         if self.busy(bid):
@@ -1387,6 +1420,7 @@ class _Agent(object):
         b.file, b.delete, b.cred = path, bool(req.get("delete")), cred
         b.oom0 = _oom_count()
         got = self.take_spare((lang, path, src, cwd, env, cred, user, zygote, code))
+        _t("dispatched")
         if got is not None:
             b.shep, b.out, b.err = got
             b.shep.owner = b
@@ -1457,11 +1491,13 @@ class _Agent(object):
 
     def on_out(self, b, fd, ev):
         if self.forward(fd, STDOUT, b.id) < 0:
+            _t("out-eof")
             b.out = self.unwatch(fd)
             self.block_maybe_done(b)
 
     def on_err(self, b, fd, ev):
         if self.forward(fd, STDERR, b.id) < 0:
+            _t("err-eof")
             b.err = self.unwatch(fd)
             self.block_maybe_done(b)
 
@@ -1491,6 +1527,7 @@ class _Agent(object):
             owner = shep.owner
             if owner is None:  # an idle spare says nothing
                 continue
+            _t("agent-" + kind.decode("ascii", "replace"))
             if kind == b"S":
                 shep.cpid = _U32.unpack(rec)[0]
                 if (owner.killed or owner.dying) if isinstance(owner, _SessProc) else owner.killed:
@@ -1575,6 +1612,7 @@ class _Agent(object):
         if b.delete:
             _delete_as(b.file, b.cred)
         self.send_json(EXIT, b.id, _exit_json(b.status, b.killed, b.oom0))
+        _t("exit %d" % b.id)
 
     # -- sessions
     def on_session_open(self, sid, payload):
@@ -1930,6 +1968,7 @@ if _job[0] == "session":
 
 _path, _src = _job[1], _job[2]
 _job = None
+_t("top")
 _ns = _zygote_prepare(_path)
 _exc = None
 try:
@@ -1939,9 +1978,11 @@ except BaseException as _e:
 else:
     _src = None
     try:
+        _t("code")
         exec(_co, _ns)
     except BaseException as _e:
         _exc = _e
+_t("code-done")
 _co = _ns = None
 if _exc is not None:
     # Outside any except block, so nothing chains to the agent. SystemExit: the interpreter exits
