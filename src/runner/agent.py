@@ -27,7 +27,11 @@ if sys.path and sys.path[0] == "":
 # directory), the initial __main__ names, sys.modules (extras the agent imported are deleted),
 # sys.exit codes, uncaught-exception tracebacks (agent frames stripped), SyntaxError output, an
 # uncaught KeyboardInterrupt dying of SIGINT, signal dispositions and mask, threads, atexit,
-# multiprocessing fork/spawn, os.environ (agent env + block env), cwd, uid/gid/groups, stdin empty.
+# multiprocessing fork/spawn, os.environ (agent env + block env), cwd, uid/gid/groups, stdin empty,
+# and what runs at exit: threads joined, atexit, then the finalizers of what the block left (files
+# flushed and closed, __del__, generators' finally, weakref callbacks). Where nothing is left that
+# teardown could run or flush, the process _exits after atexit and a flush of stdio instead of
+# freeing the agent's inherited heap, which copies every page of it (see _zygote_exit).
 # What still differs:
 #   - the str/bytes hash seed is the agent's (shared by every zygote block) unless PYTHONHASHSEED
 #     is set in the container env; a fresh python3 draws a new one per run;
@@ -46,6 +50,7 @@ if sys.path and sys.path[0] == "":
 #     as the interpreter does) before finalization rather than after it;
 #   - code is compiled from the RUN payload (identical bytes to the file written), not re-read.
 
+import atexit as _atexit
 import gc
 import os
 import select
@@ -65,6 +70,30 @@ except ImportError:  # python3-minimal: no subreaper, see READY warnings
 _AGENT_G = globals()
 _BUILTINS = sys.modules["builtins"]
 _SourceFileLoader = sys.modules["_frozen_importlib_external"].SourceFileLoader
+# For a zygote block's exit (_zygote_exit): what the agent itself loaded, and how to recognise
+# native code, threads, weak-reference callbacks and finished generators.
+_AGENT_MODULES = frozenset(sys.modules)
+_EXT_SUFFIXES = tuple(sys.modules["_frozen_importlib_external"].EXTENSION_SUFFIXES)
+_thread_count = sys.modules["_thread"]._count
+_WeakRef = sys.modules["_weakref"].ref
+
+
+def _gen_types():
+    def g():
+        yield
+
+    async def c():
+        pass
+
+    async def ag():
+        yield
+
+    co = c()
+    co.close()  # never awaited, on purpose: no warning
+    return {type(g()): "gi_frame", type(co): "cr_frame", type(ag()): "ag_frame"}
+
+
+_GEN_FRAME = _gen_types()
 
 # Frame kinds.
 RUN, CANCEL, SESSION_OPEN, SESSION_CLOSE, SHUTDOWN, PING, SESSION_RESET = 1, 2, 3, 4, 5, 6, 7
@@ -921,6 +950,87 @@ def _zygote_prepare(path):
 
 def _noop_hook(*args):
     pass
+
+
+_BOOKKEEPING_MODULES = ("_frozen_importlib", "_weakrefset", "weakref")
+
+
+def _bookkeeping_callback(cb):
+    """A weak-reference callback that only removes a dead entry from a container: _abc's registry
+    and caches, the import system's module locks, WeakSet and the weakref dictionaries."""
+    if type(cb) is type(len):  # builtin (bound) method
+        return cb.__name__ == "_destroy" and isinstance(cb.__self__, _WeakRef)  # _abc.c
+    g = getattr(cb, "__globals__", None)
+    if g is None or type(cb) is not type(_t):
+        return False
+    return any(getattr(sys.modules.get(n), "__dict__", None) is g for n in _BOOKKEEPING_MODULES)
+
+
+def _teardown_observable():
+    """Whether the interpreter's teardown after the atexit callbacks could do anything a zygote
+    block can observe: run a finalizer (`__del__`, a file's close and flush, a suspended
+    generator's `finally`), call a weak-reference callback, let a thread run on, or (native code
+    the agent never loaded, ctypes) run C-level exit handlers. Only objects created since the
+    agent's last gc.freeze() (those of this process) are looked at: the agent's own need none."""
+    if _thread_count():
+        _t("teardown-needed threads")
+        return True
+    mods = sys.modules
+    if "ctypes" in mods or "_ctypes" in mods:
+        _t("teardown-needed ctypes")
+        return True
+    for name, m in list(mods.items()):
+        if name not in _AGENT_MODULES:
+            f = getattr(m, "__file__", None)
+            if isinstance(f, str) and f.endswith(_EXT_SUFFIXES):
+                _t("teardown-needed native " + name)
+                return True
+    has_del = {}
+    for o in gc.get_objects():
+        t = type(o)
+        if issubclass(t, _WeakRef):
+            cb = o.__callback__
+            if cb is not None and not _bookkeeping_callback(cb):
+                _t("teardown-needed weakref %r" % (cb,))
+                return True
+            continue
+        for k in ((t, o) if issubclass(t, type) else (t,)):
+            d = has_del.get(k)
+            if d is None:
+                d = has_del[k] = any("__del__" in c.__dict__ for c in type.__dict__["__mro__"].__get__(k))
+            if d and k is t and t in _GEN_FRAME:
+                d = getattr(o, _GEN_FRAME[t]) is not None  # finished or never started: nothing to run
+            if d:
+                if _TRACE is not None:
+                    _t("teardown-needed %s" % type.__dict__["__name__"].__get__(t))
+                return True
+    return False
+
+
+def _zygote_exit(code):
+    """Ends a zygote block as `python3 FILE` ends, minus the teardown of the agent's inherited
+    heap: Py_FinalizeEx's visible steps in its order (join non-daemon threads, run the atexit
+    callbacks), then, if nothing left could run code or flush data at teardown, flush stdout and
+    stderr (and C stdio) and _exit with `code`. Otherwise it returns, and the interpreter tears
+    down for real (the steps already run are no-ops the second time). Freeing every inherited
+    object would copy each page of the agent's heap (copy-on-write) just to exit."""
+    try:
+        th = sys.modules.get("threading")
+        if th is not None:
+            th._shutdown()
+        _atexit._run_exitfuncs()
+        if _teardown_observable():
+            _t("slow-exit")
+            return
+        for f in (sys.stdout, sys.stderr):
+            if f is not None and not getattr(f, "closed", False):
+                f.flush()
+    except BaseException:
+        return  # the interpreter reports it as it would have
+    if _LIBC is not None:
+        _LIBC.fflush(None)
+    _t("fast-exit")
+    os._exit(code & 0xFF)
 
 
 # Sessions. The control pipes (cmd: agent -> session, intr: agent -> session, ctl: session ->
@@ -1984,11 +2094,39 @@ else:
         _exc = _e
 _t("code-done")
 _co = _ns = None
+_code = None  # the exit status, where the interpreter would not have to print or signal anything
+if _exc is None:
+    _code = 0
+elif isinstance(_exc, SystemExit):
+    _c = _exc.code
+    if _c is None:
+        _code = 0
+    elif type(_c) in (int, bool) and -(1 << 31) <= _c < (1 << 31):
+        _code = int(_c)
+    _c = None
+elif not isinstance(_exc, KeyboardInterrupt):
+    _print_exc(_exc)
+    _code = 1
+if _code is not None:
+    _zygote_exit(_code)  # does not return if the interpreter's teardown would be invisible
 if _exc is not None:
-    # Outside any except block, so nothing chains to the agent. SystemExit: the interpreter exits
-    # with its code. Anything else: print it as the interpreter would (without agent frames), then
-    # re-raise with a silent hook so the interpreter exits 1, or dies of SIGINT for KeyboardInterrupt.
-    if not isinstance(_exc, SystemExit):
+    # Outside any except block, so nothing chains to the agent, and from no global of the agent's:
+    # whatever the exception holds (the block's frames, so its namespace) must be freed, and
+    # finalized, as the interpreter tears down. SystemExit: the interpreter exits with its code
+    # (its traceback is never printed). A KeyboardInterrupt: printed (without agent frames), then
+    # re-raised with a silent hook, so the process dies of SIGINT. Anything else was printed above:
+    # exit 1.
+    if isinstance(_exc, SystemExit):
+        _exc.__traceback__ = _exc.__context__ = _exc.__cause__ = None
+    elif isinstance(_exc, KeyboardInterrupt):
         _print_exc(_exc)
         sys.excepthook = _noop_hook
-    raise _exc
+    else:
+        _exc = SystemExit(1)
+
+    def _take_exc():
+        global _exc
+        e, _exc = _exc, None
+        return e
+
+    raise _take_exc()
