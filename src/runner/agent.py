@@ -100,6 +100,7 @@ RUN, CANCEL, SESSION_OPEN, SESSION_CLOSE, SHUTDOWN, PING, SESSION_RESET = 1, 2, 
 READY, STARTED, STDOUT, STDERR, EXIT, ERROR, SESSION_READY, PONG = (
     0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88)
 MAX_FRAME = 64 * 1024 * 1024 + 5
+SPARE_DELAY = 0.025  # see _Agent.spare_wait
 CHUNK = 64 * 1024
 _HDR = struct.Struct(">IBI")
 _U32 = struct.Struct(">I")
@@ -1160,10 +1161,11 @@ class _Shep(object):
 
 class _Block(object):
     __slots__ = ("id", "shep", "out", "err", "status", "killed", "oom0", "file", "delete", "cred",
-                 "started")
+                 "started", "t0")
 
     def __init__(self, bid):
         self.id = bid
+        self.t0 = _now()
         self.shep = None
         self.out = self.err = -1
         self.status = None
@@ -1333,11 +1335,19 @@ class _Agent(object):
                 if r is not None:
                     return r
             self.check_deadlines()
-            if self.spare is None:
+            if self.spare is None and self.spare_wait() <= 0:
                 self.make_spare()
 
+    def spare_wait(self):
+        """Seconds until the next spare may be forked. Not while a block dispatched less than
+        SPARE_DELAY ago may still be starting or ending: on a machine with few cores, forking the
+        agent (and the spare's own start-up) would compete with that block's critical path. Once
+        the last one has ended, the spare is forked while the host reads the result."""
+        if not self.blocks:
+            return 0
+        return max(b.t0 for b in self.blocks.values()) + SPARE_DELAY - _now()
+
     def make_spare(self):
-        # Forked after the RUN that used the last one was dispatched, while that block starts up.
         if self.spare_retry and _now() < self.spare_retry:
             return
         fds = []
@@ -1948,6 +1958,8 @@ class _Agent(object):
     def next_timeout(self):
         dl = [s.running.deadline for s in self.sessions.values()
               if s.running is not None and s.running.deadline is not None]
+        if self.spare is None and self.blocks:
+            dl.append(max(_now() + self.spare_wait(), self.spare_retry))
         if not dl:
             return None
         return max(0, int((min(dl) - _now()) * 1000) + 1)
