@@ -487,7 +487,37 @@ def _num(s):
     return s != "" and len(s) <= 10 and all("0" <= c <= "9" for c in s) and int(s) < 0xFFFFFFFF
 
 
+_USERS = {}  # spec -> (identity of /etc/passwd and /etc/group, its answer)
+
+
+def _db_stamp():
+    """Changes whenever /etc/passwd or /etc/group is replaced or rewritten."""
+    stamp = []
+    for path in ("/etc/passwd", "/etc/group"):
+        try:
+            st = os.stat(path)
+            stamp.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+        except OSError:
+            stamp.append(None)
+    return tuple(stamp)
+
+
 def _resolve_user(spec):
+    """Cached _lookup_user: reading and parsing both files took about 0.2 ms per block."""
+    if not isinstance(spec, str):
+        return _lookup_user(spec)
+    stamp = _db_stamp()
+    hit = _USERS.get(spec)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    cred = _lookup_user(spec)  # _Refusal propagates, uncached
+    if len(_USERS) > 64:
+        _USERS.clear()
+    _USERS[spec] = (stamp, cred)
+    return cred
+
+
+def _lookup_user(spec):
     """'uid[:gid]' | 'name[:group]' -> (uid, gid, groups), Docker's rules, from /etc/passwd and
     /etc/group directly (no NSS: nothing a block writes may load code into the agent)."""
     if spec is None:

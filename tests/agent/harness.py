@@ -657,6 +657,30 @@ def users():
 
 
 @test
+def users_follow_etc_passwd_changes():
+    # The agent caches what it read from /etc/passwd and /etc/group; a change to either is seen
+    # by the next block.
+    if not (is_root() and in_container()):
+        raise Skip("rewrites /etc/passwd: only as root in a throwaway container")
+    name = "dockexec-u%d" % A.new_id()
+    r = A.run("id -u", user=name)
+    check(r.error and "unknown user" in r.error, "before: %r", r)
+    with open("/etc/passwd") as f:
+        saved = f.read()
+    try:
+        for uid in (4242, 4343):
+            with open("/etc/passwd", "w") as f:
+                f.write(saved + "%s:x:%d:%d::/:/bin/sh\n" % (name, uid, uid))
+            r = A.run("id -u", user=name)
+            eq(r.out, b"%d\n" % uid, "uid after rewriting /etc/passwd")
+    finally:
+        with open("/etc/passwd", "w") as f:
+            f.write(saved)
+    r = A.run("id -u", user=name)
+    check(r.error and "unknown user" in r.error, "after: %r", r)
+
+
+@test
 def errors_and_missing_interpreters():
     r = A.run("x", lang="cobol")
     check(r.error and "unknown language" in r.error and r.exit is None and r.started is None, "%r", r)
