@@ -818,26 +818,42 @@ def _block_child(spec, out_w, err_w):
 
 
 def _spare_child(out_w, err_w, spec_r):
-    """A block process forked ahead of time: it does the prologue, then waits (as root, out of any
-    block's reach) for its spec from the agent. Saves two forks on a RUN's critical path."""
+    """A block process forked ahead of time: it does the prologue and unwinds the agent's stack
+    (as a zygote block would), then waits at the top level (as root, out of any block's reach)
+    for its spec from the agent: _spare_wait. Saves two forks and that set-up on a RUN's
+    critical path."""
     def run(status_w):
         try:
             _block_prologue(out_w, err_w, {status_w, spec_r})
-            _t("spare-idle")
-            spec_bytes = _read_to_end(spec_r)
-            _t("spare-spec")
-            os.close(spec_r)
-            if not spec_bytes:  # never used: the agent is shutting down
-                os._exit(0)
-            d = _jloads(spec_bytes)
-            cred = d["cred"]
-            spec = (d["lang"], d["file"], d["code"].encode("utf-8", "surrogatepass"), d["cwd"], d["env"],
-                    None if cred is None else (cred[0], cred[1], cred[2]), d["user"], d["zygote"])
-            d = parts = None
         except BaseException as e:
             _child_fail(status_w, "cannot start the block: %r" % (e,))
-        _block_body(spec, status_w)
+        raise _Become(("spare", status_w, spec_r))
     return run
+
+
+def _spare_wait(status_w, spec_r):
+    """The spare at the top level: reads its spec, then runs it. Returns a zygote block's job; any
+    other block is exec'd (or fails) here."""
+    try:
+        _clean_modules()  # what _fresh_main does first, done before the spec comes
+        _t("spare-idle")
+        spec_bytes = _read_to_end(spec_r)
+        _t("spare-spec")
+        os.close(spec_r)
+        if not spec_bytes:  # never used: the agent is shutting down
+            os._exit(0)
+        d = _jloads(spec_bytes)
+        cred = d["cred"]
+        spec = (d["lang"], d["file"], d["code"].encode("utf-8", "surrogatepass"), d["cwd"], d["env"],
+                None if cred is None else (cred[0], cred[1], cred[2]), d["user"], d["zygote"])
+        d = None
+    except BaseException as e:
+        _child_fail(status_w, "cannot start the block: %r" % (e,))
+    try:
+        _block_body(spec, status_w)
+    except _Become as b:
+        return b.args[0]
+    os._exit(70)  # not reached: _block_body execs, _exits or raises _Become
 
 
 def _session_child(sp):
@@ -871,12 +887,17 @@ def _session_child(sp):
 
 # ------------------------------------------------------------------------- in-process code (zygote, session)
 
-def _fresh_main(path):
-    """A new __main__ module, as the interpreter sets it up for `python3 path`, and sys.modules
-    back to the interpreter's own baseline."""
+def _clean_modules():
+    """sys.modules back to the interpreter's own baseline."""
     for name in list(sys.modules):
         if name not in _BASELINE:
             del sys.modules[name]
+
+
+def _fresh_main(path):
+    """A new __main__ module, as the interpreter sets it up for `python3 path`, and sys.modules
+    back to the interpreter's own baseline."""
+    _clean_modules()
     m = type(sys)("__main__")
     d = m.__dict__
     for k, v in _MAIN0.items():
@@ -2113,6 +2134,8 @@ if _job is None:
 
 # From here on we are a forked block or session process, back at the top level with the agent's
 # stack gone. Nothing below runs in the agent.
+if _job[0] == "spare":
+    _job = _spare_wait(*_job[1:])
 if _job[0] == "session":
     _sess_loop(*_job[1:])
     _job = None
