@@ -101,6 +101,7 @@ READY, STARTED, STDOUT, STDERR, EXIT, ERROR, SESSION_READY, PONG = (
     0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88)
 MAX_FRAME = 64 * 1024 * 1024 + 5
 SPARE_DELAY = 0.025  # see _Agent.spare_wait
+SPARES = 2  # a RUN that follows the last block's end at once still finds one ready
 CHUNK = 64 * 1024
 _HDR = struct.Struct(">IBI")
 _U32 = struct.Struct(">I")
@@ -836,6 +837,9 @@ def _spare_wait(status_w, spec_r):
     other block is exec'd (or fails) here."""
     try:
         _clean_modules()  # what _fresh_main does first, done before the spec comes
+        # Compiling touches the allocator's pages, each a copy-on-write copy of the agent's the
+        # first time: take those copies now rather than while compiling the block.
+        compile("import sys\nprint(sys.argv[0], __name__)\n", "<warm-up>", "exec", dont_inherit=True)
         _t("spare-idle")
         spec_bytes = _read_to_end(spec_r)
         _t("spare-spec")
@@ -1310,7 +1314,7 @@ class _Agent(object):
         self.sessions = {}  # session id -> _Session
         self.sheps = {}  # report fd -> _Shep (until the shepherd exits)
         self.inbuf = bytearray()
-        self.spare = None  # (shepherd, out fd, err fd, spec fd): a block process forked ahead of time
+        self.spares = []  # [(shepherd, out fd, err fd, spec fd)]: block processes forked ahead of time
         self.spare_retry = 0.0
 
     # -- channel
@@ -1356,7 +1360,8 @@ class _Agent(object):
         # and so copying, every inherited page. Halves a zygote block's exit time.
         gc.collect()
         gc.freeze()
-        self.make_spare()
+        while len(self.spares) < SPARES and self.make_spare():
+            pass
         # Backpressure: writes to fd 1 block. That can only wait on the host, which drains the channel
         # independently of everything else, never on a block: nothing the host needs in order to
         # read fd 1 depends on this loop. Meanwhile the blocks' pipes fill and their writers block,
@@ -1386,8 +1391,8 @@ class _Agent(object):
                 if r is not None:
                     return r
             self.check_deadlines()
-            if self.spare is None and self.spare_wait() <= 0:
-                self.make_spare()
+            while len(self.spares) < SPARES and self.spare_wait() <= 0 and self.make_spare():
+                pass
 
     def spare_wait(self):
         """Seconds until the next spare may be forked. Not while a block dispatched less than
@@ -1399,8 +1404,9 @@ class _Agent(object):
         return max(b.t0 for b in self.blocks.values()) + SPARE_DELAY - _now()
 
     def make_spare(self):
+        """Forks a spare; False if it could not (and will not try again for a second)."""
         if self.spare_retry and _now() < self.spare_retry:
-            return
+            return False
         fds = []
         try:
             out_r, out_w = os.pipe()
@@ -1415,7 +1421,7 @@ class _Agent(object):
                 os.close(fd)
             _diag("cannot fork a spare block process: %s" % os.strerror(e.errno))
             self.spare_retry = _now() + 1.0
-            return
+            return False
         self.spare_retry = 0.0
         for fd in (out_w, err_w, spec_r):
             os.close(fd)
@@ -1424,20 +1430,19 @@ class _Agent(object):
         shep = _Shep(pid, rep, None)
         self.sheps[rep] = shep
         self.watch(rep, "report", shep)
-        self.spare = (shep, out_r, err_r, spec_w)
+        self.spares.append((shep, out_r, err_r, spec_w))
+        return True
 
     def take_spare(self, spec):
         """Hands a block's spec to the spare; returns (shepherd, out fd, err fd) or None."""
-        sp = self.spare
-        if sp is None:
+        if not self.spares:
             return None
         lang, path, src, cwd, env, cred, user, zygote, code = spec
         body = _jdumps({"lang": lang, "file": path, "code": code, "cwd": cwd, "env": env,
                         "cred": None if cred is None else list(cred), "user": user, "zygote": zygote})
         if len(body) > 60000:  # more than an empty pipe takes at once: fork with the code instead
             return None
-        self.spare = None
-        shep, out_r, err_r, spec_w = sp
+        shep, out_r, err_r, spec_w = self.spares.pop(0)  # the oldest: the most likely to be ready
         try:
             _write_all(spec_w, body)
             ok = True
@@ -1726,12 +1731,13 @@ class _Agent(object):
     def shep_gone(self, shep):
         owner = shep.owner
         if owner is None:
-            if self.spare is not None and self.spare[0] is shep:  # an idle spare died
-                _diag("the spare block process died")
-                os.close(self.spare[1])
-                os.close(self.spare[2])
-                os.close(self.spare[3])
-                self.spare = None
+            for sp in self.spares:
+                if sp[0] is shep:  # an idle spare died
+                    _diag("the spare block process died")
+                    for fd in sp[1:]:
+                        os.close(fd)
+                    self.spares.remove(sp)
+                    break
             return
         if isinstance(owner, _Block):
             if self.blocks.get(owner.id) is owner and owner.status is None:  # not expected
@@ -2009,7 +2015,7 @@ class _Agent(object):
     def next_timeout(self):
         dl = [s.running.deadline for s in self.sessions.values()
               if s.running is not None and s.running.deadline is not None]
-        if self.spare is None and self.blocks:
+        if len(self.spares) < SPARES and self.blocks:
             dl.append(max(_now() + self.spare_wait(), self.spare_retry))
         if not dl:
             return None
