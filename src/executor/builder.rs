@@ -37,6 +37,17 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_OUTPUT: usize = 64 * 1024 * 1024;
 /// Default for [`ExecutorBuilder::session_grace`].
 pub const DEFAULT_SESSION_GRACE: Duration = Duration::from_secs(2);
+/// Default for [`ExecutorBuilder::api_timeout`]: 30 s.
+///
+/// A healthy daemon answers in milliseconds, and in a few seconds when the host is loaded;
+/// 30 s is far past that, and short enough that a hung daemon is reported while someone
+/// still waits for the answer.
+pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default for [`ExecutorBuilder::init_timeout`]: 10 min.
+///
+/// Enough for a large `pip install` on a slow mirror; an init command is run once per
+/// executor, so a generous bound costs nothing when all goes well.
+pub const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Default for [`ExecutorBuilder::memory_limit`]: 2 GiB, swap included (no swap on top).
 ///
 /// Enough for ordinary data work (a pandas frame of some hundred MB, a scikit-learn fit, a
@@ -144,6 +155,8 @@ pub struct ExecutorBuilder {
     volumes: Vec<Volume>,
     extra_hosts: Vec<(String, String)>,
     init_command: Option<String>,
+    init_timeout: Option<Duration>,
+    api_timeout: Duration,
     user: UserChoice,
     network: String,
     drop_caps: bool,
@@ -194,6 +207,8 @@ impl Default for ExecutorBuilder {
             volumes: Vec::new(),
             extra_hosts: Vec::new(),
             init_command: None,
+            init_timeout: Some(DEFAULT_INIT_TIMEOUT),
+            api_timeout: DEFAULT_API_TIMEOUT,
             user: UserChoice::Default,
             network: "none".to_string(),
             drop_caps: true,
@@ -310,6 +325,35 @@ impl ExecutorBuilder {
     /// none.
     pub fn init_command(&mut self, command: impl Into<String>) -> &mut Self {
         self.init_command = Some(command.into());
+        self
+    }
+
+    /// How long the [`init_command`](Self::init_command) may run, output or not, before
+    /// `start()` gives up with [`Error::Timeout`] and removes the container; `None` for no
+    /// limit. Defaults to [`DEFAULT_INIT_TIMEOUT`] (10 min).
+    ///
+    /// A whole-run limit rather than a limit on silence: a quiet `pip install -q` is normal,
+    /// and a daemon that hangs mid-command looks exactly like one.
+    pub fn init_timeout(&mut self, limit: Option<Duration>) -> &mut Self {
+        self.init_timeout = limit;
+        self
+    }
+
+    /// How long the Docker daemon may take to answer, on every call this executor makes.
+    /// Defaults to [`DEFAULT_API_TIMEOUT`] (30 s).
+    ///
+    /// It bounds the connect and each request's response head (for a block's output stream
+    /// too, whose body then lasts as long as the block), and the longest silence in an image
+    /// pull's progress stream (twice this: a registry may pause between layers). Each
+    /// ordinary call also has an overall limit of at least 60 s. When a limit passes, the
+    /// call fails with [`Error::Timeout`] naming what stalled, so that `start()`, `spawn()`,
+    /// [`stop()`](Executor::stop) and the Ctrl-C handler never wait on a hung daemon for
+    /// longer than this.
+    ///
+    /// # Panics
+    /// Never; a zero duration is refused by `start()` with [`Error::InvalidInput`].
+    pub fn api_timeout(&mut self, limit: Duration) -> &mut Self {
+        self.api_timeout = limit;
         self
     }
 
@@ -664,6 +708,11 @@ impl ExecutorBuilder {
         if self.timeout == Some(Duration::ZERO) {
             return Err(Error::invalid(
                 "timeout must be more than zero (use None for no timeout)",
+            ));
+        }
+        if self.api_timeout.is_zero() || self.init_timeout == Some(Duration::ZERO) {
+            return Err(Error::invalid(
+                "api_timeout and init_timeout must be more than zero",
             ));
         }
         if self.image.trim().is_empty() {
