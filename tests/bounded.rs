@@ -53,11 +53,11 @@ fn spawn_while_the_daemon_hangs_fails_and_stop_returns() {
         let r = stopper.stop();
         (r, t.elapsed())
     });
-    let (spawned, spawn_took) = common::watchdog(Duration::from_secs(40), move || {
-        spawner.join().unwrap()
-    });
+    let (spawned, spawn_took) =
+        common::watchdog(Duration::from_secs(40), move || spawner.join().unwrap());
     proxy.thaw();
 
+    eprintln!("stop: {stopped:?} after {took:?}; spawn: {spawned:?} after {spawn_took:?}");
     assert!(took < Duration::from_secs(25), "stop took {took:?}");
     assert!(stopped.is_err(), "removing through a hung daemon fails");
     let e = spawned.expect_err("a spawn through a hung daemon fails");
@@ -65,7 +65,10 @@ fn spawn_while_the_daemon_hangs_fails_and_stop_returns() {
         matches!(e, Error::Timeout { .. } | Error::Stopped | Error::Agent(_)),
         "{e:?}"
     );
-    assert!(spawn_took < Duration::from_secs(25), "spawn took {spawn_took:?}");
+    assert!(
+        spawn_took < Duration::from_secs(25),
+        "spawn took {spawn_took:?}"
+    );
     let status = running.try_wait().unwrap().map(|o| o.status);
     assert!(status.expect("stop() ended the running block").cancelled());
 }
@@ -76,7 +79,9 @@ fn spawn_fails_when_exec_start_gets_no_answer() {
     let proxy = Proxy::start();
     let (mut b, _case) = common::case_builder("bounded-exec-start");
     // The exec path: one exec start per block, whose answer never comes.
-    b.socket(&proxy.path).api_timeout(API).strategy(Strategy::Exec);
+    b.socket(&proxy.path)
+        .api_timeout(API)
+        .strategy(Strategy::Exec);
     let ex = b.start().unwrap();
     proxy.freeze_after(Toward::Daemon, b"/start HTTP/1.1");
     let (spawned, took, ex) = common::watchdog(Duration::from_secs(40), move || {
@@ -88,6 +93,7 @@ fn spawn_fails_when_exec_start_gets_no_answer() {
     let e = spawned.expect_err("a spawn whose exec start gets no answer fails");
     assert!(matches!(e, Error::Timeout { .. }), "{e:?}");
     let msg = e.to_string();
+    eprintln!("{msg} (after {took:?})");
     assert!(
         msg.contains("exec start") && msg.contains("3 s"),
         "says what stalled and for how long: {msg}"
@@ -95,7 +101,11 @@ fn spawn_fails_when_exec_start_gets_no_answer() {
     assert!(took < Duration::from_secs(20), "spawn took {took:?}");
     let t = Instant::now();
     let _ = common::watchdog(Duration::from_secs(40), move || ex.stop());
-    assert!(t.elapsed() < Duration::from_secs(25), "stop took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(25),
+        "stop took {:?}",
+        t.elapsed()
+    );
     proxy.thaw();
 }
 
@@ -125,6 +135,7 @@ fn start_fails_in_bounded_time_when_the_daemon_hangs_during_init_command() {
     let e = started.expect_err("start() fails when its init command hangs");
     assert!(matches!(e, Error::Timeout { .. }), "{e:?}");
     let msg = e.to_string();
+    eprintln!("{msg} (after {took:?})");
     assert!(msg.contains("init command"), "says what stalled: {msg}");
     assert!(took < Duration::from_secs(40), "start took {took:?}");
     assert!(
@@ -155,6 +166,7 @@ fn pull_fails_when_the_daemon_hangs_mid_pull() {
     let e = started.expect_err("start() fails when the pull hangs");
     assert!(matches!(e, Error::Timeout { .. }), "{e:?}");
     let msg = e.to_string();
+    eprintln!("{msg} (after {took:?})");
     assert!(msg.contains("pull"), "says what stalled: {msg}");
     assert!(took < Duration::from_secs(40), "start took {took:?}");
 }
@@ -192,6 +204,7 @@ fn connect_to_a_socket_that_never_answers() {
     let e = started.expect_err("nothing answers there");
     assert!(matches!(e, Error::Connect { .. }), "{e:?}");
     let msg = e.to_string();
+    eprintln!("{msg} (after {took:?})");
     assert!(
         msg.contains(&path.display().to_string()) && msg.contains("3 s"),
         "names the socket and the limit: {msg}"

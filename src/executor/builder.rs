@@ -42,7 +42,7 @@ pub const DEFAULT_SESSION_GRACE: Duration = Duration::from_secs(2);
 /// A healthy daemon answers in milliseconds, and in a few seconds when the host is loaded;
 /// 30 s is far past that, and short enough that a hung daemon is reported while someone
 /// still waits for the answer.
-pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_API_TIMEOUT: Duration = api::DEFAULT_API_TIMEOUT;
 /// Default for [`ExecutorBuilder::init_timeout`]: 10 min.
 ///
 /// Enough for a large `pip install` on a slow mirror; an init command is run once per
@@ -350,8 +350,7 @@ impl ExecutorBuilder {
     /// [`stop()`](Executor::stop) and the Ctrl-C handler never wait on a hung daemon for
     /// longer than this.
     ///
-    /// # Panics
-    /// Never; a zero duration is refused by `start()` with [`Error::InvalidInput`].
+    /// A zero duration is refused by `start()` with [`Error::InvalidInput`].
     pub fn api_timeout(&mut self, limit: Duration) -> &mut Self {
         self.api_timeout = limit;
         self
@@ -633,6 +632,7 @@ impl ExecutorBuilder {
             max_output: self.max_output,
             on_output_limit: self.on_output_limit,
             gate: RwLock::new(false),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             stop_lock: Mutex::new(false),
             live: Mutex::new(Vec::new()),
             next: AtomicU64::new(1),
@@ -727,7 +727,7 @@ impl ExecutorBuilder {
             Some(s) => s.clone(),
             None => api::socket_from_env()?,
         };
-        let client = Client::connect(&socket)?;
+        let client = Client::connect_with(&socket, self.api_timeout)?;
         if self.gc_orphans {
             // Best effort: a failed sweep must not stop this executor from starting.
             let _ = orphans::sweep(&client);
@@ -762,7 +762,14 @@ impl ExecutorBuilder {
         if let Some(user) = user {
             body["User"] = json!(user);
         }
-        let (code, out, err) = client.exec_collect(container, &body, None)?;
+        let (code, out, err) = client
+            .exec_collect(container, &body, self.init_timeout)
+            .map_err(|e| match e {
+                Error::Timeout { what } => Error::Timeout {
+                    what: format!("the init command: {what}"),
+                },
+                e => e,
+            })?;
         if code != Some(0) {
             let mut output = String::from_utf8_lossy(&out).into_owned();
             output.push_str(&String::from_utf8_lossy(&err));

@@ -20,13 +20,16 @@ mod builder;
 
 pub(crate) use builder::host_ids;
 pub use builder::{
-    DEFAULT_API_TIMEOUT, DEFAULT_IMAGE, DEFAULT_INIT_TIMEOUT, DEFAULT_MAX_OUTPUT, DEFAULT_MEMORY, DEFAULT_NOFILE, DEFAULT_PIDS,
-    DEFAULT_SESSION_GRACE, DEFAULT_TIMEOUT, DEFAULT_TMP_SIZE, EXEC_KILL_CAPABILITIES,
-    ExecutorBuilder, KEPT_CAPABILITIES, NOBODY, PullPolicy, PullProgress,
+    DEFAULT_API_TIMEOUT, DEFAULT_IMAGE, DEFAULT_INIT_TIMEOUT, DEFAULT_MAX_OUTPUT, DEFAULT_MEMORY,
+    DEFAULT_NOFILE, DEFAULT_PIDS, DEFAULT_SESSION_GRACE, DEFAULT_TIMEOUT, DEFAULT_TMP_SIZE,
+    EXEC_KILL_CAPABILITIES, ExecutorBuilder, KEPT_CAPABILITIES, NOBODY, PullPolicy, PullProgress,
 };
 
 /// How long `stop()` lets the daemon take to remove the container.
 const STOP_REMOVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `stop()` waits for spawns (and restarts, session opens) in flight to finish,
+/// before it goes on without them: they may be stuck in a call to a hung daemon.
+const STOP_GATE_WAIT: Duration = Duration::from_secs(2);
 
 /// A running container that executes code blocks.
 ///
@@ -74,6 +77,10 @@ pub(crate) struct Inner {
     /// so once `stop` has flipped it under the write side, no spawn is half-way through and
     /// the registry below is complete.
     gate: RwLock<bool>,
+    /// `true` once stopping has begun, set before `stop` even asks for the gate: a spawn
+    /// that outlasted `STOP_GATE_WAIT` sees it when it registers its worker, and a spawn
+    /// that gets the read side after that wait gave up sees it at once.
+    stopping: std::sync::atomic::AtomicBool,
     /// `true` once stopped. Held for all of `stop`, so concurrent callers wait for the first
     /// to finish and then see `Stopped`.
     stop_lock: Mutex<bool>,
@@ -130,7 +137,7 @@ impl Executor {
     /// image); [`Error::Stopped`] after `stop()`.
     pub fn session(&self) -> Result<Session<'_>> {
         let gate = self.inner.gate.read();
-        if *gate {
+        if *gate || self.inner.stopping.load(Ordering::SeqCst) {
             return Err(Error::Stopped);
         }
         let agent = self.inner.runner.as_agent().ok_or_else(|| {
@@ -253,7 +260,7 @@ impl Executor {
     /// [`Error::Stopped`] after `stop()`; [`Error::Docker`] if the daemon refuses.
     pub fn restart(&self) -> Result<()> {
         let gate = self.inner.gate.read();
-        if *gate {
+        if *gate || self.inner.stopping.load(Ordering::SeqCst) {
             return Err(Error::Stopped);
         }
         // Cancelled, not merely shut down: should the restart fail, each worker's own kill
@@ -308,7 +315,7 @@ impl Inner {
         let requested = block.filename()?;
         // Held until the worker is registered: see `gate`.
         let gate = self.gate.read();
-        if *gate {
+        if *gate || self.stopping.load(Ordering::SeqCst) {
             return Err(Error::Stopped);
         }
         self.reap();
@@ -344,8 +351,22 @@ impl Inner {
             delete_code_file: self.delete_code_files,
             started,
         };
+        // Checked under the registry lock: `stop` sets `stopping` before it empties the
+        // registry under this same lock, so this worker is either taken (and ended) by that
+        // `stop`, or never started. The lock is held across a thread spawn, never a join.
+        let mut live = self.live.lock();
+        if self.stopping.load(Ordering::SeqCst) {
+            drop(live);
+            // `stop` went on without this spawn (stuck in a hung daemon past the gate wait):
+            // the block may have started all the same, and nothing else will end it.
+            running.control.kill();
+            running.control.cut();
+            running.control.release(self.delete_code_files);
+            return Err(Error::Stopped);
+        }
         let (execution, worker) = Execution::start(n, running, ctx)?;
-        self.live.lock().push(worker);
+        live.push(worker);
+        drop(live);
         drop(gate);
         Ok(execution)
     }
@@ -392,8 +413,14 @@ impl Inner {
         if *stopped {
             return Err(Error::Stopped);
         }
-        // Waits for spawns in flight to register; none can start after this.
-        *self.gate.write() = true;
+        // Set first: from here on no spawn registers a worker this stop would miss.
+        self.stopping.store(true, Ordering::SeqCst);
+        // Waits, for a bounded while, for spawns in flight to register: a spawn stuck in a
+        // call to a hung daemon holds the read side until its own limit passes, and stop()
+        // must not wait that long. Without the write side, `stopping` does the gate's work.
+        if let Some(mut gate) = self.gate.try_write_for(STOP_GATE_WAIT) {
+            *gate = true;
+        }
         let workers: Vec<Worker> = std::mem::take(&mut *self.live.lock());
         for w in &workers {
             w.request(Reason::Shutdown);

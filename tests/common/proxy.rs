@@ -45,10 +45,8 @@ impl Proxy {
 
     /// A proxy to the daemon at `real`.
     pub fn to(real: &Path) -> Proxy {
-        let dir = std::env::temp_dir().join(format!(
-            "dockexec-test-{}",
-            super::unique_name("proxy")
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("dockexec-test-{}", super::unique_name("proxy")));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("docker.sock");
         let listener = UnixListener::bind(&path).unwrap();
@@ -127,11 +125,8 @@ struct Pumps {
 impl Pumps {
     /// Copies `from` to `to` until EOF; while frozen, holds what it read instead of sending it.
     fn pump(&self, mut from: UnixStream, mut to: UnixStream, toward: Toward) {
-        let (frozen, done, trigger) = (
-            self.frozen.clone(),
-            self.done.clone(),
-            self.trigger.clone(),
-        );
+        let (frozen, done, trigger) =
+            (self.frozen.clone(), self.done.clone(), self.trigger.clone());
         thread::spawn(move || {
             from.set_read_timeout(Some(Duration::from_millis(50)))
                 .unwrap();
@@ -147,6 +142,10 @@ impl Pumps {
                 match from.read(&mut buf) {
                     Ok(0) => break,
                     Ok(n) => {
+                        // A read that began before the freeze must not slip through it.
+                        while frozen.load(Ordering::SeqCst) && !done.load(Ordering::SeqCst) {
+                            thread::sleep(Duration::from_millis(20));
+                        }
                         if to.write_all(&buf[..n]).is_err() {
                             break;
                         }
