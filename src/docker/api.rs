@@ -1133,6 +1133,37 @@ mod tests {
     }
 
     #[test]
+    fn timeouts_say_which_limit_passed() {
+        let limits = Limits {
+            total: Some(Duration::from_secs(60)),
+            head: Duration::from_secs(30),
+            idle: Some(Duration::from_millis(1500)),
+        };
+        let msg = |r| timeout_error("exec start", r, limits).to_string();
+        assert!(
+            msg(ureq::Timeout::RecvResponse).contains("exec start (no answer within 30 s)"),
+            "{}",
+            msg(ureq::Timeout::RecvResponse)
+        );
+        assert!(msg(ureq::Timeout::PerRead).contains("nothing received for 1.5 s"));
+        assert!(msg(ureq::Timeout::Global).contains("not done within 60 s"));
+        assert!(msg(ureq::Timeout::Connect).contains("hung or overloaded"));
+    }
+
+    #[test]
+    fn body_read_errors_unwrap_to_ureq_errors() {
+        let wrapped = ureq::Error::Timeout(ureq::Timeout::PerRead).into_io();
+        assert!(matches!(
+            from_io(wrapped),
+            ureq::Error::Timeout(ureq::Timeout::PerRead)
+        ));
+        let plain = io::Error::new(io::ErrorKind::ConnectionReset, "reset");
+        assert!(
+            matches!(from_io(plain), ureq::Error::Io(e) if e.kind() == io::ErrorKind::ConnectionReset)
+        );
+    }
+
+    #[test]
     fn pull_errors_classify() {
         assert!(matches!(
             pull_error("x", 500, "manifest unknown: manifest unknown".into()),

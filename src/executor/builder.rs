@@ -583,10 +583,14 @@ impl ExecutorBuilder {
     /// command. The container is running when this returns.
     ///
     /// # Errors
-    /// [`Error::Connect`] when the daemon is unreachable; [`Error::ImageNotFound`] or
+    /// [`Error::Connect`] when the daemon is unreachable or does not answer within
+    /// [`api_timeout`](Self::api_timeout); [`Error::ImageNotFound`] or
     /// [`Error::Pull`] when the image cannot be had; [`Error::InvalidInput`] for a zero
-    /// timeout; [`Error::InitCommand`] when the init command fails; [`Error::Docker`] for
-    /// anything else the daemon refuses. Nothing is left behind on failure.
+    /// timeout; [`Error::InitCommand`] when the init command fails; [`Error::Timeout`] when a
+    /// call gets no answer within `api_timeout`, a pull's progress stalls, or the init
+    /// command outlasts [`init_timeout`](Self::init_timeout); [`Error::Docker`] for
+    /// anything else the daemon refuses. Nothing is left behind on failure, except a
+    /// container that a hung daemon did not remove in time, which [`gc`](crate::gc) finds.
     pub fn start(&self) -> Result<Executor> {
         self.validate()?;
         let client = self.connect()?;

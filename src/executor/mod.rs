@@ -218,9 +218,11 @@ impl Executor {
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for an unknown language or a file name outside the workspace
-    /// (nothing is written); [`Error::Stopped`] after `stop()`; [`Error::ContainerGone`] when
-    /// the container was removed from outside; [`Error::Io`] when the code file cannot be
-    /// written.
+    /// (nothing is written); [`Error::Stopped`] after `stop()`, or when `stop()` began while
+    /// this call waited on the daemon; [`Error::ContainerGone`] when the container was removed
+    /// from outside; [`Error::Io`] when the code file cannot be written; [`Error::Timeout`]
+    /// when the daemon does not answer within
+    /// [`api_timeout`](ExecutorBuilder::api_timeout).
     pub fn spawn(&self, block: &CodeBlock) -> Result<Execution> {
         self.inner.spawn(block, None)
     }
@@ -287,7 +289,10 @@ impl Executor {
     /// Safe from any thread, any number of times, concurrently: the first call does the work
     /// and the others wait for it, then return [`Error::Stopped`], as every later call does.
     /// It returns in bounded time even if the daemon hangs: each worker's socket is shut down
-    /// after a grace period.
+    /// after a grace period, the removal is abandoned after 5 s, and a
+    /// [`spawn`](Executor::spawn) (or restart, or session open) stuck in a call to the daemon
+    /// is waited for 2 s at most; that call then fails on its own, within
+    /// [`api_timeout`](ExecutorBuilder::api_timeout).
     ///
     /// # Errors
     /// [`Error::Stopped`] if already stopped; [`Error::Docker`] or [`Error::Connect`] if the

@@ -18,6 +18,9 @@ pub enum Toward {
     Client,
 }
 
+/// Freeze once a chunk holding these bytes has been forwarded this way.
+type Trigger = (Toward, Vec<u8>);
+
 /// The proxy; it stops when dropped. While frozen, every connection (open or new) holds what
 /// it has not forwarded yet, in both directions, as a daemon that hangs would.
 #[derive(Debug)]
@@ -26,7 +29,7 @@ pub struct Proxy {
     frozen: Arc<AtomicBool>,
     done: Arc<AtomicBool>,
     /// Freezes the proxy right after it forwards a chunk holding these bytes, that way.
-    trigger: Arc<Mutex<Option<(Toward, Vec<u8>)>>>,
+    trigger: Arc<Mutex<Option<Trigger>>>,
 }
 
 /// The real daemon's socket: `DOCKER_HOST` when it is `unix://…`, else the default path.
@@ -119,7 +122,7 @@ impl Drop for Proxy {
 struct Pumps {
     frozen: Arc<AtomicBool>,
     done: Arc<AtomicBool>,
-    trigger: Arc<Mutex<Option<(Toward, Vec<u8>)>>>,
+    trigger: Arc<Mutex<Option<Trigger>>>,
 }
 
 impl Pumps {
