@@ -211,3 +211,52 @@ fn connect_to_a_socket_that_never_answers() {
     );
     assert!(took < Duration::from_secs(20), "start took {took:?}");
 }
+
+#[test]
+fn a_spawn_that_outlives_stop_does_not_leave_its_block_running() {
+    let _serial = common::serial();
+    let proxy = Proxy::start();
+    let (mut b, case) = common::case_builder("bounded-straggler");
+    // Long enough that the spawn is still waiting on the daemon when stop() gives up on it.
+    b.socket(&proxy.path).api_timeout(Duration::from_secs(20));
+    let ex = Arc::new(b.start().unwrap());
+    let threads_before = common::dockexec_threads();
+    proxy.freeze();
+    let spawner = {
+        let ex = Arc::clone(&ex);
+        thread::spawn(move || {
+            ex.spawn(&CodeBlock::sh("echo straggler; sleep 1000"))
+                .map(|e| e.id())
+        })
+    };
+    thread::sleep(Duration::from_millis(500));
+    let stopper = Arc::clone(&ex);
+    let t = Instant::now();
+    let stopped = common::watchdog(Duration::from_secs(40), move || stopper.stop());
+    let took = t.elapsed();
+    // The daemon answers again while the spawn still waits: its calls go through now.
+    proxy.thaw();
+    let spawned = common::watchdog(Duration::from_secs(60), move || spawner.join().unwrap());
+    eprintln!("stop: {stopped:?} after {took:?}; the straggling spawn: {spawned:?}");
+    assert!(took < Duration::from_secs(15), "stop took {took:?}");
+    assert!(
+        spawned.is_err(),
+        "a spawn that stop() went on without fails: {spawned:?}"
+    );
+    assert!(matches!(
+        ex.spawn(&CodeBlock::sh("true")),
+        Err(Error::Stopped)
+    ));
+    assert!(
+        common::eventually(Duration::from_secs(20), || common::dockexec_threads()
+            <= threads_before),
+        "no worker is left: {:?}",
+        common::thread_names()
+    );
+    // Removed by the removal stop() queued, once the daemon answers again.
+    assert!(
+        common::eventually(Duration::from_secs(20), || case.containers().is_empty()),
+        "the container is gone: {:?}",
+        case.containers()
+    );
+}

@@ -348,7 +348,14 @@ impl Inner {
             }
             (Some(_), None) => Err(Error::Agent("sessions need the in-container agent".into())),
         }
-        .map_err(|e| self.gone_or(e))?;
+        .map_err(|e| {
+            // The daemon call failed because stop() tore the runner down under it: say so.
+            if self.stopping.load(Ordering::SeqCst) {
+                Error::Stopped
+            } else {
+                self.gone_or(e)
+            }
+        })?;
         let ctx = WorkerCtx {
             cap: self.max_output,
             on_limit: self.on_output_limit,
