@@ -342,13 +342,15 @@ impl ExecutorBuilder {
     /// How long the Docker daemon may take to answer, on every call this executor makes.
     /// Defaults to [`DEFAULT_API_TIMEOUT`] (30 s).
     ///
-    /// It bounds the connect and each request's response head (for a block's output stream
-    /// too, whose body then lasts as long as the block), and the longest silence in an image
-    /// pull's progress stream (twice this: a registry may pause between layers). Each
-    /// ordinary call also has an overall limit of at least 60 s. When a limit passes, the
-    /// call fails with [`Error::Timeout`] naming what stalled, so that `start()`, `spawn()`,
-    /// [`stop()`](Executor::stop) and the Ctrl-C handler never wait on a hung daemon for
-    /// longer than this.
+    /// It bounds the sending of each request and the wait for its response head (for a
+    /// block's output stream too, whose body then lasts as long as the block, ended by the
+    /// block's own timeout, cancel or `stop()`), and the longest silence in an image pull's
+    /// progress stream (twice this: a registry may pause between layers). Each ordinary call
+    /// also has an overall limit of at least 60 s. When a limit passes, the call fails with
+    /// [`Error::Timeout`] naming what stalled and the limit, so `start()` and `spawn()` fail
+    /// rather than wait on a hung daemon. [`stop()`](Executor::stop) and the Ctrl-C handler
+    /// have shorter limits of their own. The in-container agent's own answers (its start,
+    /// each block's start) have a fixed 30 s limit.
     ///
     /// A zero duration is refused by `start()` with [`Error::InvalidInput`].
     pub fn api_timeout(&mut self, limit: Duration) -> &mut Self {
