@@ -27,6 +27,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// | the container is removed or killed from outside | the running blocks end [`lost`](crate::ExitStatus::lost); later calls give [`Error::ContainerGone`] |
 /// | the container is paused from outside | the timeout still fires and the block ends [`timed_out`](crate::ExitStatus::timed_out) |
 /// | a block exhausts the memory limit | its status says [`oom_killed`](crate::ExitStatus::oom_killed) |
+/// | a block is killed by a signal (its own `kill -9 $$`, the OOM killer) | its status says [`signal`](crate::ExitStatus::signal) |
+/// | a [`device_request`](crate::ExecutorBuilder::device_request) the host cannot meet (no GPU, no driver) | [`Error::Docker`] at `start()`, naming the request |
+/// | any message that would show a [`secret_env`](crate::ExecutorBuilder::secret_env) value | the value is replaced by [`REDACTED`](crate::REDACTED) |
 /// | the code file cannot be written (disk full, permissions) | [`Error::Io`] naming the path (exec), [`Error::Agent`] with the reason (agent) |
 /// | a bad request: unknown language, a path outside the workspace, zero timeout | [`Error::InvalidInput`], and nothing is run or written |
 /// | the image has no Python but [`Strategy::Agent`](crate::Strategy::Agent) was forced | [`Error::Agent`] at `start()` ([`Strategy::Auto`](crate::Strategy::Auto) falls back to exec) |

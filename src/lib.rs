@@ -63,6 +63,7 @@
 //! ```
 
 mod code;
+mod device;
 mod docker;
 mod error;
 mod execution;
@@ -70,6 +71,7 @@ mod executor;
 pub mod labels;
 mod orphans;
 mod output;
+mod redact;
 mod registry;
 mod runner;
 mod session;
@@ -80,6 +82,7 @@ mod workspace;
 pub use crossbeam_channel;
 
 pub use code::{CodeBlock, Language, extract_code_blocks, guess_language};
+pub use device::DeviceRequest;
 pub use error::{Error, Result};
 pub use execution::{Execution, OutputLimit};
 pub use executor::{
@@ -90,6 +93,7 @@ pub use executor::{
 };
 pub use orphans::gc;
 pub use output::{BlocksResult, Chunk, ExitStatus, Output, Stream};
+pub use redact::REDACTED;
 pub use registry::{cleanup_on_ctrlc, stop_all};
 pub use runner::Strategy;
 pub use session::Session;

@@ -33,6 +33,9 @@ RUN OPTIONS:
     -t, --timeout SECS     per-block time limit, or `none` [default: 60]
     -w, --work-dir DIR     host directory mounted at /workspace [default: a temporary one]
     -e, --env KEY=VALUE    environment variable for the blocks (repeatable)
+        --secret-env NAME  pass your environment's NAME to the blocks as a secret: its value
+                           is shown as [REDACTED] in their output and in errors (repeatable;
+                           `docker inspect` still shows it)
         --network MODE     docker network mode [default: none]
         --max-output BYTES keep at most this much output per block, or `none` [default: 64 MiB]
         --pull POLICY      missing, always or never [default: missing]
@@ -167,6 +170,15 @@ fn parse_run(mut args: lexopt::Parser) -> Result<Command, lexopt::Error> {
                     .filter(|(k, _)| !k.is_empty())
                     .ok_or_else(|| format!("--env takes KEY=VALUE, not {v:?}"))?;
                 builder.env(k, val);
+            }
+            Long("secret-env") => {
+                // From our environment, so the value never sits in argv (`ps` shows that).
+                let name = args.value()?.string()?;
+                let value = std::env::var_os(&name)
+                    .ok_or_else(|| format!("--secret-env {name}: {name} is not set"))?
+                    .into_string()
+                    .map_err(|_| format!("--secret-env {name}: its value is not UTF-8"))?;
+                builder.secret_env(name, value);
             }
             Long("network") => {
                 builder.network(args.value()?.string()?);
@@ -391,6 +403,9 @@ fn run_command(run: RunArgs) -> ExitCode {
         }
         if output.status.timed_out() {
             eprintln!("dockexec: timed out");
+        } else if output.status.signal().is_some() && !output.status.cancelled() {
+            // The exit code alone (137) does not say the block was killed, nor by what.
+            eprintln!("dockexec: {}", output.status);
         }
         code = output.status.shell_code();
         if !output.status.success() {

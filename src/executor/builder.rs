@@ -14,11 +14,13 @@ use std::sync::atomic::AtomicU64;
 use parking_lot::RwLock;
 
 use super::{Executor, Inner, STOP_REMOVE_TIMEOUT};
+use crate::device::DeviceRequest;
 use crate::docker::api::{self, Client, PullEvent};
 use crate::error::{Error, Result};
 use crate::execution::OutputLimit;
 use crate::labels;
 use crate::orphans;
+use crate::redact::{REDACTED, Redactor};
 use crate::runner::Runner;
 use crate::runner::Strategy;
 use crate::runner::agent::{AgentConfig, AgentRunner};
@@ -179,6 +181,11 @@ pub struct ExecutorBuilder {
     strategy: Strategy,
     python_zygote: bool,
     session_grace: Duration,
+    /// Secret variables: in the container's `Env`, redacted from everything shown.
+    secret_env: BTreeMap<String, String>,
+    device_requests: Vec<DeviceRequest>,
+    /// Merged over the `HostConfig` built from the options above, last.
+    host_config: Option<Value>,
 }
 
 impl fmt::Debug for ExecutorBuilder {
@@ -190,6 +197,17 @@ impl fmt::Debug for ExecutorBuilder {
             .field("work_dir", &self.work_dir)
             .field("network", &self.network)
             .field("max_output", &self.max_output)
+            // Names only: a secret's value never appears in a Debug.
+            .field(
+                "secret_env",
+                &self
+                    .secret_env
+                    .keys()
+                    .map(|k| format!("{k}={REDACTED}"))
+                    .collect::<Vec<_>>(),
+            )
+            .field("device_requests", &self.device_requests)
+            .field("host_config_json", &self.host_config)
             .finish_non_exhaustive()
     }
 }
@@ -231,6 +249,9 @@ impl Default for ExecutorBuilder {
             strategy: Strategy::Auto,
             python_zygote: true,
             session_grace: DEFAULT_SESSION_GRACE,
+            secret_env: BTreeMap::new(),
+            device_requests: Vec::new(),
+            host_config: None,
         }
     }
 }
@@ -581,6 +602,100 @@ impl ExecutorBuilder {
         self
     }
 
+    /// Sets a secret environment variable for every block (and the init command): its value
+    /// reaches the code as an ordinary variable, and is replaced by [`REDACTED`]
+    /// (`[REDACTED]`) wherever dockexec shows it: [`Output`](crate::Output)'s `stdout` and
+    /// `stderr`, every [`Chunk`](crate::Chunk) (a value split across two writes or chunks
+    /// included), every [`Error`] (the init command's output, the daemon's and the agent's
+    /// messages) and the builder's `Debug`. Defaults to none.
+    ///
+    /// To catch a value split across chunks, a chunk that ends with the start of a secret
+    /// keeps that start back until the stream's next bytes (or its end) show whether the
+    /// secret follows; other output is not delayed. A value printed in pieces that are not
+    /// written one after the other, or transformed (reversed, base64-encoded, `repr` of
+    /// non-ASCII), is not recognised: redaction protects logs from accidents, not from code
+    /// that means to leak. Files the block writes are not redacted.
+    /// [`max_output_bytes`](Self::max_output_bytes) counts the output as redacted. Order
+    /// within a stream is kept; while one stream holds a tail back, the other stream's output
+    /// may overtake it in [`Output::pieces`](crate::Output::pieces).
+    ///
+    /// The value is in the container's configuration (`Config.Env`), where it must be for
+    /// the code to read it: anyone with access to the daemon sees it with `docker inspect`,
+    /// as does every process in the container (`/proc/*/environ`). It is never put in a
+    /// label.
+    ///
+    /// A short value redacts every occurrence of those characters in the output: a secret
+    /// `1` turns every `1` into `[REDACTED]`. [`start`](Self::start) refuses an empty value
+    /// (it cannot be redacted), a value with a NUL byte, a key that is empty or holds `=`,
+    /// and a key also set with [`env`](Self::env).
+    ///
+    /// ```no_run
+    /// # fn main() -> dockexec::Result<()> {
+    /// use dockexec::{CodeBlock, Executor};
+    ///
+    /// let executor = Executor::builder().secret_env("API_TOKEN", "s3cr3t").start()?;
+    /// let out = executor.run(&CodeBlock::sh("echo token=$API_TOKEN"))?;
+    /// assert_eq!(out.stdout, b"token=[REDACTED]\n");
+    /// # Ok(()) }
+    /// ```
+    pub fn secret_env(&mut self, key: impl Into<String>, value: impl Into<String>) -> &mut Self {
+        self.secret_env.insert(key.into(), value.into());
+        self
+    }
+
+    /// Asks the daemon for host devices such as GPUs (Docker's `HostConfig.DeviceRequests`,
+    /// AutoGen's `device_requests`); may be called more than once. Defaults to none.
+    ///
+    /// ```no_run
+    /// # fn main() -> dockexec::Result<()> {
+    /// use dockexec::{DeviceRequest, Executor};
+    ///
+    /// let executor = Executor::builder()
+    ///     .device_request(DeviceRequest::gpus_all())
+    ///     .start()?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`start`](Self::start) fails with [`Error::Docker`], naming the request, when the
+    /// daemon cannot meet it (no such device, or no driver for it, as on a host without
+    /// GPUs or without the NVIDIA container toolkit).
+    pub fn device_request(&mut self, request: DeviceRequest) -> &mut Self {
+        self.device_requests.push(request);
+        self
+    }
+
+    /// Raw Engine API `HostConfig` fields for what the typed options lack (`ShmSize`,
+    /// `Sysctls`, `Devices`, `Runtime`, …), merged over the `HostConfig` built from the other
+    /// options, last: each top-level field given replaces that field whole (a `Ulimits` given
+    /// here replaces the default `nofile` one; it is not appended to). Defaults to none.
+    ///
+    /// Nothing is checked but that it is a JSON object; the daemon judges the rest. **A field
+    /// that weakens a default is your explicit choice and dockexec honours it**:
+    /// `{"Privileged": true}`, `{"CapDrop": []}`, `{"SecurityOpt": []}`,
+    /// `{"ReadonlyRootfs": false}`, `{"NetworkMode": "host"}` or `{"PidsLimit": 0}` undo the
+    /// sandbox's defaults, and `{"Binds": [...]}` or `{"Mounts": [...]}` can expose host files
+    /// (replacing `Mounts` also drops the workspace mount the executor needs).
+    ///
+    /// ```no_run
+    /// # fn main() -> dockexec::Result<()> {
+    /// use dockexec::Executor;
+    /// use serde_json::json;
+    ///
+    /// let executor = Executor::builder()
+    ///     .host_config_json(json!({ "ShmSize": 1u64 << 30, "Sysctls": { "net.ipv4.ip_forward": "0" } }))
+    ///     .start()?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`start`](Self::start) fails with [`Error::InvalidInput`] when `config` is not a JSON
+    /// object, and with [`Error::Docker`] when the daemon refuses a field.
+    pub fn host_config_json(&mut self, config: Value) -> &mut Self {
+        self.host_config = Some(config);
+        self
+    }
+
     /// Checks the daemon, ensures the image, creates and starts the container, runs the init
     /// command. The container is running when this returns.
     ///
@@ -588,12 +703,21 @@ impl ExecutorBuilder {
     /// [`Error::Connect`] when the daemon is unreachable or does not answer within
     /// [`api_timeout`](Self::api_timeout); [`Error::ImageNotFound`] or
     /// [`Error::Pull`] when the image cannot be had; [`Error::InvalidInput`] for a zero
-    /// timeout; [`Error::InitCommand`] when the init command fails; [`Error::Timeout`] when a
-    /// call gets no answer within `api_timeout`, a pull's progress stalls, or the init
-    /// command outlasts [`init_timeout`](Self::init_timeout); [`Error::Docker`] for
-    /// anything else the daemon refuses. Nothing is left behind on failure, except a
-    /// container that a hung daemon did not remove in time, which [`gc`](crate::gc) finds.
+    /// timeout, a bad [`secret_env`](Self::secret_env) or
+    /// [`host_config_json`](Self::host_config_json); [`Error::InitCommand`] when the init
+    /// command fails; [`Error::Timeout`] when a call gets no answer within `api_timeout`, a
+    /// pull's progress stalls, or the init command outlasts
+    /// [`init_timeout`](Self::init_timeout); [`Error::Docker`] for anything else the daemon
+    /// refuses (a [`device_request`](Self::device_request) it cannot meet included). Nothing
+    /// is left behind on failure, except a container that a hung daemon did not remove in
+    /// time, which [`gc`](crate::gc) finds; no error shows a secret's value.
     pub fn start(&self) -> Result<Executor> {
+        let redactor = Arc::new(Redactor::new(self.secret_env.values().map(String::as_str)));
+        self.start_redacted(&redactor)
+            .map_err(|e| redactor.error(e))
+    }
+
+    fn start_redacted(&self, redactor: &Arc<Redactor>) -> Result<Executor> {
         self.validate()?;
         let client = self.connect()?;
         self.ensure_image(&client)?;
@@ -615,7 +739,10 @@ impl ExecutorBuilder {
             workspace.teardown();
             e
         };
-        client.container_start(&container).map_err(fail)?;
+        client
+            .container_start(&container)
+            .map_err(|e| self.explain_device_requests(e))
+            .map_err(fail)?;
         self.run_init_command(&client, &container, user.as_deref())
             .map_err(fail)?;
         let (runner, strategy) = self
@@ -642,6 +769,7 @@ impl ExecutorBuilder {
             stop_lock: Mutex::new(false),
             live: Mutex::new(Vec::new()),
             next: AtomicU64::new(1),
+            redactor: Arc::clone(redactor),
         });
         crate::registry::register(Arc::clone(&inner) as Arc<dyn crate::registry::Stop>);
         Ok(Executor { inner })
@@ -724,7 +852,58 @@ impl ExecutorBuilder {
         if self.image.trim().is_empty() {
             return Err(Error::invalid("image must not be empty"));
         }
+        // Messages name the key, never the value.
+        for (key, value) in &self.secret_env {
+            if key.is_empty() || key.contains(['=', '\0']) {
+                return Err(Error::invalid(format!(
+                    "secret_env key {key:?} must be non-empty, without '=' or NUL"
+                )));
+            }
+            if value.is_empty() {
+                return Err(Error::invalid(format!(
+                    "secret_env {key} is empty: an empty secret cannot be redacted (set a value, \
+                     or use env for a variable that is not secret)"
+                )));
+            }
+            if value.contains('\0') {
+                return Err(Error::invalid(format!(
+                    "secret_env {key} holds a NUL byte, which an environment variable cannot"
+                )));
+            }
+            if self.env.contains_key(key) {
+                return Err(Error::invalid(format!(
+                    "{key} is set with both env and secret_env; keep one"
+                )));
+            }
+        }
+        if let Some(c) = &self.host_config {
+            if !c.is_object() {
+                return Err(Error::invalid(format!(
+                    "host_config_json must be a JSON object of HostConfig fields, not {c}"
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// Names the device requests in a start failure, which is where the daemon meets them
+    /// (`could not select device driver "" with capabilities: [[gpu]]`).
+    fn explain_device_requests(&self, e: Error) -> Error {
+        match e {
+            Error::Docker { status, message } if !self.device_requests.is_empty() => {
+                let asked: Vec<String> =
+                    self.device_requests.iter().map(|r| r.to_string()).collect();
+                Error::Docker {
+                    status,
+                    message: format!(
+                        "{message} (while meeting device_request {}; does this host have the \
+                         devices and their driver, e.g. the NVIDIA container toolkit for GPUs?)",
+                        asked.join("; ")
+                    ),
+                }
+            }
+            e => e,
+        }
     }
 
     /// Connects to the daemon, and sweeps orphans first if asked to.
@@ -834,6 +1013,8 @@ impl ExecutorBuilder {
             }
         }
         env.extend(self.env.iter().map(|(k, v)| format!("{k}={v}")));
+        // Here, in Config.Env, and nowhere else (no label): see `secret_env`.
+        env.extend(self.secret_env.iter().map(|(k, v)| format!("{k}={v}")));
         let mut all_labels: BTreeMap<String, String> = self.labels.clone();
         all_labels.insert(labels::EXECUTOR.into(), id.into());
         all_labels.extend(orphans::owner_labels());
@@ -891,6 +1072,19 @@ impl ExecutorBuilder {
         if let Some(n) = self.nofile {
             host["Ulimits"] = json!([{ "Name": "nofile", "Soft": n, "Hard": n }]);
         }
+        if !self.device_requests.is_empty() {
+            host["DeviceRequests"] = self
+                .device_requests
+                .iter()
+                .map(DeviceRequest::to_json)
+                .collect();
+        }
+        // Last, so that it overrides whatever the options above set: the user's explicit call.
+        if let Some(Value::Object(fields)) = &self.host_config {
+            for (k, v) in fields {
+                host[k.as_str()] = v.clone();
+            }
+        }
         let body = json!({
             "Image": self.image,
             // Keeps the container alive with nothing but `sh` and `sleep`.
@@ -936,4 +1130,88 @@ fn numeric_ids(user: &str) -> Option<(u32, Option<u32>)> {
         None => None,
     };
     Some((uid, gid))
+}
+
+#[cfg(test)]
+mod create_body_tests {
+    use super::*;
+
+    #[test]
+    fn secrets_devices_and_the_passthrough_in_the_create_body() {
+        let mut b = ExecutorBuilder::new();
+        b.secret_env("TOKEN", "s3cr3t")
+            .env("PLAIN", "1")
+            .device_request(DeviceRequest::gpus(2))
+            .host_config_json(json!({
+                "ShmSize": 67108864,
+                "Ulimits": [{ "Name": "nofile", "Soft": 10, "Hard": 10 }],
+                "ReadonlyRootfs": false,
+            }));
+        let body = b.create_body("0123456789abcdef", std::path::Path::new("/w"));
+        let env: Vec<&str> = body["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(
+            env.contains(&"TOKEN=s3cr3t") && env.contains(&"PLAIN=1"),
+            "{env:?}"
+        );
+        let rest = body
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| *k != "Env");
+        for (k, v) in rest {
+            assert!(!v.to_string().contains("s3cr3t"), "{k}: {v}");
+        }
+        let host = &body["HostConfig"];
+        assert_eq!(
+            host["DeviceRequests"],
+            json!([{"Driver": "", "Count": 2, "DeviceIDs": [], "Capabilities": [["gpu"]],
+                    "Options": {}}])
+        );
+        // The passthrough wins over the defaults, field by field, and leaves the rest.
+        assert_eq!(host["ShmSize"], json!(67108864));
+        assert_eq!(
+            host["Ulimits"],
+            json!([{ "Name": "nofile", "Soft": 10, "Hard": 10 }])
+        );
+        assert_eq!(host["ReadonlyRootfs"], json!(false));
+        assert_eq!(host["CapDrop"], json!(["ALL"]));
+        assert_eq!(host["NetworkMode"], json!("none"));
+        let shown = format!("{b:?}");
+        assert!(
+            !shown.contains("s3cr3t") && shown.contains("TOKEN=[REDACTED]"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn bad_secrets_are_refused_by_name_without_the_value() {
+        let cases: [(&str, &str, &str); 4] = [
+            ("EMPTY", "", "EMPTY is empty"),
+            ("", "v4lue", "key \"\""),
+            ("A=B", "v4lue", "\"A=B\""),
+            ("NUL", "v4l\0ue", "NUL holds a NUL"),
+        ];
+        for (k, v, want) in cases {
+            let mut b = ExecutorBuilder::new();
+            let e = b.secret_env(k, v).validate().unwrap_err();
+            let shown = e.to_string();
+            assert!(
+                matches!(e, Error::InvalidInput(_)) && shown.contains(want),
+                "{shown}"
+            );
+            assert!(v.is_empty() || !shown.contains(v), "{shown}");
+        }
+        let mut b = ExecutorBuilder::new();
+        let e = b
+            .env("X", "1")
+            .secret_env("X", "v4lue")
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("both env and secret_env"), "{e}");
+    }
 }

@@ -12,6 +12,7 @@ use crate::docker::api::{self, Client};
 use crate::error::{Error, Result};
 use crate::execution::{Execution, OutputLimit, Reason, Worker, WorkerCtx};
 use crate::output::{BlocksResult, Output};
+use crate::redact::Redactor;
 use crate::runner::{Launch, Runner, Strategy};
 use crate::session::Session;
 use crate::workspace::{self, Workspace};
@@ -87,6 +88,8 @@ pub(crate) struct Inner {
     /// Every execution whose worker has not been joined yet.
     live: Mutex<Vec<Worker>>,
     next: AtomicU64,
+    /// The secret values, kept out of every output, chunk and error this executor gives.
+    redactor: Arc<Redactor>,
 }
 
 impl Executor {
@@ -144,7 +147,9 @@ impl Executor {
             Error::Agent("sessions need the in-container agent (Strategy::Agent)".into())
         })?;
         let n = self.inner.next.fetch_add(1, Ordering::Relaxed);
-        agent.open_session(crate::runner::agent::execution_id(n))?;
+        agent
+            .open_session(crate::runner::agent::execution_id(n))
+            .map_err(|e| self.inner.redactor.error(e))?;
         drop(gate);
         Ok(Session::new(self, n))
     }
@@ -362,6 +367,7 @@ impl Inner {
             deadline: self.timeout.and_then(|t| started.checked_add(t)),
             delete_code_file: self.delete_code_files,
             started,
+            redactor: Arc::clone(&self.redactor),
         };
         // Checked under the registry lock: `stop` sets `stopping` before it empties the
         // registry under this same lock, so this worker is either taken (and ended) by that
@@ -398,8 +404,15 @@ impl Inner {
         }
     }
 
-    /// Maps "no such container" / "is not running" to [`Error::ContainerGone`].
+    /// `e` without the secrets' values.
+    pub(crate) fn redact(&self, e: Error) -> Error {
+        self.redactor.error(e)
+    }
+
+    /// Maps "no such container" / "is not running" to [`Error::ContainerGone`], and redacts
+    /// the secrets from any other error.
     fn gone_or(&self, e: Error) -> Error {
+        let e = self.redactor.error(e);
         match &e {
             // Only the container's own 404: a missing file or exec is a 404 too.
             Error::Docker {
@@ -454,7 +467,7 @@ impl Inner {
         *stopped = true;
         drop(stopped);
         crate::registry::unregister(self);
-        removed
+        removed.map_err(|e| self.redactor.error(e))
     }
 }
 

@@ -302,6 +302,8 @@ impl Control for ExecControl {
             match self.client.exec_inspect(&self.exec_id) {
                 Ok(info) if !info.running => {
                     r.code = info.exit_code.map(|c| c as i32);
+                    // The daemon gives a signal death as 128 + N: the only evidence here.
+                    r.signal = crate::output::signal_from_code(r.code);
                     break;
                 }
                 Ok(_) if std::time::Instant::now() < deadline => {
