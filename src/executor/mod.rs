@@ -78,9 +78,9 @@ pub(crate) struct Inner {
     /// so once `stop` has flipped it under the write side, no spawn is half-way through and
     /// the registry below is complete.
     gate: RwLock<bool>,
-    /// `true` once stopping has begun, set before `stop` even asks for the gate: a spawn
-    /// that outlasted `STOP_GATE_WAIT` sees it when it registers its worker, and a spawn
-    /// that gets the read side after that wait gave up sees it at once.
+    /// `true` once `stop` has had the gate (or waited `STOP_GATE_WAIT` for it in vain), set
+    /// before it empties the registry: a spawn that outlasted the wait sees it when it
+    /// registers its worker, and one that gets the read side only then sees it at once.
     stopping: std::sync::atomic::AtomicBool,
     /// `true` once stopped. Held for all of `stop`, so concurrent callers wait for the first
     /// to finish and then see `Stopped`.
@@ -438,14 +438,15 @@ impl Inner {
         if *stopped {
             return Err(Error::Stopped);
         }
-        // Set first: from here on no spawn registers a worker this stop would miss.
-        self.stopping.store(true, Ordering::SeqCst);
         // Waits, for a bounded while, for spawns in flight to register: a spawn stuck in a
         // call to a hung daemon holds the read side until its own limit passes, and stop()
-        // must not wait that long. Without the write side, `stopping` does the gate's work.
+        // must not wait that long.
         if let Some(mut gate) = self.gate.try_write_for(STOP_GATE_WAIT) {
             *gate = true;
         }
+        // Set before the registry is emptied below: from here on a spawn that outlasted the
+        // wait, or that gets the read side only now, registers no worker this stop misses.
+        self.stopping.store(true, Ordering::SeqCst);
         let workers: Vec<Worker> = std::mem::take(&mut *self.live.lock());
         for w in &workers {
             w.request(Reason::Shutdown);
