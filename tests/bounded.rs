@@ -260,3 +260,42 @@ fn a_spawn_that_outlives_stop_does_not_leave_its_block_running() {
         case.containers()
     );
 }
+
+#[test]
+fn stop_all_stops_executors_in_parallel_when_the_daemon_hangs() {
+    let _serial = common::serial();
+    let proxy = Proxy::start();
+    let (mut b, case) = common::case_builder("bounded-stop-all");
+    b.socket(&proxy.path).api_timeout(API);
+    let executors: Vec<_> = (0..4).map(|_| b.start().unwrap()).collect();
+    // One stop alone, through the hung daemon, for scale.
+    proxy.freeze();
+    let t = Instant::now();
+    let one = common::watchdog(Duration::from_secs(40), {
+        let ex = executors.into_iter();
+        move || {
+            let mut rest: Vec<_> = ex.collect();
+            let first = rest.remove(0);
+            let _ = first.stop();
+            rest
+        }
+    });
+    let single = t.elapsed();
+    let t = Instant::now();
+    let n = common::watchdog(Duration::from_secs(60), dockexec::stop_all);
+    let all = t.elapsed();
+    proxy.thaw();
+    eprintln!("one stop: {single:?}; stop_all of {n}: {all:?}");
+    assert_eq!(n, 3, "the three remaining executors were stopped");
+    // Sequential stops would take three times as long as one; parallel ones about as long.
+    assert!(
+        all < single * 2,
+        "stop_all took {all:?}, one stop {single:?}"
+    );
+    drop(one);
+    assert!(
+        common::eventually(Duration::from_secs(20), || case.containers().is_empty()),
+        "removed once the daemon answers again: {:?}",
+        case.containers()
+    );
+}
