@@ -83,6 +83,10 @@ impl<In: Transport> Connector<In> for UnixConnector {
         details: &ConnectionDetails,
         _chained: Option<In>,
     ) -> Result<Option<Self::Out>, ureq::Error> {
+        // Not bounded by `details.timeout`: std has no connect timeout for Unix sockets. The
+        // kernel completes a connect into the listener's backlog whatever the daemon does
+        // (even stopped), so only a full backlog (4096 pending connections) would block it;
+        // what a hung daemon delays is the answer, which the head limit bounds.
         let stream = UnixStream::connect(&self.path).map_err(ureq::Error::Io)?;
         let buffers = LazyBuffers::new(
             details.config.input_buffer_size(),
