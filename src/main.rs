@@ -16,7 +16,7 @@ dockexec — run code blocks inside a Docker container
 
 USAGE:
     dockexec run [OPTIONS] FILE|-
-    dockexec gc
+    dockexec gc [--force] [--label KEY[=VALUE]]...
     dockexec --help | --version
 
 COMMANDS:
@@ -24,7 +24,11 @@ COMMANDS:
             holding ``` fences when --lang is not given, runs each fenced block in order and
             stops at the first that fails. Output streams live: the blocks' stdout to stdout,
             their stderr to stderr. Exits with the last block's exit code, 124 on timeout.
-    gc      Remove containers left by dockexec processes that died without cleaning up.
+    gc      Remove dockexec containers that are no longer running (exited, or created and
+            never started), and their temporary work dirs. A running one is never removed:
+            its owner is alive, since a container ends by itself once its owner is gone.
+            --force also removes running ones, killing their blocks; --label (repeatable)
+            keeps to the containers that carry it.
 
 RUN OPTIONS:
     -l, --lang LANG        python (py), sh (shell), bash or pwsh; default: from the file's
@@ -77,7 +81,7 @@ struct RunArgs {
 enum Command {
     Help,
     Version,
-    Gc,
+    Gc(dockexec::GcOptions),
     Run(Box<RunArgs>),
 }
 
@@ -91,12 +95,12 @@ fn main() -> ExitCode {
             println!("dockexec {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Ok(Command::Gc) => match dockexec::gc(None) {
+        Ok(Command::Gc(options)) => match dockexec::gc_with(&options) {
             Ok(ids) => {
                 for id in &ids {
                     println!("removed {id}");
                 }
-                eprintln!("dockexec gc: removed {} orphaned container(s)", ids.len());
+                eprintln!("dockexec gc: removed {} container(s)", ids.len());
                 ExitCode::SUCCESS
             }
             Err(e) => fail(&e),
@@ -131,11 +135,18 @@ fn parse(mut args: lexopt::Parser) -> Result<Command, lexopt::Error> {
     match command.to_str() {
         Some("help") => Ok(Command::Help),
         Some("run") => parse_run(args),
-        Some("gc") => match args.next()? {
-            None => Ok(Command::Gc),
-            Some(Short('h') | Long("help")) => Ok(Command::Help),
-            Some(other) => Err(other.unexpected()),
-        },
+        Some("gc") => {
+            let mut options = dockexec::GcOptions::default();
+            while let Some(arg) = args.next()? {
+                match arg {
+                    Long("force") => options.force = true,
+                    Long("label") => options.labels.push(args.value()?.string()?),
+                    Short('h') | Long("help") => return Ok(Command::Help),
+                    other => return Err(other.unexpected()),
+                }
+            }
+            Ok(Command::Gc(options))
+        }
         _ => Err(format!("unknown command {command:?}").into()),
     }
 }

@@ -5,10 +5,14 @@
 //! The container can change anything inside it (plant links, swap directories), so nothing
 //! here follows a path out of it.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{self as rfs, Mode, OFlags};
 
 use crate::error::{Error, Result};
 
@@ -85,94 +89,134 @@ impl Workspace {
         self.temp
     }
 
-    /// dockexec's state dir on the host, created (sticky and world-writable, like `/tmp`, so
-    /// that blocks of any user can use it) if missing.
-    ///
-    /// # Errors
-    /// [`Error::Io`] when it cannot be created.
-    pub(crate) fn state_dir(&self) -> Result<PathBuf> {
-        let state = self.path.join(STATE_DIR);
-        fs::create_dir_all(&state)
-            .and_then(|_| fs::set_permissions(&state, fs::Permissions::from_mode(0o1777)))
-            .map_err(|e| Error::io(&state, e))?;
-        Ok(state)
-    }
-
-    /// The state dir's path inside the container.
-    pub(crate) fn container_state_dir() -> String {
-        format!("{WORKSPACE}/{STATE_DIR}")
-    }
-
     /// A workspace-relative path as the container sees it.
     pub(crate) fn container_path(rel: &Path) -> String {
         format!("{WORKSPACE}/{}", rel.to_string_lossy())
     }
 
-    /// Writes a code file inside the workspace without ever following a symlink out of it.
+    /// Writes a code file inside the workspace without ever following a symlink.
     ///
-    /// The container can create symlinks in the shared workspace; a name like `x/passwd` where
-    /// `x -> /etc` must not write on the host. Each parent directory is created one level at a
-    /// time and resolved before the next is made, so nothing is ever created through a link
-    /// that leads out; the file is written to a fresh temporary name (`create_new`, which does
-    /// not follow a symlink) and renamed into place (rename replaces a link, it does not follow
-    /// it).
+    /// The container can create links in the shared workspace, and swap a directory for one
+    /// at any moment (issue 9, defect 3): a name like `x/passwd` where `x -> /etc` must never
+    /// write on the host, not even for the instant between a check and a write. So no path
+    /// inside the workspace is ever resolved by name: the walk opens one component at a time
+    /// relative to the directory before it (`openat` with `O_NOFOLLOW | O_DIRECTORY`, creating
+    /// a missing one with `mkdirat`), and a link anywhere fails the write. The file is created
+    /// under a fresh temporary name in the last directory's fd (`O_CREAT | O_EXCL |
+    /// O_NOFOLLOW`) and renamed into place there (a rename replaces a link, it does not follow
+    /// it). A directory fd stays inside the workspace even if the container moves the
+    /// directory: a rename cannot leave the bind mount. This gives what `openat2`'s
+    /// `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS` gives, on every kernel, and the missing levels
+    /// have to be made one by one anyway.
+    ///
+    /// Returns the file's host path, for display only: [`remove_code_file`](Self::remove_code_file)
+    /// takes the relative one.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] when a parent resolves outside the workspace; [`Error::Io`]
-    /// when a directory or the file cannot be written.
+    /// [`Error::InvalidInput`] for a name that is not a plain relative path; [`Error::Io`] when
+    /// a directory or the file cannot be written, including when a component is a link
+    /// ("too many levels of symbolic links" or "not a directory").
     pub(crate) fn write_code_file(&self, rel: &Path, code: &str) -> Result<PathBuf> {
-        let outside = || {
-            Error::invalid(format!(
-                "filename is not in the workspace: {} resolves outside it",
-                rel.display()
-            ))
-        };
-        let file_name = rel
-            .file_name()
-            .ok_or_else(|| Error::invalid(format!("not a file name: {}", rel.display())))?;
-        let mut real_parent = self.path.clone();
-        for part in rel.parent().into_iter().flat_map(Path::components) {
-            let next = real_parent.join(part);
-            match fs::create_dir(&next) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(Error::io(&next, e)),
-            }
-            real_parent = fs::canonicalize(&next).map_err(|e| Error::io(&next, e))?;
-            if !real_parent.starts_with(&self.path) {
-                return Err(outside());
-            }
-        }
-        let final_path = real_parent.join(file_name);
-        let tmp = real_parent.join(format!(
+        let final_path = self.path.join(rel);
+        let (parent, name) = self
+            .open_parent(rel, true)
+            .map_err(|e| e.into_error(&final_path))?;
+        let tmp = format!(
             ".{}.dockexec-{}",
-            file_name.to_string_lossy(),
+            name.to_string_lossy(),
             crate::orphans::random_id()
-        ));
+        );
         let write = || -> std::io::Result<()> {
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o644)
-                .open(&tmp)?;
-            f.write_all(code.as_bytes())?;
-            fs::rename(&tmp, &final_path)
+            let fd = rfs::openat(
+                &parent,
+                tmp.as_str(),
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o644),
+            )?;
+            fs::File::from(fd).write_all(code.as_bytes())?;
+            rfs::renameat(&parent, tmp.as_str(), &parent, name)?;
+            Ok(())
         };
         write().map_err(|e| {
-            let _ = fs::remove_file(&tmp);
+            let _ = rfs::unlinkat(&parent, tmp.as_str(), rfs::AtFlags::empty());
             Error::io(&final_path, e)
         })?;
         Ok(final_path)
     }
 
-    /// Removes what dockexec put here: a temporary workspace whole; otherwise the state dir,
-    /// if empty (another executor sharing the work dir may still use it). Runners remove their
-    /// own files from the state dir first.
+    /// Removes a code file [`write_code_file`](Self::write_code_file) wrote, by the same
+    /// link-free walk: if the container made any directory on the way a link, nothing is
+    /// removed (a link in the file's own place is removed itself, never its target).
+    pub(crate) fn remove_code_file(&self, rel: &Path) {
+        if let Ok((parent, name)) = self.open_parent(rel, false) {
+            let _ = rfs::unlinkat(&parent, name, rfs::AtFlags::empty());
+        }
+    }
+
+    /// Opens the directory that holds `rel` by a walk that follows no link (see
+    /// [`write_code_file`](Self::write_code_file)), creating missing levels if `create`;
+    /// returns it with the file's name.
+    fn open_parent<'a>(
+        &self,
+        rel: &'a Path,
+        create: bool,
+    ) -> std::result::Result<(OwnedFd, &'a OsStr), WalkError> {
+        let not_plain = || WalkError::Invalid(format!("not a file name: {}", rel.display()));
+        let name = match rel.components().next_back() {
+            Some(Component::Normal(name)) => name,
+            _ => return Err(not_plain()),
+        };
+        let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mut dir = rfs::openat(rfs::CWD, &self.path, dir_flags, Mode::empty())
+            .map_err(|e| WalkError::Io(e.into()))?;
+        for part in rel.parent().into_iter().flat_map(Path::components) {
+            let Component::Normal(part) = part else {
+                return Err(not_plain());
+            };
+            if create {
+                match rfs::mkdirat(&dir, part, Mode::from_raw_mode(0o777)) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(WalkError::Io(e.into())),
+                }
+            }
+            dir = rfs::openat(&dir, part, dir_flags, Mode::empty()).map_err(|e| match e {
+                rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => WalkError::Invalid(format!(
+                    "filename is not in the workspace: {} passes through {:?}, a symbolic \
+                     link or not a directory (dockexec never writes through a link there)",
+                    rel.display(),
+                    Path::new(part),
+                )),
+                e => WalkError::Io(e.into()),
+            })?;
+        }
+        Ok((dir, name))
+    }
+
+    /// Removes what dockexec put here: a temporary workspace whole; otherwise the `.dockexec`
+    /// state dir that versions before the root-only `/run/dockexec` kept markers in, if empty
+    /// (`rmdir` never follows a link). No runner keeps state in the workspace any more.
     pub(crate) fn teardown(&self) {
         if self.temp {
             let _ = fs::remove_dir_all(&self.path);
         } else {
             let _ = fs::remove_dir(self.path.join(STATE_DIR));
+        }
+    }
+}
+
+/// Why a walk beneath the workspace failed.
+enum WalkError {
+    /// The name is not a plain relative path.
+    Invalid(String),
+    /// A component could not be made or opened (a link among them).
+    Io(std::io::Error),
+}
+
+impl WalkError {
+    fn into_error(self, path: &Path) -> Error {
+        match self {
+            WalkError::Invalid(msg) => Error::invalid(msg),
+            WalkError::Io(e) => Error::io(path, e),
         }
     }
 }
@@ -263,6 +307,35 @@ mod tests {
         assert!(workspace_relative(".dockexec/x.pid").is_err());
         // On a case-insensitive host file system (macOS) this is the state dir too.
         assert!(workspace_relative(".DOCKEXEC/x.pid").is_err());
+    }
+
+    #[test]
+    fn code_files_never_go_through_a_link() {
+        let base =
+            std::env::temp_dir().join(format!("dockexec-unit-{}", crate::orphans::random_id()));
+        let (inside, outside) = (base.join("ws"), base.join("out"));
+        fs::create_dir_all(&inside).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("x.py"), "host").unwrap();
+        std::os::unix::fs::symlink(&outside, inside.join("sub")).unwrap();
+        let ws = Workspace {
+            path: fs::canonicalize(&inside).unwrap(),
+            temp: false,
+        };
+        let err = ws
+            .write_code_file(Path::new("sub/x.py"), "evil")
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        ws.remove_code_file(Path::new("sub/x.py"));
+        assert_eq!(fs::read_to_string(outside.join("x.py")).unwrap(), "host");
+        assert_eq!(fs::read_dir(&outside).unwrap().count(), 1);
+        // Through real directories it works, and the removal finds the file again.
+        let file = ws.write_code_file(Path::new("a/b/x.py"), "ok").unwrap();
+        assert_eq!(fs::read_to_string(&file).unwrap(), "ok");
+        ws.remove_code_file(Path::new("a/b/x.py"));
+        assert!(!file.exists());
+        let _ = fs::remove_dir_all(&base);
     }
 
     #[test]

@@ -114,6 +114,12 @@ pub(crate) struct ContainerSummary {
     pub(crate) id: String,
     #[serde(default)]
     pub(crate) labels: HashMap<String, String>,
+    /// `created`, `running`, `paused`, `restarting`, `removing`, `exited` or `dead`.
+    #[serde(default)]
+    pub(crate) state: String,
+    /// When it was created, in seconds since the Unix epoch (the daemon's clock).
+    #[serde(default)]
+    pub(crate) created: i64,
 }
 
 /// One line of an image pull's progress stream.
@@ -488,13 +494,6 @@ impl Client {
         self.drain("container start", resp)
     }
 
-    /// Restarts a container, killing its processes after `grace`.
-    pub(crate) fn container_restart(&self, id: &str, grace: Duration) -> Result<()> {
-        let path = format!("/containers/{id}/restart?t={}", grace.as_secs());
-        let resp = self.post("container restart", &path, None)?;
-        self.drain("container restart", resp)
-    }
-
     /// Inspects a container.
     pub(crate) fn container_inspect(&self, id: &str) -> Result<ContainerInfo> {
         let resp = self.get("container inspect", &format!("/containers/{id}/json"))?;
@@ -575,9 +574,16 @@ impl Client {
         }
     }
 
+    // Used by the client's real-daemon tests, which drive the daemon directly.
+    #[cfg_attr(not(test), allow(dead_code))]
     /// Lists all containers (running or not) carrying `label` (`key` or `key=value`).
     pub(crate) fn container_list(&self, label: &str) -> Result<Vec<ContainerSummary>> {
-        let filters = json!({ "label": [label] }).to_string();
+        self.container_list_all(&[label])
+    }
+
+    /// Lists all containers (running or not) carrying every one of `labels`.
+    pub(crate) fn container_list_all(&self, labels: &[&str]) -> Result<Vec<ContainerSummary>> {
+        let filters = json!({ "label": labels }).to_string();
         let path = format!(
             "/containers/json?all=true&filters={}",
             encode_query(&filters)
@@ -650,6 +656,34 @@ impl Client {
             Err(e) => Err(map_ureq_error(
                 &self.socket,
                 "exec attach",
+                ureq::Error::Io(e),
+            )),
+        }
+    }
+
+    /// Attaches to a container's stdin, stdout and stderr on a connection of its own
+    /// (`Upgrade: tcp`), as `docker run -i` does before it starts the container: what is
+    /// written to the returned stream is the main process's stdin, and what is read is its
+    /// output, multiplexed as by [`exec_start`](Client::exec_start). `timeout` bounds the
+    /// request and the response head only.
+    pub(crate) fn container_attach(
+        &self,
+        container: &str,
+        timeout: Duration,
+    ) -> Result<transport::Hijacked> {
+        let path = format!(
+            "{}/containers/{container}/attach?stream=1&stdin=1&stdout=1&stderr=1",
+            self.prefix
+        );
+        match transport::upgrade(&self.socket, &path, b"", timeout) {
+            Ok(transport::Upgrade::Switched(h)) => Ok(h),
+            Ok(transport::Upgrade::Refused { status, body }) => Err(Error::Docker {
+                status,
+                message: error_message(&body, status, "container attach"),
+            }),
+            Err(e) => Err(map_ureq_error(
+                &self.socket,
+                "container attach",
                 ureq::Error::Io(e),
             )),
         }

@@ -19,12 +19,12 @@ use crate::docker::api::{self, Client, PullEvent};
 use crate::error::{Error, Result};
 use crate::execution::OutputLimit;
 use crate::labels;
-use crate::orphans;
+use crate::orphans::{self, KEEPER_SCRIPT, Keeper};
 use crate::redact::{REDACTED, Redactor};
 use crate::runner::Runner;
 use crate::runner::Strategy;
 use crate::runner::agent::{AgentConfig, AgentRunner};
-use crate::runner::exec::ExecRunner;
+use crate::runner::exec::{self, ExecRunner};
 use crate::workspace::{WORKSPACE, Workspace};
 
 /// Default for [`ExecutorBuilder::image`].
@@ -220,7 +220,7 @@ impl Default for ExecutorBuilder {
             timeout: Some(DEFAULT_TIMEOUT),
             work_dir: None,
             bind_dir: None,
-            auto_remove: false,
+            auto_remove: true,
             env: BTreeMap::new(),
             volumes: Vec::new(),
             extra_hosts: Vec::new(),
@@ -301,12 +301,16 @@ impl ExecutorBuilder {
     }
 
     /// Whether the daemon removes the container by itself when it stops (Docker's
-    /// `AutoRemove`). `stop()` removes it either way, and [`gc`](crate::gc) removes a dead
-    /// owner's. Defaults to `false`: Docker clears and restores `AutoRemove` around the stop
-    /// inside a restart, and under load its exit handling can see the restored flag and remove
-    /// the container half-way through [`Executor::restart`](crate::Executor::restart) ("marked
-    /// for removal", "cannot exec in a stopped state"), seen here about 1 run in 3 of a
-    /// loaded test suite.
+    /// `AutoRemove`). Defaults to `true`: with it, the dead-man's switch leaves nothing behind.
+    /// The container's main process (its *keeper*) holds this process's connection and exits
+    /// when that closes, so a container never outlives its owner, however the owner dies
+    /// (SIGKILL included, in any PID namespace or on another host); `AutoRemove` then removes
+    /// it, in about a second, with no [`gc`](crate::gc) run by anyone. With `false` the ended
+    /// container stays, exited, until `gc` removes it (to read its logs first, say).
+    /// `stop()` removes the container either way.
+    ///
+    /// [`Executor::restart`](crate::Executor::restart) does not restart the container, so it
+    /// does not race `AutoRemove`: see its docs.
     pub fn auto_remove(&mut self, yes: bool) -> &mut Self {
         self.auto_remove = yes;
         self
@@ -389,13 +393,20 @@ impl ExecutorBuilder {
     /// its uid to hostile code, hence `nobody`.
     ///
     /// A root block (`user("0")`, or [`trusted`](Self::trusted) on an image without `USER`)
-    /// owns its container: it can signal dockexec's agent, keeper and other blocks, and kill
-    /// the container; with the default capabilities it holds
-    /// [`KEPT_CAPABILITIES`] (it can change its uid, and signal anyone), but it still cannot
-    /// write the read-only root nor leave the limits.
+    /// owns its container. With the default capabilities it holds [`KEPT_CAPABILITIES`] and
+    /// (unless the strategy is [`Strategy::Agent`]) [`EXEC_KILL_CAPABILITIES`], so it can:
+    /// signal every process (dockexec's agent, the keeper, the other blocks) and so end the
+    /// container (`kill -9 -1`); write the exec strategy's root-only marker dir and make other
+    /// blocks exit 137 before they start; change its uid; read any file of the container. It
+    /// still cannot write the read-only root, leave the limits, or reach the network; and the
+    /// host still never follows a link it plants in the workspace. When it ends the
+    /// container, the executor says so and loses nothing else: the running blocks end
+    /// [`lost`](crate::ExitStatus::lost), later calls fail with
+    /// [`Error::ContainerGone`], [`Executor::stop`] still succeeds, the work dir keeps its
+    /// files (written as root), and other executors are untouched.
     ///
     /// Whatever the user, the container's own processes (its init, keeper and the agent) run
-    /// as root, so a non-root block cannot end them.
+    /// as root, so a non-root block cannot end them, nor touch what the kill relies on.
     pub fn user(&mut self, user: impl Into<String>) -> &mut Self {
         self.user = UserChoice::Given(user.into());
         self
@@ -438,7 +449,8 @@ impl ExecutorBuilder {
     /// - and, unless the strategy is [`Strategy::Agent`] (as [`Strategy::Auto`] may fall back
     ///   to exec), [`EXEC_KILL_CAPABILITIES`]: `DAC_READ_SEARCH` and `SYS_PTRACE`, with which
     ///   the exec strategy's kill script, as root, opens `/proc/<pid>/environ` of the block's
-    ///   processes (another user's, mode `0400`) to find those that left the block's session.
+    ///   processes (another user's, mode `0400`) to recognise the block's exec and those of its
+    ///   processes that left its session.
     ///   A non-root block never holds them; a root one could read any file of its container.
     ///
     /// `false` keeps Docker's default set (`CHOWN`, `DAC_OVERRIDE`, `FOWNER`, `NET_RAW`, …).
@@ -563,8 +575,8 @@ impl ExecutorBuilder {
         self
     }
 
-    /// Whether `start()` first removes containers left by dockexec processes that died
-    /// without stopping (see [`gc`](crate::gc)). Defaults to `true`.
+    /// Whether `start()` first removes dockexec containers that are no longer running (see
+    /// [`gc`](crate::gc); running ones are never touched). Defaults to `true`.
     pub fn gc_orphans(&mut self, yes: bool) -> &mut Self {
         self.gc_orphans = yes;
         self
@@ -739,6 +751,8 @@ impl ExecutorBuilder {
             workspace.teardown();
             e
         };
+        // Attached before the start, so the container never runs without its switch.
+        let keeper = Keeper::attach(&client, &container).map_err(fail)?;
         client
             .container_start(&container)
             .map_err(|e| self.explain_device_requests(e))
@@ -758,6 +772,7 @@ impl ExecutorBuilder {
                 .unwrap_or_else(|| format!("dockexec-{id}")),
             id,
             container,
+            keeper,
             image: self.image.clone(),
             workspace,
             timeout: self.timeout,
@@ -915,7 +930,7 @@ impl ExecutorBuilder {
         let client = Client::connect_with(&socket, self.api_timeout)?;
         if self.gc_orphans {
             // Best effort: a failed sweep must not stop this executor from starting.
-            let _ = orphans::sweep(&client);
+            let _ = orphans::sweep(&client, false, &[]);
         }
         Ok(client)
     }
@@ -1069,6 +1084,9 @@ impl ExecutorBuilder {
         if let Some(size) = self.tmp_size {
             host["Tmpfs"] = json!({ "/tmp": format!("rw,nosuid,nodev,mode=1777,size={size}") });
         }
+        // The exec strategy's marker dir: root's, out of the blocks' reach and out of the
+        // workspace (see `runner::exec`); mounted whatever the strategy, as Auto may fall back.
+        host["Tmpfs"][exec::CONTROL_DIR] = json!(exec::CONTROL_DIR_OPTIONS);
         if let Some(n) = self.nofile {
             host["Ulimits"] = json!([{ "Name": "nofile", "Soft": n, "Hard": n }]);
         }
@@ -1087,14 +1105,16 @@ impl ExecutorBuilder {
         }
         let body = json!({
             "Image": self.image,
-            // Keeps the container alive with nothing but `sh` and `sleep`.
-            "Entrypoint": ["sh", "-c", "while :; do sleep 3600; done"],
+            // The keeper: the dead-man's switch, in nothing but `sh` (see `orphans`).
+            "Entrypoint": ["sh", "-c", KEEPER_SCRIPT],
             "Cmd": [],
             "WorkingDir": WORKSPACE,
             "Env": env,
             "Labels": all_labels,
             "Tty": false,
-            "OpenStdin": false,
+            // The keeper's stdin is the owner's attach; closed when that ends.
+            "OpenStdin": true,
+            "StdinOnce": true,
             "HostConfig": host,
             // The container's own processes (init and the keeper) run as root, and only the
             // blocks as their user: a block that signals everything it can (`kill -9 -1`)

@@ -11,6 +11,7 @@ use crate::code::CodeBlock;
 use crate::docker::api::{self, Client};
 use crate::error::{Error, Result};
 use crate::execution::{Execution, OutputLimit, Reason, Worker, WorkerCtx};
+use crate::orphans::Keeper;
 use crate::output::{BlocksResult, Output};
 use crate::redact::Redactor;
 use crate::runner::{Launch, Runner, Strategy};
@@ -31,6 +32,11 @@ const STOP_REMOVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `stop()` waits for spawns (and restarts, session opens) in flight to finish,
 /// before it goes on without them: they may be stuck in a call to a hung daemon.
 const STOP_GATE_WAIT: Duration = Duration::from_secs(2);
+
+/// How long an agent failure waits to see the container stopping before it is reported as
+/// [`Error::ContainerGone`]. `spawn` may hold the gate's read side meanwhile, so `stop()`
+/// waits at most this long more.
+const AGENT_GONE_WINDOW: Duration = Duration::from_millis(500);
 
 /// A running container that executes code blocks.
 ///
@@ -67,6 +73,9 @@ pub(crate) struct Inner {
     strategy: Strategy,
     id: String,
     container: String,
+    /// The owner's end of the dead-man's switch: held until `stop`, and the means of
+    /// `restart`.
+    keeper: Keeper,
     name: String,
     image: String,
     workspace: Arc<Workspace>,
@@ -260,11 +269,21 @@ impl Executor {
         Ok(BlocksResult { outputs })
     }
 
-    /// Restarts the container. Running blocks are killed and report
-    /// [`cancelled`](crate::ExitStatus::cancelled); files in the workspace stay.
+    /// Restarts the executor: every process in the container is killed (running blocks
+    /// report [`cancelled`](crate::ExitStatus::cancelled), sessions are lost) and the
+    /// strategy starts afresh; files in the workspace and `/tmp` stay, and so does the
+    /// container (same id, same dead-man's switch).
+    ///
+    /// The container itself is not restarted while it runs: its keeper kills every other
+    /// process in it. A Docker restart would close the keeper's stdin, which the owner's
+    /// switch hangs on, and race [`auto_remove`](ExecutorBuilder::auto_remove). A container
+    /// that is no longer running (killed from outside, with `auto_remove(false)`) is started
+    /// again, with a fresh switch.
     ///
     /// # Errors
-    /// [`Error::Stopped`] after `stop()`; [`Error::Docker`] if the daemon refuses.
+    /// [`Error::Stopped`] after `stop()`; [`Error::ContainerGone`] when the container was
+    /// removed; [`Error::Docker`] if the daemon refuses; [`Error::Timeout`] when the keeper
+    /// does not answer.
     pub fn restart(&self) -> Result<()> {
         let gate = self.inner.gate.read();
         if *gate || self.inner.stopping.load(Ordering::SeqCst) {
@@ -275,15 +294,29 @@ impl Executor {
         for w in self.inner.live.lock().iter() {
             w.request(Reason::Cancel);
         }
-        self.inner
-            .client
-            .container_restart(&self.inner.container, Duration::ZERO)
-            .map_err(|e| self.inner.gone_or(e))?;
+        let inner = &self.inner;
+        if let Err(e) = inner.keeper.restart() {
+            // The keeper did not answer: unless the container has stopped, that is the error.
+            let state = inner
+                .client
+                .container_inspect(&inner.container)
+                .map_err(|e| inner.gone_or(e))?
+                .state;
+            if state.running {
+                return Err(e);
+            }
+            // Attached before the start, as at `start()`: never running without the switch.
+            inner
+                .keeper
+                .reattach(&inner.client, &inner.container)
+                .map_err(|e| inner.gone_or(e))?;
+            inner
+                .client
+                .container_start(&inner.container)
+                .map_err(|e| inner.gone_or(e))?;
+        }
         // Whatever the strategy kept in the container (the agent) died with it.
-        self.inner
-            .runner
-            .restarted()
-            .map_err(|e| self.inner.gone_or(e))?;
+        inner.runner.restarted().map_err(|e| inner.gone_or(e))?;
         drop(gate);
         Ok(())
     }
@@ -429,6 +462,20 @@ impl Inner {
                     container: self.container.clone(),
                 }
             }
+            // The agent's channel broke, or a fresh agent could not start: when that is
+            // because the container is dying (a root block can end it), the daemon may not
+            // say so yet. Give it a moment to be seen stopping; only this error path waits.
+            Error::Agent(_)
+                if matches!(
+                    self.client
+                        .container_stopped_within(&self.container, AGENT_GONE_WINDOW),
+                    Ok(true)
+                ) =>
+            {
+                Error::ContainerGone {
+                    container: self.container.clone(),
+                }
+            }
             _ => e,
         }
     }
@@ -457,6 +504,9 @@ impl Inner {
             .client
             .with_timeout(STOP_REMOVE_TIMEOUT)
             .container_remove(&self.container, STOP_REMOVE_TIMEOUT);
+        // The container is gone (or going): the switch has nothing left to hold. Were the
+        // removal refused, closing it still ends the container.
+        self.keeper.close();
         // Join after the removal, so that no worker waits on a process that is still alive.
         for w in workers {
             w.join();
