@@ -145,20 +145,26 @@ impl Pumps {
                 match from.read(&mut buf) {
                     Ok(0) => break,
                     Ok(n) => {
+                        // The freeze is set before the triggering chunk goes out, so the
+                        // daemon's answer to it can never slip through ahead of the freeze.
+                        let hit = {
+                            let mut t = trigger.lock().unwrap();
+                            let hit = matches!(&*t, Some((dir, needle))
+                                if *dir == toward
+                                    && buf[..n].windows(needle.len()).any(|w| w == &needle[..]));
+                            if hit {
+                                *t = None;
+                                frozen.store(true, Ordering::SeqCst);
+                            }
+                            hit
+                        };
                         // A read that began before the freeze must not slip through it.
-                        while frozen.load(Ordering::SeqCst) && !done.load(Ordering::SeqCst) {
+                        while !hit && frozen.load(Ordering::SeqCst) && !done.load(Ordering::SeqCst)
+                        {
                             thread::sleep(Duration::from_millis(20));
                         }
                         if to.write_all(&buf[..n]).is_err() {
                             break;
-                        }
-                        let mut t = trigger.lock().unwrap();
-                        let hit = matches!(&*t, Some((dir, needle))
-                            if *dir == toward
-                                && buf[..n].windows(needle.len()).any(|w| w == &needle[..]));
-                        if hit {
-                            *t = None;
-                            frozen.store(true, Ordering::SeqCst);
                         }
                     }
                     Err(e)
