@@ -21,7 +21,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// | no daemon at the socket, or it refuses the connection | [`Error::Connect`], naming the socket |
 /// | `DOCKER_HOST` is `tcp://`, `ssh://`, … | [`Error::Connect`]: only `unix://` is supported |
 /// | the daemon dies or drops the connection mid-call | [`Error::Transport`] (a call), or the block's status [`lost`](crate::ExitStatus::lost) with its output so far |
-/// | the daemon stops answering | [`Error::Timeout`] for a call; a running block's worker cuts its own stream, and `stop()` still returns |
+/// | the daemon stops answering | [`Error::Timeout`] naming the call and the limit that passed ([`api_timeout`](crate::ExecutorBuilder::api_timeout) for any answer, [`init_timeout`](crate::ExecutorBuilder::init_timeout) for the init command); a running block's worker cuts its own stream, and `stop()` still returns |
+/// | something listens at the socket but never answers | [`Error::Connect`] naming the socket, after [`api_timeout`](crate::ExecutorBuilder::api_timeout) |
 /// | the image is absent and cannot be pulled | [`Error::ImageNotFound`] / [`Error::Pull`], with the registry's message |
 /// | the container is removed or killed from outside | the running blocks end [`lost`](crate::ExitStatus::lost); later calls give [`Error::ContainerGone`] |
 /// | the container is paused from outside | the timeout still fires and the block ends [`timed_out`](crate::ExitStatus::timed_out) |

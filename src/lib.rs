@@ -113,9 +113,10 @@ pub use device::DeviceRequest;
 pub use error::{Error, Result};
 pub use execution::{Execution, OutputLimit};
 pub use executor::{
-    DEFAULT_IMAGE, DEFAULT_MAX_OUTPUT, DEFAULT_MEMORY, DEFAULT_NOFILE, DEFAULT_PIDS,
-    DEFAULT_SESSION_GRACE, DEFAULT_TIMEOUT, DEFAULT_TMP_SIZE, EXEC_KILL_CAPABILITIES, Executor,
-    ExecutorBuilder, KEPT_CAPABILITIES, NOBODY, PullPolicy, PullProgress,
+    DEFAULT_API_TIMEOUT, DEFAULT_IMAGE, DEFAULT_INIT_TIMEOUT, DEFAULT_MAX_OUTPUT, DEFAULT_MEMORY,
+    DEFAULT_NOFILE, DEFAULT_PIDS, DEFAULT_SESSION_GRACE, DEFAULT_TIMEOUT, DEFAULT_TMP_SIZE,
+    EXEC_KILL_CAPABILITIES, Executor, ExecutorBuilder, KEPT_CAPABILITIES, NOBODY, PullPolicy,
+    PullProgress,
 };
 pub use orphans::{GC_CREATED_GRACE, GcOptions, gc, gc_with};
 pub use output::{BlocksResult, Chunk, ExitStatus, Output, Stream};

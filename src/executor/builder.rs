@@ -39,6 +39,17 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_OUTPUT: usize = 64 * 1024 * 1024;
 /// Default for [`ExecutorBuilder::session_grace`].
 pub const DEFAULT_SESSION_GRACE: Duration = Duration::from_secs(2);
+/// Default for [`ExecutorBuilder::api_timeout`]: 30 s.
+///
+/// A healthy daemon answers in milliseconds, and in a few seconds when the host is loaded;
+/// 30 s is far past that, and short enough that a hung daemon is reported while someone
+/// still waits for the answer.
+pub const DEFAULT_API_TIMEOUT: Duration = api::DEFAULT_API_TIMEOUT;
+/// Default for [`ExecutorBuilder::init_timeout`]: 10 min.
+///
+/// Enough for a large `pip install` on a slow mirror; an init command is run once per
+/// executor, so a generous bound costs nothing when all goes well.
+pub const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Default for [`ExecutorBuilder::memory_limit`]: 2 GiB, swap included (no swap on top).
 ///
 /// Enough for ordinary data work (a pandas frame of some hundred MB, a scikit-learn fit, a
@@ -146,6 +157,8 @@ pub struct ExecutorBuilder {
     volumes: Vec<Volume>,
     extra_hosts: Vec<(String, String)>,
     init_command: Option<String>,
+    init_timeout: Option<Duration>,
+    api_timeout: Duration,
     user: UserChoice,
     network: String,
     drop_caps: bool,
@@ -212,6 +225,8 @@ impl Default for ExecutorBuilder {
             volumes: Vec::new(),
             extra_hosts: Vec::new(),
             init_command: None,
+            init_timeout: Some(DEFAULT_INIT_TIMEOUT),
+            api_timeout: DEFAULT_API_TIMEOUT,
             user: UserChoice::Default,
             network: "none".to_string(),
             drop_caps: true,
@@ -338,6 +353,36 @@ impl ExecutorBuilder {
     /// none.
     pub fn init_command(&mut self, command: impl Into<String>) -> &mut Self {
         self.init_command = Some(command.into());
+        self
+    }
+
+    /// How long the [`init_command`](Self::init_command) may run, output or not, before
+    /// `start()` gives up with [`Error::Timeout`] and removes the container; `None` for no
+    /// limit. Defaults to [`DEFAULT_INIT_TIMEOUT`] (10 min).
+    ///
+    /// A whole-run limit rather than a limit on silence: a quiet `pip install -q` is normal,
+    /// and a daemon that hangs mid-command looks exactly like one.
+    pub fn init_timeout(&mut self, limit: Option<Duration>) -> &mut Self {
+        self.init_timeout = limit;
+        self
+    }
+
+    /// How long the Docker daemon may take to answer, on every call this executor makes.
+    /// Defaults to [`DEFAULT_API_TIMEOUT`] (30 s).
+    ///
+    /// It bounds the sending of each request and the wait for its response head (for a
+    /// block's output stream too, whose body then lasts as long as the block, ended by the
+    /// block's own timeout, cancel or `stop()`), and the longest silence in an image pull's
+    /// progress stream (twice this: a registry may pause between layers). Each ordinary call
+    /// also has an overall limit of at least 60 s. When a limit passes, the call fails with
+    /// [`Error::Timeout`] naming what stalled and the limit, so `start()` and `spawn()` fail
+    /// rather than wait on a hung daemon. [`stop()`](Executor::stop) and the Ctrl-C handler
+    /// have shorter limits of their own. The in-container agent's own answers (its start,
+    /// each block's start) have a fixed 30 s limit.
+    ///
+    /// A zero duration is refused by `start()` with [`Error::InvalidInput`].
+    pub fn api_timeout(&mut self, limit: Duration) -> &mut Self {
+        self.api_timeout = limit;
         self
     }
 
@@ -672,13 +717,17 @@ impl ExecutorBuilder {
     /// command. The container is running when this returns.
     ///
     /// # Errors
-    /// [`Error::Connect`] when the daemon is unreachable; [`Error::ImageNotFound`] or
+    /// [`Error::Connect`] when the daemon is unreachable or does not answer within
+    /// [`api_timeout`](Self::api_timeout); [`Error::ImageNotFound`] or
     /// [`Error::Pull`] when the image cannot be had; [`Error::InvalidInput`] for a zero
     /// timeout, a bad [`secret_env`](Self::secret_env) or
     /// [`host_config_json`](Self::host_config_json); [`Error::InitCommand`] when the init
-    /// command fails; [`Error::Docker`] for anything else the daemon refuses (a
-    /// [`device_request`](Self::device_request) it cannot meet included). Nothing is left
-    /// behind on failure, and no error shows a secret's value.
+    /// command fails; [`Error::Timeout`] when a call gets no answer within `api_timeout`, a
+    /// pull's progress stalls, or the init command outlasts
+    /// [`init_timeout`](Self::init_timeout); [`Error::Docker`] for anything else the daemon
+    /// refuses (a [`device_request`](Self::device_request) it cannot meet included). Nothing
+    /// is left behind on failure, except a container that a hung daemon did not remove in
+    /// time, which [`gc`](crate::gc) finds; no error shows a secret's value.
     pub fn start(&self) -> Result<Executor> {
         let redactor = Arc::new(Redactor::new(self.secret_env.values().map(String::as_str)));
         self.start_redacted(&redactor)
@@ -736,6 +785,7 @@ impl ExecutorBuilder {
             max_output: self.max_output,
             on_output_limit: self.on_output_limit,
             gate: RwLock::new(false),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             stop_lock: Mutex::new(false),
             live: Mutex::new(Vec::new()),
             next: AtomicU64::new(1),
@@ -814,6 +864,11 @@ impl ExecutorBuilder {
                 "timeout must be more than zero (use None for no timeout)",
             ));
         }
+        if self.api_timeout.is_zero() || self.init_timeout == Some(Duration::ZERO) {
+            return Err(Error::invalid(
+                "api_timeout and init_timeout must be more than zero",
+            ));
+        }
         if self.image.trim().is_empty() {
             return Err(Error::invalid("image must not be empty"));
         }
@@ -877,7 +932,7 @@ impl ExecutorBuilder {
             Some(s) => s.clone(),
             None => api::socket_from_env()?,
         };
-        let client = Client::connect(&socket)?;
+        let client = Client::connect_with(&socket, self.api_timeout)?;
         if self.gc_orphans {
             // Best effort: a failed sweep must not stop this executor from starting.
             let _ = orphans::sweep(&client, false, &[]);
@@ -912,7 +967,14 @@ impl ExecutorBuilder {
         if let Some(user) = user {
             body["User"] = json!(user);
         }
-        let (code, out, err) = client.exec_collect(container, &body, None)?;
+        let (code, out, err) = client
+            .exec_collect(container, &body, self.init_timeout)
+            .map_err(|e| match e {
+                Error::Timeout { what } => Error::Timeout {
+                    what: format!("the init command: {what}"),
+                },
+                e => e,
+            })?;
         if code != Some(0) {
             let mut output = String::from_utf8_lossy(&out).into_owned();
             output.push_str(&String::from_utf8_lossy(&err));

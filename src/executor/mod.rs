@@ -22,13 +22,16 @@ mod builder;
 
 pub(crate) use builder::host_ids;
 pub use builder::{
-    DEFAULT_IMAGE, DEFAULT_MAX_OUTPUT, DEFAULT_MEMORY, DEFAULT_NOFILE, DEFAULT_PIDS,
-    DEFAULT_SESSION_GRACE, DEFAULT_TIMEOUT, DEFAULT_TMP_SIZE, EXEC_KILL_CAPABILITIES,
-    ExecutorBuilder, KEPT_CAPABILITIES, NOBODY, PullPolicy, PullProgress,
+    DEFAULT_API_TIMEOUT, DEFAULT_IMAGE, DEFAULT_INIT_TIMEOUT, DEFAULT_MAX_OUTPUT, DEFAULT_MEMORY,
+    DEFAULT_NOFILE, DEFAULT_PIDS, DEFAULT_SESSION_GRACE, DEFAULT_TIMEOUT, DEFAULT_TMP_SIZE,
+    EXEC_KILL_CAPABILITIES, ExecutorBuilder, KEPT_CAPABILITIES, NOBODY, PullPolicy, PullProgress,
 };
 
 /// How long `stop()` lets the daemon take to remove the container.
 const STOP_REMOVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `stop()` waits for spawns (and restarts, session opens) in flight to finish,
+/// before it goes on without them: they may be stuck in a call to a hung daemon.
+const STOP_GATE_WAIT: Duration = Duration::from_secs(2);
 
 /// How long an agent failure waits to see the container stopping before it is reported as
 /// [`Error::ContainerGone`]. `spawn` may hold the gate's read side meanwhile, so `stop()`
@@ -84,6 +87,10 @@ pub(crate) struct Inner {
     /// so once `stop` has flipped it under the write side, no spawn is half-way through and
     /// the registry below is complete.
     gate: RwLock<bool>,
+    /// `true` once `stop` has had the gate (or waited `STOP_GATE_WAIT` for it in vain), set
+    /// before it empties the registry: a spawn that outlasted the wait sees it when it
+    /// registers its worker, and one that gets the read side only then sees it at once.
+    stopping: std::sync::atomic::AtomicBool,
     /// `true` once stopped. Held for all of `stop`, so concurrent callers wait for the first
     /// to finish and then see `Stopped`.
     stop_lock: Mutex<bool>,
@@ -142,7 +149,7 @@ impl Executor {
     /// image); [`Error::Stopped`] after `stop()`.
     pub fn session(&self) -> Result<Session<'_>> {
         let gate = self.inner.gate.read();
-        if *gate {
+        if *gate || self.inner.stopping.load(Ordering::SeqCst) {
             return Err(Error::Stopped);
         }
         let agent = self.inner.runner.as_agent().ok_or_else(|| {
@@ -225,9 +232,11 @@ impl Executor {
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for an unknown language or a file name outside the workspace
-    /// (nothing is written); [`Error::Stopped`] after `stop()`; [`Error::ContainerGone`] when
-    /// the container was removed from outside; [`Error::Io`] when the code file cannot be
-    /// written.
+    /// (nothing is written); [`Error::Stopped`] after `stop()`, or when `stop()` began while
+    /// this call waited on the daemon; [`Error::ContainerGone`] when the container was removed
+    /// from outside; [`Error::Io`] when the code file cannot be written; [`Error::Timeout`]
+    /// when the daemon does not answer within
+    /// [`api_timeout`](ExecutorBuilder::api_timeout).
     pub fn spawn(&self, block: &CodeBlock) -> Result<Execution> {
         self.inner.spawn(block, None)
     }
@@ -277,7 +286,7 @@ impl Executor {
     /// does not answer.
     pub fn restart(&self) -> Result<()> {
         let gate = self.inner.gate.read();
-        if *gate {
+        if *gate || self.inner.stopping.load(Ordering::SeqCst) {
             return Err(Error::Stopped);
         }
         // Cancelled, not merely shut down: should the restart fail, each worker's own kill
@@ -318,7 +327,10 @@ impl Executor {
     /// Safe from any thread, any number of times, concurrently: the first call does the work
     /// and the others wait for it, then return [`Error::Stopped`], as every later call does.
     /// It returns in bounded time even if the daemon hangs: each worker's socket is shut down
-    /// after a grace period.
+    /// after a grace period, the removal is abandoned after 5 s, and a
+    /// [`spawn`](Executor::spawn) (or restart, or session open) stuck in a call to the daemon
+    /// is waited for 2 s at most; that call then fails on its own, within
+    /// [`api_timeout`](ExecutorBuilder::api_timeout).
     ///
     /// # Errors
     /// [`Error::Stopped`] if already stopped; [`Error::Docker`] or [`Error::Connect`] if the
@@ -346,7 +358,7 @@ impl Inner {
         let requested = block.filename()?;
         // Held until the worker is registered: see `gate`.
         let gate = self.gate.read();
-        if *gate {
+        if *gate || self.stopping.load(Ordering::SeqCst) {
             return Err(Error::Stopped);
         }
         self.reap();
@@ -374,7 +386,14 @@ impl Inner {
             }
             (Some(_), None) => Err(Error::Agent("sessions need the in-container agent".into())),
         }
-        .map_err(|e| self.gone_or(e))?;
+        .map_err(|e| {
+            // The daemon call failed because stop() tore the runner down under it: say so.
+            if self.stopping.load(Ordering::SeqCst) {
+                Error::Stopped
+            } else {
+                self.gone_or(e)
+            }
+        })?;
         let ctx = WorkerCtx {
             cap: self.max_output,
             on_limit: self.on_output_limit,
@@ -383,8 +402,22 @@ impl Inner {
             started,
             redactor: Arc::clone(&self.redactor),
         };
+        // Checked under the registry lock: `stop` sets `stopping` before it empties the
+        // registry under this same lock, so this worker is either taken (and ended) by that
+        // `stop`, or never started. The lock is held across a thread spawn, never a join.
+        let mut live = self.live.lock();
+        if self.stopping.load(Ordering::SeqCst) {
+            drop(live);
+            // `stop` went on without this spawn (stuck in a hung daemon past the gate wait):
+            // the block may have started all the same, and nothing else will end it.
+            running.control.kill();
+            running.control.cut();
+            running.control.release(self.delete_code_files);
+            return Err(Error::Stopped);
+        }
         let (execution, worker) = Execution::start(n, running, ctx)?;
-        self.live.lock().push(worker);
+        live.push(worker);
+        drop(live);
         drop(gate);
         Ok(execution)
     }
@@ -452,8 +485,15 @@ impl Inner {
         if *stopped {
             return Err(Error::Stopped);
         }
-        // Waits for spawns in flight to register; none can start after this.
-        *self.gate.write() = true;
+        // Waits, for a bounded while, for spawns in flight to register: a spawn stuck in a
+        // call to a hung daemon holds the read side until its own limit passes, and stop()
+        // must not wait that long.
+        if let Some(mut gate) = self.gate.try_write_for(STOP_GATE_WAIT) {
+            *gate = true;
+        }
+        // Set before the registry is emptied below: from here on a spawn that outlasted the
+        // wait, or that gets the read side only now, registers no worker this stop misses.
+        self.stopping.store(true, Ordering::SeqCst);
         let workers: Vec<Worker> = std::mem::take(&mut *self.live.lock());
         for w in &workers {
             w.request(Reason::Shutdown);
