@@ -2,9 +2,10 @@
 //!
 //! They identify a container as dockexec's (for [`gc`](crate::gc)) and name its owner, for
 //! people reading `docker ps`. They are information, never authority: a label is only ever
-//! read back to decide what dockexec itself created. In particular no owner label decides
-//! whether a container may be removed: a container's life is tied to its owner's connection
-//! (see [`ExecutorBuilder::auto_remove`](crate::ExecutorBuilder::auto_remove)).
+//! read back to decide what dockexec itself created. In particular no owner label lets a
+//! container be removed: a container's life is tied to its owner's connection (see
+//! [`ExecutorBuilder::auto_remove`](crate::ExecutorBuilder::auto_remove)). They can only spare
+//! one: [`gc`](crate::gc) keeps a stopped container whose owner this host sees alive.
 
 /// The executor's id ([`Executor::id`](crate::Executor::id)); every container dockexec creates
 /// has it.

@@ -1,5 +1,6 @@
 //! A container's tie to its owner: the dead-man's switch that ends it when the owner goes,
-//! the owner labels (information only), and the sweep of containers no longer running.
+//! the owner labels (information, and a reason to spare a stopped container whose owner is
+//! seen alive), and the sweep of containers no longer running.
 //!
 //! # The dead-man's switch
 //!
@@ -273,6 +274,25 @@ fn is_orphan(state: &str, created: i64, now: i64) -> bool {
     }
 }
 
+/// Whether the owner labels name a process this sweeper can see alive: same boot, and a
+/// process with that pid and start time. Only ever a reason to *keep* a container (a live
+/// owner with `auto_remove(false)` may restart one killed from outside), never to remove
+/// one: an owner in another PID namespace or on another host is simply not seen (issue 9
+/// defect 2), and its stopped container goes as before.
+fn owner_seen_alive(labels: &std::collections::HashMap<String, String>) -> bool {
+    let get = |k: &str| labels.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let (Some(pid), Some(start), Some(boot)) = (
+        get(LABEL_OWNER_PID),
+        get(LABEL_OWNER_START),
+        get(LABEL_OWNER_BOOT),
+    ) else {
+        return false;
+    };
+    pid.bytes().all(|b| b.is_ascii_digit())
+        && boot == boot_id()
+        && start_time(pid).as_deref() == Some(start)
+}
+
 /// Removes labelled containers that are no longer running (all but those being removed
 /// already, with `force`) and carry every one of `labels`; returns their ids.
 pub(crate) fn sweep(client: &Client, force: bool, labels: &[String]) -> Result<Vec<String>> {
@@ -283,7 +303,8 @@ pub(crate) fn sweep(client: &Client, force: bool, labels: &[String]) -> Result<V
     filter.extend(labels.iter().map(String::as_str));
     let mut removed = Vec::new();
     for c in client.container_list_all(&filter)? {
-        let take = is_orphan(&c.state, c.created, now) || (force && c.state != "removing");
+        let take = (is_orphan(&c.state, c.created, now) && !owner_seen_alive(&c.labels))
+            || (force && c.state != "removing");
         if take {
             client.container_remove(&c.id, Duration::from_secs(10))?;
             removed.push(c.id);
@@ -318,8 +339,10 @@ fn sweep_temp_dirs(client: &Client) -> Result<()> {
 /// started for more than [`GC_CREATED_GRACE`] (an owner killed inside `start()`). A running
 /// container is never touched, whoever and wherever its owner is: no process table is
 /// consulted, so an owner in another PID namespace or on another host is safe. The owner
-/// labels ([`labels`](crate::labels)) are kept for people reading `docker ps`, and not read
-/// here. [`GcOptions::force`] also removes running ones.
+/// labels ([`labels`](crate::labels)) serve only to *spare* a stopped container whose owner
+/// this host can see alive (same boot, pid and start time): such an owner may still
+/// [`restart`](crate::Executor::restart) it. [`GcOptions::force`] also removes running ones,
+/// and spared ones.
 ///
 /// The temporary work dirs (those dockexec creates when no
 /// [`work_dir`](crate::ExecutorBuilder::work_dir) is given) outlive a SIGKILLed owner, since the
@@ -416,6 +439,22 @@ mod tests {
         assert!(!is_orphan("created", now - 1, now));
         let old = now - GC_CREATED_GRACE.as_secs() as i64;
         assert!(is_orphan("created", old, now));
+    }
+
+    #[test]
+    fn only_an_owner_seen_alive_keeps_a_stopped_container() {
+        let mine: std::collections::HashMap<String, String> = owner_labels().into_iter().collect();
+        assert!(owner_seen_alive(&mine));
+        let mut other_start = mine.clone();
+        other_start.insert(LABEL_OWNER_START.into(), "1".into());
+        assert!(!owner_seen_alive(&other_start));
+        let mut other_boot = mine.clone();
+        other_boot.insert(LABEL_OWNER_BOOT.into(), "another-boot".into());
+        assert!(!owner_seen_alive(&other_boot));
+        let mut bad_pid = mine.clone();
+        bad_pid.insert(LABEL_OWNER_PID.into(), "../self".into());
+        assert!(!owner_seen_alive(&bad_pid));
+        assert!(!owner_seen_alive(&Default::default()));
     }
 
     #[test]

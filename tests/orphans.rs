@@ -458,3 +458,35 @@ fn start_sweeps_kept_orphans_unless_told_not_to() {
         ex.stop().unwrap();
     });
 }
+
+/// A live owner's kept container, killed from outside, is spared by gc (and so by every other
+/// executor's `start()`): its owner may still restart it. Seen failing before the owner labels
+/// could spare one: gc removed it and `restart()` said `ContainerGone`.
+#[test]
+fn gc_spares_the_stopped_container_of_a_live_owner_until_forced() {
+    let _serial = common::serial();
+    common::watchdog(LIMIT * 2, || {
+        let (mut b, guard) = common::case_builder("orphan-live-kept");
+        b.auto_remove(false);
+        let ex = b.start().unwrap();
+        assert!(common::docker(&["kill", ex.container_id()]).0);
+        assert!(common::eventually(LIMIT, || {
+            common::docker(&["inspect", "-f", "{{.State.Status}}", ex.container_id()])
+                .1
+                .trim()
+                == "exited"
+        }));
+        let removed = dockexec::gc_with(&options(&guard, false)).unwrap();
+        assert!(removed.is_empty(), "gc removed a live owner's container");
+        ex.restart().unwrap();
+        let out = ex.run(&CodeBlock::sh("echo back")).unwrap();
+        assert_eq!(out.stdout_lossy(), "back\n");
+        // Forced, gc takes a stopped one all the same.
+        assert!(common::docker(&["kill", ex.container_id()]).0);
+        assert!(common::eventually(LIMIT, || {
+            dockexec::gc_with(&options(&guard, true)).unwrap()
+                == vec![ex.container_id().to_string()]
+        }));
+        let _ = ex.stop();
+    });
+}
