@@ -293,7 +293,9 @@ def main():
     md.append("|---|---|---|---|")
     for w in ("dockexec-exec", "dockexec-agent", "rival", "floor-raw"):
         v = res.get(f"bigout-10MB/{w}")
-        if v:
+        if v and "error" in v:
+            md.append(f"| {LABEL[w]} | {v['error']} | | |")
+        elif v:
             md.append(f"| {LABEL[w]} | {v['hwm_before_kb']} | {v['hwm_after_one_kb']} | {v['hwm_after_one_kb'] - v['hwm_before_kb']} |")
     md += ["", "### Executions in flight (fresh process each; `echo r; exec sleep 1000` blocks, measured once all said `r`)", ""]
     md.append("| in flight | contender | threads | RSS kB | peak RSS kB | time until all running (s) |")
@@ -301,14 +303,18 @@ def main():
     for n in sizes:
         for w in ("dockexec-exec", "dockexec-agent", "rival"):
             v = res.get(f"inflight-{n}/{w}")
-            if v:
+            if v and "error" in v:
+                md.append(f"| {n} | {LABEL[w]} | {v['error']} | | | |")
+            elif v:
                 md.append(f"| {n} | {LABEL[w]} | {v['threads']} | {v['rss_kb']} | {v['hwm_kb']} | {v['all_running_s']:.1f} |")
     if build:
         md += ["", "### Clean release build of the CLI (fresh target dir each)", ""]
         md.append("| CLI | build seconds | crates compiled | binary bytes | command |")
         md.append("|---|---|---|---|---|")
         for b in build:
-            md.append(f"| {b['name']} | {b['seconds']} | {b['crates']} | {b['binary_bytes']:,} | `cargo build --release {b['args']}` |")
+            manifest = b.get("manifest") or ("benches/rival/cli/Cargo.toml" if b["name"].startswith("bollard") else "Cargo.toml")
+            args = f" {b['args']}" if b["args"] else ""
+            md.append(f"| {b['name']} | {b['seconds']} | {b['crates']} | {b['binary_bytes']:,} | `cargo build --release --manifest-path {manifest}{args}` |")
     md += ["", "### AutoGen 0.7.5 side by side (benches/autogen/run.sh, same session)", ""]
     md.append((autogen or "not run (DOCKEXEC_BENCH_AUTOGEN=0 or no results)").strip())
     md += ["", "![ratios](benches/results/ratios.svg)", "", "![wall times](benches/results/latency.svg)", ""]

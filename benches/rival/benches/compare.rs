@@ -470,7 +470,7 @@ fn main() {
     let n_big = env_n("DOCKEXEC_BENCH_N_BIG", 4, smoke);
     for who in [EXEC, AGENT, RIVAL, RAW] {
         let r = run_child(&format!("bigout:{who}:{n_big}"));
-        for t in r["wall"].as_array().expect("wall") {
+        for t in r["wall"].as_array().into_iter().flatten() {
             add("bigout-10MB", who, t.as_f64().unwrap());
         }
         resources.insert(format!("bigout-10MB/{who}"), r);
@@ -698,8 +698,14 @@ fn run_child(spec: &str) -> Value {
         .stderr(Stdio::inherit())
         .output()
         .expect("child");
-    assert!(o.status.success(), "child {spec} failed: {o:?}");
     let text = String::from_utf8_lossy(&o.stdout);
+    if !o.status.success() && std::env::var_os("DOCKEXEC_BENCH_SMOKE").is_none() {
+        // A full run keeps going (one overloaded daemon call must not lose the whole run's
+        // samples); the report shows the error in place of the numbers.
+        eprintln!("child {spec} failed ({}); recorded as an error", o.status);
+        return json!({ "error": format!("the measurement failed ({}); see the run's stderr", o.status) });
+    }
+    assert!(o.status.success(), "child {spec} failed: {o:?}");
     let line = text
         .lines()
         .find_map(|l| l.strip_prefix("RESULT "))
