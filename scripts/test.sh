@@ -10,7 +10,10 @@
 #    (default "exec agent": every lifecycle, cancel, stream and output test runs against both
 #    ways of running a block; tests/agent.rs always runs the agent)
 # 3. cargo test --all-features --doc "$@"
-# 4. scripts/fuzz.sh "${DOCKEXEC_FUZZ_SECS:-30}": every cargo-fuzz target for that many seconds
+# 4. the benches against the async rival (benches/rival, its own workspace): cargo bench
+#    --no-run, then each scenario once with DOCKEXEC_BENCH_SMOKE=1, asserting behaviour only
+#    (DOCKEXEC_BENCH_RIVAL=0 skips it)
+# 5. scripts/fuzz.sh "${DOCKEXEC_FUZZ_SECS:-30}": every cargo-fuzz target for that many seconds
 #    (installs cargo-fuzz if missing; prints SKIP where it cannot; a crash fails this script;
 #    DOCKEXEC_FUZZ_SECS=0 skips it)
 # Exits non-zero if any step fails (every cargo run is attempted).
@@ -43,6 +46,20 @@ for strategy in ${DOCKEXEC_TEST_STRATEGIES:-exec agent}; do
 done
 echo "test.sh: cargo test --all-features --doc $*" >&2
 cargo test --all-features --doc "$@" || { rc=$?; ((status)) || status=$rc; }
+
+# The benches against the async rival (benches/rival: its own workspace, so the steps above
+# never compile bollard or tokio): compiled so they never rot, then every scenario once at
+# small sizes (DOCKEXEC_BENCH_SMOKE=1), which asserts behaviour, never speed.
+# DOCKEXEC_BENCH_RIVAL=0 skips this step.
+if [[ ${DOCKEXEC_BENCH_RIVAL:-1} == 0 ]]; then
+    echo "test.sh: SKIP the rival benches (DOCKEXEC_BENCH_RIVAL=0)" >&2
+else
+    echo "test.sh: cargo bench --manifest-path benches/rival/Cargo.toml --workspace --no-run," \
+        "then DOCKEXEC_BENCH_SMOKE=1 cargo bench --manifest-path benches/rival/Cargo.toml --bench compare" >&2
+    { cargo bench --manifest-path benches/rival/Cargo.toml --workspace --no-run &&
+        DOCKEXEC_BENCH_SMOKE=1 cargo bench --manifest-path benches/rival/Cargo.toml --bench compare; } ||
+        { rc=$?; ((status)) || status=$rc; }
+fi
 
 # Last, so that its install or build time never delays the tests' results.
 fuzz_secs="${DOCKEXEC_FUZZ_SECS:-30}"

@@ -141,6 +141,20 @@ pub mod __bench {
     /// The wrapper every block runs under, so a baseline can run the floor the same way.
     pub const RUN_SCRIPT: &str = crate::runner::exec::RUN_SCRIPT;
 
+    /// The kill script the exec path runs in a second exec (args: marker prefix, tag), so the
+    /// async rival in `benches/rival` kills a block exactly the same way.
+    pub const KILL_SCRIPT: &str = crate::runner::exec::KILL_SCRIPT;
+
+    /// The container-create body `builder.start()` would send for a workspace at `workspace`
+    /// (labels carry `id`), so the async rival creates the very same container.
+    pub fn create_body(
+        builder: &crate::ExecutorBuilder,
+        id: &str,
+        workspace: &Path,
+    ) -> serde_json::Value {
+        builder.create_body(id, workspace)
+    }
+
     /// The newest Engine API version dockexec asks for, so a baseline client asks for the same.
     pub const MAX_API: (u32, u32) = crate::docker::api::MAX_API;
 

@@ -254,7 +254,11 @@ async def bigout_child(n: int) -> None:
 
 def leftovers() -> list[str]:
     client = docker.from_env()
-    return [c.name for c in client.containers.list(all=True) if c.name.startswith(PREFIX)]
+    # sparse: no inspect per listed container, which raced with containers of others being
+    # removed on a shared daemon (404 "No such container" between the list and the inspect).
+    cs = client.containers.list(all=True, sparse=True, filters={"name": PREFIX})
+    names = [n.lstrip("/") for c in cs for n in c.attrs.get("Names") or []]
+    return [n for n in names if n.startswith(PREFIX)]
 
 
 def main() -> None:

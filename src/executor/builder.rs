@@ -1022,7 +1022,8 @@ impl ExecutorBuilder {
         }
     }
 
-    fn create_body(&self, id: &str, workspace: &std::path::Path) -> Value {
+    /// The container-create body `start` sends (also what `__bench` hands the async rival).
+    pub(crate) fn create_body(&self, id: &str, workspace: &std::path::Path) -> Value {
         let mut env: Vec<String> = vec!["PYTHONUNBUFFERED=1".into()];
         if !self.env.contains_key("HOME") {
             // A read-only root leaves no writable home (and nobody's is /nonexistent anyway).
