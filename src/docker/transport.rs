@@ -52,6 +52,12 @@ pub(crate) fn agent(socket: &Path, limits: Limits) -> Agent {
         // Docker keeps idle keep-alive connections open; recycle ours well before it would.
         .max_idle_age(Duration::from_secs(30))
         .user_agent(concat!("dockexec/", env!("CARGO_PKG_VERSION")))
+        // ureq's 128 KiB defaults, per connection, made each running block on the exec path
+        // cost ~300 kB (one stream each); Docker's heads are a few hundred bytes and its
+        // bodies are read in pieces anyway, so 32 KiB in and 16 KiB out lose nothing.
+        .max_response_header_size(16 * 1024)
+        .input_buffer_size(32 * 1024)
+        .output_buffer_size(16 * 1024)
         .build();
     Agent::with_parts(
         config,

@@ -253,7 +253,8 @@ impl Runner for ExecRunner {
                 demux: Demuxer::new(false),
                 // As large as ureq's own input buffer (128 KiB), so one read drains what one
                 // socket read got.
-                buf: vec![0u8; 128 * 1024],
+                // A pipe holds 64 KiB; 32 KiB reads keep up with it at a quarter of the memory.
+                buf: vec![0u8; 32 * 1024],
             }),
             control: Box::new(ExecControl {
                 exec_id,
