@@ -26,7 +26,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// | the container is removed or killed from outside | the running blocks end [`lost`](crate::ExitStatus::lost); later calls give [`Error::ContainerGone`] |
 /// | the container is paused from outside | the timeout still fires and the block ends [`timed_out`](crate::ExitStatus::timed_out) |
 /// | a block exhausts the memory limit | its status says [`oom_killed`](crate::ExitStatus::oom_killed) |
-/// | the code file cannot be written (disk full, permissions) | [`Error::Io`] naming the path (exec), [`Error::Agent`] with the reason (agent) |
+/// | the code file cannot be written (disk full, permissions) | [`Error::Io`] naming the path and the cause, e.g. "its filesystem is full" (exec); [`Error::Agent`] with the reason, e.g. "No space left on device" (agent) |
 /// | a bad request: unknown language, a path outside the workspace, zero timeout | [`Error::InvalidInput`], and nothing is run or written |
 /// | the image has no Python but [`Strategy::Agent`](crate::Strategy::Agent) was forced | [`Error::Agent`] at `start()` ([`Strategy::Auto`](crate::Strategy::Auto) falls back to exec) |
 /// | the in-container agent dies or its channel breaks | its blocks end [`lost`](crate::ExitStatus::lost); the next block starts a fresh agent |
@@ -171,7 +171,23 @@ impl fmt::Display for Error {
                     "{what} timed out; is the docker daemon hung or overloaded?"
                 )
             }
-            Error::Io { path, .. } => write!(f, "i/o error on {}", path.display()),
+            Error::Io { path, source } => {
+                write!(f, "i/o error on {}", path.display())?;
+                // What to check, by cause; the cause's own words stay in `source()`.
+                match source.kind() {
+                    io::ErrorKind::StorageFull => f.write_str(
+                        ": its filesystem is full (free some space, or choose another work dir)",
+                    ),
+                    io::ErrorKind::QuotaExceeded => {
+                        f.write_str(": the disk quota of its filesystem is exceeded")
+                    }
+                    io::ErrorKind::ReadOnlyFilesystem => {
+                        f.write_str(": its filesystem is read-only")
+                    }
+                    io::ErrorKind::PermissionDenied => f.write_str(": permission denied"),
+                    _ => Ok(()),
+                }
+            }
             Error::Transport { what, .. } => write!(
                 f,
                 "the connection to the docker daemon failed during {what}; is the daemon still \
@@ -256,6 +272,18 @@ mod tests {
             "{}",
             std::mem::size_of::<Error>()
         );
+    }
+
+    #[test]
+    fn io_errors_name_their_cause() {
+        let full = Error::io("/w/x.py", io::Error::from_raw_os_error(28));
+        assert_eq!(
+            full.to_string(),
+            "i/o error on /w/x.py: its filesystem is full (free some space, or choose another \
+             work dir)"
+        );
+        let other = Error::io("/w/x.py", io::Error::other("boom"));
+        assert_eq!(other.to_string(), "i/o error on /w/x.py");
     }
 
     #[test]
