@@ -22,7 +22,8 @@ const THREADS: usize = 8;
 /// At most this many executors live at once (each is a container).
 const MAX_EXECUTORS: usize = 4;
 /// Every executor's block timeout: the "time out" operation runs a block longer than this.
-const BLOCK_TIMEOUT: Duration = Duration::from_secs(2);
+/// (A short block may reach it too when the machine is loaded: that is a status, not a leak.)
+const BLOCK_TIMEOUT: Duration = Duration::from_secs(4);
 /// No single operation may take longer than this (a hang fails the test, with its seed).
 const OP_LIMIT: Duration = Duration::from_secs(90);
 
@@ -179,8 +180,9 @@ fn step(
                         drop(rx);
                         match out {
                             Some(o) if o.status.success() && o.stdout == b"soak\n" => Ok(()),
-                            // Another thread's stop() cancels it.
-                            Some(o) if o.status.cancelled() => Ok(()),
+                            // Another thread's stop() cancels it; a loaded machine may
+                            // time it out.
+                            Some(o) if o.status.cancelled() || o.status.timed_out() => Ok(()),
                             Some(o) => Err(Error::Internal(format!(
                                 "run: {} {:?}",
                                 o.status,
@@ -200,7 +202,7 @@ fn step(
         45..=54 => tolerate(
             ex.run(&CodeBlock::python("print(sum(range(1000)))"))
                 .and_then(|o| {
-                    if o.status.success() || o.status.cancelled() {
+                    if o.status.success() || o.status.cancelled() || o.status.timed_out() {
                         counts.blocks.fetch_add(1, Ordering::Relaxed);
                         Ok(())
                     } else {
@@ -221,7 +223,7 @@ fn step(
                 }
                 e.cancel()?;
                 match e.wait_timeout(OP_LIMIT)? {
-                    // Under load the 2 s timeout may fire before the cancel lands.
+                    // Under load the timeout may fire before the cancel lands.
                     Some(o) if o.status.cancelled() || o.status.timed_out() => Ok(()),
                     Some(o) => Err(Error::Internal(format!("cancel: {}", o.status))),
                     None => Err(Error::Internal("cancelled block did not end".into())),
