@@ -355,7 +355,7 @@ fn sigkill_while_blocks_run() {
         .map(|(i, e)| {
             let (e, tx) = (Arc::clone(e), tx.clone());
             thread::spawn(move || {
-                let r = e.wait().map(|o| o.clone());
+                let r = e.wait().cloned();
                 let _ = tx.send((i, r));
             })
         })

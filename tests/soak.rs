@@ -65,7 +65,10 @@ struct Sample {
     execs: u64,
 }
 
-const MEASURES: [(&str, fn(&Sample) -> u64, u64); 5] = [
+/// A measure: its name, how to read it from a sample, and its absolute slack.
+type Measure = (&'static str, fn(&Sample) -> u64, u64);
+
+const MEASURES: [Measure; 5] = [
     // (name, accessor, absolute slack on top of 25 %)
     ("open fds", |s| s.fds, 24),
     ("threads", |s| s.threads, 12),
