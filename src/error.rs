@@ -20,7 +20,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// |---|---|
 /// | no daemon at the socket, or it refuses the connection | [`Error::Connect`], naming the socket |
 /// | `DOCKER_HOST` is `tcp://`, `ssh://`, … | [`Error::Connect`]: only `unix://` is supported |
-/// | the daemon dies or drops the connection mid-call | [`Error::Transport`] (a call), or the block's status [`lost`](crate::ExitStatus::lost) with its output so far |
+/// | the daemon dies or drops the connection mid-call | [`Error::Transport`] (a call), or the block's status [`lost`](crate::ExitStatus::lost) with its output so far; later calls, `stop()` included, give [`Error::Connect`] ("connection refused: is the docker daemon running?") at once |
+/// | the daemon is restarted after a crash | without `live-restore` it has stopped the container: calls give [`Error::ContainerGone`] and `stop()` removes it; with `live-restore` the executor works on |
 /// | the daemon stops answering | [`Error::Timeout`] for a call; a running block's worker cuts its own stream, and `stop()` still returns |
 /// | the image is absent and cannot be pulled | [`Error::ImageNotFound`] / [`Error::Pull`], with the registry's message |
 /// | the container is removed or killed from outside | the running blocks end [`lost`](crate::ExitStatus::lost); later calls give [`Error::ContainerGone`] |

@@ -4,7 +4,7 @@
 //! test's containers and the daemon's exec records for them. It fails if any measure keeps
 //! growing (the last quarter's peak against the first quarter's, with slack), if anything is
 //! left at the end, or if any call fails with anything but `Stopped` (an executor another
-//! thread stopped).
+//! thread stopped) or a daemon call's `Timeout` (an overloaded daemon; counted and printed).
 //!
 //! `cargo test --all-features --test soak -- --nocapture` prints the figures: blocks run, and
 //! the peak and final value of each measure. A failure names the seed (DOCKEXEC_SOAK_SEED
@@ -122,6 +122,7 @@ struct Counts {
     blocks: AtomicU64,
     executors: AtomicU64,
     stopped_by_other: AtomicU64,
+    daemon_timeouts: AtomicU64,
 }
 
 /// The executors the threads share: any thread may spawn on, or stop, any of them.
@@ -133,6 +134,13 @@ fn tolerate(r: Result<(), Error>, what: &str, counts: &Counts) -> Result<(), Str
         Ok(()) => Ok(()),
         Err(Error::Stopped) => {
             counts.stopped_by_other.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        // An overloaded daemon may not answer a call within its bound: a clear error, not a
+        // leak (what it leaves is counted below).
+        Err(Error::Timeout { what }) => {
+            counts.daemon_timeouts.fetch_add(1, Ordering::Relaxed);
+            eprintln!("soak: {what}: daemon call timed out (counted, tolerated)");
             Ok(())
         }
         Err(e) => Err(format!("{what}: {e}")),
@@ -369,15 +377,12 @@ fn soak() {
         }
         // Stop what is left in the pool, in random order, from several threads at once.
         let left: Vec<_> = std::mem::take(&mut *pool.lock().unwrap());
-        let failure = &failure;
+        let (failure, counts) = (&failure, &counts);
         thread::scope(|s2| {
             for ex in left {
                 s2.spawn(move || {
-                    if let Err(e) = ex.stop() {
-                        failure
-                            .lock()
-                            .unwrap()
-                            .get_or_insert(format!("final stop: {e}"));
+                    if let Err(e) = tolerate(ex.stop(), "final stop", counts) {
+                        failure.lock().unwrap().get_or_insert(e);
                     }
                 });
             }
@@ -389,14 +394,17 @@ fn soak() {
     let settled = common::eventually(Duration::from_secs(20), || {
         common::dockexec_threads() <= threads_before
     });
+    // A removal that timed out on our side may still complete on the daemon's.
+    common::eventually(Duration::from_secs(60), || case.containers().is_empty());
     let after = sample(&case);
     let samples = samples.into_inner().unwrap();
     let blocks = counts.blocks.load(Ordering::Relaxed);
     eprintln!(
         "soak: {elapsed:.1?}: {blocks} blocks on {} executors ({} calls met an executor another \
-         thread had stopped); {} samples",
+         thread had stopped, {} daemon calls timed out); {} samples",
         counts.executors.load(Ordering::Relaxed),
         counts.stopped_by_other.load(Ordering::Relaxed),
+        counts.daemon_timeouts.load(Ordering::Relaxed),
         samples.len()
     );
     let mut problems = Vec::new();
