@@ -143,7 +143,15 @@ fn tolerate(r: Result<(), Error>, what: &str, counts: &Counts) -> Result<(), Str
             eprintln!("soak: {what}: daemon call timed out (counted, tolerated)");
             Ok(())
         }
-        Err(e) => Err(format!("{what}: {e}")),
+        Err(e) => {
+            let mut msg = format!("{what}: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                msg.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            Err(msg)
+        }
     }
 }
 
