@@ -99,7 +99,7 @@ fn main() {
                 k += 1;
                 let body = json!({
                     "Cmd": ["sh", "-c", WRAPPER, "dockexec",
-                        format!("/workspace/.dockexec/bench_{k}"), "python",
+                        format!("/run/dockexec/bench_{k}.cancel"), "python",
                         "/workspace/bench_hello.py"],
                     "AttachStdout": true,
                     "AttachStderr": true,

@@ -6,10 +6,16 @@
 //!
 //! Starts an executor on `$DOCKEXEC_TEST_IMAGE` (default: scripts/test-images.env),
 //! labelled `dockexec.test.case=CASE`, prints `container <id>` and `workdir <path>`, starts a
-//! long block, prints `ready`, and sleeps until it is killed. Killed with SIGKILL, it leaves its container behind
-//! (and its temporary work dir) for `dockexec gc` or the next `start()` to remove. Its
-//! strategy follows `DOCKEXEC_TEST_STRATEGY`: with the agent, the block dies with the
-//! owner's connection; by exec, it runs on.
+//! long block, prints `ready`, and sleeps until it is killed. Its strategy follows
+//! `DOCKEXEC_TEST_STRATEGY`.
+//!
+//! Killed with SIGKILL, its connection to the container's keeper closes, so the container
+//! ends by itself (its block with it) and the daemon removes it (the dead-man's switch). Its
+//! temporary work dir is left behind, its lock released, for `dockexec gc` or the next
+//! `start()` to remove. With `DOCKEXEC_OWNER_KEEP=1` the executor is built
+//! with `auto_remove(false)`: the container still ends but stays, exited, for `dockexec gc`
+//! or the next `start()` to remove with the work dir. With `DOCKEXEC_OWNER_RESTART=1` the
+//! executor is restarted before the block starts.
 
 #[path = "../tests/common/test_images.rs"]
 mod test_images;
@@ -24,8 +30,10 @@ fn main() {
         .nth(1)
         .unwrap_or_else(|| "sigkill-owner".into());
     let image = test_images::get("DOCKEXEC_TEST_IMAGE");
+    let flag = |name: &str| std::env::var(name).is_ok_and(|v| v == "1");
     let executor = Executor::builder()
         .image(image)
+        .auto_remove(!flag("DOCKEXEC_OWNER_KEEP"))
         .pull_policy(PullPolicy::Never)
         // Sweeping here could remove a container another test is still looking at.
         .gc_orphans(false)
@@ -42,6 +50,9 @@ fn main() {
     println!("container {}", executor.container_id());
     println!("workdir {}", executor.work_dir().display());
     let _ = std::io::stdout().flush();
+    if flag("DOCKEXEC_OWNER_RESTART") {
+        executor.restart().expect("restart the executor");
+    }
     let execution = executor
         .spawn(&CodeBlock::sh("echo block started\nsleep 1888\n"))
         .expect("spawn the block");

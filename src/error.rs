@@ -22,11 +22,15 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// | `DOCKER_HOST` is `tcp://`, `ssh://`, … | [`Error::Connect`]: only `unix://` is supported |
 /// | the daemon dies or drops the connection mid-call | [`Error::Transport`] (a call), or the block's status [`lost`](crate::ExitStatus::lost) with its output so far; later calls, `stop()` included, give [`Error::Connect`] ("connection refused: is the docker daemon running?") at once |
 /// | the daemon is restarted after a crash | without `live-restore` it has stopped the container: calls give [`Error::ContainerGone`] and `stop()` removes it; with `live-restore` the executor works on |
-/// | the daemon stops answering | [`Error::Timeout`] for a call; a running block's worker cuts its own stream, and `stop()` still returns |
+/// | the daemon stops answering | [`Error::Timeout`] naming the call and the limit that passed ([`api_timeout`](crate::ExecutorBuilder::api_timeout) for any answer, [`init_timeout`](crate::ExecutorBuilder::init_timeout) for the init command); a running block's worker cuts its own stream, and `stop()` still returns |
+/// | something listens at the socket but never answers | [`Error::Connect`] naming the socket, after [`api_timeout`](crate::ExecutorBuilder::api_timeout) |
 /// | the image is absent and cannot be pulled | [`Error::ImageNotFound`] / [`Error::Pull`], with the registry's message |
 /// | the container is removed or killed from outside | the running blocks end [`lost`](crate::ExitStatus::lost); later calls give [`Error::ContainerGone`] |
 /// | the container is paused from outside | the timeout still fires and the block ends [`timed_out`](crate::ExitStatus::timed_out) |
 /// | a block exhausts the memory limit | its status says [`oom_killed`](crate::ExitStatus::oom_killed) |
+/// | a block is killed by a signal (its own `kill -9 $$`, the OOM killer) | its status says [`signal`](crate::ExitStatus::signal) |
+/// | a [`device_request`](crate::ExecutorBuilder::device_request) the host cannot meet (no GPU, no driver) | [`Error::Docker`] at `start()`, naming the request |
+/// | any message that would show a [`secret_env`](crate::ExecutorBuilder::secret_env) value | the value is replaced by [`REDACTED`](crate::REDACTED) |
 /// | the code file cannot be written (disk full, permissions) | [`Error::Io`] naming the path and the cause, e.g. "its filesystem is full" (exec); [`Error::Agent`] with the reason, e.g. "No space left on device" (agent) |
 /// | a bad request: unknown language, a path outside the workspace, zero timeout | [`Error::InvalidInput`], and nothing is run or written |
 /// | the image has no Python but [`Strategy::Agent`](crate::Strategy::Agent) was forced | [`Error::Agent`] at `start()` ([`Strategy::Auto`](crate::Strategy::Auto) falls back to exec) |

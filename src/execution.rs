@@ -20,6 +20,7 @@ use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::output::{Chunk, End, ExitStatus, Output, OutputBuf, Stream};
+use crate::redact::Redactor;
 use crate::runner::{Reaped, Running, Source};
 
 /// What happens when a block's output passes `max_output_bytes`.
@@ -59,6 +60,8 @@ pub(crate) struct WorkerCtx {
     pub(crate) deadline: Option<Instant>,
     pub(crate) delete_code_file: bool,
     pub(crate) started: Instant,
+    /// The executor's secret values, redacted from the output before anyone sees it.
+    pub(crate) redactor: Arc<Redactor>,
 }
 
 /// State shared between an [`Execution`] handle, the executor's registry and the worker.
@@ -380,22 +383,51 @@ impl Execution {
 /// Blocking reads only: pumps the source straight into the shared output, with no copy and
 /// no hand-off per piece; asks the worker to kill the block when the output limit says so.
 /// Returns how the output ended.
+///
+/// With secrets, each stream is redacted before it is recorded, so neither the stored output
+/// nor any chunk ever holds a secret; what a stream held back (the start of a possible
+/// secret) is recorded when the output ends, however it ends.
 fn read_loop(
     mut source: Box<dyn Source>,
     shared: &Shared,
     cap: Option<usize>,
     on_limit: OutputLimit,
+    redactor: &Redactor,
 ) -> std::result::Result<(), String> {
-    loop {
+    if redactor.is_empty() {
+        loop {
+            let mut crossed = false;
+            let more = source.next(&mut |s, b| crossed |= shared.record(s, b, cap));
+            if crossed && on_limit == OutputLimit::Kill {
+                shared.request(Reason::OutputLimit);
+            }
+            if !more? {
+                return Ok(());
+            }
+        }
+    }
+    let (mut out, mut err) = (redactor.stream(), redactor.stream());
+    let end = loop {
         let mut crossed = false;
-        let more = source.next(&mut |s, b| crossed |= shared.record(s, b, cap));
+        let more = source.next(&mut |s, b| {
+            let shown = match s {
+                Stream::Stdout => out.feed(redactor, b),
+                Stream::Stderr => err.feed(redactor, b),
+            };
+            crossed |= shared.record(s, &shown, cap);
+        });
         if crossed && on_limit == OutputLimit::Kill {
             shared.request(Reason::OutputLimit);
         }
-        if !more? {
-            return Ok(());
+        match more {
+            Ok(true) => {}
+            Ok(false) => break Ok(()),
+            Err(e) => break Err(redactor.text(&e)),
         }
-    }
+    };
+    shared.record(Stream::Stdout, &out.flush(redactor), cap);
+    shared.record(Stream::Stderr, &err.flush(redactor), cap);
+    end
 }
 
 /// The worker: runs until the block's stream ends, then stores the output.
@@ -423,7 +455,7 @@ fn work(
         let reader = thread::Builder::new()
             .name("dockexec-reader".into())
             .spawn_scoped(scope, move || {
-                let end = read_loop(stream, reader_shared, ctx.cap, ctx.on_limit);
+                let end = read_loop(stream, reader_shared, ctx.cap, ctx.on_limit, &ctx.redactor);
                 let _ = end_tx.send(end);
             });
         if let Err(e) = reader {
@@ -512,6 +544,7 @@ fn work(
         status: ExitStatus {
             end: end_kind,
             code: reaped.code,
+            signal: reaped.signal,
             oom_killed: reaped.oom_killed,
             truncated: buf.truncated,
         },

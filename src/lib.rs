@@ -42,8 +42,13 @@
 //!   and joins every worker before it returns. Dropping the executor does the same,
 //!   ignoring errors. If the daemon stops answering, each worker shuts its own socket down
 //!   after a grace period, so `stop` still returns.
-//! * [`cleanup_on_ctrlc`] (opt-in) stops every live executor on Ctrl-C; [`gc`] removes the
-//!   containers of processes that died without stopping theirs.
+//! * [`cleanup_on_ctrlc`] (opt-in) stops every live executor on Ctrl-C. A container never
+//!   outlives its owner: its main process holds the owner's connection and ends it when that
+//!   closes, however the owner died (a dead-man's switch; see
+//!   [`auto_remove`](ExecutorBuilder::auto_remove)). [`gc`] removes the containers that are
+//!   no longer running and were kept; it never touches a running one unless [`GcOptions::force`] says so.
+//!   It also removes the temporary work dirs of owners that died without stopping: each
+//!   owner holds a `flock` on its own while it lives.
 //!
 //! ```
 //! # fn main() -> dockexec::Result<()> {
@@ -61,8 +66,31 @@
 //! executor.stop()?;
 //! # Ok(()) }
 //! ```
+//!
+//! # Security: what a block can reach
+//!
+//! The block is treated as hostile code and the container as its sandbox (see
+//! [`ExecutorBuilder`] for the hardened defaults and how to relax them).
+//!
+//! * **The control plane is out of a non-root block's reach.** The container's init, its
+//!   keeper, the agent and the exec strategy's kill script run as root. The kill finds a
+//!   block's processes by what only its exec has (a parent outside the container, its own
+//!   session, the tag Docker set), never by a file the block could write; its one marker
+//!   lives in `/run/dockexec`, a root-owned tmpfs outside the workspace. A non-root block that
+//!   forges, replaces or pre-plants markers, plants FIFOs, or runs `kill -9 -1` ends only its
+//!   own user's processes: the container survives and the next block runs normally.
+//! * **The host never follows a path the container can change.** Code files are written
+//!   and removed beneath the work dir one directory fd at a time, never through a link, so a
+//!   block that swaps a directory for a link to a host directory gets a refused file name,
+//!   not a write (or a delete) on the host.
+//! * **A root block owns its container** (opt-in, [`ExecutorBuilder::user`]`("0")`): it can
+//!   signal every process in it, forge the kill's marker, and end the container. The
+//!   executor then reports [`Error::ContainerGone`] (the running blocks end
+//!   [`lost`](ExitStatus::lost)), [`Executor::stop`] still succeeds, and nothing outside the
+//!   container is lost: not the work dir, not other executors.
 
 mod code;
+mod device;
 mod docker;
 mod error;
 mod execution;
@@ -70,6 +98,7 @@ mod executor;
 pub mod labels;
 mod orphans;
 mod output;
+mod redact;
 mod registry;
 mod runner;
 mod session;
@@ -80,15 +109,18 @@ mod workspace;
 pub use crossbeam_channel;
 
 pub use code::{CodeBlock, Language, extract_code_blocks, guess_language};
+pub use device::DeviceRequest;
 pub use error::{Error, Result};
 pub use execution::{Execution, OutputLimit};
 pub use executor::{
-    DEFAULT_IMAGE, DEFAULT_MAX_OUTPUT, DEFAULT_MEMORY, DEFAULT_NOFILE, DEFAULT_PIDS,
-    DEFAULT_SESSION_GRACE, DEFAULT_TIMEOUT, DEFAULT_TMP_SIZE, EXEC_KILL_CAPABILITIES, Executor,
-    ExecutorBuilder, KEPT_CAPABILITIES, NOBODY, PullPolicy, PullProgress,
+    DEFAULT_API_TIMEOUT, DEFAULT_IMAGE, DEFAULT_INIT_TIMEOUT, DEFAULT_MAX_OUTPUT, DEFAULT_MEMORY,
+    DEFAULT_NOFILE, DEFAULT_PIDS, DEFAULT_SESSION_GRACE, DEFAULT_TIMEOUT, DEFAULT_TMP_SIZE,
+    EXEC_KILL_CAPABILITIES, Executor, ExecutorBuilder, KEPT_CAPABILITIES, NOBODY, PullPolicy,
+    PullProgress,
 };
-pub use orphans::gc;
+pub use orphans::{GC_CREATED_GRACE, GcOptions, gc, gc_with};
 pub use output::{BlocksResult, Chunk, ExitStatus, Output, Stream};
+pub use redact::REDACTED;
 pub use registry::{cleanup_on_ctrlc, stop_all};
 pub use runner::Strategy;
 pub use session::Session;

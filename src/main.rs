@@ -16,7 +16,7 @@ dockexec — run code blocks inside a Docker container
 
 USAGE:
     dockexec run [OPTIONS] FILE|-
-    dockexec gc
+    dockexec gc [--force] [--label KEY[=VALUE]]...
     dockexec --help | --version
 
 COMMANDS:
@@ -24,7 +24,12 @@ COMMANDS:
             holding ``` fences when --lang is not given, runs each fenced block in order and
             stops at the first that fails. Output streams live: the blocks' stdout to stdout,
             their stderr to stderr. Exits with the last block's exit code, 124 on timeout.
-    gc      Remove containers left by dockexec processes that died without cleaning up.
+    gc      Remove dockexec containers that are no longer running (exited, or created and
+            never started), and the temporary work dirs of owners that are gone (each owner
+            holds a lock on its dir while it lives). A running one is never removed:
+            its owner is alive, since a container ends by itself once its owner is gone.
+            --force also removes running ones, killing their blocks; --label (repeatable)
+            keeps to the containers that carry it.
 
 RUN OPTIONS:
     -l, --lang LANG        python (py), sh (shell), bash or pwsh; default: from the file's
@@ -33,6 +38,9 @@ RUN OPTIONS:
     -t, --timeout SECS     per-block time limit, or `none` [default: 60]
     -w, --work-dir DIR     host directory mounted at /workspace [default: a temporary one]
     -e, --env KEY=VALUE    environment variable for the blocks (repeatable)
+        --secret-env NAME  pass your environment's NAME to the blocks as a secret: its value
+                           is shown as [REDACTED] in their output and in errors (repeatable;
+                           `docker inspect` still shows it)
         --network MODE     docker network mode [default: none]
         --max-output BYTES keep at most this much output per block, or `none` [default: 64 MiB]
         --pull POLICY      missing, always or never [default: missing]
@@ -74,7 +82,7 @@ struct RunArgs {
 enum Command {
     Help,
     Version,
-    Gc,
+    Gc(dockexec::GcOptions),
     Run(Box<RunArgs>),
 }
 
@@ -88,12 +96,12 @@ fn main() -> ExitCode {
             println!("dockexec {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Ok(Command::Gc) => match dockexec::gc(None) {
+        Ok(Command::Gc(options)) => match dockexec::gc_with(&options) {
             Ok(ids) => {
                 for id in &ids {
                     println!("removed {id}");
                 }
-                eprintln!("dockexec gc: removed {} orphaned container(s)", ids.len());
+                eprintln!("dockexec gc: removed {} container(s)", ids.len());
                 ExitCode::SUCCESS
             }
             Err(e) => fail(&e),
@@ -128,11 +136,18 @@ fn parse(mut args: lexopt::Parser) -> Result<Command, lexopt::Error> {
     match command.to_str() {
         Some("help") => Ok(Command::Help),
         Some("run") => parse_run(args),
-        Some("gc") => match args.next()? {
-            None => Ok(Command::Gc),
-            Some(Short('h') | Long("help")) => Ok(Command::Help),
-            Some(other) => Err(other.unexpected()),
-        },
+        Some("gc") => {
+            let mut options = dockexec::GcOptions::default();
+            while let Some(arg) = args.next()? {
+                match arg {
+                    Long("force") => options.force = true,
+                    Long("label") => options.labels.push(args.value()?.string()?),
+                    Short('h') | Long("help") => return Ok(Command::Help),
+                    other => return Err(other.unexpected()),
+                }
+            }
+            Ok(Command::Gc(options))
+        }
         _ => Err(format!("unknown command {command:?}").into()),
     }
 }
@@ -167,6 +182,15 @@ fn parse_run(mut args: lexopt::Parser) -> Result<Command, lexopt::Error> {
                     .filter(|(k, _)| !k.is_empty())
                     .ok_or_else(|| format!("--env takes KEY=VALUE, not {v:?}"))?;
                 builder.env(k, val);
+            }
+            Long("secret-env") => {
+                // From our environment, so the value never sits in argv (`ps` shows that).
+                let name = args.value()?.string()?;
+                let value = std::env::var_os(&name)
+                    .ok_or_else(|| format!("--secret-env {name}: {name} is not set"))?
+                    .into_string()
+                    .map_err(|_| format!("--secret-env {name}: its value is not UTF-8"))?;
+                builder.secret_env(name, value);
             }
             Long("network") => {
                 builder.network(args.value()?.string()?);
@@ -391,6 +415,9 @@ fn run_command(run: RunArgs) -> ExitCode {
         }
         if output.status.timed_out() {
             eprintln!("dockexec: timed out");
+        } else if output.status.signal().is_some() && !output.status.cancelled() {
+            // The exit code alone (137) does not say the block was killed, nor by what.
+            eprintln!("dockexec: {}", output.status);
         }
         code = output.status.shell_code();
         if !output.status.success() {

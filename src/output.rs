@@ -76,10 +76,29 @@ pub(crate) enum End {
 /// | [`code`](ExitStatus::code) | the process's own code, as the daemon reports it; `None` when unknown | `Some(137)` |
 /// | [`shell_code`](ExitStatus::shell_code) | what a shell would report for the whole run, never unknown | `124` |
 /// | [`BlocksResult::exit_code`] | `shell_code` of the last block that ran (AutoGen's `exit_code`) | `124` |
+///
+/// How `code`, `signal` and `oom_killed` relate, for a block that ended by itself:
+///
+/// | the block | [`code`](ExitStatus::code) | [`signal`](ExitStatus::signal) | [`oom_killed`](ExitStatus::oom_killed) |
+/// |---|---|---|---|
+/// | exits with `n` (`exit 3`, `sys.exit(3)`) | `Some(n)` | `None` | `false` |
+/// | is killed by signal `N` (`kill -9 $$`, `os.kill(os.getpid(), SIGTERM)`) | `Some(128 + N)` | `Some(N)` | `false` |
+/// | passes the memory limit | `Some(137)` | `Some(9)` | `true` |
+/// | is cancelled, timed out or killed at the output limit | usually `Some(137)` | usually `Some(9)` | `false` |
+/// | is lost (container gone) | usually `None` | `None` | `false` |
+///
+/// `oom_killed` comes from the container's memory cgroup OOM-kill counter, never from the
+/// code. With [`Strategy::Agent`](crate::Strategy::Agent) the signal is the one `waitpid`
+/// reported, so `exit 137` is code 137 with no signal. With
+/// [`Strategy::Exec`](crate::Strategy::Exec) the daemon reports a signal death as code
+/// `128 + N`, just as it reports `exit 128 + N`, so a code from 129 to 192 is read as signal
+/// `N` there: the two cannot be told apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExitStatus {
     pub(crate) end: End,
     pub(crate) code: Option<i32>,
+    /// The signal that ended the process, when it is known (see the table above).
+    pub(crate) signal: Option<i32>,
     pub(crate) oom_killed: bool,
     pub(crate) truncated: bool,
 }
@@ -99,12 +118,14 @@ impl ExitStatus {
         self.code
     }
 
-    /// The signal that killed the process, inferred from an exit code above 128.
+    /// The signal that killed the block's process (`Some(9)` for SIGKILL), or `None` when it
+    /// exited by itself or its end is unknown.
+    ///
+    /// The agent reports the signal `waitpid` saw; the exec strategy can only read it from a
+    /// code of `128 + N`, which a process that exits with that code gives too (see the table
+    /// on [`ExitStatus`]). A cancelled or timed-out block usually reports `Some(9)`.
     pub fn signal(&self) -> Option<i32> {
-        match self.code {
-            Some(c) if (129..=128 + 64).contains(&c) => Some(c - 128),
-            _ => None,
-        }
+        self.signal
     }
 
     /// True when the executor's timeout killed the block.
@@ -154,9 +175,13 @@ impl ExitStatus {
 impl fmt::Display for ExitStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.end {
-            End::Exited => match self.code {
-                Some(c) => write!(f, "exit code {c}")?,
-                None => f.write_str("exited")?,
+            End::Exited => match (self.signal, self.code) {
+                (Some(n), _) => match signal_name(n) {
+                    Some(name) => write!(f, "killed by signal {n} ({name})")?,
+                    None => write!(f, "killed by signal {n}")?,
+                },
+                (None, Some(c)) => write!(f, "exit code {c}")?,
+                (None, None) => f.write_str("exited")?,
             },
             End::TimedOut => f.write_str("timed out")?,
             End::Cancelled => f.write_str("cancelled")?,
@@ -170,6 +195,39 @@ impl fmt::Display for ExitStatus {
             f.write_str(", output truncated")?;
         }
         Ok(())
+    }
+}
+
+/// The usual name of Linux signal `n`, for display.
+fn signal_name(n: i32) -> Option<&'static str> {
+    Some(match n {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        5 => "SIGTRAP",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        10 => "SIGUSR1",
+        11 => "SIGSEGV",
+        12 => "SIGUSR2",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        24 => "SIGXCPU",
+        25 => "SIGXFSZ",
+        _ => return None,
+    })
+}
+
+/// The signal a code of `128 + N` stands for, as a shell reports a signal death (the exec
+/// strategy's only evidence).
+pub(crate) fn signal_from_code(code: Option<i32>) -> Option<i32> {
+    match code {
+        Some(c) if (129..=128 + 64).contains(&c) => Some(c - 128),
+        _ => None,
     }
 }
 
@@ -388,6 +446,7 @@ mod tests {
             status: ExitStatus {
                 end: End::Exited,
                 code: Some(0),
+                signal: None,
                 oom_killed: false,
                 truncated: buf.truncated,
             },
@@ -464,6 +523,7 @@ mod tests {
         let s = |end, code| ExitStatus {
             end,
             code,
+            signal: signal_from_code(code),
             oom_killed: false,
             truncated: false,
         };
@@ -474,5 +534,14 @@ mod tests {
         assert_eq!(s(End::TimedOut, Some(137)).shell_code(), 124);
         assert_eq!(s(End::Exited, Some(3)).shell_code(), 3);
         assert_eq!(s(End::Exited, Some(0)).to_string(), "exit code 0");
+        assert_eq!(
+            s(End::Exited, Some(143)).to_string(),
+            "killed by signal 15 (SIGTERM)"
+        );
+        assert_eq!(s(End::Exited, Some(200)).signal(), None);
+        assert_eq!(
+            s(End::Exited, Some(128 + 40)).to_string(),
+            "killed by signal 40"
+        );
     }
 }

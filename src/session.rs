@@ -94,7 +94,9 @@ impl<'a> Session<'a> {
     /// # Errors
     /// [`Error::Agent`] when the agent cannot start a new one.
     pub fn reset(&self) -> Result<()> {
-        self.agent()?.reset_session(execution_id(self.n))
+        self.agent()?
+            .reset_session(execution_id(self.n))
+            .map_err(|e| self.executor.inner().redact(e))
     }
 
     fn agent(&self) -> Result<&crate::runner::agent::AgentRunner> {

@@ -270,7 +270,8 @@ while :; do sleep 1043; done
             "returned after {elapsed:?}: more than the deadline ({deadline:?}) plus 1 s"
         );
         assert_none_left(&ex, &markers);
-        assert!(ex.run(&CodeBlock::sh("echo ok")).unwrap().status.success());
+        let o = ex.run(&CodeBlock::sh("echo ok")).unwrap();
+        assert!(o.status.success(), "{o:?}");
     });
 }
 

@@ -148,6 +148,7 @@ fn help_mentions_every_option() {
             "--timeout",
             "--work-dir",
             "--env",
+            "--secret-env",
             "--network",
             "--max-output",
             "--pull",
@@ -228,6 +229,57 @@ fn env_reaches_the_block() {
     ]);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "hello a=b yes\n");
+}
+
+#[test]
+fn secret_env_reaches_the_block_redacted() {
+    let dir = TempDir::new("cli-secret");
+    let file = write(
+        dir.path(),
+        "secret.sh",
+        "echo \"token=$CLI_SECRET\"; echo \"$CLI_SECRET\" >&2; exit 3\n",
+    );
+    let secret = "cli-s3cr3t-9d2e41";
+    let out = Command::new(BIN)
+        .args(["run", "--image", &common::image(), "--pull", "never"])
+        .args(["--secret-env", "CLI_SECRET", &file])
+        .env("CLI_SECRET", secret)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "token=[REDACTED]\n");
+    assert!(
+        text(&out.stderr).contains("[REDACTED]"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!text(&out.stderr).contains(secret), "{}", text(&out.stderr));
+    // Unset: a usage error naming the variable, before any container.
+    let out = Command::new(BIN)
+        .args(["run", "--secret-env", "CLI_SECRET_UNSET", &file])
+        .env_remove("CLI_SECRET_UNSET")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("CLI_SECRET_UNSET is not set"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_block_killed_by_a_signal_says_so() {
+    let dir = TempDir::new("cli-signal");
+    let file = write(dir.path(), "k.sh", "kill -TERM $$\n");
+    let out = run(&[&file]);
+    assert_eq!(out.status.code(), Some(143), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("killed by signal 15 (SIGTERM)"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

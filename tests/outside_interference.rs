@@ -1,12 +1,6 @@
 //! The container killed or removed from outside, and a daemon that stops answering.
 mod common;
 
-use std::io::{Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use dockexec::{CodeBlock, Error};
@@ -90,93 +84,9 @@ fn container_killed_from_outside_while_a_block_runs() {
     assert_eq!(again.stdout, b"back\n");
 }
 
-/// A Unix-socket proxy in front of the real daemon that can stop forwarding: a daemon that
-/// hangs, without touching the real one.
-struct Proxy {
-    path: PathBuf,
-    frozen: Arc<AtomicBool>,
-    done: Arc<AtomicBool>,
-}
-
-impl Proxy {
-    fn start(real: &Path) -> Proxy {
-        let dir = std::env::temp_dir().join(format!("dockexec-proxy-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("docker.sock");
-        let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path).unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let frozen = Arc::new(AtomicBool::new(false));
-        let done = Arc::new(AtomicBool::new(false));
-        let (f, d, real) = (frozen.clone(), done.clone(), real.to_path_buf());
-        thread::spawn(move || {
-            while !d.load(Ordering::SeqCst) {
-                match listener.accept() {
-                    Ok((client, _)) => {
-                        let server = UnixStream::connect(&real).unwrap();
-                        pump(
-                            client.try_clone().unwrap(),
-                            server.try_clone().unwrap(),
-                            f.clone(),
-                            d.clone(),
-                        );
-                        pump(server, client, f.clone(), d.clone());
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        });
-        Proxy { path, frozen, done }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.done.store(true, Ordering::SeqCst);
-        let _ = std::fs::remove_dir_all(self.path.parent().unwrap());
-    }
-}
-
-/// Copies `from` to `to` until EOF; while frozen, holds what it read instead of sending it.
-fn pump(mut from: UnixStream, mut to: UnixStream, frozen: Arc<AtomicBool>, done: Arc<AtomicBool>) {
-    thread::spawn(move || {
-        from.set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        let mut buf = [0u8; 65536];
-        loop {
-            if done.load(Ordering::SeqCst) {
-                break;
-            }
-            if frozen.load(Ordering::SeqCst) {
-                thread::sleep(Duration::from_millis(20));
-                continue;
-            }
-            match from.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    if to.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(_) => break,
-            }
-        }
-        let _ = to.shutdown(std::net::Shutdown::Write);
-    });
-}
-
 #[test]
 fn stop_returns_in_bounded_time_when_the_daemon_hangs() {
-    let real = std::env::var("DOCKER_HOST")
-        .ok()
-        .and_then(|h| h.strip_prefix("unix://").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"));
-    let proxy = Proxy::start(&real);
+    let proxy = common::Proxy::start();
     // Removes the container stop() could not remove through the hung daemon.
     let (mut b, _case) = common::case_builder("hang");
     b.socket(&proxy.path);
@@ -184,14 +94,14 @@ fn stop_returns_in_bounded_time_when_the_daemon_hangs() {
     let execution = ex.spawn(&CodeBlock::sh("echo up; sleep 1000")).unwrap();
     common::await_stdout(&execution.chunks(), "up\n", Duration::from_secs(10));
 
-    proxy.frozen.store(true, Ordering::SeqCst);
+    proxy.freeze();
     let t = Instant::now();
     let result = common::watchdog(Duration::from_secs(30), move || {
         let r = ex.stop();
         (r, execution.try_wait().unwrap().map(|o| o.status))
     });
     let took = t.elapsed();
-    proxy.frozen.store(false, Ordering::SeqCst);
+    proxy.thaw();
 
     let (stopped, status) = result;
     assert!(took < Duration::from_secs(12), "stop took {took:?}");

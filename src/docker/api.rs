@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use ureq::http::Response;
 use ureq::{Agent, Body};
 
-use super::transport::{self, BASE_URL};
+use super::transport::{self, BASE_URL, Limits};
 use crate::error::{Error, Result};
 
 /// The oldest Engine API we speak (Docker 1.13). `Init` (1.25) and exec `WorkingDir` (1.35)
@@ -27,8 +27,11 @@ pub(crate) const MAX_API: (u32, u32) = (1, 47);
 static NEGOTIATED: parking_lot::Mutex<std::collections::BTreeMap<PathBuf, String>> =
     parking_lot::Mutex::new(std::collections::BTreeMap::new());
 
-/// How long an ordinary JSON call may take before it is abandoned.
+/// How long an ordinary JSON call may take, body included, before it is abandoned (at least:
+/// a longer `api_timeout` raises it).
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the daemon may take to answer any call: see `ExecutorBuilder::api_timeout`.
+pub(crate) const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where the daemon's socket is: `DOCKER_HOST` when it is `unix://…`, else the default path.
 ///
@@ -58,6 +61,10 @@ fn parse_docker_host(host: &str) -> Result<PathBuf> {
 pub(crate) struct Client {
     socket: PathBuf,
     agent: Agent,
+    /// What bounds `agent`'s calls.
+    limits: Limits,
+    /// How long the daemon may take to answer (connect, request, response head) on any call.
+    api_timeout: Duration,
     /// `"/v1.41"`: the negotiated version, prefixed to every versioned path.
     prefix: String,
 }
@@ -107,6 +114,12 @@ pub(crate) struct ContainerSummary {
     pub(crate) id: String,
     #[serde(default)]
     pub(crate) labels: HashMap<String, String>,
+    /// `created`, `running`, `paused`, `restarting`, `removing`, `exited` or `dead`.
+    #[serde(default)]
+    pub(crate) state: String,
+    /// When it was created, in seconds since the Unix epoch (the daemon's clock).
+    #[serde(default)]
+    pub(crate) created: i64,
 }
 
 /// One line of an image pull's progress stream.
@@ -160,18 +173,43 @@ impl StreamCutter {
 }
 
 impl Client {
-    /// Connects to the daemon at `socket`: pings it and negotiates the API version.
+    /// [`connect_with`](Client::connect_with) the default `api_timeout`.
+    pub(crate) fn connect(socket: &Path) -> Result<Client> {
+        Client::connect_with(socket, DEFAULT_API_TIMEOUT)
+    }
+
+    /// Connects to the daemon at `socket`: pings it and negotiates the API version. Every
+    /// call of the client must be answered within `api_timeout`.
     ///
     /// # Errors
-    /// [`Error::Connect`] when nothing listens there; [`Error::Protocol`] when the daemon's
-    /// API range and ours do not overlap.
-    pub(crate) fn connect(socket: &Path) -> Result<Client> {
+    /// [`Error::Connect`] when nothing listens there, or nothing answers the ping within
+    /// `api_timeout`; [`Error::Protocol`] when the daemon's API range and ours do not overlap.
+    pub(crate) fn connect_with(socket: &Path, api_timeout: Duration) -> Result<Client> {
+        let limits = Limits {
+            total: Some(CALL_TIMEOUT.max(api_timeout)),
+            head: api_timeout,
+            idle: None,
+        };
         let mut client = Client {
             socket: socket.to_path_buf(),
-            agent: transport::agent(socket, Some(CALL_TIMEOUT)),
+            agent: transport::agent(socket, limits),
+            limits,
+            api_timeout,
             prefix: String::new(),
         };
-        client.ping()?;
+        client.ping().map_err(|e| match e {
+            // Something listens there but does not answer: a hung daemon, or not a daemon.
+            Error::Timeout { .. } => Error::Connect {
+                endpoint: socket.display().to_string(),
+                reason: format!(
+                    "no answer to a ping within {}: is the docker daemon hung or overloaded, \
+                     and is this its socket?",
+                    secs(api_timeout)
+                ),
+                source: None,
+            },
+            e => e,
+        })?;
         // `GET /version` costs the daemon ~5 ms; the answer cannot change while it runs, so
         // it is asked once per socket per process. Held across the call: concurrent first
         // connections ask once, not each.
@@ -192,9 +230,16 @@ impl Client {
     /// The same daemon and API version, with every call bounded by `timeout` (on connections
     /// of its own, so a hung call never holds a pooled one).
     pub(crate) fn with_timeout(&self, timeout: Duration) -> Client {
+        let limits = Limits {
+            total: Some(timeout),
+            head: self.api_timeout.min(timeout),
+            idle: None,
+        };
         Client {
             socket: self.socket.clone(),
-            agent: transport::agent(&self.socket, Some(timeout)),
+            agent: transport::agent(&self.socket, limits),
+            limits,
+            api_timeout: self.api_timeout,
             prefix: self.prefix.clone(),
         }
     }
@@ -210,7 +255,16 @@ impl Client {
     }
 
     fn map_err(&self, what: &str, e: ureq::Error) -> Error {
-        map_ureq_error(&self.socket, what, e)
+        self.map_err_within(what, e, self.limits)
+    }
+
+    /// As `map_err`, for a call bounded by `limits` rather than the client's own: a timeout
+    /// says which limit passed.
+    fn map_err_within(&self, what: &str, e: ureq::Error, limits: Limits) -> Error {
+        match e {
+            ureq::Error::Timeout(reason) => timeout_error(what, reason, limits),
+            e => map_ureq_error(&self.socket, what, e),
+        }
     }
 
     /// Turns an error status into [`Error::Docker`] with the daemon's message.
@@ -346,12 +400,18 @@ impl Client {
             path.push_str("&tag=");
             path.push_str(&encode_query(tag));
         }
-        // A pull can take minutes: it gets its own agent with no overall timeout.
-        let agent = transport::agent(&self.socket, None);
+        // A pull can take minutes: no overall limit, but its progress stream must not go
+        // quiet for long. Its own agent, so the stream never holds a pooled connection.
+        let limits = Limits {
+            total: None,
+            head: self.api_timeout,
+            idle: Some(self.api_timeout * 2),
+        };
+        let agent = transport::agent(&self.socket, limits);
         let resp = agent
             .post(self.url(&path))
             .send_empty()
-            .map_err(|e| self.map_err("image pull", e))?;
+            .map_err(|e| self.map_err_within("image pull", e, limits))?;
         let resp = match self.check("image pull", resp) {
             Ok(r) => r,
             Err(Error::Docker { status, message }) => {
@@ -361,9 +421,12 @@ impl Client {
         };
         let reader = BufReader::new(resp.into_body().into_reader());
         for line in reader.lines() {
-            let line = line.map_err(|e| Error::Pull {
-                image: image.to_string(),
-                message: format!("reading the progress stream: {e}"),
+            let line = line.map_err(|e| match from_io(e) {
+                ureq::Error::Timeout(reason) => timeout_error("image pull", reason, limits),
+                e => Error::Pull {
+                    image: image.to_string(),
+                    message: format!("reading the progress stream: {e}"),
+                },
             })?;
             if line.trim().is_empty() {
                 continue;
@@ -429,13 +492,6 @@ impl Client {
     pub(crate) fn container_start(&self, id: &str) -> Result<()> {
         let resp = self.post("container start", &format!("/containers/{id}/start"), None)?;
         self.drain("container start", resp)
-    }
-
-    /// Restarts a container, killing its processes after `grace`.
-    pub(crate) fn container_restart(&self, id: &str, grace: Duration) -> Result<()> {
-        let path = format!("/containers/{id}/restart?t={}", grace.as_secs());
-        let resp = self.post("container restart", &path, None)?;
-        self.drain("container restart", resp)
     }
 
     /// Inspects a container.
@@ -518,9 +574,16 @@ impl Client {
         }
     }
 
+    // Used by the client's real-daemon tests, which drive the daemon directly.
+    #[cfg_attr(not(test), allow(dead_code))]
     /// Lists all containers (running or not) carrying `label` (`key` or `key=value`).
     pub(crate) fn container_list(&self, label: &str) -> Result<Vec<ContainerSummary>> {
-        let filters = json!({ "label": [label] }).to_string();
+        self.container_list_all(&[label])
+    }
+
+    /// Lists all containers (running or not) carrying every one of `labels`.
+    pub(crate) fn container_list_all(&self, labels: &[&str]) -> Result<Vec<ContainerSummary>> {
+        let filters = json!({ "label": labels }).to_string();
         let path = format!(
             "/containers/json?all=true&filters={}",
             encode_query(&filters)
@@ -550,20 +613,27 @@ impl Client {
     /// No `Upgrade` header is sent: Docker then answers 200 and streams the multiplexed output
     /// until the process ends (with `Upgrade: tcp` it would answer 101 and ureq sees no body).
     /// The stream has a connection of its own, which the returned [`StreamCutter`] shuts down.
-    /// `timeout` bounds the whole stream; `None` lets it run as long as the process does.
+    /// The daemon must answer (the response head) within `api_timeout`, even when the
+    /// process then stays silent; `timeout` bounds the whole stream, and `None` lets it run
+    /// as long as the process does (a block's own timeout, cancel and stop end it then).
     pub(crate) fn exec_start(
         &self,
         exec: &str,
         tty: bool,
         timeout: Option<Duration>,
     ) -> Result<(ExecStream, StreamCutter)> {
-        let agent = transport::agent(&self.socket, timeout);
+        let limits = Limits {
+            total: timeout,
+            head: timeout.map_or(self.api_timeout, |t| t.min(self.api_timeout)),
+            idle: None,
+        };
+        let agent = transport::agent(&self.socket, limits);
         let body = json!({ "Detach": false, "Tty": tty });
         let resp = agent
             .post(self.url(&format!("/exec/{exec}/start")))
             .header("Content-Type", "application/json")
             .send(serde_json::to_vec(&body).expect("a Value always serializes"))
-            .map_err(|e| self.map_err("exec start", e))?;
+            .map_err(|e| self.map_err_within("exec start", e, limits))?;
         let resp = self.check("exec start", resp)?;
         let reader = resp.into_body().into_reader();
         Ok((ExecStream { reader }, StreamCutter(agent)))
@@ -586,6 +656,34 @@ impl Client {
             Err(e) => Err(map_ureq_error(
                 &self.socket,
                 "exec attach",
+                ureq::Error::Io(e),
+            )),
+        }
+    }
+
+    /// Attaches to a container's stdin, stdout and stderr on a connection of its own
+    /// (`Upgrade: tcp`), as `docker run -i` does before it starts the container: what is
+    /// written to the returned stream is the main process's stdin, and what is read is its
+    /// output, multiplexed as by [`exec_start`](Client::exec_start). `timeout` bounds the
+    /// request and the response head only.
+    pub(crate) fn container_attach(
+        &self,
+        container: &str,
+        timeout: Duration,
+    ) -> Result<transport::Hijacked> {
+        let path = format!(
+            "{}/containers/{container}/attach?stream=1&stdin=1&stdout=1&stderr=1",
+            self.prefix
+        );
+        match transport::upgrade(&self.socket, &path, b"", timeout) {
+            Ok(transport::Upgrade::Switched(h)) => Ok(h),
+            Ok(transport::Upgrade::Refused { status, body }) => Err(Error::Docker {
+                status,
+                message: error_message(&body, status, "container attach"),
+            }),
+            Err(e) => Err(map_ureq_error(
+                &self.socket,
+                "container attach",
                 ureq::Error::Io(e),
             )),
         }
@@ -615,15 +713,23 @@ impl Client {
             let n = match stream.read(&mut buf) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                    return Err(Error::Timeout {
-                        what: "docker exec".into(),
-                    });
-                }
                 Err(e) => {
-                    return Err(Error::Transport {
-                        what: "reading exec output".into(),
-                        source: e,
+                    return Err(match from_io(e) {
+                        // The only limit on the body is the whole-run one.
+                        ureq::Error::Timeout(_) => Error::Timeout {
+                            what: match timeout {
+                                Some(t) => format!("docker exec (not done within {})", secs(t)),
+                                None => "docker exec".into(),
+                            },
+                        },
+                        ureq::Error::Io(e) => Error::Transport {
+                            what: "reading exec output".into(),
+                            source: e,
+                        },
+                        e => Error::Transport {
+                            what: "reading exec output".into(),
+                            source: io::Error::other(e),
+                        },
                     });
                 }
             };
@@ -705,6 +811,49 @@ pub(crate) fn negotiate(v: &Version) -> Result<String> {
 pub(crate) fn parse_api(s: &str) -> Option<(u32, u32)> {
     let (a, b) = s.split_once('.')?;
     Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// A timeout of a call bounded by `limits`, saying what stalled and which limit passed.
+fn timeout_error(what: &str, reason: ureq::Timeout, limits: Limits) -> Error {
+    use ureq::Timeout as T;
+    let limit = match reason {
+        T::PerRead => format!(
+            "nothing received for {}",
+            secs(limits.idle.unwrap_or(limits.head))
+        ),
+        T::Global | T::PerCall | T::RecvBody => match limits.total {
+            Some(t) => format!("not done within {}", secs(t)),
+            None => "not done in time".to_string(),
+        },
+        // The connect, the request, and the wait for the response head.
+        _ => format!("no answer within {}", secs(limits.head)),
+    };
+    Error::Timeout {
+        what: format!("docker {what} ({limit})"),
+    }
+}
+
+/// `30 s`, `1.5 s`: a limit as the error messages give it.
+pub(crate) fn secs(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+/// A body read's error as ureq's own when it is one: ureq hands its errors, timeouts
+/// included, to `Read` callers wrapped in an `io::Error`.
+fn from_io(e: io::Error) -> ureq::Error {
+    if !e.get_ref().is_some_and(|inner| inner.is::<ureq::Error>()) {
+        return ureq::Error::Io(e);
+    }
+    match e.into_inner().map(|inner| inner.downcast::<ureq::Error>()) {
+        Some(Ok(u)) => *u,
+        // Checked just above; kept total rather than panicking.
+        Some(Err(inner)) => ureq::Error::Io(io::Error::other(inner)),
+        None => ureq::Error::Io(io::Error::other("unknown i/o error")),
+    }
 }
 
 /// Maps a ureq failure to our error, naming the socket when the daemon is not there.
@@ -1015,6 +1164,37 @@ mod tests {
             untar_first_file(&tar),
             Err(Error::Protocol { .. })
         ));
+    }
+
+    #[test]
+    fn timeouts_say_which_limit_passed() {
+        let limits = Limits {
+            total: Some(Duration::from_secs(60)),
+            head: Duration::from_secs(30),
+            idle: Some(Duration::from_millis(1500)),
+        };
+        let msg = |r| timeout_error("exec start", r, limits).to_string();
+        assert!(
+            msg(ureq::Timeout::RecvResponse).contains("exec start (no answer within 30 s)"),
+            "{}",
+            msg(ureq::Timeout::RecvResponse)
+        );
+        assert!(msg(ureq::Timeout::PerRead).contains("nothing received for 1.5 s"));
+        assert!(msg(ureq::Timeout::Global).contains("not done within 60 s"));
+        assert!(msg(ureq::Timeout::Connect).contains("hung or overloaded"));
+    }
+
+    #[test]
+    fn body_read_errors_unwrap_to_ureq_errors() {
+        let wrapped = ureq::Error::Timeout(ureq::Timeout::PerRead).into_io();
+        assert!(matches!(
+            from_io(wrapped),
+            ureq::Error::Timeout(ureq::Timeout::PerRead)
+        ));
+        let plain = io::Error::new(io::ErrorKind::ConnectionReset, "reset");
+        assert!(
+            matches!(from_io(plain), ureq::Error::Io(e) if e.kind() == io::ErrorKind::ConnectionReset)
+        );
     }
 
     #[test]

@@ -22,15 +22,31 @@ use ureq::unversioned::transport::{
 /// The host every request names; the connector ignores it and dials the socket.
 pub(crate) const BASE_URL: &str = "http://docker";
 
-/// Builds an agent whose every connection is a fresh or pooled `UnixStream` to `socket`.
-///
-/// `timeout` bounds each whole request (connect, send, response head and body); `None` lets a
-/// request run as long as the daemon streams, which is what exec start needs.
-pub(crate) fn agent(socket: &Path, timeout: Option<Duration>) -> Agent {
+/// How long a request may take, phase by phase.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// The whole request, body included; `None` lets a body stream as long as the daemon
+    /// sends it (a block's output).
+    pub(crate) total: Option<Duration>,
+    /// The connect, each write of the request, and the wait for the response head: how long
+    /// the daemon may take to answer at all.
+    pub(crate) head: Duration,
+    /// The longest silence between two reads, body included; `None` for none.
+    pub(crate) idle: Option<Duration>,
+}
+
+/// Builds an agent whose every connection is a fresh or pooled `UnixStream` to `socket`,
+/// each request bounded by `limits`.
+pub(crate) fn agent(socket: &Path, limits: Limits) -> Agent {
     let config = Config::builder()
         // Docker's error statuses carry a JSON message we want to read, not a bare error.
         .http_status_as_error(false)
-        .timeout_global(timeout)
+        .timeout_global(limits.total)
+        .timeout_connect(Some(limits.head))
+        .timeout_send_request(Some(limits.head))
+        .timeout_per_write(Some(limits.head))
+        .timeout_recv_response(Some(limits.head))
+        .timeout_per_read(limits.idle)
         .max_idle_connections(16)
         .max_idle_connections_per_host(16)
         // Docker keeps idle keep-alive connections open; recycle ours well before it would.
@@ -67,6 +83,10 @@ impl<In: Transport> Connector<In> for UnixConnector {
         details: &ConnectionDetails,
         _chained: Option<In>,
     ) -> Result<Option<Self::Out>, ureq::Error> {
+        // Not bounded by `details.timeout`: std has no connect timeout for Unix sockets. The
+        // kernel completes a connect into the listener's backlog whatever the daemon does
+        // (even stopped), so only a full backlog (4096 pending connections) would block it;
+        // what a hung daemon delays is the answer, which the head limit bounds.
         let stream = UnixStream::connect(&self.path).map_err(ureq::Error::Io)?;
         let buffers = LazyBuffers::new(
             details.config.input_buffer_size(),

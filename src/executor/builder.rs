@@ -14,15 +14,17 @@ use std::sync::atomic::AtomicU64;
 use parking_lot::RwLock;
 
 use super::{Executor, Inner, STOP_REMOVE_TIMEOUT};
+use crate::device::DeviceRequest;
 use crate::docker::api::{self, Client, PullEvent};
 use crate::error::{Error, Result};
 use crate::execution::OutputLimit;
 use crate::labels;
-use crate::orphans;
+use crate::orphans::{self, KEEPER_SCRIPT, Keeper};
+use crate::redact::{REDACTED, Redactor};
 use crate::runner::Runner;
 use crate::runner::Strategy;
 use crate::runner::agent::{AgentConfig, AgentRunner};
-use crate::runner::exec::ExecRunner;
+use crate::runner::exec::{self, ExecRunner};
 use crate::workspace::{WORKSPACE, Workspace};
 
 /// Default for [`ExecutorBuilder::image`].
@@ -37,6 +39,17 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_OUTPUT: usize = 64 * 1024 * 1024;
 /// Default for [`ExecutorBuilder::session_grace`].
 pub const DEFAULT_SESSION_GRACE: Duration = Duration::from_secs(2);
+/// Default for [`ExecutorBuilder::api_timeout`]: 30 s.
+///
+/// A healthy daemon answers in milliseconds, and in a few seconds when the host is loaded;
+/// 30 s is far past that, and short enough that a hung daemon is reported while someone
+/// still waits for the answer.
+pub const DEFAULT_API_TIMEOUT: Duration = api::DEFAULT_API_TIMEOUT;
+/// Default for [`ExecutorBuilder::init_timeout`]: 10 min.
+///
+/// Enough for a large `pip install` on a slow mirror; an init command is run once per
+/// executor, so a generous bound costs nothing when all goes well.
+pub const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Default for [`ExecutorBuilder::memory_limit`]: 2 GiB, swap included (no swap on top).
 ///
 /// Enough for ordinary data work (a pandas frame of some hundred MB, a scikit-learn fit, a
@@ -144,6 +157,8 @@ pub struct ExecutorBuilder {
     volumes: Vec<Volume>,
     extra_hosts: Vec<(String, String)>,
     init_command: Option<String>,
+    init_timeout: Option<Duration>,
+    api_timeout: Duration,
     user: UserChoice,
     network: String,
     drop_caps: bool,
@@ -166,6 +181,11 @@ pub struct ExecutorBuilder {
     strategy: Strategy,
     python_zygote: bool,
     session_grace: Duration,
+    /// Secret variables: in the container's `Env`, redacted from everything shown.
+    secret_env: BTreeMap<String, String>,
+    device_requests: Vec<DeviceRequest>,
+    /// Merged over the `HostConfig` built from the options above, last.
+    host_config: Option<Value>,
 }
 
 impl fmt::Debug for ExecutorBuilder {
@@ -177,6 +197,17 @@ impl fmt::Debug for ExecutorBuilder {
             .field("work_dir", &self.work_dir)
             .field("network", &self.network)
             .field("max_output", &self.max_output)
+            // Names only: a secret's value never appears in a Debug.
+            .field(
+                "secret_env",
+                &self
+                    .secret_env
+                    .keys()
+                    .map(|k| format!("{k}={REDACTED}"))
+                    .collect::<Vec<_>>(),
+            )
+            .field("device_requests", &self.device_requests)
+            .field("host_config_json", &self.host_config)
             .finish_non_exhaustive()
     }
 }
@@ -189,11 +220,13 @@ impl Default for ExecutorBuilder {
             timeout: Some(DEFAULT_TIMEOUT),
             work_dir: None,
             bind_dir: None,
-            auto_remove: false,
+            auto_remove: true,
             env: BTreeMap::new(),
             volumes: Vec::new(),
             extra_hosts: Vec::new(),
             init_command: None,
+            init_timeout: Some(DEFAULT_INIT_TIMEOUT),
+            api_timeout: DEFAULT_API_TIMEOUT,
             user: UserChoice::Default,
             network: "none".to_string(),
             drop_caps: true,
@@ -216,6 +249,9 @@ impl Default for ExecutorBuilder {
             strategy: Strategy::Auto,
             python_zygote: true,
             session_grace: DEFAULT_SESSION_GRACE,
+            secret_env: BTreeMap::new(),
+            device_requests: Vec::new(),
+            host_config: None,
         }
     }
 }
@@ -250,7 +286,10 @@ impl ExecutorBuilder {
     /// if missing (then given to the block user like a temporary one) and kept at stop. An
     /// existing directory is left as it is, so it must be writable by the block user (see
     /// [`user`](Self::user); [`host_user`](Self::host_user) runs blocks as you). Defaults to a
-    /// fresh temporary directory, mode `0711` and the block user's, removed at stop.
+    /// fresh temporary directory `dockexec-<id>` under the host's temp dir, mode `0711` and the
+    /// block user's, removed at stop; this process holds a `flock` on it until then, and
+    /// [`gc`](crate::gc) (or the next `start()`) removes it once that lock is free, when this
+    /// process died without stopping.
     pub fn work_dir(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
         self.work_dir = Some(dir.into());
         self
@@ -265,12 +304,16 @@ impl ExecutorBuilder {
     }
 
     /// Whether the daemon removes the container by itself when it stops (Docker's
-    /// `AutoRemove`). `stop()` removes it either way, and [`gc`](crate::gc) removes a dead
-    /// owner's. Defaults to `false`: Docker clears and restores `AutoRemove` around the stop
-    /// inside a restart, and under load its exit handling can see the restored flag and remove
-    /// the container half-way through [`Executor::restart`](crate::Executor::restart) ("marked
-    /// for removal", "cannot exec in a stopped state"), seen here about 1 run in 3 of a
-    /// loaded test suite.
+    /// `AutoRemove`). Defaults to `true`: with it, the dead-man's switch leaves nothing behind.
+    /// The container's main process (its *keeper*) holds this process's connection and exits
+    /// when that closes, so a container never outlives its owner, however the owner dies
+    /// (SIGKILL included, in any PID namespace or on another host); `AutoRemove` then removes
+    /// it, in about a second, with no [`gc`](crate::gc) run by anyone. With `false` the ended
+    /// container stays, exited, until `gc` removes it (to read its logs first, say).
+    /// `stop()` removes the container either way.
+    ///
+    /// [`Executor::restart`](crate::Executor::restart) does not restart the container, so it
+    /// does not race `AutoRemove`: see its docs.
     pub fn auto_remove(&mut self, yes: bool) -> &mut Self {
         self.auto_remove = yes;
         self
@@ -313,6 +356,36 @@ impl ExecutorBuilder {
         self
     }
 
+    /// How long the [`init_command`](Self::init_command) may run, output or not, before
+    /// `start()` gives up with [`Error::Timeout`] and removes the container; `None` for no
+    /// limit. Defaults to [`DEFAULT_INIT_TIMEOUT`] (10 min).
+    ///
+    /// A whole-run limit rather than a limit on silence: a quiet `pip install -q` is normal,
+    /// and a daemon that hangs mid-command looks exactly like one.
+    pub fn init_timeout(&mut self, limit: Option<Duration>) -> &mut Self {
+        self.init_timeout = limit;
+        self
+    }
+
+    /// How long the Docker daemon may take to answer, on every call this executor makes.
+    /// Defaults to [`DEFAULT_API_TIMEOUT`] (30 s).
+    ///
+    /// It bounds the sending of each request and the wait for its response head (for a
+    /// block's output stream too, whose body then lasts as long as the block, ended by the
+    /// block's own timeout, cancel or `stop()`), and the longest silence in an image pull's
+    /// progress stream (twice this: a registry may pause between layers). Each ordinary call
+    /// also has an overall limit of at least 60 s. When a limit passes, the call fails with
+    /// [`Error::Timeout`] naming what stalled and the limit, so `start()` and `spawn()` fail
+    /// rather than wait on a hung daemon. [`stop()`](Executor::stop) and the Ctrl-C handler
+    /// have shorter limits of their own. The in-container agent's own answers (its start,
+    /// each block's start) have a fixed 30 s limit.
+    ///
+    /// A zero duration is refused by `start()` with [`Error::InvalidInput`].
+    pub fn api_timeout(&mut self, limit: Duration) -> &mut Self {
+        self.api_timeout = limit;
+        self
+    }
+
     /// The user blocks run as (`"1000"`, `"1000:1000"`, `"nobody"`, `"0"` for root).
     ///
     /// Defaults to a user that is never root: the image's `USER` when it names one other than
@@ -323,13 +396,20 @@ impl ExecutorBuilder {
     /// its uid to hostile code, hence `nobody`.
     ///
     /// A root block (`user("0")`, or [`trusted`](Self::trusted) on an image without `USER`)
-    /// owns its container: it can signal dockexec's agent, keeper and other blocks, and kill
-    /// the container; with the default capabilities it holds
-    /// [`KEPT_CAPABILITIES`] (it can change its uid, and signal anyone), but it still cannot
-    /// write the read-only root nor leave the limits.
+    /// owns its container. With the default capabilities it holds [`KEPT_CAPABILITIES`] and
+    /// (unless the strategy is [`Strategy::Agent`]) [`EXEC_KILL_CAPABILITIES`], so it can:
+    /// signal every process (dockexec's agent, the keeper, the other blocks) and so end the
+    /// container (`kill -9 -1`); write the exec strategy's root-only marker dir and make other
+    /// blocks exit 137 before they start; change its uid; read any file of the container. It
+    /// still cannot write the read-only root, leave the limits, or reach the network; and the
+    /// host still never follows a link it plants in the workspace. When it ends the
+    /// container, the executor says so and loses nothing else: the running blocks end
+    /// [`lost`](crate::ExitStatus::lost), later calls fail with
+    /// [`Error::ContainerGone`], [`Executor::stop`] still succeeds, the work dir keeps its
+    /// files (written as root), and other executors are untouched.
     ///
     /// Whatever the user, the container's own processes (its init, keeper and the agent) run
-    /// as root, so a non-root block cannot end them.
+    /// as root, so a non-root block cannot end them, nor touch what the kill relies on.
     pub fn user(&mut self, user: impl Into<String>) -> &mut Self {
         self.user = UserChoice::Given(user.into());
         self
@@ -372,7 +452,8 @@ impl ExecutorBuilder {
     /// - and, unless the strategy is [`Strategy::Agent`] (as [`Strategy::Auto`] may fall back
     ///   to exec), [`EXEC_KILL_CAPABILITIES`]: `DAC_READ_SEARCH` and `SYS_PTRACE`, with which
     ///   the exec strategy's kill script, as root, opens `/proc/<pid>/environ` of the block's
-    ///   processes (another user's, mode `0400`) to find those that left the block's session.
+    ///   processes (another user's, mode `0400`) to recognise the block's exec and those of its
+    ///   processes that left its session.
     ///   A non-root block never holds them; a root one could read any file of its container.
     ///
     /// `false` keeps Docker's default set (`CHOWN`, `DAC_OVERRIDE`, `FOWNER`, `NET_RAW`, …).
@@ -497,8 +578,9 @@ impl ExecutorBuilder {
         self
     }
 
-    /// Whether `start()` first removes containers left by dockexec processes that died
-    /// without stopping (see [`gc`](crate::gc)). Defaults to `true`.
+    /// Whether `start()` first removes dockexec containers that are no longer running, and the
+    /// temporary work dirs of owners that are gone (see [`gc`](crate::gc); running containers
+    /// and live owners' dirs are never touched). Defaults to `true`.
     pub fn gc_orphans(&mut self, yes: bool) -> &mut Self {
         self.gc_orphans = yes;
         self
@@ -536,15 +618,123 @@ impl ExecutorBuilder {
         self
     }
 
+    /// Sets a secret environment variable for every block (and the init command): its value
+    /// reaches the code as an ordinary variable, and is replaced by [`REDACTED`]
+    /// (`[REDACTED]`) wherever dockexec shows it: [`Output`](crate::Output)'s `stdout` and
+    /// `stderr`, every [`Chunk`](crate::Chunk) (a value split across two writes or chunks
+    /// included), every [`Error`] (the init command's output, the daemon's and the agent's
+    /// messages) and the builder's `Debug`. Defaults to none.
+    ///
+    /// To catch a value split across chunks, a chunk that ends with the start of a secret
+    /// keeps that start back until the stream's next bytes (or its end) show whether the
+    /// secret follows; other output is not delayed. A value printed in pieces that are not
+    /// written one after the other, or transformed (reversed, base64-encoded, `repr` of
+    /// non-ASCII), is not recognised: redaction protects logs from accidents, not from code
+    /// that means to leak. Files the block writes are not redacted.
+    /// [`max_output_bytes`](Self::max_output_bytes) counts the output as redacted. Order
+    /// within a stream is kept; while one stream holds a tail back, the other stream's output
+    /// may overtake it in [`Output::pieces`](crate::Output::pieces).
+    ///
+    /// The value is in the container's configuration (`Config.Env`), where it must be for
+    /// the code to read it: anyone with access to the daemon sees it with `docker inspect`,
+    /// as does every process in the container (`/proc/*/environ`). It is never put in a
+    /// label.
+    ///
+    /// A short value redacts every occurrence of those characters in the output: a secret
+    /// `1` turns every `1` into `[REDACTED]`. [`start`](Self::start) refuses an empty value
+    /// (it cannot be redacted), a value with a NUL byte, a key that is empty or holds `=`,
+    /// and a key also set with [`env`](Self::env).
+    ///
+    /// ```no_run
+    /// # fn main() -> dockexec::Result<()> {
+    /// use dockexec::{CodeBlock, Executor};
+    ///
+    /// let executor = Executor::builder().secret_env("API_TOKEN", "s3cr3t").start()?;
+    /// let out = executor.run(&CodeBlock::sh("echo token=$API_TOKEN"))?;
+    /// assert_eq!(out.stdout, b"token=[REDACTED]\n");
+    /// # Ok(()) }
+    /// ```
+    pub fn secret_env(&mut self, key: impl Into<String>, value: impl Into<String>) -> &mut Self {
+        self.secret_env.insert(key.into(), value.into());
+        self
+    }
+
+    /// Asks the daemon for host devices such as GPUs (Docker's `HostConfig.DeviceRequests`,
+    /// AutoGen's `device_requests`); may be called more than once. Defaults to none.
+    ///
+    /// ```no_run
+    /// # fn main() -> dockexec::Result<()> {
+    /// use dockexec::{DeviceRequest, Executor};
+    ///
+    /// let executor = Executor::builder()
+    ///     .device_request(DeviceRequest::gpus_all())
+    ///     .start()?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`start`](Self::start) fails with [`Error::Docker`], naming the request, when the
+    /// daemon cannot meet it (no such device, or no driver for it, as on a host without
+    /// GPUs or without the NVIDIA container toolkit).
+    pub fn device_request(&mut self, request: DeviceRequest) -> &mut Self {
+        self.device_requests.push(request);
+        self
+    }
+
+    /// Raw Engine API `HostConfig` fields for what the typed options lack (`ShmSize`,
+    /// `Sysctls`, `Devices`, `Runtime`, …), merged over the `HostConfig` built from the other
+    /// options, last: each top-level field given replaces that field whole (a `Ulimits` given
+    /// here replaces the default `nofile` one; it is not appended to). Defaults to none.
+    ///
+    /// Nothing is checked but that it is a JSON object; the daemon judges the rest. **A field
+    /// that weakens a default is your explicit choice and dockexec honours it**:
+    /// `{"Privileged": true}`, `{"CapDrop": []}`, `{"SecurityOpt": []}`,
+    /// `{"ReadonlyRootfs": false}`, `{"NetworkMode": "host"}` or `{"PidsLimit": 0}` undo the
+    /// sandbox's defaults, and `{"Binds": [...]}` or `{"Mounts": [...]}` can expose host files
+    /// (replacing `Mounts` also drops the workspace mount the executor needs). A `Tmpfs` given
+    /// here still gets the executor's own control dir (`/run/dockexec`) unless it names it.
+    ///
+    /// ```no_run
+    /// # fn main() -> dockexec::Result<()> {
+    /// use dockexec::Executor;
+    /// use serde_json::json;
+    ///
+    /// let executor = Executor::builder()
+    ///     .host_config_json(json!({ "ShmSize": 1u64 << 30, "Sysctls": { "net.ipv4.ip_forward": "0" } }))
+    ///     .start()?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`start`](Self::start) fails with [`Error::InvalidInput`] when `config` is not a JSON
+    /// object, and with [`Error::Docker`] when the daemon refuses a field.
+    pub fn host_config_json(&mut self, config: Value) -> &mut Self {
+        self.host_config = Some(config);
+        self
+    }
+
     /// Checks the daemon, ensures the image, creates and starts the container, runs the init
     /// command. The container is running when this returns.
     ///
     /// # Errors
-    /// [`Error::Connect`] when the daemon is unreachable; [`Error::ImageNotFound`] or
+    /// [`Error::Connect`] when the daemon is unreachable or does not answer within
+    /// [`api_timeout`](Self::api_timeout); [`Error::ImageNotFound`] or
     /// [`Error::Pull`] when the image cannot be had; [`Error::InvalidInput`] for a zero
-    /// timeout; [`Error::InitCommand`] when the init command fails; [`Error::Docker`] for
-    /// anything else the daemon refuses. Nothing is left behind on failure.
+    /// timeout, a bad [`secret_env`](Self::secret_env) or
+    /// [`host_config_json`](Self::host_config_json); [`Error::InitCommand`] when the init
+    /// command fails; [`Error::Timeout`] when a call gets no answer within `api_timeout`, a
+    /// pull's progress stalls, or the init command outlasts
+    /// [`init_timeout`](Self::init_timeout); [`Error::Docker`] for anything else the daemon
+    /// refuses (a [`device_request`](Self::device_request) it cannot meet included). Nothing
+    /// is left behind on failure, except a container that a hung daemon did not remove in
+    /// time, which [`gc`](crate::gc) finds; no error shows a secret's value.
     pub fn start(&self) -> Result<Executor> {
+        let redactor = Arc::new(Redactor::new(self.secret_env.values().map(String::as_str)));
+        self.start_redacted(&redactor)
+            .map_err(|e| redactor.error(e))
+    }
+
+    fn start_redacted(&self, redactor: &Arc<Redactor>) -> Result<Executor> {
         self.validate()?;
         let client = self.connect()?;
         self.ensure_image(&client)?;
@@ -566,7 +756,12 @@ impl ExecutorBuilder {
             workspace.teardown();
             e
         };
-        client.container_start(&container).map_err(fail)?;
+        // Attached before the start, so the container never runs without its switch.
+        let keeper = Keeper::attach(&client, &container).map_err(fail)?;
+        client
+            .container_start(&container)
+            .map_err(|e| self.explain_device_requests(e))
+            .map_err(fail)?;
         self.run_init_command(&client, &container, user.as_deref())
             .map_err(fail)?;
         let (runner, strategy) = self
@@ -582,6 +777,7 @@ impl ExecutorBuilder {
                 .unwrap_or_else(|| format!("dockexec-{id}")),
             id,
             container,
+            keeper,
             image: self.image.clone(),
             workspace,
             timeout: self.timeout,
@@ -589,9 +785,11 @@ impl ExecutorBuilder {
             max_output: self.max_output,
             on_output_limit: self.on_output_limit,
             gate: RwLock::new(false),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             stop_lock: Mutex::new(false),
             live: Mutex::new(Vec::new()),
             next: AtomicU64::new(1),
+            redactor: Arc::clone(redactor),
         });
         crate::registry::register(Arc::clone(&inner) as Arc<dyn crate::registry::Stop>);
         Ok(Executor { inner })
@@ -666,10 +864,66 @@ impl ExecutorBuilder {
                 "timeout must be more than zero (use None for no timeout)",
             ));
         }
+        if self.api_timeout.is_zero() || self.init_timeout == Some(Duration::ZERO) {
+            return Err(Error::invalid(
+                "api_timeout and init_timeout must be more than zero",
+            ));
+        }
         if self.image.trim().is_empty() {
             return Err(Error::invalid("image must not be empty"));
         }
+        // Messages name the key, never the value.
+        for (key, value) in &self.secret_env {
+            if key.is_empty() || key.contains(['=', '\0']) {
+                return Err(Error::invalid(format!(
+                    "secret_env key {key:?} must be non-empty, without '=' or NUL"
+                )));
+            }
+            if value.is_empty() {
+                return Err(Error::invalid(format!(
+                    "secret_env {key} is empty: an empty secret cannot be redacted (set a value, \
+                     or use env for a variable that is not secret)"
+                )));
+            }
+            if value.contains('\0') {
+                return Err(Error::invalid(format!(
+                    "secret_env {key} holds a NUL byte, which an environment variable cannot"
+                )));
+            }
+            if self.env.contains_key(key) {
+                return Err(Error::invalid(format!(
+                    "{key} is set with both env and secret_env; keep one"
+                )));
+            }
+        }
+        if let Some(c) = &self.host_config {
+            if !c.is_object() {
+                return Err(Error::invalid(format!(
+                    "host_config_json must be a JSON object of HostConfig fields, not {c}"
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// Names the device requests in a start failure, which is where the daemon meets them
+    /// (`could not select device driver "" with capabilities: [[gpu]]`).
+    fn explain_device_requests(&self, e: Error) -> Error {
+        match e {
+            Error::Docker { status, message } if !self.device_requests.is_empty() => {
+                let asked: Vec<String> =
+                    self.device_requests.iter().map(|r| r.to_string()).collect();
+                Error::Docker {
+                    status,
+                    message: format!(
+                        "{message} (while meeting device_request {}; does this host have the \
+                         devices and their driver, e.g. the NVIDIA container toolkit for GPUs?)",
+                        asked.join("; ")
+                    ),
+                }
+            }
+            e => e,
+        }
     }
 
     /// Connects to the daemon, and sweeps orphans first if asked to.
@@ -678,10 +932,10 @@ impl ExecutorBuilder {
             Some(s) => s.clone(),
             None => api::socket_from_env()?,
         };
-        let client = Client::connect(&socket)?;
+        let client = Client::connect_with(&socket, self.api_timeout)?;
         if self.gc_orphans {
             // Best effort: a failed sweep must not stop this executor from starting.
-            let _ = orphans::sweep(&client);
+            let _ = orphans::sweep(&client, false, &[]);
         }
         Ok(client)
     }
@@ -713,7 +967,14 @@ impl ExecutorBuilder {
         if let Some(user) = user {
             body["User"] = json!(user);
         }
-        let (code, out, err) = client.exec_collect(container, &body, None)?;
+        let (code, out, err) = client
+            .exec_collect(container, &body, self.init_timeout)
+            .map_err(|e| match e {
+                Error::Timeout { what } => Error::Timeout {
+                    what: format!("the init command: {what}"),
+                },
+                e => e,
+            })?;
         if code != Some(0) {
             let mut output = String::from_utf8_lossy(&out).into_owned();
             output.push_str(&String::from_utf8_lossy(&err));
@@ -772,6 +1033,8 @@ impl ExecutorBuilder {
             }
         }
         env.extend(self.env.iter().map(|(k, v)| format!("{k}={v}")));
+        // Here, in Config.Env, and nowhere else (no label): see `secret_env`.
+        env.extend(self.secret_env.iter().map(|(k, v)| format!("{k}={v}")));
         let mut all_labels: BTreeMap<String, String> = self.labels.clone();
         all_labels.insert(labels::EXECUTOR.into(), id.into());
         all_labels.extend(orphans::owner_labels());
@@ -829,16 +1092,44 @@ impl ExecutorBuilder {
         if let Some(n) = self.nofile {
             host["Ulimits"] = json!([{ "Name": "nofile", "Soft": n, "Hard": n }]);
         }
+        if !self.device_requests.is_empty() {
+            host["DeviceRequests"] = self
+                .device_requests
+                .iter()
+                .map(DeviceRequest::to_json)
+                .collect();
+        }
+        // Last, so that it overrides whatever the options above set: the user's explicit call.
+        if let Some(Value::Object(fields)) = &self.host_config {
+            for (k, v) in fields {
+                host[k.as_str()] = v.clone();
+            }
+        }
+        // The exec strategy's marker dir: root's, out of the blocks' reach and out of the
+        // workspace (see `runner::exec`); mounted whatever the strategy, as Auto may fall back.
+        // After the passthrough: it is the executor's own machinery, not a default to weaken,
+        // so a `Tmpfs` given there gains it unless it mounts that path itself.
+        // (A non-object `Tmpfs` is left for the daemon to refuse: indexing it would panic.)
+        match &mut host["Tmpfs"] {
+            t @ Value::Null => *t = json!({ exec::CONTROL_DIR: exec::CONTROL_DIR_OPTIONS }),
+            Value::Object(t) => {
+                t.entry(exec::CONTROL_DIR)
+                    .or_insert_with(|| json!(exec::CONTROL_DIR_OPTIONS));
+            }
+            _ => {}
+        }
         let body = json!({
             "Image": self.image,
-            // Keeps the container alive with nothing but `sh` and `sleep`.
-            "Entrypoint": ["sh", "-c", "while :; do sleep 3600; done"],
+            // The keeper: the dead-man's switch, in nothing but `sh` (see `orphans`).
+            "Entrypoint": ["sh", "-c", KEEPER_SCRIPT],
             "Cmd": [],
             "WorkingDir": WORKSPACE,
             "Env": env,
             "Labels": all_labels,
             "Tty": false,
-            "OpenStdin": false,
+            // The keeper's stdin is the owner's attach; closed when that ends.
+            "OpenStdin": true,
+            "StdinOnce": true,
             "HostConfig": host,
             // The container's own processes (init and the keeper) run as root, and only the
             // blocks as their user: a block that signals everything it can (`kill -9 -1`)
@@ -874,4 +1165,106 @@ fn numeric_ids(user: &str) -> Option<(u32, Option<u32>)> {
         None => None,
     };
     Some((uid, gid))
+}
+
+#[cfg(test)]
+mod create_body_tests {
+    use super::*;
+
+    #[test]
+    fn a_tmpfs_passthrough_keeps_the_control_dir_and_a_bad_one_does_not_panic() {
+        let mut b = ExecutorBuilder::new();
+        b.host_config_json(json!({ "Tmpfs": { "/scratch": "size=1m" } }));
+        let body = b.create_body("0123456789abcdef", std::path::Path::new("/w"));
+        let tmpfs = &body["HostConfig"]["Tmpfs"];
+        assert_eq!(tmpfs["/scratch"], json!("size=1m"));
+        assert_eq!(tmpfs[exec::CONTROL_DIR], json!(exec::CONTROL_DIR_OPTIONS));
+        assert!(
+            tmpfs.get("/tmp").is_none(),
+            "the passthrough replaces the field: {tmpfs}"
+        );
+        b.host_config_json(json!({ "Tmpfs": "not a map" }));
+        let body = b.create_body("0123456789abcdef", std::path::Path::new("/w"));
+        assert_eq!(body["HostConfig"]["Tmpfs"], json!("not a map"));
+    }
+
+    #[test]
+    fn secrets_devices_and_the_passthrough_in_the_create_body() {
+        let mut b = ExecutorBuilder::new();
+        b.secret_env("TOKEN", "s3cr3t")
+            .env("PLAIN", "1")
+            .device_request(DeviceRequest::gpus(2))
+            .host_config_json(json!({
+                "ShmSize": 67108864,
+                "Ulimits": [{ "Name": "nofile", "Soft": 10, "Hard": 10 }],
+                "ReadonlyRootfs": false,
+            }));
+        let body = b.create_body("0123456789abcdef", std::path::Path::new("/w"));
+        let env: Vec<&str> = body["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(
+            env.contains(&"TOKEN=s3cr3t") && env.contains(&"PLAIN=1"),
+            "{env:?}"
+        );
+        let rest = body
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| *k != "Env");
+        for (k, v) in rest {
+            assert!(!v.to_string().contains("s3cr3t"), "{k}: {v}");
+        }
+        let host = &body["HostConfig"];
+        assert_eq!(
+            host["DeviceRequests"],
+            json!([{"Driver": "", "Count": 2, "DeviceIDs": [], "Capabilities": [["gpu"]],
+                    "Options": {}}])
+        );
+        // The passthrough wins over the defaults, field by field, and leaves the rest.
+        assert_eq!(host["ShmSize"], json!(67108864));
+        assert_eq!(
+            host["Ulimits"],
+            json!([{ "Name": "nofile", "Soft": 10, "Hard": 10 }])
+        );
+        assert_eq!(host["ReadonlyRootfs"], json!(false));
+        assert_eq!(host["CapDrop"], json!(["ALL"]));
+        assert_eq!(host["NetworkMode"], json!("none"));
+        assert!(host["Tmpfs"].get(exec::CONTROL_DIR).is_some(), "{host}");
+        let shown = format!("{b:?}");
+        assert!(
+            !shown.contains("s3cr3t") && shown.contains("TOKEN=[REDACTED]"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn bad_secrets_are_refused_by_name_without_the_value() {
+        let cases: [(&str, &str, &str); 4] = [
+            ("EMPTY", "", "EMPTY is empty"),
+            ("", "v4lue", "key \"\""),
+            ("A=B", "v4lue", "\"A=B\""),
+            ("NUL", "v4l\0ue", "NUL holds a NUL"),
+        ];
+        for (k, v, want) in cases {
+            let mut b = ExecutorBuilder::new();
+            let e = b.secret_env(k, v).validate().unwrap_err();
+            let shown = e.to_string();
+            assert!(
+                matches!(e, Error::InvalidInput(_)) && shown.contains(want),
+                "{shown}"
+            );
+            assert!(v.is_empty() || !shown.contains(v), "{shown}");
+        }
+        let mut b = ExecutorBuilder::new();
+        let e = b
+            .env("X", "1")
+            .secret_env("X", "v4lue")
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("both env and secret_env"), "{e}");
+    }
 }

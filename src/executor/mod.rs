@@ -11,7 +11,9 @@ use crate::code::CodeBlock;
 use crate::docker::api::{self, Client};
 use crate::error::{Error, Result};
 use crate::execution::{Execution, OutputLimit, Reason, Worker, WorkerCtx};
+use crate::orphans::Keeper;
 use crate::output::{BlocksResult, Output};
+use crate::redact::Redactor;
 use crate::runner::{Launch, Runner, Strategy};
 use crate::session::Session;
 use crate::workspace::{self, Workspace};
@@ -20,13 +22,21 @@ mod builder;
 
 pub(crate) use builder::host_ids;
 pub use builder::{
-    DEFAULT_IMAGE, DEFAULT_MAX_OUTPUT, DEFAULT_MEMORY, DEFAULT_NOFILE, DEFAULT_PIDS,
-    DEFAULT_SESSION_GRACE, DEFAULT_TIMEOUT, DEFAULT_TMP_SIZE, EXEC_KILL_CAPABILITIES,
-    ExecutorBuilder, KEPT_CAPABILITIES, NOBODY, PullPolicy, PullProgress,
+    DEFAULT_API_TIMEOUT, DEFAULT_IMAGE, DEFAULT_INIT_TIMEOUT, DEFAULT_MAX_OUTPUT, DEFAULT_MEMORY,
+    DEFAULT_NOFILE, DEFAULT_PIDS, DEFAULT_SESSION_GRACE, DEFAULT_TIMEOUT, DEFAULT_TMP_SIZE,
+    EXEC_KILL_CAPABILITIES, ExecutorBuilder, KEPT_CAPABILITIES, NOBODY, PullPolicy, PullProgress,
 };
 
 /// How long `stop()` lets the daemon take to remove the container.
 const STOP_REMOVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `stop()` waits for spawns (and restarts, session opens) in flight to finish,
+/// before it goes on without them: they may be stuck in a call to a hung daemon.
+const STOP_GATE_WAIT: Duration = Duration::from_secs(2);
+
+/// How long an agent failure waits to see the container stopping before it is reported as
+/// [`Error::ContainerGone`]. `spawn` may hold the gate's read side meanwhile, so `stop()`
+/// waits at most this long more.
+const AGENT_GONE_WINDOW: Duration = Duration::from_millis(500);
 
 /// A running container that executes code blocks.
 ///
@@ -63,6 +73,9 @@ pub(crate) struct Inner {
     strategy: Strategy,
     id: String,
     container: String,
+    /// The owner's end of the dead-man's switch: held until `stop`, and the means of
+    /// `restart`.
+    keeper: Keeper,
     name: String,
     image: String,
     workspace: Arc<Workspace>,
@@ -74,12 +87,18 @@ pub(crate) struct Inner {
     /// so once `stop` has flipped it under the write side, no spawn is half-way through and
     /// the registry below is complete.
     gate: RwLock<bool>,
+    /// `true` once `stop` has had the gate (or waited `STOP_GATE_WAIT` for it in vain), set
+    /// before it empties the registry: a spawn that outlasted the wait sees it when it
+    /// registers its worker, and one that gets the read side only then sees it at once.
+    stopping: std::sync::atomic::AtomicBool,
     /// `true` once stopped. Held for all of `stop`, so concurrent callers wait for the first
     /// to finish and then see `Stopped`.
     stop_lock: Mutex<bool>,
     /// Every execution whose worker has not been joined yet.
     live: Mutex<Vec<Worker>>,
     next: AtomicU64,
+    /// The secret values, kept out of every output, chunk and error this executor gives.
+    redactor: Arc<Redactor>,
 }
 
 impl Executor {
@@ -130,14 +149,16 @@ impl Executor {
     /// image); [`Error::Stopped`] after `stop()`.
     pub fn session(&self) -> Result<Session<'_>> {
         let gate = self.inner.gate.read();
-        if *gate {
+        if *gate || self.inner.stopping.load(Ordering::SeqCst) {
             return Err(Error::Stopped);
         }
         let agent = self.inner.runner.as_agent().ok_or_else(|| {
             Error::Agent("sessions need the in-container agent (Strategy::Agent)".into())
         })?;
         let n = self.inner.next.fetch_add(1, Ordering::Relaxed);
-        agent.open_session(crate::runner::agent::execution_id(n))?;
+        agent
+            .open_session(crate::runner::agent::execution_id(n))
+            .map_err(|e| self.inner.redactor.error(e))?;
         drop(gate);
         Ok(Session::new(self, n))
     }
@@ -211,9 +232,11 @@ impl Executor {
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for an unknown language or a file name outside the workspace
-    /// (nothing is written); [`Error::Stopped`] after `stop()`; [`Error::ContainerGone`] when
-    /// the container was removed from outside; [`Error::Io`] when the code file cannot be
-    /// written.
+    /// (nothing is written); [`Error::Stopped`] after `stop()`, or when `stop()` began while
+    /// this call waited on the daemon; [`Error::ContainerGone`] when the container was removed
+    /// from outside; [`Error::Io`] when the code file cannot be written; [`Error::Timeout`]
+    /// when the daemon does not answer within
+    /// [`api_timeout`](ExecutorBuilder::api_timeout).
     pub fn spawn(&self, block: &CodeBlock) -> Result<Execution> {
         self.inner.spawn(block, None)
     }
@@ -246,14 +269,24 @@ impl Executor {
         Ok(BlocksResult { outputs })
     }
 
-    /// Restarts the container. Running blocks are killed and report
-    /// [`cancelled`](crate::ExitStatus::cancelled); files in the workspace stay.
+    /// Restarts the executor: every process in the container is killed (running blocks
+    /// report [`cancelled`](crate::ExitStatus::cancelled), sessions are lost) and the
+    /// strategy starts afresh; files in the workspace and `/tmp` stay, and so does the
+    /// container (same id, same dead-man's switch).
+    ///
+    /// The container itself is not restarted while it runs: its keeper kills every other
+    /// process in it. A Docker restart would close the keeper's stdin, which the owner's
+    /// switch hangs on, and race [`auto_remove`](ExecutorBuilder::auto_remove). A container
+    /// that is no longer running (killed from outside, with `auto_remove(false)`) is started
+    /// again, with a fresh switch.
     ///
     /// # Errors
-    /// [`Error::Stopped`] after `stop()`; [`Error::Docker`] if the daemon refuses.
+    /// [`Error::Stopped`] after `stop()`; [`Error::ContainerGone`] when the container was
+    /// removed; [`Error::Docker`] if the daemon refuses; [`Error::Timeout`] when the keeper
+    /// does not answer.
     pub fn restart(&self) -> Result<()> {
         let gate = self.inner.gate.read();
-        if *gate {
+        if *gate || self.inner.stopping.load(Ordering::SeqCst) {
             return Err(Error::Stopped);
         }
         // Cancelled, not merely shut down: should the restart fail, each worker's own kill
@@ -261,15 +294,29 @@ impl Executor {
         for w in self.inner.live.lock().iter() {
             w.request(Reason::Cancel);
         }
-        self.inner
-            .client
-            .container_restart(&self.inner.container, Duration::ZERO)
-            .map_err(|e| self.inner.gone_or(e))?;
+        let inner = &self.inner;
+        if let Err(e) = inner.keeper.restart() {
+            // The keeper did not answer: unless the container has stopped, that is the error.
+            let state = inner
+                .client
+                .container_inspect(&inner.container)
+                .map_err(|e| inner.gone_or(e))?
+                .state;
+            if state.running {
+                return Err(e);
+            }
+            // Attached before the start, as at `start()`: never running without the switch.
+            inner
+                .keeper
+                .reattach(&inner.client, &inner.container)
+                .map_err(|e| inner.gone_or(e))?;
+            inner
+                .client
+                .container_start(&inner.container)
+                .map_err(|e| inner.gone_or(e))?;
+        }
         // Whatever the strategy kept in the container (the agent) died with it.
-        self.inner
-            .runner
-            .restarted()
-            .map_err(|e| self.inner.gone_or(e))?;
+        inner.runner.restarted().map_err(|e| inner.gone_or(e))?;
         drop(gate);
         Ok(())
     }
@@ -280,7 +327,10 @@ impl Executor {
     /// Safe from any thread, any number of times, concurrently: the first call does the work
     /// and the others wait for it, then return [`Error::Stopped`], as every later call does.
     /// It returns in bounded time even if the daemon hangs: each worker's socket is shut down
-    /// after a grace period.
+    /// after a grace period, the removal is abandoned after 5 s, and a
+    /// [`spawn`](Executor::spawn) (or restart, or session open) stuck in a call to the daemon
+    /// is waited for 2 s at most; that call then fails on its own, within
+    /// [`api_timeout`](ExecutorBuilder::api_timeout).
     ///
     /// # Errors
     /// [`Error::Stopped`] if already stopped; [`Error::Docker`] or [`Error::Connect`] if the
@@ -308,7 +358,7 @@ impl Inner {
         let requested = block.filename()?;
         // Held until the worker is registered: see `gate`.
         let gate = self.gate.read();
-        if *gate {
+        if *gate || self.stopping.load(Ordering::SeqCst) {
             return Err(Error::Stopped);
         }
         self.reap();
@@ -336,16 +386,38 @@ impl Inner {
             }
             (Some(_), None) => Err(Error::Agent("sessions need the in-container agent".into())),
         }
-        .map_err(|e| self.gone_or(e))?;
+        .map_err(|e| {
+            // The daemon call failed because stop() tore the runner down under it: say so.
+            if self.stopping.load(Ordering::SeqCst) {
+                Error::Stopped
+            } else {
+                self.gone_or(e)
+            }
+        })?;
         let ctx = WorkerCtx {
             cap: self.max_output,
             on_limit: self.on_output_limit,
             deadline: self.timeout.and_then(|t| started.checked_add(t)),
             delete_code_file: self.delete_code_files,
             started,
+            redactor: Arc::clone(&self.redactor),
         };
+        // Checked under the registry lock: `stop` sets `stopping` before it empties the
+        // registry under this same lock, so this worker is either taken (and ended) by that
+        // `stop`, or never started. The lock is held across a thread spawn, never a join.
+        let mut live = self.live.lock();
+        if self.stopping.load(Ordering::SeqCst) {
+            drop(live);
+            // `stop` went on without this spawn (stuck in a hung daemon past the gate wait):
+            // the block may have started all the same, and nothing else will end it.
+            running.control.kill();
+            running.control.cut();
+            running.control.release(self.delete_code_files);
+            return Err(Error::Stopped);
+        }
         let (execution, worker) = Execution::start(n, running, ctx)?;
-        self.live.lock().push(worker);
+        live.push(worker);
+        drop(live);
         drop(gate);
         Ok(execution)
     }
@@ -365,8 +437,15 @@ impl Inner {
         }
     }
 
-    /// Maps "no such container" / "is not running" to [`Error::ContainerGone`].
+    /// `e` without the secrets' values.
+    pub(crate) fn redact(&self, e: Error) -> Error {
+        self.redactor.error(e)
+    }
+
+    /// Maps "no such container" / "is not running" to [`Error::ContainerGone`], and redacts
+    /// the secrets from any other error.
     fn gone_or(&self, e: Error) -> Error {
+        let e = self.redactor.error(e);
         match &e {
             // Only the container's own 404: a missing file or exec is a 404 too.
             Error::Docker {
@@ -383,6 +462,20 @@ impl Inner {
                     container: self.container.clone(),
                 }
             }
+            // The agent's channel broke, or a fresh agent could not start: when that is
+            // because the container is dying (a root block can end it), the daemon may not
+            // say so yet. Give it a moment to be seen stopping; only this error path waits.
+            Error::Agent(_)
+                if matches!(
+                    self.client
+                        .container_stopped_within(&self.container, AGENT_GONE_WINDOW),
+                    Ok(true)
+                ) =>
+            {
+                Error::ContainerGone {
+                    container: self.container.clone(),
+                }
+            }
             _ => e,
         }
     }
@@ -392,8 +485,15 @@ impl Inner {
         if *stopped {
             return Err(Error::Stopped);
         }
-        // Waits for spawns in flight to register; none can start after this.
-        *self.gate.write() = true;
+        // Waits, for a bounded while, for spawns in flight to register: a spawn stuck in a
+        // call to a hung daemon holds the read side until its own limit passes, and stop()
+        // must not wait that long.
+        if let Some(mut gate) = self.gate.try_write_for(STOP_GATE_WAIT) {
+            *gate = true;
+        }
+        // Set before the registry is emptied below: from here on a spawn that outlasted the
+        // wait, or that gets the read side only now, registers no worker this stop misses.
+        self.stopping.store(true, Ordering::SeqCst);
         let workers: Vec<Worker> = std::mem::take(&mut *self.live.lock());
         for w in &workers {
             w.request(Reason::Shutdown);
@@ -404,6 +504,9 @@ impl Inner {
             .client
             .with_timeout(STOP_REMOVE_TIMEOUT)
             .container_remove(&self.container, STOP_REMOVE_TIMEOUT);
+        // The container is gone (or going): the switch has nothing left to hold. Were the
+        // removal refused, closing it still ends the container.
+        self.keeper.close();
         // Join after the removal, so that no worker waits on a process that is still alive.
         for w in workers {
             w.join();
@@ -415,7 +518,7 @@ impl Inner {
         *stopped = true;
         drop(stopped);
         crate::registry::unregister(self);
-        removed
+        removed.map_err(|e| self.redactor.error(e))
     }
 }
 

@@ -27,7 +27,11 @@ if sys.path and sys.path[0] == "":
 # directory), the initial __main__ names, sys.modules (extras the agent imported are deleted),
 # sys.exit codes, uncaught-exception tracebacks (agent frames stripped), SyntaxError output, an
 # uncaught KeyboardInterrupt dying of SIGINT, signal dispositions and mask, threads, atexit,
-# multiprocessing fork/spawn, os.environ (agent env + block env), cwd, uid/gid/groups, stdin empty.
+# multiprocessing fork/spawn, os.environ (agent env + block env), cwd, uid/gid/groups, stdin empty,
+# and what runs at exit: threads joined, atexit, then the finalizers of what the block left (files
+# flushed and closed, __del__, generators' finally, weakref callbacks). Where nothing is left that
+# teardown could run or flush, the process _exits after atexit and a flush of stdio instead of
+# freeing the agent's inherited heap, which copies every page of it (see _zygote_exit).
 # What still differs:
 #   - the str/bytes hash seed is the agent's (shared by every zygote block) unless PYTHONHASHSEED
 #     is set in the container env; a fresh python3 draws a new one per run;
@@ -46,6 +50,7 @@ if sys.path and sys.path[0] == "":
 #     as the interpreter does) before finalization rather than after it;
 #   - code is compiled from the RUN payload (identical bytes to the file written), not re-read.
 
+import atexit as _atexit
 import gc
 import os
 import select
@@ -65,12 +70,38 @@ except ImportError:  # python3-minimal: no subreaper, see READY warnings
 _AGENT_G = globals()
 _BUILTINS = sys.modules["builtins"]
 _SourceFileLoader = sys.modules["_frozen_importlib_external"].SourceFileLoader
+# For a zygote block's exit (_zygote_exit): what the agent itself loaded, and how to recognise
+# native code, threads, weak-reference callbacks and finished generators.
+_AGENT_MODULES = frozenset(sys.modules)
+_EXT_SUFFIXES = tuple(sys.modules["_frozen_importlib_external"].EXTENSION_SUFFIXES)
+_thread_count = sys.modules["_thread"]._count
+_WeakRef = sys.modules["_weakref"].ref
+
+
+def _gen_types():
+    def g():
+        yield
+
+    async def c():
+        pass
+
+    async def ag():
+        yield
+
+    co = c()
+    co.close()  # never awaited, on purpose: no warning
+    return {type(g()): "gi_frame", type(co): "cr_frame", type(ag()): "ag_frame"}
+
+
+_GEN_FRAME = _gen_types()
 
 # Frame kinds.
 RUN, CANCEL, SESSION_OPEN, SESSION_CLOSE, SHUTDOWN, PING, SESSION_RESET = 1, 2, 3, 4, 5, 6, 7
 READY, STARTED, STDOUT, STDERR, EXIT, ERROR, SESSION_READY, PONG = (
     0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88)
 MAX_FRAME = 64 * 1024 * 1024 + 5
+SPARE_DELAY = 0.025  # see _Agent.spare_wait
+SPARES = 2  # a RUN that follows the last block's end at once still finds one ready
 CHUNK = 64 * 1024
 _HDR = struct.Struct(">IBI")
 _U32 = struct.Struct(">I")
@@ -82,6 +113,30 @@ PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER, PR_GET_CHILD_SUBREAPER = 4, 36, 37
 def _diag(msg):
     try:
         os.write(2, ("dockexec-agent: %s\n" % msg).encode("utf-8", "replace"))
+    except OSError:
+        pass
+
+
+# Profiling: with DOCKEXEC_AGENT_TRACE=FILE in the container's environment (read once, at the
+# agent's start: nothing a block sets reaches it), the agent, its shepherds and block processes
+# append "monotonic_ns pid label minflt=N" lines to FILE at each step of a block's life; N is the
+# process's minor page faults so far (copy-on-write copies after a fork show up there). FILE must
+# be writable by the blocks' user too. Off, it costs one global test per step.
+_TRACE = os.environ.get("DOCKEXEC_AGENT_TRACE") or None
+
+
+def _t(label):
+    if _TRACE is None:
+        return
+    try:
+        st = _read_small("/proc/self/stat") or b") "
+        f = st[st.rfind(b")") + 2:].split()
+        flt = f[7].decode() if len(f) > 7 else "?"  # field 10, minflt
+        fd = os.open(_TRACE, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            os.write(fd, ("%d %d %s minflt=%s\n" % (time.monotonic_ns(), os.getpid(), label, flt)).encode())
+        finally:
+            os.close(fd)
     except OSError:
         pass
 
@@ -433,7 +488,37 @@ def _num(s):
     return s != "" and len(s) <= 10 and all("0" <= c <= "9" for c in s) and int(s) < 0xFFFFFFFF
 
 
+_USERS = {}  # spec -> (identity of /etc/passwd and /etc/group, its answer)
+
+
+def _db_stamp():
+    """Changes whenever /etc/passwd or /etc/group is replaced or rewritten."""
+    stamp = []
+    for path in ("/etc/passwd", "/etc/group"):
+        try:
+            st = os.stat(path)
+            stamp.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+        except OSError:
+            stamp.append(None)
+    return tuple(stamp)
+
+
 def _resolve_user(spec):
+    """Cached _lookup_user: reading and parsing both files took about 0.2 ms per block."""
+    if not isinstance(spec, str):
+        return _lookup_user(spec)
+    stamp = _db_stamp()
+    hit = _USERS.get(spec)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    cred = _lookup_user(spec)  # _Refusal propagates, uncached
+    if len(_USERS) > 64:
+        _USERS.clear()
+    _USERS[spec] = (stamp, cred)
+    return cred
+
+
+def _lookup_user(spec):
     """'uid[:gid]' | 'name[:group]' -> (uid, gid, groups), Docker's rules, from /etc/passwd and
     /etc/group directly (no NSS: nothing a block writes may load code into the agent)."""
     if spec is None:
@@ -602,6 +687,7 @@ def _spawn(child, child_fds, keep_in_shepherd):
         for fd in child_fds:
             os.close(fd)
         msg = _read_to_end(st_r)
+        _t("shep-S")
         os.close(st_r)
         try:
             _write_all(rep_w, _rec(b"E", msg) if msg else _rec(b"S", _U32.pack(cpid)))
@@ -613,6 +699,7 @@ def _spawn(child, child_fds, keep_in_shepherd):
             except ChildProcessError:
                 break
             if p == cpid:
+                _t("shep-X")
                 try:
                     _write_all(rep_w, _rec(b"X", _I32.pack(status)))
                 except OSError:
@@ -649,7 +736,9 @@ def _block_body(spec, status_w):
             for s in _PY_IGNORED:
                 signal.signal(s, signal.SIG_DFL)
         _drop_privileges(cred, user)
+        _t("dropped")
         _write_code(path, code)
+        _t("written")
         try:
             os.chdir(cwd)
         except OSError as e:
@@ -658,6 +747,7 @@ def _block_body(spec, status_w):
             if cred is not None:
                 _prctl(PR_SET_DUMPABLE, 1)  # setuid cleared it; a fresh python3 is dumpable
             os.environ.update(env)
+            _t("become")
             os.close(status_w)  # -> STARTED
             raise _Become(("zygote", path, code))
         full = dict(os.environ)
@@ -677,6 +767,7 @@ def _block_body(spec, status_w):
     except BaseException as e:
         _child_fail(status_w, "cannot start the block: %r" % (e,))
     try:
+        _t("exec")
         for prog, args in cands:
             try:
                 _exec_path(prog, [prog] + args, full)
@@ -728,24 +819,45 @@ def _block_child(spec, out_w, err_w):
 
 
 def _spare_child(out_w, err_w, spec_r):
-    """A block process forked ahead of time: it does the prologue, then waits (as root, out of any
-    block's reach) for its spec from the agent. Saves two forks on a RUN's critical path."""
+    """A block process forked ahead of time: it does the prologue and unwinds the agent's stack
+    (as a zygote block would), then waits at the top level (as root, out of any block's reach)
+    for its spec from the agent: _spare_wait. Saves two forks and that set-up on a RUN's
+    critical path."""
     def run(status_w):
         try:
             _block_prologue(out_w, err_w, {status_w, spec_r})
-            spec_bytes = _read_to_end(spec_r)
-            os.close(spec_r)
-            if not spec_bytes:  # never used: the agent is shutting down
-                os._exit(0)
-            d = _jloads(spec_bytes)
-            cred = d["cred"]
-            spec = (d["lang"], d["file"], d["code"].encode("utf-8", "surrogatepass"), d["cwd"], d["env"],
-                    None if cred is None else (cred[0], cred[1], cred[2]), d["user"], d["zygote"])
-            d = parts = None
         except BaseException as e:
             _child_fail(status_w, "cannot start the block: %r" % (e,))
-        _block_body(spec, status_w)
+        raise _Become(("spare", status_w, spec_r))
     return run
+
+
+def _spare_wait(status_w, spec_r):
+    """The spare at the top level: reads its spec, then runs it. Returns a zygote block's job; any
+    other block is exec'd (or fails) here."""
+    try:
+        _clean_modules()  # what _fresh_main does first, done before the spec comes
+        # Compiling touches the allocator's pages, each a copy-on-write copy of the agent's the
+        # first time: take those copies now rather than while compiling the block.
+        compile("import sys\nprint(sys.argv[0], __name__)\n", "<warm-up>", "exec", dont_inherit=True)
+        _t("spare-idle")
+        spec_bytes = _read_to_end(spec_r)
+        _t("spare-spec")
+        os.close(spec_r)
+        if not spec_bytes:  # never used: the agent is shutting down
+            os._exit(0)
+        d = _jloads(spec_bytes)
+        cred = d["cred"]
+        spec = (d["lang"], d["file"], d["code"].encode("utf-8", "surrogatepass"), d["cwd"], d["env"],
+                None if cred is None else (cred[0], cred[1], cred[2]), d["user"], d["zygote"])
+        d = None
+    except BaseException as e:
+        _child_fail(status_w, "cannot start the block: %r" % (e,))
+    try:
+        _block_body(spec, status_w)
+    except _Become as b:
+        return b.args[0]
+    os._exit(70)  # not reached: _block_body execs, _exits or raises _Become
 
 
 def _session_child(sp):
@@ -779,12 +891,17 @@ def _session_child(sp):
 
 # ------------------------------------------------------------------------- in-process code (zygote, session)
 
-def _fresh_main(path):
-    """A new __main__ module, as the interpreter sets it up for `python3 path`, and sys.modules
-    back to the interpreter's own baseline."""
+def _clean_modules():
+    """sys.modules back to the interpreter's own baseline."""
     for name in list(sys.modules):
         if name not in _BASELINE:
             del sys.modules[name]
+
+
+def _fresh_main(path):
+    """A new __main__ module, as the interpreter sets it up for `python3 path`, and sys.modules
+    back to the interpreter's own baseline."""
+    _clean_modules()
     m = type(sys)("__main__")
     d = m.__dict__
     for k, v in _MAIN0.items():
@@ -889,6 +1006,87 @@ def _zygote_prepare(path):
 
 def _noop_hook(*args):
     pass
+
+
+_BOOKKEEPING_MODULES = ("_frozen_importlib", "_weakrefset", "weakref")
+
+
+def _bookkeeping_callback(cb):
+    """A weak-reference callback that only removes a dead entry from a container: _abc's registry
+    and caches, the import system's module locks, WeakSet and the weakref dictionaries."""
+    if type(cb) is type(len):  # builtin (bound) method
+        return cb.__name__ == "_destroy" and isinstance(cb.__self__, _WeakRef)  # _abc.c
+    g = getattr(cb, "__globals__", None)
+    if g is None or type(cb) is not type(_t):
+        return False
+    return any(getattr(sys.modules.get(n), "__dict__", None) is g for n in _BOOKKEEPING_MODULES)
+
+
+def _teardown_observable():
+    """Whether the interpreter's teardown after the atexit callbacks could do anything a zygote
+    block can observe: run a finalizer (`__del__`, a file's close and flush, a suspended
+    generator's `finally`), call a weak-reference callback, let a thread run on, or (native code
+    the agent never loaded, ctypes) run C-level exit handlers. Only objects created since the
+    agent's last gc.freeze() (those of this process) are looked at: the agent's own need none."""
+    if _thread_count():
+        _t("teardown-needed threads")
+        return True
+    mods = sys.modules
+    if "ctypes" in mods or "_ctypes" in mods:
+        _t("teardown-needed ctypes")
+        return True
+    for name, m in list(mods.items()):
+        if name not in _AGENT_MODULES:
+            f = getattr(m, "__file__", None)
+            if isinstance(f, str) and f.endswith(_EXT_SUFFIXES):
+                _t("teardown-needed native " + name)
+                return True
+    has_del = {}
+    for o in gc.get_objects():
+        t = type(o)
+        if issubclass(t, _WeakRef):
+            cb = o.__callback__
+            if cb is not None and not _bookkeeping_callback(cb):
+                _t("teardown-needed weakref %r" % (cb,))
+                return True
+            continue
+        for k in ((t, o) if issubclass(t, type) else (t,)):
+            d = has_del.get(k)
+            if d is None:
+                d = has_del[k] = any("__del__" in c.__dict__ for c in type.__dict__["__mro__"].__get__(k))
+            if d and k is t and t in _GEN_FRAME:
+                d = getattr(o, _GEN_FRAME[t]) is not None  # finished or never started: nothing to run
+            if d:
+                if _TRACE is not None:
+                    _t("teardown-needed %s" % type.__dict__["__name__"].__get__(t))
+                return True
+    return False
+
+
+def _zygote_exit(code):
+    """Ends a zygote block as `python3 FILE` ends, minus the teardown of the agent's inherited
+    heap: Py_FinalizeEx's visible steps in its order (join non-daemon threads, run the atexit
+    callbacks), then, if nothing left could run code or flush data at teardown, flush stdout and
+    stderr (and C stdio) and _exit with `code`. Otherwise it returns, and the interpreter tears
+    down for real (the steps already run are no-ops the second time). Freeing every inherited
+    object would copy each page of the agent's heap (copy-on-write) just to exit."""
+    try:
+        th = sys.modules.get("threading")
+        if th is not None:
+            th._shutdown()
+        _atexit._run_exitfuncs()
+        if _teardown_observable():
+            _t("slow-exit")
+            return
+        for f in (sys.stdout, sys.stderr):
+            if f is not None and not getattr(f, "closed", False):
+                f.flush()
+    except BaseException:
+        return  # the interpreter reports it as it would have
+    if _LIBC is not None:
+        _LIBC.fflush(None)
+    _t("fast-exit")
+    os._exit(code & 0xFF)
 
 
 # Sessions. The control pipes (cmd: agent -> session, intr: agent -> session, ctl: session ->
@@ -1018,10 +1216,11 @@ class _Shep(object):
 
 class _Block(object):
     __slots__ = ("id", "shep", "out", "err", "status", "killed", "oom0", "file", "delete", "cred",
-                 "started")
+                 "started", "t0")
 
     def __init__(self, bid):
         self.id = bid
+        self.t0 = _now()
         self.shep = None
         self.out = self.err = -1
         self.status = None
@@ -1115,7 +1314,7 @@ class _Agent(object):
         self.sessions = {}  # session id -> _Session
         self.sheps = {}  # report fd -> _Shep (until the shepherd exits)
         self.inbuf = bytearray()
-        self.spare = None  # (shepherd, out fd, err fd, spec fd): a block process forked ahead of time
+        self.spares = []  # [(shepherd, out fd, err fd, spec fd)]: block processes forked ahead of time
         self.spare_retry = 0.0
 
     # -- channel
@@ -1161,7 +1360,8 @@ class _Agent(object):
         # and so copying, every inherited page. Halves a zygote block's exit time.
         gc.collect()
         gc.freeze()
-        self.make_spare()
+        while len(self.spares) < SPARES and self.make_spare():
+            pass
         # Backpressure: writes to fd 1 block. That can only wait on the host, which drains the channel
         # independently of everything else, never on a block: nothing the host needs in order to
         # read fd 1 depends on this loop. Meanwhile the blocks' pipes fill and their writers block,
@@ -1191,13 +1391,22 @@ class _Agent(object):
                 if r is not None:
                     return r
             self.check_deadlines()
-            if self.spare is None:
-                self.make_spare()
+            while len(self.spares) < SPARES and self.spare_wait() <= 0 and self.make_spare():
+                pass
+
+    def spare_wait(self):
+        """Seconds until the next spare may be forked. Not while a block dispatched less than
+        SPARE_DELAY ago may still be starting or ending: on a machine with few cores, forking the
+        agent (and the spare's own start-up) would compete with that block's critical path. Once
+        the last one has ended, the spare is forked while the host reads the result."""
+        if not self.blocks:
+            return 0
+        return max(b.t0 for b in self.blocks.values()) + SPARE_DELAY - _now()
 
     def make_spare(self):
-        # Forked after the RUN that used the last one was dispatched, while that block starts up.
+        """Forks a spare; False if it could not (and will not try again for a second)."""
         if self.spare_retry and _now() < self.spare_retry:
-            return
+            return False
         fds = []
         try:
             out_r, out_w = os.pipe()
@@ -1212,7 +1421,7 @@ class _Agent(object):
                 os.close(fd)
             _diag("cannot fork a spare block process: %s" % os.strerror(e.errno))
             self.spare_retry = _now() + 1.0
-            return
+            return False
         self.spare_retry = 0.0
         for fd in (out_w, err_w, spec_r):
             os.close(fd)
@@ -1221,20 +1430,19 @@ class _Agent(object):
         shep = _Shep(pid, rep, None)
         self.sheps[rep] = shep
         self.watch(rep, "report", shep)
-        self.spare = (shep, out_r, err_r, spec_w)
+        self.spares.append((shep, out_r, err_r, spec_w))
+        return True
 
     def take_spare(self, spec):
         """Hands a block's spec to the spare; returns (shepherd, out fd, err fd) or None."""
-        sp = self.spare
-        if sp is None:
+        if not self.spares:
             return None
         lang, path, src, cwd, env, cred, user, zygote, code = spec
         body = _jdumps({"lang": lang, "file": path, "code": code, "cwd": cwd, "env": env,
                         "cred": None if cred is None else list(cred), "user": user, "zygote": zygote})
         if len(body) > 60000:  # more than an empty pipe takes at once: fork with the code instead
             return None
-        self.spare = None
-        shep, out_r, err_r, spec_w = sp
+        shep, out_r, err_r, spec_w = self.spares.pop(0)  # the oldest: the most likely to be ready
         try:
             _write_all(spec_w, body)
             ok = True
@@ -1343,6 +1551,7 @@ class _Agent(object):
         return False
 
     def on_run(self, bid, payload):
+        _t("run %d" % bid)
         if bid == 0:
             raise _ProtocolError("RUN with execution id 0")
         if self.busy(bid):
@@ -1387,6 +1596,7 @@ class _Agent(object):
         b.file, b.delete, b.cred = path, bool(req.get("delete")), cred
         b.oom0 = _oom_count()
         got = self.take_spare((lang, path, src, cwd, env, cred, user, zygote, code))
+        _t("dispatched")
         if got is not None:
             b.shep, b.out, b.err = got
             b.shep.owner = b
@@ -1457,11 +1667,13 @@ class _Agent(object):
 
     def on_out(self, b, fd, ev):
         if self.forward(fd, STDOUT, b.id) < 0:
+            _t("out-eof")
             b.out = self.unwatch(fd)
             self.block_maybe_done(b)
 
     def on_err(self, b, fd, ev):
         if self.forward(fd, STDERR, b.id) < 0:
+            _t("err-eof")
             b.err = self.unwatch(fd)
             self.block_maybe_done(b)
 
@@ -1491,6 +1703,7 @@ class _Agent(object):
             owner = shep.owner
             if owner is None:  # an idle spare says nothing
                 continue
+            _t("agent-" + kind.decode("ascii", "replace"))
             if kind == b"S":
                 shep.cpid = _U32.unpack(rec)[0]
                 if (owner.killed or owner.dying) if isinstance(owner, _SessProc) else owner.killed:
@@ -1518,12 +1731,13 @@ class _Agent(object):
     def shep_gone(self, shep):
         owner = shep.owner
         if owner is None:
-            if self.spare is not None and self.spare[0] is shep:  # an idle spare died
-                _diag("the spare block process died")
-                os.close(self.spare[1])
-                os.close(self.spare[2])
-                os.close(self.spare[3])
-                self.spare = None
+            for sp in self.spares:
+                if sp[0] is shep:  # an idle spare died
+                    _diag("the spare block process died")
+                    for fd in sp[1:]:
+                        os.close(fd)
+                    self.spares.remove(sp)
+                    break
             return
         if isinstance(owner, _Block):
             if self.blocks.get(owner.id) is owner and owner.status is None:  # not expected
@@ -1575,6 +1789,7 @@ class _Agent(object):
         if b.delete:
             _delete_as(b.file, b.cred)
         self.send_json(EXIT, b.id, _exit_json(b.status, b.killed, b.oom0))
+        _t("exit %d" % b.id)
 
     # -- sessions
     def on_session_open(self, sid, payload):
@@ -1800,6 +2015,8 @@ class _Agent(object):
     def next_timeout(self):
         dl = [s.running.deadline for s in self.sessions.values()
               if s.running is not None and s.running.deadline is not None]
+        if len(self.spares) < SPARES and self.blocks:
+            dl.append(max(_now() + self.spare_wait(), self.spare_retry))
         if not dl:
             return None
         return max(0, int((min(dl) - _now()) * 1000) + 1)
@@ -1923,6 +2140,8 @@ if _job is None:
 
 # From here on we are a forked block or session process, back at the top level with the agent's
 # stack gone. Nothing below runs in the agent.
+if _job[0] == "spare":
+    _job = _spare_wait(*_job[1:])
 if _job[0] == "session":
     _sess_loop(*_job[1:])
     _job = None
@@ -1930,6 +2149,7 @@ if _job[0] == "session":
 
 _path, _src = _job[1], _job[2]
 _job = None
+_t("top")
 _ns = _zygote_prepare(_path)
 _exc = None
 try:
@@ -1939,15 +2159,45 @@ except BaseException as _e:
 else:
     _src = None
     try:
+        _t("code")
         exec(_co, _ns)
     except BaseException as _e:
         _exc = _e
+_t("code-done")
 _co = _ns = None
+_code = None  # the exit status, where the interpreter would not have to print or signal anything
+if _exc is None:
+    _code = 0
+elif isinstance(_exc, SystemExit):
+    _c = _exc.code
+    if _c is None:
+        _code = 0
+    elif type(_c) in (int, bool) and -(1 << 31) <= _c < (1 << 31):
+        _code = int(_c)
+    _c = None
+elif not isinstance(_exc, KeyboardInterrupt):
+    _print_exc(_exc)
+    _code = 1
+if _code is not None:
+    _zygote_exit(_code)  # does not return if the interpreter's teardown would be invisible
 if _exc is not None:
-    # Outside any except block, so nothing chains to the agent. SystemExit: the interpreter exits
-    # with its code. Anything else: print it as the interpreter would (without agent frames), then
-    # re-raise with a silent hook so the interpreter exits 1, or dies of SIGINT for KeyboardInterrupt.
-    if not isinstance(_exc, SystemExit):
+    # Outside any except block, so nothing chains to the agent, and from no global of the agent's:
+    # whatever the exception holds (the block's frames, so its namespace) must be freed, and
+    # finalized, as the interpreter tears down. SystemExit: the interpreter exits with its code
+    # (its traceback is never printed). A KeyboardInterrupt: printed (without agent frames), then
+    # re-raised with a silent hook, so the process dies of SIGINT. Anything else was printed above:
+    # exit 1.
+    if isinstance(_exc, SystemExit):
+        _exc.__traceback__ = _exc.__context__ = _exc.__cause__ = None
+    elif isinstance(_exc, KeyboardInterrupt):
         _print_exc(_exc)
         sys.excepthook = _noop_hook
-    raise _exc
+    else:
+        _exc = SystemExit(1)
+
+    def _take_exc():
+        global _exc
+        e, _exc = _exc, None
+        return e
+
+    raise _take_exc()

@@ -720,6 +720,8 @@ impl Control for AgentControl {
         match self.exit.get() {
             Some(e) => Reaped {
                 code: e.code.or(e.signal.map(|s| 128 + s)),
+                // From the agent's `waitpid`: an `exit 137` is no signal.
+                signal: e.signal,
                 lost: false,
                 oom_killed: e.oom,
             },

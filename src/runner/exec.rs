@@ -1,17 +1,47 @@
 //! One `docker exec` per block, under a POSIX `sh` wrapper; killed by a second exec.
 //!
-//! This strategy keeps its state in marker files in the workspace's state dir, one pair per
-//! execution (`<tag>.pid`, `<tag>.cancel`), where `<tag>` is the executor id's prefix and the
-//! execution's number. Everything about them (names, scripts, cleanup) lives in this file.
+//! # A control plane out of the block's reach
+//!
+//! The block is hostile, runs as a non-root user, and shares the workspace with the host; the
+//! kill script runs as root. So the kill trusts nothing the block can write (issue 9, defect
+//! 1 and its variants: a forged or pre-planted marker, a FIFO in a marker's place, a session
+//! id naming another block):
+//!
+//! * **Which processes are the block's** is learnt from facts only the exec has. Every
+//!   process Docker starts for an exec has parent pid 0 in the container (its parent is
+//!   outside the container's PID namespace; no process inside can make one), leads its own
+//!   session (`sid == pid`), and carries the `DOCKEXEC_EXECUTION=<tag>.` variable Docker set.
+//!   The kill script takes as the block's sessions those whose leader shows all three, and
+//!   kills them whole, plus every process that still carries the tag (one that left the
+//!   session). A block can forge the tag only in its own processes, so the worst it can do is
+//!   have another block's cancel kill *its own* processes. Nothing is recorded, so there is
+//!   nothing to forge: no pid file.
+//! * **The one marker left**, `<tag>.cancel` (written by the kill so that a wrapper the daemon
+//!   had not started yet exits at once instead of running unobserved), lives in
+//!   [`CONTROL_DIR`], a small tmpfs mounted `0755` and owned by root, outside the workspace:
+//!   blocks of any other user can test it but cannot create, replace or plant anything
+//!   there. Tags carry a random part, so none can be guessed ahead either.
+//!
+//! The other design, a root wrapper that records the session id in a root-only file and then
+//! drops to the block's user, needs a privilege-dropping tool (`setpriv`, `su`, `chpst`)
+//! whose presence and user-name handling differ between images (busybox builds, Debian,
+//! Alpine); Docker's own `User` on the exec does the drop the same way everywhere.
+//!
+//! What escapes: a process that both leaves the block's session and rewrites its environment
+//! (or whose session leader did so before it died). It can only be the block's own, and stays
+//! bound by the container's limits.
+//!
+//! A **root** block (opt-in `user("0")`) is outside this model: it can write `CONTROL_DIR`,
+//! signal every process, and end its container. See [`ExecutorBuilder::user`](crate::ExecutorBuilder::user).
 
 use std::fmt;
-use std::fs;
 use std::io::{self, Read};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use serde_json::json;
 
 use super::{Control, Launch, Reaped, Runner, Running, Source};
@@ -31,60 +61,67 @@ const EXEC_END_WINDOW: Duration = Duration::from_secs(1);
 /// container is dying too.
 const CONTAINER_DEATH_WINDOW: Duration = Duration::from_millis(200);
 
-/// The kill script, run in a second exec: only POSIX `sh` and `kill`, no procps.
+/// Where the exec strategy keeps its one marker inside the container: a root-owned tmpfs,
+/// mode `0755`, that the executor mounts in every container (see the module docs).
+pub(crate) const CONTROL_DIR: &str = "/run/dockexec";
+
+/// The mount options of [`CONTROL_DIR`]: root's, readable by all, tiny (only empty files).
+pub(crate) const CONTROL_DIR_OPTIONS: &str = "rw,nosuid,nodev,noexec,mode=0755,size=65536";
+
+/// The kill script, run as root in a second exec: only POSIX `sh` and `kill` (and `rm`), no
+/// procps. Arguments: the marker prefix (`/run/dockexec/<tag>`), the tag, then the tags of
+/// finished executions whose `.cancel` markers can go.
 ///
 /// It marks the execution cancelled (so a wrapper that has not started yet exits at once),
-/// then kills every process of the block's session. Every exec is a session leader (`sid ==
-/// pid`), and children, grandchildren, `&` jobs and processes that trap SIGTERM all stay in
-/// its session; the session id survives the leader's death, so orphans reparented to the
-/// container's init are found too.
+/// then kills every process of the block: its sessions, and whatever carries its tag.
 ///
-/// A process that leaves the session (`setsid`, `start_new_session=True`) is still found by
-/// the `DOCKEXEC_EXECUTION=<tag>.` variable every process of the block inherits (read from
-/// `/proc/<pid>/environ` with the shell's own `read`, which drops the NUL separators); only a
-/// process that both leaves the session and clears its environment escapes.
+/// A session is the block's when its leader is an exec's own process (parent pid 0: started
+/// from outside the container, which no block can do) carrying `DOCKEXEC_EXECUTION=<tag>.`
+/// (read from `/proc/<pid>/environ` with the shell's own `read`, which drops the NUL
+/// separators). Children, grandchildren, `&` jobs and processes that trap SIGTERM all stay in
+/// that session, and the session id outlives its leader, so orphans reparented to the
+/// container's init are found too. A process that left the session (`setsid`,
+/// `start_new_session=True`) is found by the tag it inherited.
 ///
-/// Each signal goes first to the block's whole process group at once (the exec made the
-/// wrapper its leader, `pgid == sid`; `&` jobs stay in it), so a fork bomb of a thousand
-/// processes stops in one call instead of one scan of `/proc` per generation, which a
-/// starved CPU made take longer than the kill's time bound. The pid comes from a file the
-/// block can rewrite, so it is used only when it names a live process that is not root's
-/// (`[ -O ]`: owned by us, root); otherwise, and for what left the group, the scan below does
-/// the work alone.
+/// Each signal goes to the session's process group at once as soon as its leader is seen
+/// (the leader's pid is the group's id, which a session leader cannot change; `&` jobs stay
+/// in it), so a fork bomb of a thousand processes stops in one call instead of one scan of
+/// `/proc` per generation.
 ///
 /// First every member is frozen with SIGSTOP, pass after pass until a pass finds none still
 /// running, so that no shell of the block runs its next command while its child is being
 /// killed (`/proc` lists pids in no useful order) and no fork escapes between passes. Only
 /// then does everything get SIGKILL, again until a pass finds nothing. Zombies are skipped:
-/// init reaps them.
-pub(crate) const KILL_SCRIPT: &str = r#"m=$1; t=$2
+/// init reaps them. Nothing it reads can block: `/proc` files and a root-only directory.
+pub(crate) const KILL_SCRIPT: &str = r#"m=$1; t=$2; shift 2
 : > "$m.cancel" 2>/dev/null
-s=
-[ -r "$m.pid" ] && read -r s < "$m.pid"
-g=
-case $s in
-''|*[!0-9]*) s= ;;
-*) if [ "$s" -gt 1 ] && [ -d "/proc/$s" ] && ! [ -O "/proc/$s" ]; then g=$s; else s=; fi ;;
-esac
+for o; do rm -f "${m%/*}/$o.cancel" 2>/dev/null; done
+G=' '
 pass() {
   n=0
   for f in /proc/[0-9]*/stat; do
     read -r l < "$f" 2>/dev/null || continue
     set -- ${l##*) }
     case $1 in Z) continue ;; T|t) [ "$sig" = STOP ] && continue ;; esac
-    d=${f%/stat}
-    if [ "$4" != "$s" ]; then
+    d=${f%/stat}; p=${d#/proc/}
+    case $G in
+    *" $4 "*) ;;
+    *)
       hit=
       while read -r e || [ -n "$e" ]; do
         case $e in *"DOCKEXEC_EXECUTION=$t."*) hit=1; break ;; esac
       done < "$d/environ"
       [ -n "$hit" ] || continue
-    fi
-    kill -"$sig" "${d#/proc/}" 2>/dev/null && n=$((n + 1))
+      if [ "$2" = 0 ] && [ "$p" = "$4" ]; then
+        G="$G$p "
+        kill -"$sig" -"$p" 2>/dev/null
+      fi ;;
+    esac
+    kill -"$sig" "$p" 2>/dev/null && n=$((n + 1))
   done
 }
 for sig in STOP KILL; do
-  [ -n "$g" ] && kill -"$sig" -"$g" 2>/dev/null
+  for g in $G; do kill -"$sig" -"$g" 2>/dev/null; done
   i=0
   while [ "$i" -lt 200 ]; do
     i=$((i + 1)); pass 2>/dev/null
@@ -93,11 +130,11 @@ for sig in STOP KILL; do
 done
 [ "$n" -eq 0 ]"#;
 
-/// The wrapper every block runs under: records its pid (= its session id) for the kill
-/// script, refuses to start once cancelled, then `exec`s the interpreter in its place.
-pub(crate) const RUN_SCRIPT: &str = r#"m=$1; l=$2; f=$3
-echo $$ > "$m.pid" 2>/dev/null
-[ -e "$m.cancel" ] && exit 137
+/// The wrapper every block runs under (as the block's user): refuses to start once
+/// cancelled, then `exec`s the interpreter in its place. Arguments: the `.cancel` marker, the
+/// language, the code file.
+pub(crate) const RUN_SCRIPT: &str = r#"c=$1; l=$2; f=$3
+[ -e "$c" ] && exit 137
 case $l in
 python)
   for p in python3 python; do
@@ -124,21 +161,22 @@ pub(crate) struct ExecRunner {
     housekeeping: Client,
     container: String,
     workspace: Arc<Workspace>,
-    /// The state dir on the host, where the markers are.
-    state_dir: PathBuf,
-    /// `<executor id prefix>_`: every marker of this executor starts with it.
+    /// `<executor id prefix>_`: every tag of this executor starts with it.
     tag_prefix: String,
     user: Option<String>,
     /// The container's cgroup OOM-kill count when last seen (0 in a fresh container), shared
     /// by all of its blocks.
     oom_kills: Arc<AtomicU64>,
+    /// Tags of killed executions known to have ended, whose `.cancel` markers the next kill
+    /// removes (so that cancelled blocks leave no files behind, without an exec of their own).
+    spent: Arc<Mutex<Vec<String>>>,
 }
 
 impl ExecRunner {
     /// A runner for `container`, whose blocks run as `user` (the image's when `None`).
     ///
     /// # Errors
-    /// [`Error::Io`](crate::Error::Io) when the state dir cannot be created.
+    /// None today: it keeps nothing on the host.
     pub(crate) fn new(
         client: &Client,
         container: &str,
@@ -150,11 +188,11 @@ impl ExecRunner {
             client: client.clone(),
             housekeeping: client.with_timeout(HOUSEKEEPING_TIMEOUT),
             container: container.to_string(),
-            state_dir: workspace.state_dir()?,
             workspace,
             tag_prefix: format!("{}_", &executor_id[..executor_id.len().min(12)]),
             user: user.map(str::to_string),
             oom_kills: Arc::default(),
+            spent: Arc::default(),
         })
     }
 }
@@ -162,16 +200,22 @@ impl ExecRunner {
 impl Runner for ExecRunner {
     fn launch(&self, l: &Launch<'_>) -> Result<Running> {
         let code_file = self.workspace.write_code_file(l.file, l.code)?;
-        let tag = format!("{}{}", self.tag_prefix, l.n);
-        let marker = format!("{}/{tag}", Workspace::container_state_dir());
+        // The random part: no block can name a later block's tag ahead of time.
+        let tag = format!(
+            "{}{}_{}",
+            self.tag_prefix,
+            l.n,
+            &crate::orphans::random_id()[..8]
+        );
+        let marker = format!("{CONTROL_DIR}/{tag}");
         let mut body = json!({
-            "Cmd": ["sh", "-c", RUN_SCRIPT, "dockexec", marker, l.language.name(),
-                    Workspace::container_path(l.file)],
+            "Cmd": ["sh", "-c", RUN_SCRIPT, "dockexec", format!("{marker}.cancel"),
+                    l.language.name(), Workspace::container_path(l.file)],
             "AttachStdout": true,
             "AttachStderr": true,
             "WorkingDir": WORKSPACE,
             // Inherited by every process of the block, even one that leaves its session. The
-            // trailing dot ends the tag, so tag `x_1` never matches `x_12`.
+            // trailing dot ends the tag, so tag `x_1_r` never matches `x_1_rr`.
             "Env": [format!("DOCKEXEC_EXECUTION={tag}.")],
         });
         if let Some(user) = &self.user {
@@ -182,8 +226,11 @@ impl Runner for ExecRunner {
             oom_kills: Arc::clone(&self.oom_kills),
             container: self.container.clone(),
             exec_id: String::new(),
-            host_marker: self.state_dir.join(&tag),
-            code_file: code_file.clone(),
+            spent: Arc::clone(&self.spent),
+            killed: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
+            workspace: Arc::clone(&self.workspace),
+            code_rel: l.file.to_path_buf(),
             marker,
             tag,
             cutter: None,
@@ -218,17 +265,7 @@ impl Runner for ExecRunner {
     }
 
     fn teardown(&self) {
-        if let Ok(entries) = fs::read_dir(&self.state_dir) {
-            for entry in entries.flatten() {
-                if entry
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with(&self.tag_prefix)
-                {
-                    let _ = fs::remove_file(entry.path());
-                }
-            }
-        }
+        // Nothing on the host: the markers live in the container's tmpfs and go with it.
     }
 }
 
@@ -263,19 +300,39 @@ struct ExecControl {
     oom_kills: Arc<AtomicU64>,
     container: String,
     exec_id: String,
-    /// The marker prefix inside the container (`/workspace/.dockexec/<tag>`).
+    /// The marker prefix inside the container (`/run/dockexec/<tag>`).
     marker: String,
-    /// The same prefix on the host.
-    host_marker: PathBuf,
     tag: String,
-    code_file: PathBuf,
+    /// The runner's list of tags whose markers can go.
+    spent: Arc<Mutex<Vec<String>>>,
+    /// `kill` ran, so a `.cancel` marker may exist.
+    killed: AtomicBool,
+    /// The exec was seen ended, so no wrapper of it can still start and test the marker.
+    ended: AtomicBool,
+    /// Where the code file's removal starts its link-free walk from.
+    workspace: Arc<Workspace>,
+    /// The code file, relative to the workspace.
+    code_rel: PathBuf,
     cutter: Option<StreamCutter>,
 }
 
 impl Control for ExecControl {
     fn kill(&self) {
+        self.killed.store(true, Ordering::Relaxed);
+        // Taken, not copied: each spent marker is removed by one kill (a failed kill leaves
+        // a few empty files in a tmpfs, which is all they cost).
+        let spent = std::mem::take(&mut *self.spent.lock());
+        let mut cmd = vec![
+            "sh".to_string(),
+            "-c".into(),
+            KILL_SCRIPT.into(),
+            "dockexec-kill".into(),
+            self.marker.clone(),
+            self.tag.clone(),
+        ];
+        cmd.extend(spent);
         let body = json!({
-            "Cmd": ["sh", "-c", KILL_SCRIPT, "dockexec-kill", self.marker, self.tag],
+            "Cmd": cmd,
             "AttachStdout": true,
             "AttachStderr": true,
             // Root in the container can kill whatever user the block runs as.
@@ -301,7 +358,10 @@ impl Control for ExecControl {
         loop {
             match self.client.exec_inspect(&self.exec_id) {
                 Ok(info) if !info.running => {
+                    self.ended.store(true, Ordering::Relaxed);
                     r.code = info.exit_code.map(|c| c as i32);
+                    // The daemon gives a signal death as 128 + N: the only evidence here.
+                    r.signal = crate::output::signal_from_code(r.code);
                     break;
                 }
                 Ok(_) if std::time::Instant::now() < deadline => {
@@ -339,14 +399,15 @@ impl Control for ExecControl {
     }
 
     fn release(&self, delete_code_file: bool) {
-        for ext in ["pid", "cancel"] {
-            let mut p = self.host_marker.clone().into_os_string();
-            p.push(".");
-            p.push(ext);
-            let _ = fs::remove_file(p);
+        // The worker calls this after its scope joined the kill thread and after the reap,
+        // on its own thread: both flags are settled, Relaxed suffices.
+        if self.killed.load(Ordering::Relaxed) && self.ended.load(Ordering::Relaxed) {
+            // Short and never held across a call: the next kill takes the whole list.
+            self.spent.lock().push(self.tag.clone());
         }
         if delete_code_file {
-            let _ = fs::remove_file(&self.code_file);
+            // Never by host path: the container may have made a directory on the way a link.
+            self.workspace.remove_code_file(&self.code_rel);
         }
     }
 }

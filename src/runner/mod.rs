@@ -57,6 +57,8 @@ pub(crate) struct Launch<'a> {
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Reaped {
     pub(crate) code: Option<i32>,
+    /// The signal that ended the block's process, when the strategy can tell.
+    pub(crate) signal: Option<i32>,
     /// The container vanished or died, or the block's end could not be learnt.
     pub(crate) lost: bool,
     pub(crate) oom_killed: bool,

@@ -9,10 +9,12 @@
 
 mod child;
 mod docker;
+mod proxy;
 mod test_images;
 
 pub use child::*;
 pub use docker::*;
+pub use proxy::*;
 
 use std::sync::mpsc;
 use std::thread;

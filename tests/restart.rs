@@ -1,0 +1,59 @@
+//! `Executor::restart` under the dead-man's switch: the container stays (same id, still
+//! running, its switch intact) while every process in it but its keeper dies, even one that
+//! left its block's session; the workspace stays and the next block runs.
+mod common;
+
+use std::time::Duration;
+
+use dockexec::CodeBlock;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+#[test]
+fn restart_kills_every_process_but_keeps_the_container_and_its_files() {
+    common::watchdog(LIMIT, || {
+        let (b, _guard) = common::case_builder("restart-all");
+        let ex = b.start().unwrap();
+        let id = ex.container_id().to_string();
+        // A process that leaves its block's session and outlives a cancel, and a block that
+        // is still running.
+        let escapee = ex
+            .spawn(&CodeBlock::sh(
+                "echo kept > kept.txt; setsid sh -c 'exec sleep 1884' </dev/null >/dev/null 2>&1 &\necho up; sleep 1883",
+            ))
+            .unwrap();
+        common::await_stdout(&escapee.chunks(), "up", Duration::from_secs(20));
+        assert!(common::eventually(Duration::from_secs(10), || {
+            common::processes_matching(&id, "sleep 1884").len() == 1
+        }));
+
+        ex.restart().unwrap();
+        let out = escapee.wait().unwrap();
+        assert!(out.status.cancelled(), "{out:?}");
+        let mut left = Vec::new();
+        assert!(
+            common::eventually(Duration::from_secs(10), || {
+                left = common::processes_matching(&id, "sleep 188");
+                left.is_empty()
+            }),
+            "processes outlived the restart: {left:?}"
+        );
+        assert_eq!(ex.container_id(), id);
+        let (ok, state) = common::docker(&["inspect", "-f", "{{.State.Status}}", &id]);
+        assert!(ok && state.trim() == "running", "{state}");
+        let next = ex.run(&CodeBlock::sh("cat kept.txt")).unwrap();
+        common::assert_success(&next);
+        assert_eq!(next.stdout_lossy(), "kept\n");
+        // Twice in a row, and from two threads at once: each restart waits for its own answer.
+        std::thread::scope(|s| {
+            let a = s.spawn(|| ex.restart());
+            let b = s.spawn(|| ex.restart());
+            a.join().unwrap().unwrap();
+            b.join().unwrap().unwrap();
+        });
+        let next = ex.run(&CodeBlock::sh("echo after")).unwrap();
+        assert_eq!(next.stdout_lossy(), "after\n");
+        ex.stop().unwrap();
+        assert!(!common::container_exists(&id));
+    });
+}
