@@ -21,7 +21,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// | no daemon at the socket, or it refuses the connection | [`Error::Connect`], naming the socket |
 /// | `DOCKER_HOST` is `tcp://`, `ssh://`, … | [`Error::Connect`]: only `unix://` is supported |
 /// | the daemon dies or drops the connection mid-call | [`Error::Transport`] (a call), or the block's status [`lost`](crate::ExitStatus::lost) with its output so far; later calls, `stop()` included, give [`Error::Connect`] ("connection refused: is the docker daemon running?") at once |
-/// | the daemon is restarted after a crash | without `live-restore` it has stopped the container: calls give [`Error::ContainerGone`] and `stop()` removes it; with `live-restore` the executor works on |
+/// | the daemon is restarted after a crash | the crash ended the container through the dead-man's switch, `live-restore` or not: calls give [`Error::ContainerGone`], `stop()` succeeds, a new executor works |
 /// | the daemon stops answering | [`Error::Timeout`] naming the call and the limit that passed ([`api_timeout`](crate::ExecutorBuilder::api_timeout) for any answer, [`init_timeout`](crate::ExecutorBuilder::init_timeout) for the init command); a running block's worker cuts its own stream, and `stop()` still returns |
 /// | something listens at the socket but never answers | [`Error::Connect`] naming the socket, after [`api_timeout`](crate::ExecutorBuilder::api_timeout) |
 /// | the image is absent and cannot be pulled | [`Error::ImageNotFound`] / [`Error::Pull`], with the registry's message |
