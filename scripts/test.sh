@@ -32,6 +32,8 @@ bash scripts/test-env.sh --tag-slim
 case "${CI:-}" in
 true | TRUE | True | 1 | yes) export DOCKEXEC_STRESS_SECS="${DOCKEXEC_STRESS_SECS:-20}" ;;
 esac
+# tests/soak.rs: how long the soak runs (short here; a long run is DOCKEXEC_SOAK_SECS=600).
+export DOCKEXEC_SOAK_SECS="${DOCKEXEC_SOAK_SECS:-20}"
 # The library talks to /var/run/docker.sock; keep the CLI (if tests use it) on the same daemon.
 export DOCKER_HOST=unix:///var/run/docker.sock
 

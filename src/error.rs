@@ -20,7 +20,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// |---|---|
 /// | no daemon at the socket, or it refuses the connection | [`Error::Connect`], naming the socket |
 /// | `DOCKER_HOST` is `tcp://`, `ssh://`, … | [`Error::Connect`]: only `unix://` is supported |
-/// | the daemon dies or drops the connection mid-call | [`Error::Transport`] (a call), or the block's status [`lost`](crate::ExitStatus::lost) with its output so far |
+/// | the daemon dies or drops the connection mid-call | [`Error::Transport`] (a call), or the block's status [`lost`](crate::ExitStatus::lost) with its output so far; later calls, `stop()` included, give [`Error::Connect`] ("connection refused: is the docker daemon running?") at once |
+/// | the daemon is restarted after a crash | the crash ended the container through the dead-man's switch, `live-restore` or not: calls give [`Error::ContainerGone`], `stop()` succeeds, a new executor works |
 /// | the daemon stops answering | [`Error::Timeout`] naming the call and the limit that passed ([`api_timeout`](crate::ExecutorBuilder::api_timeout) for any answer, [`init_timeout`](crate::ExecutorBuilder::init_timeout) for the init command); a running block's worker cuts its own stream, and `stop()` still returns |
 /// | something listens at the socket but never answers | [`Error::Connect`] naming the socket, after [`api_timeout`](crate::ExecutorBuilder::api_timeout) |
 /// | the image is absent and cannot be pulled | [`Error::ImageNotFound`] / [`Error::Pull`], with the registry's message |
@@ -30,7 +31,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// | a block is killed by a signal (its own `kill -9 $$`, the OOM killer) | its status says [`signal`](crate::ExitStatus::signal) |
 /// | a [`device_request`](crate::ExecutorBuilder::device_request) the host cannot meet (no GPU, no driver) | [`Error::Docker`] at `start()`, naming the request |
 /// | any message that would show a [`secret_env`](crate::ExecutorBuilder::secret_env) value | the value is replaced by [`REDACTED`](crate::REDACTED) |
-/// | the code file cannot be written (disk full, permissions) | [`Error::Io`] naming the path (exec), [`Error::Agent`] with the reason (agent) |
+/// | the code file cannot be written (disk full, permissions) | [`Error::Io`] naming the path and the cause, e.g. "its filesystem is full" (exec); [`Error::Agent`] with the reason, e.g. "No space left on device" (agent) |
 /// | a bad request: unknown language, a path outside the workspace, zero timeout | [`Error::InvalidInput`], and nothing is run or written |
 /// | the image has no Python but [`Strategy::Agent`](crate::Strategy::Agent) was forced | [`Error::Agent`] at `start()` ([`Strategy::Auto`](crate::Strategy::Auto) falls back to exec) |
 /// | the in-container agent dies or its channel breaks | its blocks end [`lost`](crate::ExitStatus::lost); the next block starts a fresh agent |
@@ -175,7 +176,23 @@ impl fmt::Display for Error {
                     "{what} timed out; is the docker daemon hung or overloaded?"
                 )
             }
-            Error::Io { path, .. } => write!(f, "i/o error on {}", path.display()),
+            Error::Io { path, source } => {
+                write!(f, "i/o error on {}", path.display())?;
+                // What to check, by cause; the cause's own words stay in `source()`.
+                match source.kind() {
+                    io::ErrorKind::StorageFull => f.write_str(
+                        ": its filesystem is full (free some space, or choose another work dir)",
+                    ),
+                    io::ErrorKind::QuotaExceeded => {
+                        f.write_str(": the disk quota of its filesystem is exceeded")
+                    }
+                    io::ErrorKind::ReadOnlyFilesystem => {
+                        f.write_str(": its filesystem is read-only")
+                    }
+                    io::ErrorKind::PermissionDenied => f.write_str(": permission denied"),
+                    _ => Ok(()),
+                }
+            }
             Error::Transport { what, .. } => write!(
                 f,
                 "the connection to the docker daemon failed during {what}; is the daemon still \
@@ -260,6 +277,18 @@ mod tests {
             "{}",
             std::mem::size_of::<Error>()
         );
+    }
+
+    #[test]
+    fn io_errors_name_their_cause() {
+        let full = Error::io("/w/x.py", io::Error::from_raw_os_error(28));
+        assert_eq!(
+            full.to_string(),
+            "i/o error on /w/x.py: its filesystem is full (free some space, or choose another \
+             work dir)"
+        );
+        let other = Error::io("/w/x.py", io::Error::other("boom"));
+        assert_eq!(other.to_string(), "i/o error on /w/x.py");
     }
 
     #[test]

@@ -537,6 +537,16 @@ impl AgentRunner {
         self.lost_sessions.lock().contains(&id)
     }
 
+    /// Why the agent's channel broke: the daemon's own error when the daemon is no longer
+    /// there (its death ends every hijacked stream), so the user is told to check the daemon,
+    /// not the agent; else [`Error::Agent`] with what the agent left.
+    fn gone(&self, why: String) -> Error {
+        match self.client.ping() {
+            Err(daemon) => daemon,
+            Ok(()) => Error::Agent(format!("the agent is gone: {why}")),
+        }
+    }
+
     /// Starts a block, in session `session` if given.
     pub(crate) fn launch_in(&self, l: &Launch<'_>, session: Option<u32>) -> Result<Running> {
         if let Some(s) = session {
@@ -571,7 +581,7 @@ impl AgentRunner {
                     Error::Agent(format!("the agent could not start the block: {msg}"))
                 });
             }
-            Ok(Event::Lost(why)) => return Err(Error::Agent(format!("the agent is gone: {why}"))),
+            Ok(Event::Lost(why)) => return Err(self.gone(why)),
             Ok(Event::SessionReady) => {
                 conn.unroute(id);
                 let _ = conn.send(protocol::CANCEL, id, b"");

@@ -43,6 +43,15 @@ pub fn registry_busybox() -> String {
     )
 }
 
+/// The python image as the loopback registry holds it (`<registry>/dockexec/python:latest`).
+pub fn registry_python() -> String {
+    format!(
+        "{}/{}:latest",
+        registry(),
+        test_images::get("DOCKEXEC_TEST_REGISTRY_PYTHON")
+    )
+}
+
 /// A builder for the test image that never pulls, labelled for cleanup.
 pub fn builder() -> ExecutorBuilder {
     let mut b = Executor::builder();
