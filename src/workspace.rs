@@ -50,7 +50,8 @@ impl Workspace {
     ///
     /// A temporary directory is mode `0711`: its owner (the block user) has it whole, while
     /// everyone else may only pass through it, which the container's root processes need (with
-    /// no capabilities they are "everyone else") to reach dockexec's state dir. Its owner is
+    /// no capabilities they are "everyone else") to enter it: it is their working dir (the
+    /// keeper's, the kill script's, the agent's). Its owner is
     /// the block user when that is dockexec's own user, or when dockexec runs as root (which
     /// may hand the directory over). Otherwise (a named user such as the image's `app`, whose
     /// uid only the image knows, or another uid than ours without root) no owner can be

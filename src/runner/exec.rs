@@ -251,9 +251,8 @@ impl Runner for ExecRunner {
             output: Box::new(ExecSource {
                 stream,
                 demux: Demuxer::new(false),
-                // As large as ureq's own input buffer (128 KiB), so one read drains what one
-                // socket read got.
-                // A pipe holds 64 KiB; 32 KiB reads keep up with it at a quarter of the memory.
+                // As large as the transport's input buffer (32 KiB, see `transport::agent`), so
+                // one read drains what one socket read got; one per running block, so small.
                 buf: vec![0u8; 32 * 1024],
             }),
             control: Box::new(ExecControl {
