@@ -10,7 +10,6 @@
 //! this daemon at that moment.
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use dockexec::{CodeBlock, GcOptions, Strategy};
@@ -20,97 +19,22 @@ const LIMIT: Duration = Duration::from_secs(60);
 /// second; the rest is slack for a loaded machine.
 const VANISH: Duration = Duration::from_secs(10);
 
-/// A running owner process with its container.
-struct Owner {
-    child: common::ChildProc,
-    container: String,
-    /// Its temporary work dir (a sweep removes it with a kept container).
-    work_dir: std::path::PathBuf,
-    guard: common::CaseGuard,
-}
+use common::{Owner, OwnerSetup as Setup};
 
-/// How the owner is started.
-#[derive(Debug, Clone, Copy)]
-struct Setup {
-    image: &'static str,
-    strategy: &'static str,
-    /// `auto_remove(false)`: the ended container stays, for gc.
-    keep: bool,
-    restart: bool,
-}
+const PYTHON_EXEC: Setup = Setup::python("exec");
 
-const PYTHON_EXEC: Setup = Setup {
-    image: "python",
-    strategy: "exec",
-    keep: false,
-    restart: false,
-};
-
-fn start_owner(case: &str, setup: Setup) -> Owner {
-    let guard = common::CaseGuard::new(case);
-    let image = match setup.image {
-        "busybox" => common::busybox(),
-        _ => common::image(),
-    };
-    let flag = |on: bool| if on { "1" } else { "0" };
-    let mut child = common::ChildProc::spawn(
-        Command::new(common::example_bin("sigkill_owner"))
-            .arg(&guard.value)
-            .env("DOCKEXEC_TEST_IMAGE", image)
-            .env("DOCKEXEC_TEST_STRATEGY", setup.strategy)
-            .env("DOCKEXEC_OWNER_KEEP", flag(setup.keep))
-            .env("DOCKEXEC_OWNER_RESTART", flag(setup.restart)),
+/// After a sweep: the owner's container and temporary work dir are gone.
+fn assert_swept(owner: &Owner, context: &str) {
+    assert!(
+        !common::container_exists(&owner.container),
+        "the orphan {} is still there: {context}",
+        owner.container
     );
-    let container = child.expect_line("container ", LIMIT);
-    let work_dir = child.expect_line("workdir ", LIMIT).into();
-    child.expect_line("ready", LIMIT);
-    Owner {
-        child,
-        container,
-        work_dir,
-        guard,
-    }
-}
-
-impl Owner {
-    /// SIGKILLs the owner and reaps it.
-    fn sigkill(&mut self) {
-        common::send_signal(self.child.pid(), "KILL");
-        let status = common::wait_child(&mut self.child.child, LIMIT).expect("the owner died");
-        assert_eq!(
-            std::os::unix::process::ExitStatusExt::signal(&status),
-            Some(9)
-        );
-    }
-
-    /// The owner's container's state (`running`, `exited`, …), or `None` once it is gone.
-    fn state(&self) -> Option<String> {
-        let (ok, out) = common::docker(&["inspect", "-f", "{{.State.Status}}", &self.container]);
-        ok.then(|| out.trim().to_string())
-    }
-
-    /// After a sweep: container and temporary work dir gone.
-    fn assert_swept(&self, context: &str) {
-        assert!(
-            !common::container_exists(&self.container),
-            "the orphan {} is still there: {context}",
-            self.container
-        );
-        assert!(
-            !self.work_dir.exists(),
-            "the orphan's temporary work dir {} is still there: {context}",
-            self.work_dir.display()
-        );
-    }
-}
-
-impl Drop for Owner {
-    fn drop(&mut self) {
-        // The switch removes the container, not the host's work dir: a test must not leave it.
-        if self.work_dir.starts_with(std::env::temp_dir()) {
-            let _ = std::fs::remove_dir_all(&self.work_dir);
-        }
-    }
+    assert!(
+        !owner.work_dir.exists(),
+        "the orphan's temporary work dir {} is still there: {context}",
+        owner.work_dir.display()
+    );
 }
 
 /// Only this case's containers: a test must not sweep other tests' (or people's).
@@ -125,7 +49,7 @@ fn options(guard: &common::CaseGuard, force: bool) -> GcOptions {
 /// SIGKILLs an owner set up as `setup` and checks that its container and block vanish with
 /// no gc; returns how long the container took to go.
 fn owner_killed_leaves_nothing(case: &str, setup: Setup) -> Duration {
-    let mut owner = start_owner(case, setup);
+    let mut owner = Owner::start(case, setup);
     assert_eq!(owner.state().as_deref(), Some("running"));
     let t0 = Instant::now();
     owner.sigkill();
@@ -201,7 +125,10 @@ fn a_sigkilled_owners_container_goes_away_by_itself_after_a_restart() {
 #[cfg(feature = "cli")]
 fn run_cli(args: &[&str]) -> (bool, String) {
     let bin = env!("CARGO_BIN_EXE_dockexec");
-    let out = Command::new(bin).args(args).output().expect("run dockexec");
+    let out = std::process::Command::new(bin)
+        .args(args)
+        .output()
+        .expect("run dockexec");
     (
         out.status.success(),
         format!(
@@ -219,7 +146,11 @@ fn run_cli(args: &[&str]) -> (bool, String) {
 #[test]
 fn gc_from_another_pid_namespace_leaves_a_live_executor_and_force_removes_it() {
     let _serial = common::serial();
-    if Command::new("unshare").arg("--version").output().is_err() {
+    if std::process::Command::new("unshare")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("SKIPPED: unshare(1) is not installed");
         return;
     }
@@ -230,7 +161,7 @@ fn gc_from_another_pid_namespace_leaves_a_live_executor_and_force_removes_it() {
         common::await_stdout(&running.chunks(), "up", Duration::from_secs(20));
 
         let bin = env!("CARGO_BIN_EXE_dockexec");
-        let out = Command::new("unshare")
+        let out = std::process::Command::new("unshare")
             .args(["--pid", "--fork", "--mount-proc", bin, "gc"])
             .output()
             .expect("run unshare");
@@ -285,7 +216,7 @@ fn gc_removes_the_kept_container_of_a_sigkilled_owner_and_its_work_dir() {
             keep: true,
             ..PYTHON_EXEC
         };
-        let mut owner = start_owner("orphan-kept", setup);
+        let mut owner = Owner::start("orphan-kept", setup);
         owner.sigkill();
         // The switch ends it; auto_remove(false) keeps it, exited.
         assert!(
@@ -297,7 +228,7 @@ fn gc_removes_the_kept_container_of_a_sigkilled_owner_and_its_work_dir() {
         assert!(owner.work_dir.is_dir(), "its work dir is left too");
         let removed = dockexec::gc_with(&options(&owner.guard, false)).unwrap();
         assert_eq!(removed, vec![owner.container.clone()]);
-        owner.assert_swept("gc");
+        assert_swept(&owner, "gc");
         assert!(
             dockexec::gc_with(&options(&owner.guard, false))
                 .unwrap()
@@ -315,7 +246,7 @@ fn dockexec_gc_cli_removes_the_kept_container_of_a_sigkilled_owner() {
             keep: true,
             ..PYTHON_EXEC
         };
-        let mut owner = start_owner("orphan-cli", setup);
+        let mut owner = Owner::start("orphan-cli", setup);
         owner.sigkill();
         assert!(common::eventually(VANISH, || owner.state().as_deref() == Some("exited")));
         let label = format!("{}={}", common::CASE_LABEL, owner.guard.value);
@@ -326,7 +257,7 @@ fn dockexec_gc_cli_removes_the_kept_container_of_a_sigkilled_owner() {
             "dockexec gc should name {}: {said}",
             owner.container
         );
-        owner.assert_swept(&said);
+        assert_swept(&owner, &said);
     });
 }
 
@@ -336,7 +267,7 @@ fn gc_leaves_running_containers_alone_whoever_owns_them() {
     let (b, _guard) = common::case_builder("orphan-live-self");
     common::watchdog(LIMIT * 2, move || {
         // A live owner in another process, and one in this process with a block running.
-        let owner = start_owner("orphan-live", PYTHON_EXEC);
+        let owner = Owner::start("orphan-live", PYTHON_EXEC);
         let mine = b.start().unwrap();
         let running = mine.spawn(&CodeBlock::sh("echo up\nsleep 1889\n")).unwrap();
         common::await_stdout(&running.chunks(), "up", Duration::from_secs(20));
@@ -443,7 +374,7 @@ fn start_sweeps_kept_orphans_unless_told_not_to() {
             keep: true,
             ..PYTHON_EXEC
         };
-        let mut owner = start_owner("orphan-start", setup);
+        let mut owner = Owner::start("orphan-start", setup);
         owner.sigkill();
         assert!(common::eventually(VANISH, || owner.state().as_deref() == Some("exited")));
         let ex = quiet.start().unwrap();
@@ -453,7 +384,7 @@ fn start_sweeps_kept_orphans_unless_told_not_to() {
         );
         ex.stop().unwrap();
         let ex = sweeping.start().unwrap();
-        owner.assert_swept("start() with the default gc_orphans(true)");
+        assert_swept(&owner, "start() with the default gc_orphans(true)");
         assert!(common::container_exists(ex.container_id()));
         ex.stop().unwrap();
     });

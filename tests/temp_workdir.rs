@@ -11,63 +11,33 @@ mod common;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use dockexec::{CodeBlock, GcOptions};
+use common::{Owner, OwnerSetup};
+use dockexec::{CodeBlock, GcOptions, Strategy};
 
 const LIMIT: Duration = Duration::from_secs(60);
 const VANISH: Duration = Duration::from_secs(10);
 
-/// An owner process (examples/sigkill_owner.rs) with its running block.
-struct Owner {
-    child: common::ChildProc,
-    container: String,
-    work_dir: PathBuf,
-    guard: common::CaseGuard,
-}
-
+/// An owner process (examples/sigkill_owner.rs) with its running block, under this run's
+/// strategy.
 fn start_owner(case: &str) -> Owner {
-    let guard = common::CaseGuard::new(case);
-    let mut child = common::ChildProc::spawn(
-        Command::new(common::example_bin("sigkill_owner"))
-            .arg(&guard.value)
-            .env("DOCKEXEC_TEST_IMAGE", common::image())
-            .env(
-                "DOCKEXEC_TEST_STRATEGY",
-                std::env::var("DOCKEXEC_TEST_STRATEGY").unwrap_or_default(),
-            ),
+    let strategy = match common::strategy() {
+        Strategy::Exec => "exec",
+        Strategy::Agent => "agent",
+        _ => "auto",
+    };
+    Owner::start(case, OwnerSetup::python(strategy))
+}
+
+/// SIGKILLs the owner, reaps it, and waits for the switch to take its container.
+fn sigkill(owner: &mut Owner) {
+    owner.sigkill();
+    assert!(
+        common::eventually(VANISH, || !common::container_exists(&owner.container)),
+        "the switch did not remove {}",
+        owner.container
     );
-    let container = child.expect_line("container ", LIMIT);
-    let work_dir: PathBuf = child.expect_line("workdir ", LIMIT).into();
-    child.expect_line("ready", LIMIT);
-    assert!(work_dir.is_dir(), "{}", work_dir.display());
-    Owner {
-        child,
-        container,
-        work_dir,
-        guard,
-    }
-}
-
-impl Owner {
-    /// SIGKILLs the owner, reaps it, and waits for the switch to take its container.
-    fn sigkill(&mut self) {
-        common::send_signal(self.child.pid(), "KILL");
-        common::wait_child(&mut self.child.child, LIMIT).expect("the owner died");
-        assert!(
-            common::eventually(VANISH, || !common::container_exists(&self.container)),
-            "the switch did not remove {}",
-            self.container
-        );
-    }
-}
-
-impl Drop for Owner {
-    fn drop(&mut self) {
-        // Whatever the test's outcome, it leaves no dir behind.
-        let _ = fs::remove_dir_all(&self.work_dir);
-    }
 }
 
 /// Only this case's containers; the dir sweep is not filtered by labels (a dir has none).
@@ -109,7 +79,7 @@ fn a_sigkilled_owners_temp_dir_is_removed_by_gc_and_by_start() {
     let (b, _guard) = common::case_builder("tmpdir-start");
     common::watchdog(LIMIT * 3, move || {
         let mut owner = start_owner("tmpdir-gc");
-        owner.sigkill();
+        sigkill(&mut owner);
         dockexec::gc_with(&options(&owner.guard)).unwrap();
         assert!(
             !owner.work_dir.exists(),
@@ -118,7 +88,7 @@ fn a_sigkilled_owners_temp_dir_is_removed_by_gc_and_by_start() {
         );
 
         let mut owner = start_owner("tmpdir-start-owner");
-        owner.sigkill();
+        sigkill(&mut owner);
         let ex = b.start().unwrap();
         assert!(
             !owner.work_dir.exists(),
@@ -182,7 +152,7 @@ fn a_live_owners_temp_dir_is_never_removed() {
             .unwrap();
         assert_eq!(out.stdout_lossy(), "held\nheld\n", "{out:?}");
 
-        owner.sigkill();
+        sigkill(&mut owner);
         dockexec::gc_with(&options(&nobody)).unwrap();
         assert!(
             !owner.work_dir.exists(),

@@ -2,6 +2,7 @@
 //!
 //! - [`docker`]: the test images, builders, labels, guards and container helpers;
 //! - [`child`]: the child-process kit of the Ctrl-C and orphan tests;
+//! - [`owner`]: an executor's owner in a child process, to SIGKILL;
 //! - here: what any test uses (watchdog, polling, names, temp dirs, thread counts, output).
 //!
 //! Each test binary uses only part of this, hence the `allow`s.
@@ -9,11 +10,13 @@
 
 mod child;
 mod docker;
+mod owner;
 mod proxy;
 mod test_images;
 
 pub use child::*;
 pub use docker::*;
+pub use owner::*;
 pub use proxy::*;
 
 use std::sync::mpsc;
