@@ -647,18 +647,7 @@ impl Client {
         let body = serde_json::to_vec(&json!({ "Detach": false, "Tty": false }))
             .expect("a Value always serializes");
         let path = format!("{}/exec/{exec}/start", self.prefix);
-        match transport::upgrade(&self.socket, &path, &body, timeout) {
-            Ok(transport::Upgrade::Switched(h)) => Ok(h),
-            Ok(transport::Upgrade::Refused { status, body }) => Err(Error::Docker {
-                status,
-                message: error_message(&body, status, "exec attach"),
-            }),
-            Err(e) => Err(map_ureq_error(
-                &self.socket,
-                "exec attach",
-                ureq::Error::Io(e),
-            )),
-        }
+        self.hijack(&path, &body, timeout, "exec attach")
     }
 
     /// Attaches to a container's stdin, stdout and stderr on a connection of its own
@@ -675,17 +664,25 @@ impl Client {
             "{}/containers/{container}/attach?stream=1&stdin=1&stdout=1&stderr=1",
             self.prefix
         );
-        match transport::upgrade(&self.socket, &path, b"", timeout) {
+        self.hijack(&path, b"", timeout, "container attach")
+    }
+
+    /// POSTs `body` to `path` asking for `Upgrade: tcp`, and returns the hijacked stream; a
+    /// refusal is the daemon's error, named `what`.
+    fn hijack(
+        &self,
+        path: &str,
+        body: &[u8],
+        timeout: Duration,
+        what: &str,
+    ) -> Result<transport::Hijacked> {
+        match transport::upgrade(&self.socket, path, body, timeout) {
             Ok(transport::Upgrade::Switched(h)) => Ok(h),
             Ok(transport::Upgrade::Refused { status, body }) => Err(Error::Docker {
                 status,
-                message: error_message(&body, status, "container attach"),
+                message: error_message(&body, status, what),
             }),
-            Err(e) => Err(map_ureq_error(
-                &self.socket,
-                "container attach",
-                ureq::Error::Io(e),
-            )),
+            Err(e) => Err(map_ureq_error(&self.socket, what, ureq::Error::Io(e))),
         }
     }
 
