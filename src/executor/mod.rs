@@ -447,17 +447,7 @@ impl Inner {
     fn gone_or(&self, e: Error) -> Error {
         let e = self.redactor.error(e);
         match &e {
-            // Only the container's own 404: a missing file or exec is a 404 too.
-            Error::Docker {
-                status: 404,
-                message,
-            } if message.contains("No such container") => Error::ContainerGone {
-                container: self.container.clone(),
-            },
-            Error::Docker {
-                status: 409,
-                message,
-            } if message.contains("not running") || message.contains("is paused") => {
+            Error::Docker { status, message } if says_container_gone(*status, message) => {
                 Error::ContainerGone {
                     container: self.container.clone(),
                 }
@@ -525,5 +515,49 @@ impl Inner {
 impl crate::registry::Stop for Inner {
     fn stop(&self) -> Result<()> {
         Inner::stop(self)
+    }
+}
+
+/// Whether a daemon error says the container itself is gone or going: its own 404 (a missing
+/// file or exec is a 404 too, so only "No such container"), or a refusal because it is not
+/// running, paused, or being removed. The last comes as a 500 ("is not running: Removal In
+/// Progress") while `AutoRemove` takes a container whose keeper ended.
+fn says_container_gone(status: u16, message: &str) -> bool {
+    match status {
+        404 => message.contains("No such container"),
+        409 | 500 => {
+            message.contains("not running")
+                || message.contains("is paused")
+                || message.contains("Removal In Progress")
+                || message.contains("marked for removal")
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod gone_tests {
+    use super::says_container_gone;
+
+    #[test]
+    fn the_daemons_ways_of_saying_the_container_is_gone() {
+        assert!(says_container_gone(404, "No such container: 55ec"));
+        assert!(!says_container_gone(404, "No such exec instance: 9f2a"));
+        assert!(says_container_gone(409, "Container 55ec is not running"));
+        assert!(says_container_gone(
+            409,
+            "Container 55ec is paused, unpause the container"
+        ));
+        // Seen in CI: an exec create while AutoRemove takes the container.
+        assert!(says_container_gone(
+            500,
+            "Container 55ec is not running: Removal In Progress"
+        ));
+        assert!(says_container_gone(
+            500,
+            "container is marked for removal and cannot be started"
+        ));
+        assert!(!says_container_gone(500, "could not select device driver"));
+        assert!(!says_container_gone(400, "not running"));
     }
 }
