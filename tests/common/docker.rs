@@ -174,15 +174,24 @@ fn try_labelled(label: &str, value: &str) -> Result<Vec<String>, String> {
 /// `<pid>: <command line>`, one line each, read from /proc with plain sh (no procps). (Not
 /// `echo`: dash's expands the backslashes of a command line such as the agent's source.)
 pub fn processes_matching(id: &str, marker: &str) -> Vec<String> {
+    try_processes_matching(id, marker).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`processes_matching`], or an error when the listing's own `docker exec` fails (a container
+/// at its pids limit cannot start one).
+pub fn try_processes_matching(id: &str, marker: &str) -> Result<Vec<String>, String> {
     let script = r#"for d in /proc/[0-9]*; do
   [ -r "$d/cmdline" ] || continue
   c=$(tr '\000\n' '  ' < "$d/cmdline" 2>/dev/null)
   [ -n "$c" ] && printf '%s: %s\n' "${d#/proc/}" "$c"
 done"#;
     let (ok, out) = docker(&["exec", id, "sh", "-c", script]);
-    assert!(ok, "listing processes in {id}");
-    out.lines()
+    if !ok {
+        return Err(format!("listing processes in {id}: {out}"));
+    }
+    Ok(out
+        .lines()
         .filter(|l| l.contains(marker))
         .map(str::to_string)
-        .collect()
+        .collect())
 }
