@@ -188,7 +188,9 @@ for p in procs:
         let first = planted_reports(&ex);
         // Step 3 again, through restart(), which also started a fresh root agent.
         ex.restart().unwrap();
-        let after = ex.run(&CodeBlock::python("print('after restart')")).unwrap();
+        let after = ex
+            .run(&CodeBlock::python("print('after restart')"))
+            .unwrap();
         common::assert_success(&after);
         let second = planted_reports(&ex);
         ex.stop().unwrap();
@@ -203,7 +205,10 @@ for p in procs:
                 canary.path.display()
             );
         }
-        assert!(ran, "no ordinary block ran after the hog: the executor is wedged");
+        assert!(
+            ran,
+            "no ordinary block ran after the hog: the executor is wedged"
+        );
     });
 }
 
@@ -227,6 +232,9 @@ fn an_opt_in_root_block_cannot_read_a_host_file_by_handle() {
             "a root block read the host file {}: {out:?}",
             canary.path.display()
         );
-        assert!(text.starts_with("REFUSED:1\n"), "refused with EPERM: {out:?}");
+        assert!(
+            text.starts_with("REFUSED:1\n"),
+            "refused with EPERM: {out:?}"
+        );
     });
 }
