@@ -204,6 +204,7 @@ detect_mirror() {
         done
     fi
     if [[ -z $suite ]]; then
+        # shellcheck source=/dev/null
         suite=$( (. /etc/os-release && echo "${VERSION_CODENAME:-}") 2>/dev/null || true)
     fi
     mirror=${DOCKEXEC_TEST_MIRROR:-${mirror:-http://deb.debian.org/debian}}
@@ -434,6 +435,8 @@ install_missing_packages() {
     if ! have docker-registry && [[ $(registry_status /v2/) != 200 ]]; then
         pkgs+=(docker-registry)
     fi
+    # scripts/test.sh's lint gate checks the scripts with it.
+    have shellcheck || pkgs+=(shellcheck)
     apt_install "${pkgs[@]+"${pkgs[@]}"}"
 }
 

@@ -6,14 +6,17 @@
 # 1. scripts/test-env.sh --tag-slim  (docker daemon, test images, loopback registry, and the
 #    python:3-slim tag the README doctests need when that tag is absent; idempotent; undo the
 #    tag with scripts/test-env.sh --untag-slim)
-# 2. cargo test --all-features --all-targets "$@", once per strategy in DOCKEXEC_TEST_STRATEGIES
+# 2. the lint gates, each of which fails the run: cargo fmt --check, cargo clippy
+#    --all-targets --all-features -D warnings, cargo doc with RUSTDOCFLAGS=-D warnings, and
+#    `shellcheck` on scripts/*.sh and .ci/run (DOCKEXEC_LINT=0 skips them, for a quick local run)
+# 3. cargo test --all-features --all-targets "$@", once per strategy in DOCKEXEC_TEST_STRATEGIES
 #    (default "exec agent": every lifecycle, cancel, stream and output test runs against both
 #    ways of running a block; tests/agent.rs always runs the agent)
-# 3. cargo test --all-features --doc "$@"
-# 4. the benches against the async rival (benches/rival, its own workspace): cargo bench
+# 4. cargo test --all-features --doc "$@"
+# 5. the benches against the async rival (benches/rival, its own workspace): cargo bench
 #    --no-run, then each scenario once with DOCKEXEC_BENCH_SMOKE=1, asserting behaviour only
 #    (DOCKEXEC_BENCH_RIVAL=0 skips it)
-# 5. scripts/fuzz.sh "${DOCKEXEC_FUZZ_SECS:-30}": every cargo-fuzz target for that many seconds
+# 6. scripts/fuzz.sh "${DOCKEXEC_FUZZ_SECS:-30}": every cargo-fuzz target for that many seconds
 #    (installs cargo-fuzz if missing; prints SKIP where it cannot; a crash fails this script;
 #    DOCKEXEC_FUZZ_SECS=0 skips it)
 # Exits non-zero if any step fails (every cargo run is attempted).
@@ -41,6 +44,16 @@ echo "test.sh: DOCKEXEC_TEST_IMAGE=$DOCKEXEC_TEST_IMAGE DOCKEXEC_TEST_BUSYBOX=$D
     "DOCKEXEC_TEST_REGISTRY=$DOCKEXEC_TEST_REGISTRY DOCKEXEC_STRESS_SECS=${DOCKEXEC_STRESS_SECS:-<unset>}" >&2
 
 status=0
+# The lint gates: cheap next to the suite, and each a failure of its own.
+if [[ ${DOCKEXEC_LINT:-1} == 0 ]]; then
+    echo "test.sh: SKIP the lint gates (DOCKEXEC_LINT=0)" >&2
+else
+    echo "test.sh: lint: cargo fmt --check; clippy -D warnings; cargo doc -D warnings; shellcheck" >&2
+    cargo fmt --all -- --check || { rc=$?; echo "test.sh: FAILED cargo fmt --check (run cargo fmt --all)" >&2; ((status)) || status=$rc; }
+    cargo clippy --all-targets --all-features -- -D warnings || { rc=$?; ((status)) || status=$rc; }
+    RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features || { rc=$?; ((status)) || status=$rc; }
+    shellcheck scripts/*.sh .ci/run || { rc=$?; ((status)) || status=$rc; }
+fi
 for strategy in ${DOCKEXEC_TEST_STRATEGIES:-exec agent}; do
     echo "test.sh: DOCKEXEC_TEST_STRATEGY=$strategy cargo test --all-features --all-targets $*" >&2
     DOCKEXEC_TEST_STRATEGY=$strategy cargo test --all-features --all-targets "$@" ||
