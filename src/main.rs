@@ -11,6 +11,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use dockexec::{Chunk, CodeBlock, Executor, Language, PullPolicy, PullProgress, Strategy};
 
+/// The help text; `{name}`s are filled from the library's own defaults by [`help`].
 const HELP: &str = "\
 dockexec — run code blocks inside a Docker container
 
@@ -34,15 +35,15 @@ COMMANDS:
 RUN OPTIONS:
     -l, --lang LANG        python (py), sh (shell), bash or pwsh; default: from the file's
                            extension, else guessed (python if it looks like Python, else sh)
-    -i, --image IMAGE      image to run [default: python:3-slim]
-    -t, --timeout SECS     per-block time limit, or `none` [default: 60]
+    -i, --image IMAGE      image to run [default: {image}]
+    -t, --timeout SECS     per-block time limit, or `none` [default: {timeout}]
     -w, --work-dir DIR     host directory mounted at /workspace [default: a temporary one]
     -e, --env KEY=VALUE    environment variable for the blocks (repeatable)
         --secret-env NAME  pass your environment's NAME to the blocks as a secret: its value
                            is shown as [REDACTED] in their output and in errors (repeatable;
                            `docker inspect` still shows it)
         --network MODE     docker network mode [default: none]
-        --max-output BYTES keep at most this much output per block, or `none` [default: 64 MiB]
+        --max-output BYTES keep at most this much output per block, or `none` [default: {max_output}]
         --pull POLICY      missing, always or never [default: missing]
         --strategy S       exec (one docker exec per block), agent (a warm agent in the
                            container: milliseconds per block; needs python3 in the image)
@@ -53,13 +54,13 @@ RUN OPTIONS:
 SANDBOX OPTIONS (hardened by default; see ExecutorBuilder's docs for each reason):
     -u, --user USER        user the blocks run as: UID[:GID], a name, `host` (your own
                            uid:gid) or 0 for root [default: the image's USER unless root, else
-                           your uid:gid unless root, else 65534:65534]
+                           your uid:gid unless root, else {nobody}]
         --memory BYTES     memory limit, swap included; K, M, G suffixes, or `none`
-                           [default: 2G]
-        --pids N           process and thread limit, or `none` [default: 1024]
+                           [default: {memory}]
+        --pids N           process and thread limit, or `none` [default: {pids}]
         --cpus N           CPU quota (e.g. 1.5), or `none` [default: none]
         --read-write-root  make the root filesystem writable [default: read-only, with a
-                           512 MiB tmpfs at /tmp and HOME=/tmp]
+                           {tmp} tmpfs at /tmp and HOME=/tmp]
         --trusted          relax every default above for trusted code: the image's user
                            (root if none), Docker's default capabilities, no
                            no-new-privileges, a writable root, no limits (the network stays
@@ -69,8 +70,29 @@ ENVIRONMENT:
     DOCKER_HOST            unix:///path/to/docker.sock [default: /var/run/docker.sock]
 
 EXIT STATUS:
-    the block's exit code; 124 timed out; 130 interrupted; 2 usage error; 1 other errors
+    the last block's exit code; 124 timed out; 130 interrupted; 125 dockexec itself failed
+    (a usage error, an unreadable file, no engine, a missing image, …), as `docker run` and
+    `timeout` do, so that a script can tell it from a block's own exit code
 ";
+
+/// [`HELP`] with the library's defaults written in, so that the text cannot drift from them.
+fn help() -> String {
+    let mib = |b: u64| format!("{} MiB", b >> 20);
+    HELP.replace("{image}", dockexec::DEFAULT_IMAGE)
+        .replace(
+            "{timeout}",
+            &dockexec::DEFAULT_TIMEOUT.as_secs().to_string(),
+        )
+        .replace("{max_output}", &mib(dockexec::DEFAULT_MAX_OUTPUT as u64))
+        .replace("{nobody}", dockexec::NOBODY)
+        .replace("{memory}", &format!("{}G", dockexec::DEFAULT_MEMORY >> 30))
+        .replace("{pids}", &dockexec::DEFAULT_PIDS.to_string())
+        .replace("{tmp}", &mib(dockexec::DEFAULT_TMP_SIZE))
+}
+
+/// The exit code of dockexec's own failures (usage, I/O, the engine, the image), apart from
+/// any a block can give: 125, as `docker run`, `timeout` and `env` use.
+const OWN_FAILURE: u8 = 125;
 
 struct RunArgs {
     file: OsString,
@@ -89,7 +111,7 @@ enum Command {
 fn main() -> ExitCode {
     match parse(lexopt::Parser::from_env()) {
         Ok(Command::Help) => {
-            print!("{HELP}");
+            print!("{}", help());
             ExitCode::SUCCESS
         }
         Ok(Command::Version) => {
@@ -109,7 +131,7 @@ fn main() -> ExitCode {
         Ok(Command::Run(run)) => run_command(*run),
         Err(e) => {
             eprintln!("dockexec: {e}\nTry 'dockexec --help'.");
-            ExitCode::from(2)
+            ExitCode::from(OWN_FAILURE)
         }
     }
 }
@@ -122,7 +144,7 @@ fn fail(e: &dockexec::Error) -> ExitCode {
         source = s.source();
     }
     eprintln!("dockexec: {msg}");
-    ExitCode::from(1)
+    ExitCode::from(OWN_FAILURE)
 }
 
 fn parse(mut args: lexopt::Parser) -> Result<Command, lexopt::Error> {
@@ -338,7 +360,7 @@ fn run_command(run: RunArgs) -> ExitCode {
         let mut s = String::new();
         if let Err(e) = io::stdin().read_to_string(&mut s) {
             eprintln!("dockexec: reading standard input: {e}");
-            return ExitCode::from(1);
+            return ExitCode::from(OWN_FAILURE);
         }
         s
     } else {
@@ -346,7 +368,7 @@ fn run_command(run: RunArgs) -> ExitCode {
             Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
             Err(e) => {
                 eprintln!("dockexec: reading {}: {e}", Path::new(&run.file).display());
-                return ExitCode::from(1);
+                return ExitCode::from(OWN_FAILURE);
             }
         }
     };
@@ -354,7 +376,7 @@ fn run_command(run: RunArgs) -> ExitCode {
         Ok(b) => b,
         Err(msg) => {
             eprintln!("dockexec: {msg}");
-            return ExitCode::from(1);
+            return ExitCode::from(OWN_FAILURE);
         }
     };
     for b in &blocks {
@@ -540,4 +562,24 @@ fn bytes(v: &str) -> Result<u64, String> {
         .and_then(|n| n.checked_mul(1 << shift))
         .filter(|n| *n > 0)
         .ok_or_else(err)
+}
+
+#[cfg(test)]
+mod help_tests {
+    #[test]
+    fn the_help_names_the_librarys_own_defaults_and_leaves_no_placeholder() {
+        let text = super::help();
+        assert!(
+            !text.contains("{image}") && !text.contains("{tmp}"),
+            "{text}"
+        );
+        for default in [
+            format!("[default: {}]", dockexec::DEFAULT_IMAGE),
+            format!("[default: {}]", dockexec::DEFAULT_TIMEOUT.as_secs()),
+            format!("[default: {}]", dockexec::DEFAULT_PIDS),
+            format!("else {}]", dockexec::NOBODY),
+        ] {
+            assert!(text.contains(&default), "{default} in:\n{text}");
+        }
+    }
 }

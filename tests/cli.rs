@@ -96,7 +96,7 @@ fn session_flag_keeps_variables_from_block_to_block() {
     let out = run(&["--strategy", "exec", "--session", &file]);
     assert_eq!(
         out.status.code(),
-        Some(2),
+        Some(125),
         "a usage error: {}",
         text(&out.stderr)
     );
@@ -190,11 +190,11 @@ fn run_help_prints_the_usage() {
 }
 
 #[test]
-fn unknown_flag_exits_2() {
+fn unknown_flag_exits_125() {
     let dir = TempDir::new("cli-flag");
     let file = write(dir.path(), "x.py", "print('never')\n");
     let out = run(&["--no-such-flag", &file]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(125));
     assert!(text(&out.stdout).is_empty());
     assert!(
         text(&out.stderr).contains("--no-such-flag"),
@@ -202,13 +202,13 @@ fn unknown_flag_exits_2() {
         text(&out.stderr)
     );
     let out = Command::new(BIN).arg("--no-such-flag").output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(125));
     // A flag missing its value is a usage error too.
     let out = Command::new(BIN)
         .args(["run", &file, "--timeout"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
 }
 
 #[test]
@@ -261,7 +261,7 @@ fn secret_env_reaches_the_block_redacted() {
         .env_remove("CLI_SECRET_UNSET")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("CLI_SECRET_UNSET is not set"),
         "{}",
@@ -335,7 +335,7 @@ fn missing_image_exits_1_with_a_clear_message() {
         ])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(125), "dockexec's own failure");
     let err = text(&out.stderr);
     assert!(
         err.contains("dockexec-test/never-existed:nope") && err.contains("not found"),
@@ -467,6 +467,11 @@ fn sandbox_options_reach_the_container() {
     // Bad values are usage errors.
     for bad in [["--memory", "lots"], ["--pids", "0"], ["--cpus", "-1"]] {
         let out = run(&[bad[0], bad[1], &file]);
-        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", text(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(125),
+            "{bad:?}: {}",
+            text(&out.stderr)
+        );
     }
 }
