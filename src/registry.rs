@@ -11,8 +11,9 @@ use crate::error::{Error, Result};
 
 /// What the registry can do to an executor.
 pub(crate) trait Stop: Send + Sync {
-    /// As [`Executor::stop`](crate::Executor::stop): `Err(Error::Stopped)` when already stopped.
-    fn stop(&self) -> Result<()>;
+    /// As [`Executor::stop`](crate::Executor::stop); `Ok(false)` when it was already stopped,
+    /// so that [`stop_all`] counts only the executors it stopped.
+    fn stop(&self) -> Result<bool>;
 }
 
 /// Weak, so the registry never keeps an executor alive; dead entries are pruned on insert.
@@ -41,7 +42,8 @@ pub(crate) fn unregister<T: Stop>(executor: &T) {
 pub fn stop_all() -> usize {
     // Upgraded and collected first: `stop` unregisters, which takes this lock again.
     let live: Vec<Arc<dyn Stop>> = EXECUTORS.lock().iter().filter_map(Weak::upgrade).collect();
-    let stopped = |executor: &Arc<dyn Stop>| !matches!(executor.stop(), Err(Error::Stopped));
+    // A failed removal still stopped the executor (everything else was cleaned up).
+    let stopped = |executor: &Arc<dyn Stop>| executor.stop().unwrap_or(true);
     // One thread each: against a hung daemon each stop waits out its own limits, and they
     // must not add up. The scope joins them all before returning.
     std::thread::scope(|scope| {

@@ -1,6 +1,6 @@
 //! `stop()`: from any thread, any number of times, concurrently; it cancels every live
 //! execution (detached ones too), wakes every waiter with the cancelled output, joins every
-//! worker thread and removes the container; later calls return `Error::Stopped`.
+//! worker thread and removes the container; later calls succeed at once, and anything else then returns `Error::Stopped`.
 //!
 //! The tests here count this process's `dockexec-*` threads, so they run one at a time
 //! (`common::serial()`), and no other test in this binary may run blocks.
@@ -48,7 +48,7 @@ fn assert_all_gone(threads_before: usize, container: &str, markers: &[&str]) {
 }
 
 fn assert_stopped(ex: &Executor) {
-    assert!(matches!(ex.stop(), Err(Error::Stopped)), "stop() again");
+    ex.stop().expect("stop() again is no error");
     assert!(matches!(
         ex.spawn(&CodeBlock::sh("true")),
         Err(Error::Stopped)
@@ -200,7 +200,7 @@ fn seed_scenario_create_on_a_spawn_and_cancel_on_b_and_c_stop_on_d() {
 }
 
 #[test]
-fn stop_from_8_threads_at_once_exactly_one_succeeds() {
+fn stop_from_8_threads_at_once_all_succeed_once_the_work_is_done() {
     let _serial = common::serial();
     let (b, _guard) = common::case_builder("stop-8");
     common::watchdog(LIMIT, move || {
@@ -228,12 +228,8 @@ fn stop_from_8_threads_at_once_exactly_one_succeeds() {
             })
             .collect();
         let results: Vec<_> = stoppers.into_iter().map(|h| h.join().unwrap()).collect();
-        let ok = results.iter().filter(|r| r.is_ok()).count();
-        let stopped = results
-            .iter()
-            .filter(|r| matches!(r, Err(Error::Stopped)))
-            .count();
-        assert_eq!((ok, stopped), (1, 7), "results: {results:?}");
+        // One call does the work; stop() is idempotent, so the others wait for it and succeed.
+        assert!(results.iter().all(Result::is_ok), "results: {results:?}");
         // Every call returned only after the work was done: nothing is left.
         assert_all_gone(before, &container, &["sleep 1121", "sleep 1122"]);
         for e in &kept {

@@ -325,7 +325,8 @@ impl Executor {
     /// worker thread, removes the container, and removes a temporary work dir.
     ///
     /// Safe from any thread, any number of times, concurrently: the first call does the work
-    /// and the others wait for it, then return [`Error::Stopped`], as every later call does.
+    /// and reports its errors; the others wait for it, then return `Ok(())`, as every later
+    /// call does (stopping a stopped executor is no error, as with `Drop`).
     /// It returns in bounded time even if the daemon hangs: each worker's socket is shut down
     /// after a grace period, the removal is abandoned after 5 s, and a
     /// [`spawn`](Executor::spawn) (or restart, or session open) stuck in a call to the daemon
@@ -333,8 +334,8 @@ impl Executor {
     /// [`api_timeout`](ExecutorBuilder::api_timeout).
     ///
     /// # Errors
-    /// [`Error::Stopped`] if already stopped; [`Error::Docker`] or [`Error::Connect`] if the
-    /// container could not be removed (everything else is still cleaned up).
+    /// [`Error::Docker`] or [`Error::Connect`] if the container could not be removed
+    /// (everything else is still cleaned up); only the first call reports it.
     pub fn stop(&self) -> Result<()> {
         self.inner.stop()
     }
@@ -471,9 +472,15 @@ impl Inner {
     }
 
     fn stop(&self) -> Result<()> {
+        self.stop_once().map(|_| ())
+    }
+
+    /// Stops the executor unless already stopped; `Ok(true)` when this call did the work.
+    fn stop_once(&self) -> Result<bool> {
         let mut stopped = self.stop_lock.lock();
         if *stopped {
-            return Err(Error::Stopped);
+            // Idempotent: the first stop() did the work and reported its errors.
+            return Ok(false);
         }
         // Waits, for a bounded while, for spawns in flight to register: a spawn stuck in a
         // call to a hung daemon holds the read side until its own limit passes, and stop()
@@ -508,13 +515,13 @@ impl Inner {
         *stopped = true;
         drop(stopped);
         crate::registry::unregister(self);
-        removed.map_err(|e| self.redactor.error(e))
+        removed.map(|()| true).map_err(|e| self.redactor.error(e))
     }
 }
 
 impl crate::registry::Stop for Inner {
-    fn stop(&self) -> Result<()> {
-        Inner::stop(self)
+    fn stop(&self) -> Result<bool> {
+        self.stop_once()
     }
 }
 
