@@ -168,7 +168,8 @@ pub struct ExecutorBuilder {
     tmp_size: Option<u64>,
     nofile: Option<u64>,
     memory: Option<u64>,
-    nano_cpus: Option<u64>,
+    /// In CPUs, as given: checked by `validate`, converted to Docker's `NanoCpus` there.
+    cpus: Option<f64>,
     pids_limit: Option<i64>,
     delete_code_files: bool,
     max_output: Option<usize>,
@@ -236,7 +237,7 @@ impl Default for ExecutorBuilder {
             tmp_size: Some(DEFAULT_TMP_SIZE),
             nofile: Some(DEFAULT_NOFILE),
             memory: Some(DEFAULT_MEMORY),
-            nano_cpus: None,
+            cpus: None,
             pids_limit: Some(DEFAULT_PIDS),
             delete_code_files: false,
             max_output: Some(DEFAULT_MAX_OUTPUT),
@@ -438,7 +439,7 @@ impl ExecutorBuilder {
         self.tmp_size = None;
         self.nofile = None;
         self.memory = None;
-        self.nano_cpus = None;
+        self.cpus = None;
         self.pids_limit = None;
         self
     }
@@ -521,10 +522,17 @@ impl ExecutorBuilder {
     /// The container's CPU limit, in CPUs (`1.5`); `None` for none. Defaults to none: the
     /// timeout already bounds each block's CPU time, and a quota would only slow down the
     /// parallel code (NumPy, a process pool) that ordinary scripts run. Set it to share a host
-    /// fairly between executors.
+    /// fairly between executors. A limit that is not a positive, finite number (or rounds to
+    /// less than a billionth of a CPU) makes [`start`](Self::start) fail with
+    /// [`Error::InvalidInput`].
     pub fn cpu_limit(&mut self, cpus: Option<f64>) -> &mut Self {
-        self.nano_cpus = cpus.map(|c| (c * 1e9) as u64);
+        self.cpus = cpus;
         self
+    }
+
+    /// Docker's `NanoCpus` for [`cpu_limit`](Self::cpu_limit), once `validate` has passed.
+    fn nano_cpus(&self) -> Option<u64> {
+        self.cpus.map(|c| (c * 1e9).round() as u64)
     }
 
     /// The container's process (and thread) limit; `None` for none. Defaults to
@@ -872,6 +880,14 @@ impl ExecutorBuilder {
         if self.image.trim().is_empty() {
             return Err(Error::invalid("image must not be empty"));
         }
+        if let Some(c) = self.cpus {
+            if !(c.is_finite() && c > 0.0) || self.nano_cpus() == Some(0) {
+                return Err(Error::invalid(format!(
+                    "cpu_limit must be a positive, finite number of CPUs, not {c} (use None for \
+                     no limit)"
+                )));
+            }
+        }
         // Messages name the key, never the value.
         for (key, value) in &self.secret_env {
             if key.is_empty() || key.contains(['=', '\0']) {
@@ -1065,7 +1081,7 @@ impl ExecutorBuilder {
         if let Some(m) = self.memory {
             host["Memory"] = json!(m);
         }
-        if let Some(c) = self.nano_cpus {
+        if let Some(c) = self.nano_cpus() {
             host["NanoCpus"] = json!(c);
         }
         if let Some(p) = self.pids_limit {
@@ -1267,5 +1283,29 @@ mod create_body_tests {
             .validate()
             .unwrap_err();
         assert!(e.to_string().contains("both env and secret_env"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod validate_tests {
+    use super::*;
+
+    #[test]
+    fn a_cpu_limit_must_be_positive_and_finite() {
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e-12] {
+            let mut b = ExecutorBuilder::new();
+            b.cpu_limit(Some(bad));
+            match b.validate() {
+                Err(Error::InvalidInput(msg)) => assert!(msg.contains("cpu_limit"), "{msg}"),
+                other => panic!("cpu_limit({bad}) gave {other:?}"),
+            }
+        }
+        let mut b = ExecutorBuilder::new();
+        b.cpu_limit(Some(1.5));
+        b.validate().unwrap();
+        let body = b.create_body("0123456789abcdef", std::path::Path::new("/w"));
+        assert_eq!(body["HostConfig"]["NanoCpus"], json!(1_500_000_000u64));
+        b.cpu_limit(None);
+        b.validate().unwrap();
     }
 }
