@@ -26,7 +26,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// | something listens at the socket but never answers | [`Error::Connect`] naming the socket, after [`api_timeout`](crate::ExecutorBuilder::api_timeout) |
 /// | the image is absent and cannot be pulled | [`Error::ImageNotFound`] / [`Error::Pull`], with the registry's message |
 /// | the container is removed or killed from outside | the running blocks end [`lost`](crate::ExitStatus::lost); later calls give [`Error::ContainerGone`] |
-/// | the container is paused from outside | the timeout still fires and the block ends [`timed_out`](crate::ExitStatus::timed_out) |
+/// | the container is paused from outside | the timeout still fires and the block ends [`timed_out`](crate::ExitStatus::timed_out); new blocks get [`Error::ContainerPaused`] until it is unpaused |
 /// | a block exhausts the memory limit | its status says [`oom_killed`](crate::ExitStatus::oom_killed) |
 /// | a block is killed by a signal (its own `kill -9 $$`, the OOM killer) | its status says [`signal`](crate::ExitStatus::signal) |
 /// | a [`device_request`](crate::ExecutorBuilder::device_request) the host cannot meet (no GPU, no driver) | [`Error::Docker`] at `start()`, naming the request |
@@ -73,6 +73,13 @@ pub enum Error {
     },
     /// The executor's container is gone: removed or killed from outside.
     ContainerGone {
+        /// The container id.
+        container: String,
+    },
+    /// The executor's container is paused (`docker pause`, from outside): it is still there,
+    /// and `docker unpause` lets the executor go on. Running blocks still end at their
+    /// timeout, and [`stop`](crate::Executor::stop) still removes the container.
+    ContainerPaused {
         /// The container id.
         container: String,
     },
@@ -155,6 +162,10 @@ impl fmt::Display for Error {
                     "container {container} is gone (removed or killed from outside)"
                 )
             }
+            Error::ContainerPaused { container } => write!(
+                f,
+                "container {container} is paused (docker unpause it to go on)"
+            ),
             Error::Stopped => f.write_str("the executor has been stopped"),
             Error::InvalidInput(msg) => write!(f, "invalid input: {msg}"),
             Error::Protocol { message, .. } => write!(

@@ -43,6 +43,16 @@ fn container_paused_from_outside_still_times_out_and_stops() {
         assert!(out.status.timed_out(), "{}", out.status);
         assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
         assert_eq!(out.stdout, b"up\n", "the output so far is kept");
+        // A new block is refused with the reason, not called gone: the container is there.
+        // (The agent says so only after its 30 s start limit: checked on exec alone.)
+        if common::strategy() == dockexec::Strategy::Exec {
+            match ex.spawn(&CodeBlock::sh("echo never")) {
+                Err(dockexec::Error::ContainerPaused { container }) => {
+                    assert_eq!(container, ex.container_id());
+                }
+                other => panic!("a spawn into a paused container gave {other:?}"),
+            }
+        }
         let t0 = Instant::now();
         let _ = ex.stop();
         assert!(

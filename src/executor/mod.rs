@@ -448,6 +448,11 @@ impl Inner {
     fn gone_or(&self, e: Error) -> Error {
         let e = self.redactor.error(e);
         match &e {
+            Error::Docker { status, message } if says_container_paused(*status, message) => {
+                Error::ContainerPaused {
+                    container: self.container.clone(),
+                }
+            }
             Error::Docker { status, message } if says_container_gone(*status, message) => {
                 Error::ContainerGone {
                     container: self.container.clone(),
@@ -464,6 +469,17 @@ impl Inner {
                 ) =>
             {
                 Error::ContainerGone {
+                    container: self.container.clone(),
+                }
+            }
+            // The agent did not answer a block in time: a paused container is one reason.
+            Error::Timeout { .. }
+                if self
+                    .client
+                    .container_inspect(&self.container)
+                    .is_ok_and(|i| i.state.status == "paused") =>
+            {
+                Error::ContainerPaused {
                     container: self.container.clone(),
                 }
             }
@@ -527,14 +543,14 @@ impl crate::registry::Stop for Inner {
 
 /// Whether a daemon error says the container itself is gone or going: its own 404 (a missing
 /// file or exec is a 404 too, so only "No such container"), or a refusal because it is not
-/// running, paused, or being removed. The last comes as a 500 ("is not running: Removal In
-/// Progress") while `AutoRemove` takes a container whose keeper ended.
+/// running, or being removed. The last comes as a 500 ("is not running: Removal In
+/// Progress") while `AutoRemove` takes a container whose keeper ended. A paused container is
+/// not gone: see [`says_container_paused`].
 fn says_container_gone(status: u16, message: &str) -> bool {
     match status {
         404 => message.contains("No such container"),
         409 | 500 => {
             message.contains("not running")
-                || message.contains("is paused")
                 || message.contains("Removal In Progress")
                 || message.contains("marked for removal")
         }
@@ -542,19 +558,30 @@ fn says_container_gone(status: u16, message: &str) -> bool {
     }
 }
 
+/// Whether a daemon error is its refusal to exec into a paused container (409, "Container
+/// … is paused, unpause the container before exec").
+fn says_container_paused(status: u16, message: &str) -> bool {
+    status == 409 && message.contains("is paused")
+}
+
 #[cfg(test)]
 mod gone_tests {
-    use super::says_container_gone;
+    use super::{says_container_gone, says_container_paused};
 
     #[test]
     fn the_daemons_ways_of_saying_the_container_is_gone() {
         assert!(says_container_gone(404, "No such container: 55ec"));
         assert!(!says_container_gone(404, "No such exec instance: 9f2a"));
         assert!(says_container_gone(409, "Container 55ec is not running"));
-        assert!(says_container_gone(
+        assert!(!says_container_gone(
             409,
             "Container 55ec is paused, unpause the container"
         ));
+        assert!(says_container_paused(
+            409,
+            "Container 55ec is paused, unpause the container before exec"
+        ));
+        assert!(!says_container_paused(409, "Container 55ec is not running"));
         // Seen in CI: an exec create while AutoRemove takes the container.
         assert!(says_container_gone(
             500,
