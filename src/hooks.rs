@@ -212,6 +212,16 @@ pub mod __fuzz {
         crate::docker::api::untar_first_file(tar)
     }
 
+    /// What a `get_file` archive holds at its path: `Some(contents)` for a regular file,
+    /// `None` for anything else.
+    pub fn untar_path(tar: &[u8]) -> crate::Result<Option<Vec<u8>>> {
+        use crate::docker::api::{PathEntry, untar_path};
+        untar_path(tar).map(|e| match e {
+            PathEntry::File(data) => Some(data),
+            PathEntry::Other(_) => None,
+        })
+    }
+
     /// A tar archive holding one regular file.
     pub fn tar_one_file(name: &str, data: &[u8], mode: u32) -> crate::Result<Vec<u8>> {
         crate::docker::api::tar_one_file(name, data, mode)

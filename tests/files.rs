@@ -80,6 +80,32 @@ fn get_file_of_a_missing_file_is_a_docker_404() {
 }
 
 #[test]
+fn get_file_of_a_directory_or_a_link_says_so() {
+    let ex = common::start();
+    let out = ex
+        .run(&CodeBlock::sh(
+            "mkdir -p sub/deeper && echo inner > sub/f && ln -s sub/f link && echo made",
+        ))
+        .unwrap();
+    common::assert_success(&out);
+    for (path, what) in [
+        ("sub", "is a directory"),
+        ("/workspace/sub/deeper", "is a directory"),
+        ("link", "is a link"),
+    ] {
+        match ex.get_file(path) {
+            Err(Error::InvalidInput(msg)) => {
+                assert!(msg.contains(what) && msg.contains(path), "{path}: {msg}");
+            }
+            other => panic!("get_file({path}) gave {other:?}"),
+        }
+    }
+    // The file itself still reads.
+    assert_eq!(ex.get_file("sub/f").unwrap(), b"inner\n");
+    ex.stop().unwrap();
+}
+
+#[test]
 fn put_file_into_a_missing_directory_is_a_docker_error() {
     let ex = common::start();
     match ex.put_file("/no/such/dir/x.txt", b"x") {

@@ -14,7 +14,7 @@
 
 use dockexec::__fuzz::{
     API_RANGE, error_message, negotiate, parse_api, parse_bodies, pull_error, split_reference,
-    tar_one_file, untar_first_file,
+    tar_one_file, untar_first_file, untar_path,
 };
 use dockexec::Error;
 use libfuzzer_sys::fuzz_target;
@@ -47,7 +47,8 @@ fuzz_target!(|data: &[u8]| {
                     let at = format!("{name}@{tag}");
                     let colon = format!("{name}:{tag}");
                     // name:tag@digest gives (name, digest): the digest decides.
-                    let both = s.starts_with(&format!("{name}:")) && s.ends_with(&format!("@{tag}"));
+                    let both =
+                        s.starts_with(&format!("{name}:")) && s.ends_with(&format!("@{tag}"));
                     assert!(at == s || colon == s || both, "{s:?} -> {name:?} {tag:?}");
                 }
             }
@@ -57,6 +58,9 @@ fuzz_target!(|data: &[u8]| {
         }
         _ => {
             if let Ok((_, contents)) = untar_first_file(rest) {
+                assert!(contents.len() <= rest.len());
+            }
+            if let Ok(Some(contents)) = untar_path(rest) {
                 assert!(contents.len() <= rest.len());
             }
             // Build one: the name is the first line (a few plain characters), the rest is data.

@@ -27,7 +27,10 @@ fuzz_target!(|data: &[u8]| {
                 p.components().all(|c| matches!(c, Component::Normal(_))),
                 "{name:?} -> {p:?}"
             );
-            let first = p.components().next().map(|c| c.as_os_str().to_string_lossy());
+            let first = p
+                .components()
+                .next()
+                .map(|c| c.as_os_str().to_string_lossy());
             assert!(
                 !first.is_some_and(|f| f.eq_ignore_ascii_case(STATE_DIR)),
                 "{name:?} -> {p:?}"

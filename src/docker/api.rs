@@ -996,6 +996,45 @@ pub(crate) fn tar_one_file(name: &str, data: &[u8], mode: u32) -> Result<Vec<u8>
         .map_err(|e| Error::invalid(format!("tar entry {name:?}: {e}")))
 }
 
+/// What the archive API gave for one path: the archive's first entry is the path itself.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum PathEntry {
+    /// A regular file, with its contents.
+    File(Vec<u8>),
+    /// Anything else, named for an error message: "a directory", "a symbolic link", ….
+    Other(&'static str),
+}
+
+/// Reads the archive of one path (`GET /containers/{id}/archive?path=…`): its first entry is
+/// that path, so a directory (followed by its contents) or a link is said to be one.
+pub(crate) fn untar_path(tar: &[u8]) -> Result<PathEntry> {
+    let bad = |e: std::io::Error| Error::protocol_from("bad tar archive", e);
+    let mut archive = tar::Archive::new(tar);
+    let Some(entry) = archive.entries().map_err(bad)?.next() else {
+        return Err(Error::protocol("tar archive holds no entry"));
+    };
+    let mut entry = entry.map_err(bad)?;
+    Ok(match entry.header().entry_type() {
+        tar::EntryType::Regular => PathEntry::File(read_entry(tar.len(), &mut entry)?),
+        tar::EntryType::Directory => PathEntry::Other("a directory"),
+        tar::EntryType::Symlink | tar::EntryType::Link => PathEntry::Other("a link"),
+        _ => PathEntry::Other("not a regular file (a device, fifo or socket)"),
+    })
+}
+
+/// An entry's data, read whole; `len` (the archive's) bounds the allocation.
+fn read_entry(len: usize, entry: &mut tar::Entry<'_, &[u8]>) -> Result<Vec<u8>> {
+    let bad = |e: std::io::Error| Error::protocol_from("bad tar archive", e);
+    // The size comes from the archive: never trust it for an allocation beyond its length.
+    let mut data = Vec::with_capacity(len.min(entry.size() as usize));
+    std::io::Read::read_to_end(entry, &mut data).map_err(bad)?;
+    // A short read is the end of the input, not of the entry.
+    if data.len() as u64 != entry.size() {
+        return Err(Error::protocol("tar entry runs past the archive"));
+    }
+    Ok(data)
+}
+
 /// The first regular file of a tar archive: `(name, contents)`. Entries of other kinds
 /// (directories, links) before it are skipped.
 pub(crate) fn untar_first_file(tar: &[u8]) -> Result<(String, Vec<u8>)> {
@@ -1007,14 +1046,7 @@ pub(crate) fn untar_first_file(tar: &[u8]) -> Result<(String, Vec<u8>)> {
             continue;
         }
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        // The size comes from the archive: never trust it for an allocation beyond its length.
-        let mut data = Vec::with_capacity(tar.len().min(entry.size() as usize));
-        std::io::Read::read_to_end(&mut entry, &mut data).map_err(bad)?;
-        // A short read is the end of the input, not of the entry.
-        if data.len() as u64 != entry.size() {
-            return Err(Error::protocol("tar entry runs past the archive"));
-        }
-        return Ok((name, data));
+        return Ok((name, read_entry(tar.len(), &mut entry)?));
     }
     Err(Error::protocol("tar archive holds no regular file"))
 }
@@ -1135,6 +1167,28 @@ mod tests {
         garbled[0..8].copy_from_slice(b"garbage!");
         assert!(protocol(&garbled), "header checksum mismatch");
         assert!(protocol(&[0xffu8; 512]), "not a tar header at all");
+    }
+
+    #[test]
+    fn untar_path_says_what_the_path_is() {
+        let file = tar_one_file("f", b"abc", 0o644).unwrap();
+        assert_eq!(untar_path(&file).unwrap(), PathEntry::File(b"abc".to_vec()));
+        let mut archive = tar::Builder::new(Vec::new());
+        let mut dir = tar::Header::new_gnu();
+        dir.set_entry_type(tar::EntryType::Directory);
+        dir.set_size(0);
+        archive.append_data(&mut dir, "d/", &b""[..]).unwrap();
+        archive
+            .append_data(&mut tar::Header::new_gnu(), "d/f", &b""[..])
+            .unwrap();
+        let tar = archive.into_inner().unwrap();
+        assert_eq!(untar_path(&tar).unwrap(), PathEntry::Other("a directory"));
+        assert!(matches!(untar_path(b""), Err(Error::Protocol { .. })));
+        let big = tar_one_file("big", &[7u8; 1000], 0o644).unwrap();
+        assert!(matches!(
+            untar_path(&big[..600]),
+            Err(Error::Protocol { .. })
+        ));
     }
 
     #[test]

@@ -202,8 +202,8 @@ impl Executor {
     /// Reads the file `path` (absolute, or relative to `/workspace`) out of the container.
     ///
     /// # Errors
-    /// [`Error::Docker`] with status 404 when there is no such file; [`Error::Protocol`] when
-    /// the path is a directory.
+    /// [`Error::Docker`] with status 404 when there is no such file; [`Error::InvalidInput`]
+    /// when the path is a directory, a link or another file that is not a regular one.
     pub fn get_file(&self, path: &str) -> Result<Vec<u8>> {
         let (dir, name) = workspace::split_container_path(path)?;
         let full = format!("{}/{name}", dir.trim_end_matches('/'));
@@ -212,7 +212,12 @@ impl Executor {
             .client
             .archive_get(&self.inner.container, &full)
             .map_err(|e| self.inner.gone_or(e))?;
-        api::untar_first_file(&tar).map(|(_, data)| data)
+        match api::untar_path(&tar)? {
+            api::PathEntry::File(data) => Ok(data),
+            api::PathEntry::Other(what) => Err(Error::invalid(format!(
+                "{path} is {what}: get_file reads one regular file"
+            ))),
+        }
     }
 
     /// Runs a block to its end: [`spawn`](Executor::spawn) then
