@@ -48,7 +48,7 @@ fn a_default_block_is_not_root_and_holds_no_capability() {
         let (b, _guard) = common::case_builder("sandbox-caps");
         let ex = b.start().unwrap();
         // The agent, root with only the kept capabilities, has everything it needs.
-        assert_eq!(ex.agent_warnings(), Vec::<String>::new());
+        assert_eq!(ex.agent_warnings().unwrap(), Vec::<String>::new());
         let status = sh(&ex, "cat /proc/self/status");
         assert_eq!(status_field(&status, "CapEff"), "0000000000000000");
         assert_eq!(status_field(&status, "CapPrm"), "0000000000000000");

@@ -132,13 +132,21 @@ impl Executor {
 
     /// Warnings the in-container agent gave when it started, e.g. what it cannot guarantee
     /// in this image; empty with the exec strategy.
-    pub fn agent_warnings(&self) -> Vec<String> {
-        self.inner
-            .runner
-            .as_agent()
-            .and_then(|a| a.ready())
-            .map(|r| r.warnings)
-            .unwrap_or_default()
+    ///
+    /// The agent finishes starting in the background of [`start`](ExecutorBuilder::start),
+    /// so this waits for it to say it is ready: some 40 ms after `start()`, and at most 30 s.
+    ///
+    /// # Errors
+    /// [`Error::Agent`] when the agent did not come up (or has died and a fresh one did not
+    /// start), with the reason; [`Error::Stopped`] after `stop()`.
+    pub fn agent_warnings(&self) -> Result<Vec<String>> {
+        if self.inner.stopping.load(Ordering::SeqCst) {
+            return Err(Error::Stopped);
+        }
+        match self.inner.runner.as_agent() {
+            Some(agent) => agent.ready().map(|r| r.warnings),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Opens a stateful Python session: its blocks share one namespace, like a notebook's

@@ -454,11 +454,14 @@ impl AgentRunner {
         })
     }
 
-    /// What the running agent said of itself (waiting for it to be ready); `None` when it
-    /// did not come up.
-    pub(crate) fn ready(&self) -> Option<Ready> {
-        let conn = Arc::clone(&self.conn.read());
-        conn.wait_ready(START_TIMEOUT).ok().cloned()
+    /// What the running agent said of itself, waiting (at most [`START_TIMEOUT`]) for it to
+    /// be ready, and starting a fresh one if it died.
+    ///
+    /// # Errors
+    /// [`Error::Agent`] with the reason the agent did not come up.
+    pub(crate) fn ready(&self) -> Result<Ready> {
+        let conn = self.conn()?;
+        conn.wait_ready(START_TIMEOUT).cloned()
     }
 
     /// The live connection, restarting the agent first if it died.
