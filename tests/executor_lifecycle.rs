@@ -131,3 +131,33 @@ fn dropping_the_executor_removes_its_container() {
     assert!(!common::container_exists(&id));
     assert!(!work.exists());
 }
+
+/// Dropping a session whose agent died returns at once and starts no agent: before, the drop
+/// started a fresh agent (up to 30 s) only to close a session that died with the old one.
+#[test]
+fn dropping_a_session_whose_agent_died_is_quick_and_starts_nothing() {
+    if common::strategy() == dockexec::Strategy::Exec {
+        return; // sessions need the agent
+    }
+    let (b, _guard) = common::case_builder("session-drop-dead-agent");
+    let ex = b.start().unwrap();
+    let session = ex.session().unwrap();
+    assert_eq!(session.run("x = 1\nprint(x)").unwrap().stdout, b"1\n");
+    let id = ex.container_id().to_string();
+    common::kill_agent(&id);
+    assert!(
+        common::eventually(Duration::from_secs(5), || common::agent_pid(&id).is_none()),
+        "the agent is gone"
+    );
+    let t0 = Instant::now();
+    drop(session);
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "drop took {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(common::agent_pid(&id), None, "the drop started an agent");
+    // The executor itself goes on: the next block starts a fresh agent.
+    common::assert_success(&ex.run(&CodeBlock::python("print('on')")).unwrap());
+    ex.stop().unwrap();
+}

@@ -527,9 +527,13 @@ impl AgentRunner {
         r
     }
 
-    /// Kills session `id`'s process; best effort.
+    /// Kills session `id`'s process; best effort, and never slow: it runs from `Session`'s
+    /// drop. Only the current connection is told: a dead agent took the session with it, and
+    /// starting a fresh one here (up to [`START_TIMEOUT`]) would close nothing.
     pub(crate) fn close_session(&self, id: u32) {
-        if let Ok(conn) = self.conn() {
+        let conn = Arc::clone(&self.conn.read());
+        if !conn.is_dead() {
+            // The write is bounded by WRITE_TIMEOUT; the agent reads its stdin all the time.
             let _ = conn.send(protocol::SESSION_CLOSE, id, b"");
         }
         self.lost_sessions.lock().retain(|s| *s != id);

@@ -195,3 +195,29 @@ done"#;
         .map(str::to_string)
         .collect())
 }
+
+/// The pid (in the container) of the executor's agent: the process the daemon started (parent
+/// pid 0) whose command line holds the agent's source. Its shepherds and spares are forks of
+/// it, with the same command line but the agent as parent; this listing's own `sh` (also
+/// started by the daemon, its script naming the agent) is skipped. `None` when there is none.
+pub fn agent_pid(id: &str) -> Option<u32> {
+    let script = r#"for d in /proc/[0-9]*; do
+  read -r l < "$d/stat" 2>/dev/null || continue
+  set -- ${l##*) }
+  [ "$2" = 0 ] && [ "${d#/proc/}" != "$$" ] || continue
+  tr '\000' ' ' < "$d/cmdline" 2>/dev/null | grep -q 'dockexec warm agent' && echo "${d#/proc/}"
+done"#;
+    let (ok, out) = docker(&["exec", id, "sh", "-c", script]);
+    assert!(ok, "listing processes in {id}: {out}");
+    out.lines().next().and_then(|l| l.trim().parse().ok())
+}
+
+/// SIGKILLs the executor's agent from outside, as root in the container (a test's stand-in
+/// for the OOM killer or any other death); returns the pid it killed.
+pub fn kill_agent(id: &str) -> u32 {
+    let pid = agent_pid(id).expect("an agent runs in the container");
+    let kill = format!("kill -9 {pid}");
+    let (ok, out) = docker(&["exec", "-u", "0", id, "sh", "-c", &kill]);
+    assert!(ok, "kill -9 {pid} in {id}: {out}");
+    pid
+}
