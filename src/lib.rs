@@ -95,13 +95,15 @@ mod docker;
 mod error;
 mod execution;
 mod executor;
+mod host;
 pub mod labels;
-mod orphans;
+mod lifetime;
 mod output;
 mod redact;
 mod registry;
 mod runner;
 mod session;
+mod sweep;
 mod workspace;
 
 /// The channel crate whose [`Receiver`](crossbeam_channel::Receiver) [`Execution::chunks`]
@@ -118,12 +120,12 @@ pub use executor::{
     EXEC_KILL_CAPABILITIES, Executor, ExecutorBuilder, KEPT_CAPABILITIES, NOBODY, PullPolicy,
     PullProgress,
 };
-pub use orphans::{GC_CREATED_GRACE, GcOptions, gc, gc_with};
 pub use output::{BlocksResult, Chunk, ExitStatus, Output, Stream};
 pub use redact::REDACTED;
 pub use registry::{cleanup_on_ctrlc, stop_all};
 pub use runner::Strategy;
 pub use session::Session;
+pub use sweep::{GC_CREATED_GRACE, GcOptions, gc, gc_with};
 pub use workspace::WORKSPACE;
 
 /// The README's examples, compiled and run as doctests.

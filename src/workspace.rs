@@ -134,7 +134,7 @@ impl Workspace {
         let tmp = format!(
             ".{}.dockexec-{}",
             name.to_string_lossy(),
-            crate::orphans::random_id()
+            crate::host::random_id()
         );
         let write = || -> std::io::Result<()> {
             let fd = rfs::openat(
@@ -237,7 +237,7 @@ impl WalkError {
 
 /// Gives a directory dockexec created to the block user: see [`Workspace::create`].
 fn grant(path: &Path, block: Option<(u32, Option<u32>)>) -> Result<()> {
-    let (uid, gid) = crate::executor::host_ids();
+    let (uid, gid) = crate::host::ids();
     let owned = match block {
         Some((u, _)) if u == uid => true,
         Some((u, g)) if uid == 0 => {
@@ -331,7 +331,7 @@ pub(crate) fn sweep_temp_dirs(keep: &std::collections::HashSet<PathBuf>) -> Vec<
     let Ok(entries) = fs::read_dir(&root) else {
         return Vec::new();
     };
-    let (uid, _) = crate::executor::host_ids();
+    let (uid, _) = crate::host::ids();
     let mut removed = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name();
@@ -390,7 +390,7 @@ pub(crate) fn sweep_temp_dirs(keep: &std::collections::HashSet<PathBuf>) -> Vec<
 fn remove_tree(path: &Path) -> std::io::Result<()> {
     match fs::remove_dir_all(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            open_up(path, crate::executor::host_ids().0, 0);
+            open_up(path, crate::host::ids().0, 0);
             fs::remove_dir_all(path)
         }
         _ => Ok(()),
@@ -515,8 +515,7 @@ mod tests {
 
     #[test]
     fn code_files_never_go_through_a_link() {
-        let base =
-            std::env::temp_dir().join(format!("dockexec-unit-{}", crate::orphans::random_id()));
+        let base = std::env::temp_dir().join(format!("dockexec-unit-{}", crate::host::random_id()));
         let (inside, outside) = (base.join("ws"), base.join("out"));
         fs::create_dir_all(&inside).unwrap();
         fs::create_dir_all(&outside).unwrap();
@@ -562,7 +561,7 @@ mod tests {
 
     #[test]
     fn a_temp_workspace_is_locked_under_its_final_name() {
-        let id = crate::orphans::random_id();
+        let id = crate::host::random_id();
         let ws = Workspace::create(None, &id, None).unwrap();
         assert!(ws.is_temp() && ws.path().is_dir());
         assert!(ws.path().ends_with(format!("dockexec-{id}")));
@@ -582,7 +581,7 @@ mod tests {
     #[test]
     fn closed_dirs_are_opened_up_without_following_links() {
         use std::os::unix::fs::symlink;
-        let id = crate::orphans::random_id();
+        let id = crate::host::random_id();
         let root = std::env::temp_dir().join(format!("dockexec-unit-{id}"));
         let outside = std::env::temp_dir().join(format!("dockexec-unit-{id}-outside"));
         fs::create_dir_all(root.join("a/b")).unwrap();
@@ -594,7 +593,7 @@ mod tests {
         for d in ["a/b", "a", ""] {
             fs::set_permissions(root.join(d), fs::Permissions::from_mode(0o000)).unwrap();
         }
-        open_up(&root, crate::executor::host_ids().0, 0);
+        open_up(&root, crate::host::ids().0, 0);
         for d in ["", "a", "a/b"] {
             assert_eq!(mode(&root.join(d)) & 0o700, 0o700, "{d}");
         }

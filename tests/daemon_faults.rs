@@ -9,7 +9,7 @@
 //!
 //! What survives a daemon crash (SIGKILL), as these tests show: nothing of dockexec's, with or
 //! without `--live-restore`. Live-restore keeps containers running through a crash, but the
-//! crash closes the keeper's stdin (the dead-man's switch, see `src/orphans.rs`), so the
+//! crash closes the keeper's stdin (the dead-man's switch, see `src/lifetime.rs`), so the
 //! keeper exits and the container with it; the restarted daemon finds it exited and
 //! `AutoRemove` removes it (the default; with `auto_remove(false)` it stays, exited, for
 //! `stop()` or `gc`).

@@ -19,13 +19,14 @@ use crate::docker::api::{self, Client, PullEvent};
 use crate::error::{Error, Result};
 use crate::execution::OutputLimit;
 use crate::labels;
-use crate::orphans::{self, KEEPER_SCRIPT, Keeper};
+use crate::lifetime::{self, KEEPER_SCRIPT, Keeper};
 use crate::redact::{REDACTED, Redactor};
 use crate::runner::Runner;
 use crate::runner::Strategy;
 use crate::runner::agent::{AgentConfig, AgentRunner};
 use crate::runner::exec::{self, ExecRunner};
 use crate::workspace::{WORKSPACE, Workspace};
+use crate::{host, sweep};
 
 /// Default for [`ExecutorBuilder::image`].
 pub const DEFAULT_IMAGE: &str = "python:3-slim";
@@ -747,7 +748,7 @@ impl ExecutorBuilder {
         let client = self.connect()?;
         self.ensure_image(&client)?;
         let user = self.block_user(&client)?;
-        let id = orphans::random_id();
+        let id = host::random_id();
         let workspace = Arc::new(Workspace::create(
             self.work_dir.as_deref(),
             &id,
@@ -843,7 +844,7 @@ impl ExecutorBuilder {
         let image = || -> Result<Option<String>> {
             Ok(Some(client.image_user(&self.image)?).filter(|u| !u.trim().is_empty()))
         };
-        let (uid, gid) = host_ids();
+        let (uid, gid) = host::ids();
         Ok(match &self.user {
             UserChoice::Given(u) => Some(u.clone()),
             UserChoice::Host => Some(format!("{uid}:{gid}")),
@@ -951,7 +952,7 @@ impl ExecutorBuilder {
         let client = Client::connect_with(&socket, self.api_timeout)?;
         if self.gc_orphans {
             // Best effort: a failed sweep must not stop this executor from starting.
-            let _ = orphans::sweep(&client, false, &[]);
+            let _ = sweep::sweep(&client, false, &[]);
         }
         Ok(client)
     }
@@ -1054,7 +1055,7 @@ impl ExecutorBuilder {
         env.extend(self.secret_env.iter().map(|(k, v)| format!("{k}={v}")));
         let mut all_labels: BTreeMap<String, String> = self.labels.clone();
         all_labels.insert(labels::EXECUTOR.into(), id.into());
-        all_labels.extend(orphans::owner_labels());
+        all_labels.extend(lifetime::owner_labels());
         let source = self.bind_dir.as_deref().unwrap_or(workspace);
         let mut mounts = vec![json!({
             "Type": "bind",
@@ -1137,7 +1138,7 @@ impl ExecutorBuilder {
         }
         let body = json!({
             "Image": self.image,
-            // The keeper: the dead-man's switch, in nothing but `sh` (see `orphans`).
+            // The keeper: the dead-man's switch, in nothing but `sh` (see `lifetime`).
             "Entrypoint": ["sh", "-c", KEEPER_SCRIPT],
             "Cmd": [],
             "WorkingDir": WORKSPACE,
@@ -1155,13 +1156,6 @@ impl ExecutorBuilder {
         });
         body
     }
-}
-
-/// The calling process's effective uid and gid, read from the owner of `/proc/self` (no
-/// `unsafe` libc call); root when that cannot be read.
-pub(crate) fn host_ids() -> (u32, u32) {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").map_or((0, 0), |m| (m.uid(), m.gid()))
 }
 
 /// True for a user spec that means root: `0`, `root`, `0:…`, `root:…`.

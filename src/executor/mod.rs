@@ -11,7 +11,7 @@ use crate::code::CodeBlock;
 use crate::docker::api::{self, Client};
 use crate::error::{Error, Result};
 use crate::execution::{Execution, OutputLimit, Reason, Worker, WorkerCtx};
-use crate::orphans::Keeper;
+use crate::lifetime::Keeper;
 use crate::output::{BlocksResult, Output};
 use crate::redact::Redactor;
 use crate::runner::{Launch, Runner, Strategy};
@@ -20,7 +20,6 @@ use crate::workspace::{self, Workspace};
 
 mod builder;
 
-pub(crate) use builder::host_ids;
 pub use builder::{
     DEFAULT_API_TIMEOUT, DEFAULT_IMAGE, DEFAULT_INIT_TIMEOUT, DEFAULT_MAX_OUTPUT, DEFAULT_MEMORY,
     DEFAULT_NOFILE, DEFAULT_PIDS, DEFAULT_SESSION_GRACE, DEFAULT_TIMEOUT, DEFAULT_TMP_SIZE,

@@ -205,7 +205,7 @@ impl Runner for ExecRunner {
             "{}{}_{}",
             self.tag_prefix,
             l.n,
-            &crate::orphans::random_id()[..8]
+            &crate::host::random_id()[..8]
         );
         let marker = format!("{CONTROL_DIR}/{tag}");
         let mut body = json!({
