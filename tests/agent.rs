@@ -504,3 +504,32 @@ fn a_session_block_that_closes_the_control_pipe_sees_no_agent_internals() {
         ex.stop().unwrap();
     });
 }
+
+/// Issue 21, D7 through the timeout: it cancels a session block the same way.
+#[test]
+fn a_session_block_timeout_kills_the_children_it_started_and_keeps_the_session() {
+    common::watchdog(LIMIT, || {
+        let (mut b, _guard) = agent_builder("agent-session-timeout-tree");
+        b.timeout(Some(Duration::from_secs(3)));
+        let ex = b.start().unwrap();
+        let s = ex.session().unwrap();
+        s.run("x = 6").unwrap();
+        let out = s
+            .run(
+                "import subprocess, time\n\
+                 a = subprocess.Popen(['sleep', '1505'], start_new_session=True)\n\
+                 time.sleep(1000)",
+            )
+            .unwrap();
+        assert!(out.status.timed_out(), "{out:?}");
+        assert!(
+            common::eventually(Duration::from_secs(5), || {
+                common::processes_matching(ex.container_id(), "sleep 1505").is_empty()
+            }),
+            "the timed-out block's child lives on"
+        );
+        ok(&s.run("print(x)").unwrap(), "6\n");
+        drop(s);
+        ex.stop().unwrap();
+    });
+}

@@ -1344,9 +1344,11 @@ def fallback_without_json_and_ctypes():
 def perf(n=50):
     """RUN -> EXIT round trips, one block at a time; the kinds take turns so that load changes on
     the machine hit them alike."""
+    sid = A.open_session()
     kinds = (("sh true", dict(code="true", lang="sh")),
              ("python print(1) fresh interpreter", dict(code="print(1)", lang="python")),
-             ("python print(1) zygote", dict(code="print(1)", lang="python", zygote=True)))
+             ("python print(1) zygote", dict(code="print(1)", lang="python", zygote=True)),
+             ("python print(1) session", dict(code="print(1)", lang="python", session=sid)))
     ts = [[] for _ in kinds]
     for i in range(n + 3):
         for k, (name, kw) in enumerate(kinds):
@@ -1356,6 +1358,7 @@ def perf(n=50):
             assert r.code == 0 and r.out == (b"1\n" if k else b""), r
             if i >= 3:  # warm-up
                 ts[k].append(dt)
+    A.send(SESSION_CLOSE, sid)
     return ["  p50 %-36s %6.2f ms  (min %.2f, max %.2f; %d runs, RUN->EXIT)" % (
         name, p50(t) * 1000, min(t) * 1000, max(t) * 1000, n) for (name, kw), t in zip(kinds, ts)]
 
