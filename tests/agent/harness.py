@@ -1316,6 +1316,16 @@ def oom_reported():
     check(A.ping(), "agent alive after an OOM kill")
     r = A.run("import os; os.kill(os.getpid(), 9)", lang="python")
     eq((r.signal, r.exit["oom"]), (9, False), "a later plain SIGKILL is not OOM")
+    # issue 21, D9b: an OOM-killed session is lost, and says so
+    sid = A.open_session()
+    r = srun(sid, "b = []\nwhile True:\n    b.append(bytearray(8 << 20))", timeout=120)
+    eq((r.signal, r.exit["oom"], r.exit["session_lost"]), (9, True, True), "OOM-killed session")
+    check("killed by signal 9 (SIGKILL)" in r.exit["cause"] and "OOM killer" in r.exit["cause"],
+          "cause: %r", r.exit["cause"])
+    r = srun(sid, "print(1)")
+    check(r.error_obj and r.error_obj.get("code") == "session_lost" and
+          "OOM killer" in r.error_obj.get("cause", ""), "after the OOM kill: %r", r)
+    A.send(SESSION_CLOSE, sid)
 
 
 @test
