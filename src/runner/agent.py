@@ -1742,7 +1742,9 @@ class _Agent(object):
             if s is None:
                 self.error(fid, "unknown session %d" % fid)
             else:
-                self.sess_end(s, "session reset")
+                # Not "lost": the host would mark the session lost after the reset, when the
+                # running block's EXIT reached its worker after SESSION_READY reached reset().
+                self.sess_end(s, "session reset", lost=False)
                 self.sess_start(s)
         elif kind == SHUTDOWN:
             return self.shutdown(0)
@@ -2280,8 +2282,9 @@ class _Agent(object):
             setattr(p, name, self.unwatch(getattr(p, name)))
         p.cmdbuf = bytearray()
 
-    def sess_end(self, s, why):
-        """SESSION_CLOSE / SESSION_RESET: kill the session's tree now; its blocks end."""
+    def sess_end(self, s, why, lost=True):
+        """SESSION_CLOSE / SESSION_RESET: kill the session's tree now; its blocks end (killed; with
+        the session lost if `lost`)."""
         p = s.proc
         if p is not None:
             self.sess_kill(p, killed=True)
@@ -2289,7 +2292,8 @@ class _Agent(object):
             e = s.running
             if e is not None:
                 if e.started:
-                    self.send_json(EXIT, e.id, _exit_json(None, True, None, session_lost=why))
+                    self.send_json(EXIT, e.id, _exit_json(None, True, None,
+                                                          session_lost=why if lost else None))
                 else:
                     self.error(e.id, why)
             self.sess_close_proc(p)

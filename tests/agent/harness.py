@@ -1016,6 +1016,15 @@ def session_lost_after_grace_and_reset():
     A.send(SESSION_RESET, sid)
     r = srun(sid, "print('w' in globals())")  # queued until the new session is ready
     eq(r.out, b"False\n", "reset of a live session")
+    # a block running at a reset is killed, but does not mark the (fresh) session lost: the host
+    # would apply that after reset() returned
+    fid = A.start("import time\nprint('up', flush=True)\ntime.sleep(100)", lang="python", session=sid)
+    A.wait(lambda f: b"up" in b"".join(x[2] for x in f.by_id.get(fid, ()) if x[0] == STDOUT) or None,
+           TIMEOUT, "up")
+    A.send(SESSION_RESET, sid)
+    r = A.result(fid)
+    eq((r.code, r.signal, r.exit["session_lost"]), (None, 9, False), "a block killed by a reset")
+    eq(srun(sid, "print('after')").out, b"after\n", "the reset session runs")
     A.send(SESSION_CLOSE, sid)
 
 
