@@ -15,7 +15,7 @@
 //! | kind | direction | id | payload |
 //! |---|---|---|---|
 //! | `0x01` RUN | host → agent | execution | JSON: lang, file, code, user, cwd, env, zygote, session, delete, grace_ms |
-//! | `0x02` CANCEL | host → agent | execution | empty: kill the block's tree (interrupt, for a session block) |
+//! | `0x02` CANCEL | host → agent | execution | empty: kill the block's tree (for a session block: kill what it started, interrupt its session's process) |
 //! | `0x03` SESSION_OPEN | host → agent | session | JSON: user, cwd, env |
 //! | `0x04` SESSION_CLOSE | host → agent | session | empty |
 //! | `0x05` SHUTDOWN | host → agent | 0 | empty: kill everything, exit |

@@ -1122,6 +1122,10 @@ def session_streams_and_broken_pipes():
     eq((r.code, r.out), (0, b"a\n"), "closing fd 1 and 2")
     r = srun(sid, "import sys\nprint('b')\nprint('c', file=sys.stderr)")
     eq((r.code, r.out, r.err), (0, b"b\n", b"c\n"), "the next block's streams")
+    # what a block left unflushed in a closed stdout is not the next block's output
+    srun(sid, "import os, sys\nprint('stale')\nsys.stderr.write('stale')\nos.close(1)\nos.close(2)")
+    r = srun(sid, "print('fresh')")
+    eq((r.code, r.out, r.err), (0, b"fresh\n", b""), "no stale output")
     # ... unless the session's own copies are closed too: a clear refusal, not silence
     r = srun(sid, "import os\nstd = {os.readlink('/proc/self/fd/1')}\n"
                   "for fd in map(int, os.listdir('/proc/self/fd')):\n    try:\n"
