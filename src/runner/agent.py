@@ -1487,7 +1487,7 @@ def _exit_json(status, killed, oom0, session_lost=None):
     r = {"code": code, "signal": int(sig) if sig is not None else None, "oom": oom,
          "session_lost": session_lost is not None}
     if session_lost is not None:
-        r["cause"] = _clean(session_lost)
+        r["cause"] = _clean(session_lost if isinstance(session_lost, str) else "no cause given")
     return r
 
 
