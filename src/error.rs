@@ -36,6 +36,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// | the image has no Python but [`Strategy::Agent`](crate::Strategy::Agent) was forced | [`Error::Agent`] at `start()` ([`Strategy::Auto`](crate::Strategy::Auto) falls back to exec) |
 /// | the in-container agent dies or its channel breaks | its blocks end [`lost`](crate::ExitStatus::lost); the next block starts a fresh agent |
 /// | a session block ignores the interrupt past the grace | the block ends cancelled; later blocks get [`Error::SessionLost`] until [`reset`](crate::Session::reset) |
+/// | a session's process dies under a block (it exits, forks and exits, is killed from outside or by the OOM killer, a block closes its control pipe) | the block ends [`lost`](crate::ExitStatus::lost), never a success; later blocks get [`Error::SessionLost`] with that cause until [`reset`](crate::Session::reset) |
 /// | anything after [`Executor::stop`](crate::Executor::stop) | [`Error::Stopped`] |
 #[derive(Debug)]
 #[non_exhaustive]
@@ -131,9 +132,12 @@ pub enum Error {
     /// The in-container agent ([`Strategy::Agent`](crate::Strategy::Agent)) could not be
     /// started (the image has no Python), could not start a block or session, or went away.
     Agent(String),
-    /// The [`Session`](crate::Session) was lost: a block would not stop after an interrupt,
-    /// so its process was killed. [`Session::reset`](crate::Session::reset) starts afresh.
-    SessionLost,
+    /// The [`Session`](crate::Session) was lost: its process is gone. The string says why,
+    /// e.g. "a block did not stop within 2 s of an interrupt, so the session's process was
+    /// killed", "the session's process exited (status 0) during a block", "the session's
+    /// process was killed by signal 9 (SIGKILL) during a block".
+    /// [`Session::reset`](crate::Session::reset) starts afresh.
+    SessionLost(String),
     /// A worker thread could not be started (the process is out of threads or memory).
     Thread(io::Error),
     /// A bug in dockexec: a worker thread ended without a result.
@@ -212,9 +216,9 @@ impl fmt::Display for Error {
             Error::Hook { what, .. } => write!(f, "cannot install the {what} handler"),
             Error::Thread(_) => f.write_str("cannot start a worker thread"),
             Error::Agent(msg) => write!(f, "in-container agent: {msg}"),
-            Error::SessionLost => f.write_str(
-                "the session was lost: a block would not stop after an interrupt, so its process \
-                 was killed (reset() starts a fresh one)",
+            Error::SessionLost(cause) => write!(
+                f,
+                "the session was lost: {cause} (reset() starts a fresh one)"
             ),
             Error::Internal(msg) => write!(f, "internal error: {msg}"),
         }

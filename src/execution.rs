@@ -199,6 +199,7 @@ impl Shared {
 ///   the block never stalls on a full pipe and nobody has to read it.
 /// * [`cancel`](Execution::cancel) kills the block's whole process tree, not one process, and
 ///   returns without waiting; the status then says [`cancelled`](crate::ExitStatus::cancelled).
+///   (A session block's own process is interrupted instead: see [`cancel`](Execution::cancel).)
 /// * Live output is a channel ([`chunks`](Execution::chunks)) that any number of readers may
 ///   take, each starting from the first byte; there are no pipe handles to take.
 /// * There is no stdin: blocks read an empty one.
@@ -345,6 +346,13 @@ impl Execution {
     /// (SIGKILL to every process of the block's session). The output so far is kept, and the
     /// status says [`cancelled`](crate::ExitStatus::cancelled). Cancelling a finished execution
     /// does nothing.
+    ///
+    /// A [`Session`](crate::Session) block is the exception in one point: its session's
+    /// process is interrupted (`KeyboardInterrupt`), not killed, so that the namespace lives
+    /// on. Every process the block started dies as above (children, those in a session of
+    /// their own, double-forked daemons); processes that earlier blocks of the session started
+    /// (a server from block 1) are not the cancelled block's and live on. See
+    /// [`Session`](crate::Session).
     ///
     /// # Errors
     /// None today; the `Result` leaves room for a future transport that can fail here.
@@ -534,6 +542,7 @@ fn work(
         Some(Reason::Cancel | Reason::Shutdown) => End::Cancelled,
         Some(Reason::OutputLimit) => End::OutputLimit,
         None if lost => End::Lost,
+        None if reaped.session_lost => End::SessionLost,
         None => End::Exited,
     };
 

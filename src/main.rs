@@ -437,8 +437,11 @@ fn run_command(run: RunArgs) -> ExitCode {
         }
         if output.status.timed_out() {
             eprintln!("dockexec: timed out");
-        } else if output.status.signal().is_some() && !output.status.cancelled() {
-            // The exit code alone (137) does not say the block was killed, nor by what.
+        } else if output.status.lost()
+            || (output.status.signal().is_some() && !output.status.cancelled())
+        {
+            // The exit code alone (137) does not say the block was killed, nor by what; nor
+            // does it say that the block's session (or container) went away under it.
             eprintln!("dockexec: {}", output.status);
         }
         code = output.status.shell_code();

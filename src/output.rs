@@ -62,6 +62,9 @@ pub(crate) enum End {
     OutputLimit,
     /// Its container vanished, or the daemon stopped answering, before it ended.
     Lost,
+    /// A [`Session`](crate::Session) block whose session's process ended (exited, was
+    /// killed from outside or by the OOM killer, or was killed by the agent) before it did.
+    SessionLost,
 }
 
 /// The status of a finished execution, modelled on [`std::process::ExitStatus`].
@@ -86,6 +89,7 @@ pub(crate) enum End {
 /// | passes the memory limit | `Some(137)` | `Some(9)` | `true` |
 /// | is cancelled, timed out or killed at the output limit | usually `Some(137)` | usually `Some(9)` | `false` |
 /// | is lost (container gone) | usually `None` | `None` | `false` |
+/// | is lost with its [`Session`](crate::Session)'s process | that process's code | that process's signal | as above |
 ///
 /// `oom_killed` comes from the container's memory cgroup OOM-kill counter, never from the
 /// code. With [`Strategy::Agent`](crate::Strategy::Agent) the signal is the one `waitpid`
@@ -156,9 +160,13 @@ impl ExitStatus {
     }
 
     /// True when the block could not be followed to its end: its container was removed or
-    /// killed from outside, or the daemon stopped answering. The output is what arrived.
+    /// killed from outside, or the daemon stopped answering; or, for a
+    /// [`Session`](crate::Session) block, its session's process ended under it (then
+    /// [`code`](ExitStatus::code) and [`signal`](ExitStatus::signal) are that process's, and
+    /// the session's later blocks get [`Error::SessionLost`](crate::Error::SessionLost) with
+    /// the cause). The output is what arrived.
     pub fn lost(&self) -> bool {
-        self.end == End::Lost
+        matches!(self.end, End::Lost | End::SessionLost)
     }
 
     /// The exit code the CLI uses: the block's code, 124 for a timeout (as `timeout(1)`),
@@ -167,6 +175,8 @@ impl ExitStatus {
         match self.end {
             End::TimedOut => 124,
             End::Cancelled => 130,
+            // Never 0: the block did not finish, whatever its session's process exited with.
+            End::SessionLost => self.code.filter(|c| *c != 0).unwrap_or(1),
             _ => self.code.unwrap_or(1),
         }
     }
@@ -187,6 +197,17 @@ impl fmt::Display for ExitStatus {
             End::Cancelled => f.write_str("cancelled")?,
             End::OutputLimit => f.write_str("killed at the output limit")?,
             End::Lost => f.write_str("lost (container gone or daemon not answering)")?,
+            End::SessionLost => match (self.signal, self.code) {
+                (Some(n), _) => write!(
+                    f,
+                    "lost with its session (the session's process was killed by signal {n})"
+                )?,
+                (None, Some(c)) => write!(
+                    f,
+                    "lost with its session (the session's process exited with code {c})"
+                )?,
+                (None, None) => f.write_str("lost with its session")?,
+            },
         }
         if self.oom_killed {
             f.write_str(", oom-killed")?;
@@ -543,5 +564,14 @@ mod tests {
             s(End::Exited, Some(128 + 40)).to_string(),
             "killed by signal 40"
         );
+        // A session block whose session's process exited 0 under it never succeeded.
+        let lost = s(End::SessionLost, Some(0));
+        assert!(!lost.success() && lost.lost());
+        assert_eq!(lost.shell_code(), 1);
+        assert_eq!(
+            lost.to_string(),
+            "lost with its session (the session's process exited with code 0)"
+        );
+        assert_eq!(s(End::SessionLost, Some(3)).shell_code(), 3);
     }
 }

@@ -16,11 +16,33 @@ use crate::runner::agent::execution_id;
 /// lives on after both.
 ///
 /// Blocks of one session run one at a time, in the order they were spawned; sessions and
-/// ordinary blocks of the same executor run in parallel. [`cancel`](Execution::cancel) and the
-/// timeout interrupt the running block with `KeyboardInterrupt` and keep the session's state;
-/// a block that has not stopped within the executor's
+/// ordinary blocks of the same executor run in parallel.
+///
+/// # Cancel and timeout
+///
+/// [`cancel`](Execution::cancel) and the timeout kill every process the running block
+/// started (children, children in a session of their own, double-forked daemons: whatever
+/// appeared under the session's process since the block began, except what a process of an
+/// earlier block started), then interrupt the block with `KeyboardInterrupt` and keep the
+/// session's state. Processes that *earlier* blocks started and left running (a server from
+/// block 1) are not the cancelled block's: they live on until the session is reset, closed or
+/// lost. A block that has not stopped within the executor's
 /// [`session_grace`](crate::ExecutorBuilder::session_grace) is killed with its session's
 /// whole process, and later blocks get [`Error::SessionLost`] until [`reset`](Session::reset).
+///
+/// # A lost session
+///
+/// When the session's process ends under a block (the block exits it, forks and lets the
+/// parent exit, closes the session's control pipe; it is killed from outside or by the OOM
+/// killer), that block ends [`lost`](crate::ExitStatus::lost), never a success, and later
+/// blocks get [`Error::SessionLost`] saying why, until [`reset`](Session::reset).
+///
+/// # Standard streams
+///
+/// Each block's stdout and stderr are its own [`Output`]'s, not namespace state: a block that
+/// closes fd 1 or 2, or `sys.stdout`/`sys.stderr`, does not silence the next block (the
+/// session reopens whatever is closed before each block). A descriptor a block redirected
+/// (`os.dup2`) stays redirected, as the namespace's own choice.
 ///
 /// ```no_run
 /// # fn main() -> dockexec::Result<()> {
@@ -66,7 +88,7 @@ impl<'a> Session<'a> {
     /// spawned before it in this session have ended.
     ///
     /// # Errors
-    /// [`Error::SessionLost`] when the session's process was killed; [`Error::Stopped`]
+    /// [`Error::SessionLost`] when the session's process is gone; [`Error::Stopped`]
     /// after the executor's `stop()`; [`Error::Agent`] when the agent is gone.
     pub fn spawn(&self, code: &str) -> Result<Execution> {
         self.spawn_block(&CodeBlock::new(Language::Python, code))

@@ -230,7 +230,7 @@ fn a_session_block_that_ignores_the_interrupt_loses_the_session() {
         assert!(e.wait().unwrap().status.cancelled());
         assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
         match s.run("print(y)") {
-            Err(Error::SessionLost) => {}
+            Err(Error::SessionLost(_)) => {}
             other => panic!("expected SessionLost, got {other:?}"),
         }
         s.reset().unwrap();
@@ -321,6 +321,215 @@ sleep 30"#;
         assert!(out.status.lost(), "{out:?}");
         assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
         ok(&ex.run(&CodeBlock::sh("echo next")).unwrap(), "next\n");
+        ex.stop().unwrap();
+    });
+}
+
+/// Issue 21, D7: a cancelled session block's children (a plain child, one in a session of its
+/// own, a double-forked daemon) die with it, as `Execution::cancel` promises; the session, its
+/// namespace and a child an earlier block started (a server) live on.
+#[test]
+fn cancelling_a_session_block_kills_the_children_it_started_and_keeps_the_session() {
+    common::watchdog(LIMIT, || {
+        let (b, _guard) = agent_builder("agent-session-cancel-tree");
+        let ex = b.start().unwrap();
+        let s = ex.session().unwrap();
+        ok(
+            &s.run("import subprocess\nx = 5\nserver = subprocess.Popen(['sleep', '1501'])")
+                .unwrap(),
+            "",
+        );
+        let e = s
+            .spawn(
+                "import os, subprocess, time\n\
+                 a = subprocess.Popen(['sleep', '1502'])\n\
+                 b = subprocess.Popen(['sleep', '1503'], start_new_session=True)\n\
+                 pid = os.fork()\n\
+                 if pid == 0:\n    os.setsid()\n    if os.fork() == 0:\n        \
+                 os.execvp('sleep', ['sleep', '1504'])\n    os._exit(0)\n\
+                 os.waitpid(pid, 0)\n\
+                 print('up', flush=True)\n\
+                 time.sleep(1000)",
+            )
+            .unwrap();
+        common::await_stdout(&e.chunks(), "up", Duration::from_secs(20));
+        assert!(common::eventually(Duration::from_secs(5), || {
+            common::processes_matching(ex.container_id(), "sleep 150").len() == 4
+        }));
+        e.cancel().unwrap();
+        let out = e.wait().unwrap();
+        assert!(out.status.cancelled(), "{out:?}");
+        for marker in ["sleep 1502", "sleep 1503", "sleep 1504"] {
+            assert!(
+                common::eventually(Duration::from_secs(5), || {
+                    common::processes_matching(ex.container_id(), marker).is_empty()
+                }),
+                "{marker} outlived the cancel of the block that started it"
+            );
+        }
+        assert_eq!(
+            common::processes_matching(ex.container_id(), "sleep 1501").len(),
+            1,
+            "an earlier block's child is not the cancelled block's"
+        );
+        ok(&s.run("print(x, server.poll())").unwrap(), "5 None\n");
+        drop(s);
+        ex.stop().unwrap();
+    });
+}
+
+/// Issue 21, D9a: a block that closes fd 1 and 2 (or `sys.stdout`/`sys.stderr`) does not
+/// silence the session's later blocks.
+#[test]
+fn a_session_block_that_closes_its_std_streams_does_not_silence_later_blocks() {
+    common::watchdog(LIMIT, || {
+        let (b, _guard) = agent_builder("agent-session-stdclose");
+        let ex = b.start().unwrap();
+        let s = ex.session().unwrap();
+        ok(
+            &s.run("import os\nprint('before', flush=True)\nos.close(1)\nos.close(2)")
+                .unwrap(),
+            "before\n",
+        );
+        let out = s
+            .run("import sys\nprint('after')\nprint('err', file=sys.stderr)")
+            .unwrap();
+        ok(&out, "after\n");
+        assert_eq!(out.stderr_lossy(), "err\n");
+        ok(
+            &s.run("import sys\nsys.stdout.close()\nsys.stderr.close()")
+                .unwrap(),
+            "",
+        );
+        let out = s
+            .run("import sys\nprint('again')\nprint('err2', file=sys.stderr)")
+            .unwrap();
+        ok(&out, "again\n");
+        assert_eq!(out.stderr_lossy(), "err2\n");
+        drop(s);
+        ex.stop().unwrap();
+    });
+}
+
+/// Issue 21, D9b: a session whose process exits (a block forks and the parent leaves) or is
+/// killed from outside is lost with its real cause, and its block never reports success.
+#[test]
+fn a_session_whose_process_dies_is_lost_with_its_real_cause() {
+    common::watchdog(LIMIT, || {
+        let (b, _guard) = agent_builder("agent-session-death");
+        let ex = b.start().unwrap();
+        let s = ex.session().unwrap();
+        s.run("y = 1").unwrap();
+        let out = s
+            .run("import os, time\nif os.fork():\n    os._exit(0)\ntime.sleep(0.3)")
+            .unwrap();
+        assert!(!out.status.success(), "{out:?}");
+        assert!(out.status.lost(), "{out:?}");
+        match s.run("print(y)") {
+            Err(e) => {
+                assert!(matches!(e, Error::SessionLost(_)), "{e:?}");
+                assert!(e.to_string().contains("exited (status 0)"), "{e}");
+            }
+            Ok(out) => panic!("expected SessionLost, got {out:?}"),
+        }
+
+        s.reset().unwrap();
+        let pid = s
+            .run("import os\nprint(os.getpid())")
+            .unwrap()
+            .stdout_lossy()
+            .into_owned();
+        let e = s
+            .spawn("import time\nprint('up', flush=True)\ntime.sleep(1000)")
+            .unwrap();
+        common::await_stdout(&e.chunks(), "up", Duration::from_secs(20));
+        let (killed, why) = common::docker(&[
+            "exec",
+            ex.container_id(),
+            "sh",
+            "-c",
+            &format!("kill -9 {}", pid.trim()),
+        ]);
+        assert!(killed, "{why}");
+        let out = e.wait().unwrap();
+        assert!(!out.status.success() && out.status.lost(), "{out:?}");
+        assert_eq!(out.status.signal(), Some(9), "{out:?}");
+        match s.run("print(y)") {
+            Err(e) => assert!(e.to_string().contains("killed by signal 9"), "{e}"),
+            Ok(out) => panic!("expected SessionLost, got {out:?}"),
+        }
+        s.reset().unwrap();
+        ok(&s.run("print('fresh')").unwrap(), "fresh\n");
+        drop(s);
+        ex.stop().unwrap();
+    });
+}
+
+/// Issue 21, D9c: a block that closes the session's control pipe sees no agent internals (no
+/// traceback through the agent's loop); the session is lost and says why.
+#[test]
+fn a_session_block_that_closes_the_control_pipe_sees_no_agent_internals() {
+    common::watchdog(LIMIT, || {
+        let (b, _guard) = agent_builder("agent-session-ctl");
+        let ex = b.start().unwrap();
+        let s = ex.session().unwrap();
+        // The control pipe is the write end of a pipe that is neither stdout nor stderr. A copy
+        // is kept open (as a forked child would hold one), so the agent sees no EOF on it.
+        let out = s
+            .run(
+                "import os\n\
+                 kept = []\n\
+                 std = {os.readlink('/proc/self/fd/1'), os.readlink('/proc/self/fd/2')}\n\
+                 for fd in sorted(map(int, os.listdir('/proc/self/fd'))):\n    \
+                 try:\n        target = os.readlink('/proc/self/fd/%d' % fd)\n        \
+                 with open('/proc/self/fdinfo/%d' % fd) as f:\n            \
+                 flags = int(f.read().split('flags:')[1].split()[0], 8)\n    \
+                 except OSError:\n        continue\n    \
+                 if target.startswith('pipe:') and target not in std and flags & 3 == 1:\n        \
+                 kept.append(os.dup(fd))\n        os.close(fd)\n\
+                 print('closed')",
+            )
+            .unwrap();
+        let err = out.stderr_lossy();
+        assert!(
+            !err.contains("Traceback") && !err.contains("_sess") && !err.contains("<string>"),
+            "agent internals in the block's stderr: {err}"
+        );
+        assert!(!out.status.success(), "{out:?}");
+        match s.run("print(1)") {
+            Err(e) => assert!(e.to_string().contains("control pipe"), "{e}"),
+            Ok(out) => panic!("expected SessionLost, got {out:?}"),
+        }
+        drop(s);
+        ex.stop().unwrap();
+    });
+}
+
+/// Issue 21, D7 through the timeout: it cancels a session block the same way.
+#[test]
+fn a_session_block_timeout_kills_the_children_it_started_and_keeps_the_session() {
+    common::watchdog(LIMIT, || {
+        let (mut b, _guard) = agent_builder("agent-session-timeout-tree");
+        b.timeout(Some(Duration::from_secs(3)));
+        let ex = b.start().unwrap();
+        let s = ex.session().unwrap();
+        s.run("x = 6").unwrap();
+        let out = s
+            .run(
+                "import subprocess, time\n\
+                 a = subprocess.Popen(['sleep', '1505'], start_new_session=True)\n\
+                 time.sleep(1000)",
+            )
+            .unwrap();
+        assert!(out.status.timed_out(), "{out:?}");
+        assert!(
+            common::eventually(Duration::from_secs(5), || {
+                common::processes_matching(ex.container_id(), "sleep 1505").is_empty()
+            }),
+            "the timed-out block's child lives on"
+        );
+        ok(&s.run("print(x)").unwrap(), "6\n");
+        drop(s);
         ex.stop().unwrap();
     });
 }

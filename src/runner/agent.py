@@ -1102,7 +1102,7 @@ def _intr_pending(intr_r, bid):
     while True:
         try:
             b = os.read(intr_r, 4096)  # records are 4 bytes, written atomically
-        except (BlockingIOError, InterruptedError):
+        except OSError:  # nothing yet; or a block closed the pipe: SIGINT still interrupts
             break
         if not b:
             break
@@ -1136,16 +1136,69 @@ def _read_exact(fd, n):
     return b"".join(parts)
 
 
+# The session process's own exit status when its loop finds a control pipe closed or replaced by
+# a block: it _exits with this, silently (a traceback of the loop would show the agent's internals in
+# the block's stderr), and the agent reports the session lost with that cause.
+_SESS_BROKEN = 123
+
+
+def _fd_id(fd):
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
+def _sess_std_keeper():
+    """Keeps copies of the session's stdin (/dev/null), stdout and stderr pipes and how sys.stdout
+    and sys.stderr were made; returns restore(), which, before each block, reopens whatever an
+    earlier block closed: an fd 0-2 that is closed (never one that was redirected or reused: that
+    is the namespace's own state) and a sys.stdout/sys.stderr that is None or closed. The streams
+    are each block's output channel, not part of the namespace. Returns an error message when a
+    closed stream's copy is gone too (a block closed every descriptor it found)."""
+    saved = [(os.dup(fd), _fd_id(fd)) for fd in (0, 1, 2)]  # non-inheritable, like every pipe here
+    how = [(f.encoding, f.errors, f.line_buffering) if f is not None else ("utf-8", "strict", False)
+           for f in (sys.stdout, sys.stderr)]
+
+    def restore():
+        for fd, (copy, ident) in enumerate(saved):
+            try:
+                os.fstat(fd)
+                continue  # open: left as the namespace has it
+            except OSError:
+                pass
+            try:
+                if _fd_id(copy) != ident:
+                    raise OSError("replaced")
+                os.dup2(copy, fd)
+            except OSError:
+                return ("a block closed the session's %s and the copy the session keeps; reset() the "
+                        "session" % ("stdin", "stdout", "stderr")[fd])
+        for i, name in enumerate(("stdout", "stderr")):
+            f = getattr(sys, name)
+            if f is None or getattr(f, "closed", False):
+                enc, errors, lb = how[i]
+                setattr(sys, name, open(i + 1, "w", buffering=1 if lb else -1, encoding=enc,
+                                        errors=errors, closefd=False))
+        return None
+    return restore
+
+
 def _sess_loop(cmd_r, intr_r, ctl_w):
     ns = _fresh_main(None).__dict__
     sys.argv[:] = [""]
     sys.path.insert(0, "")
     me = os.getpid()
+    ctl_id, cmd_id = _fd_id(ctl_w), _fd_id(cmd_r)
+    restore = _sess_std_keeper()
 
     def ctl(bid, kind, data=b""):
+        # A block may have closed the control pipe, or put a file of its own at its number.
+        if _fd_id(ctl_w) != ctl_id:
+            raise OSError("the control pipe was closed or replaced")
         _write_all(ctl_w, _U32.pack(5 + len(data)) + _U32.pack(bid) + bytes([kind]) + data)
 
     while True:
+        if _fd_id(cmd_r) != cmd_id:
+            raise OSError("the command pipe was closed or replaced")
         hdr = _read_exact(cmd_r, 4)
         if hdr is None:
             return
@@ -1164,6 +1217,10 @@ def _sess_loop(cmd_r, intr_r, ctl_w):
                 raise _Refusal(_oserr("cannot enter the working directory", e, req["cwd"]))
         except _Refusal as e:
             ctl(bid, 3, _clean(str(e)).encode("utf-8"))
+            continue
+        broken = restore()
+        if broken is not None:
+            ctl(bid, 3, broken.encode("utf-8"))
             continue
         os.environ.update(req["env"])
         ctl(bid, 1)
@@ -1234,18 +1291,19 @@ class _Block(object):
 
 class _Entry(object):
     """A RUN queued in, or running in, a session."""
-    __slots__ = ("id", "req", "grace", "started", "interrupted", "deadline", "oom0")
+    __slots__ = ("id", "req", "grace", "started", "interrupted", "deadline", "oom0", "old")
 
     def __init__(self, bid, req, grace):
         self.id, self.req, self.grace = bid, req, grace
         self.started = self.interrupted = False
         self.deadline = self.oom0 = None
+        self.old = frozenset()  # (pid, start time) of the session's processes when it started
 
 
 class _SessProc(object):
     """One incarnation of a session's process (SESSION_RESET makes a new one)."""
     __slots__ = ("sess", "shep", "out", "err", "cmd", "intr", "ctl", "ctlbuf", "cmdbuf", "ready",
-                 "killed", "oom0", "dying", "pending")
+                 "killed", "oom0", "dying", "pending", "cause")
 
     def __init__(self, sess):
         self.sess = sess
@@ -1256,6 +1314,7 @@ class _SessProc(object):
         self.ready = self.killed = self.dying = False
         self.oom0 = None
         self.pending = []  # output read before its block's STARTED record was
+        self.cause = None  # why the agent killed it, when it did (see _sess_cause)
 
 
 class _Session(object):
@@ -1266,10 +1325,153 @@ class _Session(object):
         self.proc = None
         self.queue = []
         self.running = None
-        self.lost = False
+        self.lost = None  # why the session's process is gone (SESSION_RESET starts a new one)
 
 
-def _exit_json(status, killed, oom0, session_lost=False):
+# ERROR's "code" for a block refused because its session is lost (its "cause" says why); the host
+# maps it to Error::SessionLost. Must match protocol::ERR_SESSION_LOST.
+ERR_SESSION_LOST = "session_lost"
+
+
+def _sig_name(sig):
+    try:
+        return "%d (%s)" % (sig, signal.Signals(sig).name)
+    except ValueError:
+        return str(sig)
+
+
+def _sess_cause(p, status, e):
+    """Why session process `p` is gone, in words, from what the agent did to it (p.cause) or its
+    wait status; `e` is the block it was running, if any."""
+    if p.cause is not None:
+        return p.cause
+    when = "during a block" if e is not None else "between blocks"
+    if status is None:
+        return "the session's shepherd died %s" % when
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        why = "the session's process was killed by signal %s %s" % (_sig_name(sig), when)
+        if sig == signal.SIGKILL and e is not None and e.oom0 is not None:
+            now = _oom_count()
+            if now is not None and now > e.oom0:
+                why += ", by the kernel's OOM killer (the container's memory limit)"
+        return why
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else status
+    if code == _SESS_BROKEN:
+        return ("a block closed or replaced the session's control pipe (the session's process "
+                "exited with status %d)" % code)
+    return "the session's process exited (status %d) %s" % (code, when)
+
+
+def _stat_fields(pid):
+    """/proc/<pid>/stat from field 3 (state) on, or None when the process is gone."""
+    data = _read_small("/proc/%d/stat" % pid)
+    if not data:
+        return None
+    return data[data.rfind(b")") + 2:].split()  # comm may hold anything, even ')'
+
+
+def _sess_procs(shep_pid):
+    """{(pid, start time)} of every process below a session's shepherd (start time: stat field
+    22, so a reused pid is a new process)."""
+    table, start = {}, {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return table, start
+    for name in names:
+        if not name.isdigit():
+            continue
+        f = _stat_fields(int(name))
+        try:
+            table[int(name)] = (f[0], int(f[1]), int(f[2]), int(f[3]))
+            start[int(name)] = int(f[19])
+        except (TypeError, ValueError, IndexError):
+            continue
+    return table, start
+
+
+def _sess_new_tree(table, start, shep, sess_pid, old):
+    """The processes below the shepherd `shep` that are not in `old` and do not descend from a
+    process in `old`: what the running block started (orphans come to the shepherd, a
+    subreaper). Without a subreaper, also the session process's own session and group."""
+    children = {}
+    for pid, v in table.items():
+        children.setdefault(v[1], []).append(pid)
+    todo = list(children.get(shep, ()))
+    if not _SUBREAPER:
+        todo += [p for p, v in table.items() if v[3] == sess_pid or v[2] == sess_pid]
+    new, seen = set(), set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen or pid == shep:
+            continue
+        seen.add(pid)
+        if pid != sess_pid:
+            if (pid, start.get(pid)) in old:
+                continue  # an earlier block's process: it and what it starts are its own
+            new.add(pid)
+        todo.extend(children.get(pid, ()))
+    return new
+
+
+def _sess_snapshot(p):
+    table, start = _sess_procs(p.shep.pid)
+    return frozenset((pid, start.get(pid)) for pid in _sess_new_tree(table, start, p.shep.pid,
+                                                                        p.shep.cpid, frozenset()))
+
+
+def _sess_kill_block(p, old, interrupt):
+    """Cancel of a session block: kills what the block started (the processes below the session's
+    shepherd that are not in `old`), as _kill_trees does a block's tree (freeze pass after pass,
+    then kill), with the session process itself stopped meanwhile so that it cannot fork past the
+    passes; then queues `interrupt` (SIGINT) for it and lets it run. It is not killed: the
+    namespace lives on."""
+    sess_pid, me = p.shep.cpid, os.getpid()
+    if not sess_pid:
+        return
+    stopped = False
+    try:
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
+            sent = set()
+            for i in range(400):
+                table, start = _sess_procs(p.shep.pid)
+                hit = 0
+                if sig == signal.SIGSTOP and not stopped:
+                    try:
+                        os.kill(sess_pid, signal.SIGSTOP)
+                        stopped = True
+                        hit += 1
+                    except OSError:
+                        pass
+                for pid in _sess_new_tree(table, start, p.shep.pid, sess_pid, old):
+                    state = table[pid][0]
+                    if pid == me or state == b"Z" or state == b"X":
+                        continue
+                    if sig == signal.SIGSTOP and state in (b"T", b"t"):
+                        continue
+                    if state == b"D" and pid in sent:
+                        continue
+                    try:
+                        os.kill(pid, sig)
+                        sent.add(pid)
+                        hit += 1
+                    except OSError:
+                        pass
+                if not hit:
+                    break
+                if i >= 2:
+                    select.select([], [], [], min(0.0005 * i, 0.01))
+    finally:
+        for sig in (interrupt, signal.SIGCONT):  # pending while stopped: SIGINT acts on resume
+            try:
+                os.kill(sess_pid, sig)
+            except OSError:
+                pass
+
+
+def _exit_json(status, killed, oom0, session_lost=None):
+    """EXIT's payload; `session_lost`: why the block's session is lost, if it is."""
     code = sig = None
     if status is not None:
         if os.WIFSIGNALED(status):
@@ -1282,8 +1484,11 @@ def _exit_json(status, killed, oom0, session_lost=False):
     if sig == signal.SIGKILL and not killed and oom0 is not None:
         now = _oom_count()
         oom = now is not None and now > oom0
-    return {"code": code, "signal": int(sig) if sig is not None else None, "oom": oom,
-            "session_lost": session_lost}
+    r = {"code": code, "signal": int(sig) if sig is not None else None, "oom": oom,
+         "session_lost": session_lost is not None}
+    if session_lost is not None:
+        r["cause"] = _clean(session_lost if isinstance(session_lost, str) else "no cause given")
+    return r
 
 
 class _ProtocolError(Exception):
@@ -1329,6 +1534,11 @@ class _Agent(object):
 
     def error(self, fid, msg):
         self.send_json(ERROR, fid, {"message": _clean(msg)})
+
+    def error_lost(self, fid, cause):
+        """ERROR for a block refused because its session is lost."""
+        self.send_json(ERROR, fid, {"message": _clean("session lost: " + cause),
+                                    "code": ERR_SESSION_LOST, "cause": _clean(cause)})
 
     # -- fd registry
     def watch(self, fd, kind, obj, events=select.POLLIN):
@@ -1532,7 +1742,9 @@ class _Agent(object):
             if s is None:
                 self.error(fid, "unknown session %d" % fid)
             else:
-                self.sess_end(s, "session reset")
+                # Not "lost": the host would mark the session lost after the reset, when the
+                # running block's EXIT reached its worker after SESSION_READY reached reset().
+                self.sess_end(s, "session reset", lost=False)
                 self.sess_start(s)
         elif kind == SHUTDOWN:
             return self.shutdown(0)
@@ -1574,8 +1786,9 @@ class _Agent(object):
                 s = self.sessions.get(sid)
                 if s is None:
                     raise _Refusal("unknown session %d" % sid)
-                if s.lost:
-                    raise _Refusal("session lost")
+                if s.lost is not None:
+                    self.error_lost(bid, s.lost)
+                    return
                 if lang != "python":
                     raise _Refusal("a %s block cannot run in a session (python only)" % lang)
                 grace = req.get("grace_ms", 2000)
@@ -1640,17 +1853,15 @@ class _Agent(object):
             e = s.running
             if e is not None and e.id == bid and s.proc is not None and not e.interrupted:
                 e.interrupted = True
-                e.deadline = _now() + e.grace / 1000.0
                 p = s.proc
                 try:
                     os.write(p.intr, _U32.pack(bid))
                 except OSError:
                     pass
-                if p.shep.cpid:
-                    try:
-                        os.kill(p.shep.cpid, signal.SIGINT)
-                    except OSError:
-                        pass
+                # What the block started dies with it (Execution::cancel kills the block's tree);
+                # the session process is interrupted instead, and keeps its namespace.
+                _sess_kill_block(p, e.old, signal.SIGINT)
+                e.deadline = _now() + e.grace / 1000.0
                 return
 
     # -- block output and reports
@@ -1812,7 +2023,7 @@ class _Agent(object):
         self.sess_start(s)
 
     def sess_start(self, s):
-        s.lost = False
+        s.lost = None
         p = _SessProc(s)
         pipes = [os.pipe() for _ in range(5)]
         (out_r, out_w), (err_r, err_w), (cmd_r, cmd_w), (intr_r, intr_w), (ctl_r, ctl_w) = pipes
@@ -1870,6 +2081,7 @@ class _Agent(object):
         e = s.queue.pop(0)
         s.running = e
         e.oom0 = _oom_count()
+        e.old = _sess_snapshot(p)  # what is already running is not this block's
         body = _jdumps(e.req)
         e.req = None
         was_empty = not p.cmdbuf
@@ -1945,6 +2157,15 @@ class _Agent(object):
             data = b""
         if not data:
             p.ctl = self.unwatch(fd)
+            f = _stat_fields(p.shep.cpid) if p.shep.cpid else None
+            # PF_EXITING (flags, field 9): it is exiting, which closes the pipe; its status says why.
+            try:
+                exiting = f is None or f[0] in (b"Z", b"X") or int(f[6]) & 0x4
+            except (ValueError, IndexError):
+                exiting = True
+            if not exiting and p.cause is None:
+                p.cause = "a block closed the session's control pipe, so its process was killed"
+                p.killed = True
             self.sess_kill(p)  # its report (X) finishes the job
             return False
         self.ctl_records(p, data)
@@ -1988,7 +2209,10 @@ class _Agent(object):
     def sess_bad_ctl(self, p):
         _diag("session %d: malformed control record: the session is lost" % p.sess.id)
         p.ctlbuf = b""
-        self.sess_kill(p)
+        if p.cause is None:
+            p.cause = ("the session's control pipe carried a malformed record (a block wrote to it), "
+                       "so its process was killed")
+        self.sess_kill(p, killed=True)
 
     def sess_kill(self, p, killed=False):
         if killed:
@@ -2010,6 +2234,9 @@ class _Agent(object):
                             break
                     if s.running is e and s.proc is p:
                         e.deadline = None
+                        if p.cause is None:
+                            p.cause = ("a block did not stop within %g s of an interrupt, so the "
+                                       "session's process was killed" % (e.grace / 1000.0))
                         self.sess_kill(p, killed=True)
 
     def next_timeout(self):
@@ -2037,15 +2264,16 @@ class _Agent(object):
         self.sess_drain(p)
         e = s.running
         s.running = None
+        cause = _sess_cause(p, status, e)
         if e is not None:
             if e.started:
-                self.send_json(EXIT, e.id, _exit_json(status, p.killed, e.oom0, session_lost=True))
+                self.send_json(EXIT, e.id, _exit_json(status, p.killed, e.oom0, session_lost=cause))
             else:
-                self.error(e.id, "session lost")
+                self.error_lost(e.id, cause)
         for q in s.queue:
-            self.error(q.id, "session lost")
+            self.error_lost(q.id, cause)
         s.queue = []
-        s.lost = True
+        s.lost = cause
         self.sess_close_proc(p)
         s.proc = None
 
@@ -2054,8 +2282,9 @@ class _Agent(object):
             setattr(p, name, self.unwatch(getattr(p, name)))
         p.cmdbuf = bytearray()
 
-    def sess_end(self, s, why):
-        """SESSION_CLOSE / SESSION_RESET: kill the session's tree now; its blocks end."""
+    def sess_end(self, s, why, lost=True):
+        """SESSION_CLOSE / SESSION_RESET: kill the session's tree now; its blocks end (killed; with
+        the session lost if `lost`)."""
         p = s.proc
         if p is not None:
             self.sess_kill(p, killed=True)
@@ -2063,7 +2292,8 @@ class _Agent(object):
             e = s.running
             if e is not None:
                 if e.started:
-                    self.send_json(EXIT, e.id, _exit_json(None, True, None, session_lost=True))
+                    self.send_json(EXIT, e.id, _exit_json(None, True, None,
+                                                          session_lost=why if lost else None))
                 else:
                     self.error(e.id, why)
             self.sess_close_proc(p)
@@ -2143,7 +2373,10 @@ if _job is None:
 if _job[0] == "spare":
     _job = _spare_wait(*_job[1:])
 if _job[0] == "session":
-    _sess_loop(*_job[1:])
+    try:
+        _sess_loop(*_job[1:])
+    except BaseException:  # the loop's own pipes failed (a block closed them): no agent traceback
+        os._exit(_SESS_BROKEN)
     _job = None
     sys.exit(0)
 

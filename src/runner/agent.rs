@@ -66,15 +66,34 @@ pub(crate) struct Ready {
 }
 
 /// How a block ended, as the agent reports it.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 struct ExitInfo {
     code: Option<i32>,
     signal: Option<i32>,
     #[serde(default)]
     oom: bool,
+    /// The block's session process ended during the block (killed by the agent, or not).
     #[serde(default)]
     session_lost: bool,
+    /// With `session_lost`: why, in words.
+    #[serde(default)]
+    cause: Option<String>,
 }
+
+/// An ERROR's payload.
+#[derive(Debug, Default, Deserialize)]
+struct Refusal {
+    #[serde(default)]
+    message: Option<String>,
+    /// [`protocol::ERR_SESSION_LOST`] for a block refused because its session is lost.
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    cause: Option<String>,
+}
+
+/// Session ids whose process is gone → why.
+type LostSessions = Arc<Mutex<HashMap<u32, String>>>;
 
 /// What the reader hands to one execution's or session's route.
 #[derive(Debug)]
@@ -82,8 +101,9 @@ enum Event {
     Started,
     Out(Stream, Vec<u8>),
     Exit(ExitInfo),
-    /// The agent could not start the block or session.
-    Refused(String),
+    /// The agent could not start the block or session: its message, and, for a block whose
+    /// session is lost, why the session is.
+    Refused(String, Option<String>),
     SessionReady,
     /// The connection to the agent ended.
     Lost(String),
@@ -388,16 +408,16 @@ fn route(
             serde_json::from_slice(&f.payload)
                 .map_err(|e| format!("bad EXIT from the agent: {e}"))?,
         ),
-        protocol::ERROR => Event::Refused(
-            json(&f.payload)["message"]
-                .as_str()
-                .unwrap_or("no message")
-                .to_string(),
-        ),
+        protocol::ERROR => {
+            let r: Refusal = serde_json::from_slice(&f.payload).unwrap_or_default();
+            let lost = (r.code.as_deref() == Some(protocol::ERR_SESSION_LOST))
+                .then(|| r.cause.unwrap_or_else(|| "no cause given".into()));
+            Event::Refused(r.message.unwrap_or_else(|| "no message".into()), lost)
+        }
         protocol::SESSION_READY => Event::SessionReady,
         other => return Err(format!("unknown frame kind {other:#04x} from the agent")),
     };
-    let last = matches!(event, Event::Exit(_) | Event::Refused(_));
+    let last = matches!(event, Event::Exit(_) | Event::Refused(..));
     let mut routes = conn.routes.lock();
     if let Some(tx) = routes.get(&f.id) {
         // A receiver that is gone (the worker cut its stream) just drops the frame.
@@ -418,8 +438,9 @@ pub(crate) struct AgentRunner {
     /// The live connection; replaced when the agent is restarted (after a container restart,
     /// or when it died). Read-locked only to clone the `Arc`.
     conn: RwLock<Arc<Conn>>,
-    /// Sessions whose process was killed: their later blocks are refused on the host.
-    lost_sessions: Arc<Mutex<Vec<u32>>>,
+    /// Sessions whose process is gone, and why: their later blocks are refused on the host.
+    /// Locked briefly, by launches and by the sources that learn of a loss.
+    lost_sessions: LostSessions,
 }
 
 impl fmt::Debug for AgentRunner {
@@ -522,7 +543,7 @@ impl AgentRunner {
         let (conn, rx) = self.request(protocol::SESSION_RESET, id, &json!({}))?;
         let r = await_session(&conn, id, &rx);
         if r.is_ok() {
-            self.lost_sessions.lock().retain(|s| *s != id);
+            self.lost_sessions.lock().remove(&id);
         }
         r
     }
@@ -536,12 +557,12 @@ impl AgentRunner {
             // The write is bounded by WRITE_TIMEOUT; the agent reads its stdin all the time.
             let _ = conn.send(protocol::SESSION_CLOSE, id, b"");
         }
-        self.lost_sessions.lock().retain(|s| *s != id);
+        self.lost_sessions.lock().remove(&id);
     }
 
-    /// True when session `id`'s process was killed (a block would not stop).
-    pub(crate) fn session_lost(&self, id: u32) -> bool {
-        self.lost_sessions.lock().contains(&id)
+    /// Why session `id`'s process is gone, when it is.
+    pub(crate) fn session_lost(&self, id: u32) -> Option<String> {
+        self.lost_sessions.lock().get(&id).cloned()
     }
 
     /// Why the agent's channel broke: the daemon's own error when the daemon is no longer
@@ -557,8 +578,8 @@ impl AgentRunner {
     /// Starts a block, in session `session` if given.
     pub(crate) fn launch_in(&self, l: &Launch<'_>, session: Option<u32>) -> Result<Running> {
         if let Some(s) = session {
-            if self.session_lost(s) {
-                return Err(Error::SessionLost);
+            if let Some(cause) = self.session_lost(s) {
+                return Err(Error::SessionLost(cause));
             }
         }
         let id = execution_id(l.n);
@@ -581,12 +602,16 @@ impl AgentRunner {
         match rx.recv_timeout(START_TIMEOUT) {
             Ok(Event::Started) => {}
             Ok(e @ (Event::Out(..) | Event::Exit(_))) => first = Some(e),
-            Ok(Event::Refused(msg)) => {
-                return Err(if msg.starts_with("session lost") {
-                    Error::SessionLost
-                } else {
-                    Error::Agent(format!("the agent could not start the block: {msg}"))
-                });
+            Ok(Event::Refused(_, Some(cause))) => {
+                if let Some(s) = session {
+                    self.lost_sessions.lock().insert(s, cause.clone());
+                }
+                return Err(Error::SessionLost(cause));
+            }
+            Ok(Event::Refused(msg, None)) => {
+                return Err(Error::Agent(format!(
+                    "the agent could not start the block: {msg}"
+                )));
             }
             Ok(Event::Lost(why)) => return Err(self.gone(why)),
             Ok(Event::SessionReady) => {
@@ -622,7 +647,7 @@ impl AgentRunner {
 fn await_session(conn: &Conn, id: u32, rx: &Receiver<Event>) -> Result<()> {
     let r = match rx.recv_timeout(START_TIMEOUT) {
         Ok(Event::SessionReady) => Ok(()),
-        Ok(Event::Refused(msg)) => Err(Error::Agent(format!(
+        Ok(Event::Refused(msg, _)) => Err(Error::Agent(format!(
             "the agent could not start the session: {msg}"
         ))),
         Ok(Event::Lost(why)) => Err(Error::Agent(format!("the agent is gone: {why}"))),
@@ -675,7 +700,7 @@ struct AgentSource {
     rx: Receiver<Event>,
     exit: Arc<OnceLock<ExitInfo>>,
     /// For a session block: its session, and where to mark the session lost.
-    session: Option<(u32, Arc<Mutex<Vec<u32>>>)>,
+    session: Option<(u32, LostSessions)>,
 }
 
 impl Source for AgentSource {
@@ -693,7 +718,11 @@ impl Source for AgentSource {
                 Ok(Event::Exit(info)) => {
                     if info.session_lost {
                         if let Some((id, lost)) = &self.session {
-                            lost.lock().push(*id);
+                            let cause = info
+                                .cause
+                                .clone()
+                                .unwrap_or_else(|| "no cause given".into());
+                            lost.lock().insert(*id, cause);
                         }
                     }
                     let _ = self.exit.set(info);
@@ -730,6 +759,9 @@ impl Control for AgentControl {
                 // From the agent's `waitpid`: an `exit 137` is no signal.
                 signal: e.signal,
                 lost: false,
+                // Whatever its code: the session's process ended under the block, so the block
+                // never finished (a fork of it may even run on until the agent kills it).
+                session_lost: e.session_lost,
                 oom_killed: e.oom,
             },
             None => Reaped {

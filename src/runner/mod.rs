@@ -61,6 +61,8 @@ pub(crate) struct Reaped {
     pub(crate) signal: Option<i32>,
     /// The container vanished or died, or the block's end could not be learnt.
     pub(crate) lost: bool,
+    /// A session block whose session's process ended under it (agent only).
+    pub(crate) session_lost: bool,
     pub(crate) oom_killed: bool,
 }
 

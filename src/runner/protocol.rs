@@ -15,7 +15,7 @@
 //! | kind | direction | id | payload |
 //! |---|---|---|---|
 //! | `0x01` RUN | host → agent | execution | JSON: lang, file, code, user, cwd, env, zygote, session, delete, grace_ms |
-//! | `0x02` CANCEL | host → agent | execution | empty: kill the block's tree (interrupt, for a session block) |
+//! | `0x02` CANCEL | host → agent | execution | empty: kill the block's tree (for a session block: kill what it started, interrupt its session's process) |
 //! | `0x03` SESSION_OPEN | host → agent | session | JSON: user, cwd, env |
 //! | `0x04` SESSION_CLOSE | host → agent | session | empty |
 //! | `0x05` SHUTDOWN | host → agent | 0 | empty: kill everything, exit |
@@ -25,8 +25,8 @@
 //! | `0x82` STARTED | agent → host | execution | JSON: pid |
 //! | `0x83` STDOUT | agent → host | execution | bytes |
 //! | `0x84` STDERR | agent → host | execution | bytes |
-//! | `0x85` EXIT | agent → host | execution | JSON: code, signal, oom, session_lost |
-//! | `0x86` ERROR | agent → host | execution, session, or 0 | JSON: message |
+//! | `0x85` EXIT | agent → host | execution | JSON: code, signal, oom, session_lost, cause (why the session is lost, with session_lost) |
+//! | `0x86` ERROR | agent → host | execution, session, or 0 | JSON: message, and for a block refused because its session is lost: code [`ERR_SESSION_LOST`], cause |
 //! | `0x87` SESSION_READY | agent → host | session | empty |
 //! | `0x88` PONG | agent → host | as PING | as PING |
 //!
@@ -55,6 +55,9 @@ pub(crate) const EXIT: u8 = 0x85;
 pub(crate) const ERROR: u8 = 0x86;
 pub(crate) const SESSION_READY: u8 = 0x87;
 pub(crate) const PONG: u8 = 0x88;
+/// ERROR's `code` for a session block refused because its session is lost (agent.py's
+/// `ERR_SESSION_LOST`).
+pub(crate) const ERR_SESSION_LOST: &str = "session_lost";
 
 /// One frame.
 #[derive(Clone, PartialEq, Eq)]
@@ -210,6 +213,15 @@ mod tests {
         );
         let huge = (MAX_FRAME + 1).to_be_bytes();
         assert!(Decoder::new().feed(&huge, |_| {}).is_err());
+    }
+
+    #[test]
+    fn the_agent_speaks_the_same_session_lost_code() {
+        let line = format!("ERR_SESSION_LOST = \"{ERR_SESSION_LOST}\"");
+        assert!(
+            crate::runner::agent::AGENT_SOURCE.contains(&line),
+            "agent.py lacks {line}"
+        );
     }
 
     #[test]

@@ -252,6 +252,7 @@ class Result(object):
         self.started = None
         self.exit = None
         self.error = None
+        self.error_obj = None  # the whole ERROR payload (code, cause for a lost session)
         self.chunks = []
         for k, i, p in frames:
             if k == STARTED:
@@ -263,7 +264,8 @@ class Result(object):
             elif k == EXIT:
                 self.exit = jloads(p)
             elif k == ERROR:
-                self.error = jloads(p)["message"]
+                self.error_obj = jloads(p)
+                self.error = self.error_obj["message"]
         self.runs = []  # the chunks with adjacent pieces of one stream merged
         for s, p in self.chunks:
             if self.runs and self.runs[-1][0] == s:
@@ -993,13 +995,17 @@ def session_lost_after_grace_and_reset():
     A.send(CANCEL, fid)
     r = A.result(fid, 10)
     dt = time.monotonic() - t0
-    eq(r.exit, {"code": None, "signal": 9, "oom": False, "session_lost": True}, "lost after grace")
+    cause = "a block did not stop within 0.3 s of an interrupt, so the session's process was killed"
+    eq(r.exit, {"code": None, "signal": 9, "oom": False, "session_lost": True, "cause": cause},
+       "lost after grace")
     check(0.25 <= dt < 3, "grace respected (%.2fs)", dt)
     rq = A.result(q)
     check(rq.error and "session lost" in rq.error, "queued block: %r", rq)
+    eq((rq.error_obj.get("code"), rq.error_obj.get("cause")), ("session_lost", cause), "queued block")
     check(wait_until(lambda: not alive(pid), 2), "session process killed")
     r = srun(sid, "print(z)")
     check(r.error and "session lost" in r.error, "RUN after loss: %r", r)
+    eq((r.error_obj.get("code"), r.error_obj.get("cause")), ("session_lost", cause), "RUN after loss")
     A.send(SESSION_RESET, sid)
     A.wait(lambda f: next((x for x in f.by_id.get(sid, ()) if x[0] == SESSION_READY), None) and
            len([x for x in f.by_id.get(sid, ()) if x[0] == SESSION_READY]) >= 2 or None, TIMEOUT,
@@ -1010,6 +1016,15 @@ def session_lost_after_grace_and_reset():
     A.send(SESSION_RESET, sid)
     r = srun(sid, "print('w' in globals())")  # queued until the new session is ready
     eq(r.out, b"False\n", "reset of a live session")
+    # a block running at a reset is killed, but does not mark the (fresh) session lost: the host
+    # would apply that after reset() returned
+    fid = A.start("import time\nprint('up', flush=True)\ntime.sleep(100)", lang="python", session=sid)
+    A.wait(lambda f: b"up" in b"".join(x[2] for x in f.by_id.get(fid, ()) if x[0] == STDOUT) or None,
+           TIMEOUT, "up")
+    A.send(SESSION_RESET, sid)
+    r = A.result(fid)
+    eq((r.code, r.signal, r.exit["session_lost"]), (None, 9, False), "a block killed by a reset")
+    eq(srun(sid, "print('after')").out, b"after\n", "the reset session runs")
     A.send(SESSION_CLOSE, sid)
 
 
@@ -1049,8 +1064,10 @@ def session_user_and_death():
     eq(r.out, ("%s 1 %s\n" % (want_uid, WS)).encode(), "session user/env/cwd")
     r = srun(sid, "import os; os._exit(3)")
     eq((r.code, r.signal, r.exit["session_lost"]), (3, None, True), "session process exit")
+    eq(r.exit["cause"], "the session's process exited (status 3) during a block", "cause")
     r = srun(sid, "print(1)")
     check(r.error and "lost" in r.error, "%r", r)
+    eq(r.error_obj.get("code"), "session_lost", "ERROR code of a lost session")
     A.send(SESSION_CLOSE, sid)
     # forged control records cannot touch other blocks: at worst the session is lost
     sid = A.open_session()
@@ -1067,6 +1084,78 @@ def session_user_and_death():
                   "else:\n    os.waitpid(pid, 0)\n    print('parent')\n")
     eq((r.code, sorted(r.out.split())), (0, [b"child", b"parent"]), "fork in a session")
     eq(srun(sid, "print(k)").out, b"7\n", "the session carries on")
+    A.send(SESSION_CLOSE, sid)
+
+
+@test
+def session_cancel_kills_what_the_block_started():
+    # issue 21, D7: a cancelled block's children die (plain, own session, double-forked); an
+    # earlier block's child and the namespace live on
+    sid = A.open_session()
+    srun(sid, "import subprocess\nkeep = subprocess.Popen(['sleep', '2601'])")
+    fid = A.start("import os, subprocess, time\n"
+                  "a = subprocess.Popen(['sleep', '2602'])\n"
+                  "b = subprocess.Popen(['sleep', '2603'], start_new_session=True)\n"
+                  "if os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+                  "        os.execvp('sleep', ['sleep', '2604'])\n    os._exit(0)\n"
+                  "print('up', flush=True)\ntime.sleep(100)\n", lang="python", session=sid)
+    A.wait(lambda f: b"up" in b"".join(x[2] for x in f.by_id.get(fid, ()) if x[0] == STDOUT) or None,
+           TIMEOUT, "up")
+    check(wait_until(lambda: all(procs_with("sleep\x00%d" % n) for n in (2601, 2602, 2603, 2604))),
+          "children running")
+    A.send(CANCEL, fid)
+    r = A.result(fid)
+    eq((r.code, r.exit["session_lost"]), (1, False), "the block was interrupted")
+    check(wait_until(lambda: not any(procs_with("sleep\x00%d" % n) for n in (2602, 2603, 2604))),
+          "the block's children died")
+    check(procs_with("sleep\x002601"), "an earlier block's child lives on")
+    eq(srun(sid, "print(keep.poll())").out, b"None\n", "the session and its namespace live on")
+    A.send(SESSION_CLOSE, sid)
+    check(wait_until(lambda: not procs_with("sleep\x002601")), "closing the session kills the rest")
+
+
+@test
+def session_streams_and_broken_pipes():
+    # issue 21, D9a: closed std streams are reopened for the next block
+    sid = A.open_session()
+    r = srun(sid, "import os\nprint('a', flush=True)\nos.close(1)\nos.close(2)")
+    eq((r.code, r.out), (0, b"a\n"), "closing fd 1 and 2")
+    r = srun(sid, "import sys\nprint('b')\nprint('c', file=sys.stderr)")
+    eq((r.code, r.out, r.err), (0, b"b\n", b"c\n"), "the next block's streams")
+    # what a block left unflushed in a closed stdout is not the next block's output
+    srun(sid, "import os, sys\nprint('stale')\nsys.stderr.write('stale')\nos.close(1)\nos.close(2)")
+    r = srun(sid, "print('fresh')")
+    eq((r.code, r.out, r.err), (0, b"fresh\n", b""), "no stale output")
+    # ... unless the session's own copies are closed too: a clear refusal, not silence
+    r = srun(sid, "import os\nstd = {os.readlink('/proc/self/fd/1')}\n"
+                  "for fd in map(int, os.listdir('/proc/self/fd')):\n    try:\n"
+                  "        if os.readlink('/proc/self/fd/%d' % fd) in std:\n            os.close(fd)\n"
+                  "    except OSError:\n        pass\n")
+    r = srun(sid, "print('d')")
+    check(r.error and "closed the session's stdout" in r.error, "%r", r)
+    A.send(SESSION_CLOSE, sid)
+    # D9c: closing (or replacing) the control pipe shows no agent internals; the session is lost
+    for how in ("os.close(fd)", "os.dup2(os.open('/dev/null', os.O_WRONLY), fd)"):
+        sid = A.open_session()
+        r = srun(sid, "import os\nkept = []\nstd = {os.readlink('/proc/self/fd/%d' % i) for i in (1, 2)}\n"
+                      "for fd in map(int, os.listdir('/proc/self/fd')):\n    try:\n"
+                      "        t = os.readlink('/proc/self/fd/%d' % fd)\n"
+                      "        flags = int(open('/proc/self/fdinfo/%d' % fd).read().split()[3], 8)\n"
+                      "    except (OSError, ValueError, IndexError):\n        continue\n"
+                      "    if t.startswith('pipe:') and t not in std and flags & 3 == 1:\n"
+                      "        kept.append(os.dup(fd))\n        " + how + "\n"
+                      "print('closed')\n")
+        check(b"Traceback" not in r.err and b"_sess" not in r.err, "%s: internals shown: %r", how, r)
+        check(r.exit is not None and r.exit["session_lost"] and "control pipe" in r.exit["cause"],
+              "%s: %r", how, r)
+        r = srun(sid, "print(1)")
+        check(r.error_obj and r.error_obj.get("code") == "session_lost", "%s: %r", how, r)
+        A.send(SESSION_CLOSE, sid)
+    # D9b: the session process forks and the parent exits: lost, with that cause, never a success
+    sid = A.open_session()
+    r = srun(sid, "import os, time\nif os.fork():\n    os._exit(0)\ntime.sleep(0.2)\n")
+    eq((r.code, r.exit["session_lost"], r.exit["cause"]),
+       (0, True, "the session's process exited (status 0) during a block"), "fork and exit")
     A.send(SESSION_CLOSE, sid)
 
 
@@ -1240,6 +1329,16 @@ def oom_reported():
     check(A.ping(), "agent alive after an OOM kill")
     r = A.run("import os; os.kill(os.getpid(), 9)", lang="python")
     eq((r.signal, r.exit["oom"]), (9, False), "a later plain SIGKILL is not OOM")
+    # issue 21, D9b: an OOM-killed session is lost, and says so
+    sid = A.open_session()
+    r = srun(sid, "b = []\nwhile True:\n    b.append(bytearray(8 << 20))", timeout=120)
+    eq((r.signal, r.exit["oom"], r.exit["session_lost"]), (9, True, True), "OOM-killed session")
+    check("killed by signal 9 (SIGKILL)" in r.exit["cause"] and "OOM killer" in r.exit["cause"],
+          "cause: %r", r.exit["cause"])
+    r = srun(sid, "print(1)")
+    check(r.error_obj and r.error_obj.get("code") == "session_lost" and
+          "OOM killer" in r.error_obj.get("cause", ""), "after the OOM kill: %r", r)
+    A.send(SESSION_CLOSE, sid)
 
 
 @test
@@ -1268,9 +1367,11 @@ def fallback_without_json_and_ctypes():
 def perf(n=50):
     """RUN -> EXIT round trips, one block at a time; the kinds take turns so that load changes on
     the machine hit them alike."""
+    sid = A.open_session()
     kinds = (("sh true", dict(code="true", lang="sh")),
              ("python print(1) fresh interpreter", dict(code="print(1)", lang="python")),
-             ("python print(1) zygote", dict(code="print(1)", lang="python", zygote=True)))
+             ("python print(1) zygote", dict(code="print(1)", lang="python", zygote=True)),
+             ("python print(1) session", dict(code="print(1)", lang="python", session=sid)))
     ts = [[] for _ in kinds]
     for i in range(n + 3):
         for k, (name, kw) in enumerate(kinds):
@@ -1280,6 +1381,7 @@ def perf(n=50):
             assert r.code == 0 and r.out == (b"1\n" if k else b""), r
             if i >= 3:  # warm-up
                 ts[k].append(dt)
+    A.send(SESSION_CLOSE, sid)
     return ["  p50 %-36s %6.2f ms  (min %.2f, max %.2f; %d runs, RUN->EXIT)" % (
         name, p50(t) * 1000, min(t) * 1000, max(t) * 1000, n) for (name, kw), t in zip(kinds, ts)]
 
