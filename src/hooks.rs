@@ -117,7 +117,7 @@ pub mod __fuzz {
 
     /// Encodes one agent protocol frame.
     pub fn encode(kind: u8, id: u32, payload: &[u8]) -> Vec<u8> {
-        crate::runner::protocol::encode(kind, id, payload)
+        crate::runner::protocol::encode_raw(kind, id, payload)
     }
 
     /// The agent protocol's incremental decoder (`runner::protocol`).

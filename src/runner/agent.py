@@ -95,10 +95,12 @@ def _gen_types():
 
 _GEN_FRAME = _gen_types()
 
-# Frame kinds.
+# Frame kinds. src/runner/protocol.rs's Kind is their one source: a unit test there reads
+# this block, up to its blank line, and checks it.
 RUN, CANCEL, SESSION_OPEN, SESSION_CLOSE, SHUTDOWN, PING, SESSION_RESET = 1, 2, 3, 4, 5, 6, 7
 READY, STARTED, STDOUT, STDERR, EXIT, ERROR, SESSION_READY, PONG = (
     0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88)
+
 MAX_FRAME = 64 * 1024 * 1024 + 5
 SPARE_DELAY = 0.025  # see _Agent.spare_wait
 SPARES = 2  # a RUN that follows the last block's end at once still finds one ready

@@ -27,7 +27,7 @@ use parking_lot::{Mutex, RwLock};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::protocol::{self, Decoder, Frame};
+use super::protocol::{self, Decoder, Frame, Kind};
 use super::{Control, Launch, Reaped, Runner, Running, Source};
 use crate::docker::api::Client;
 use crate::docker::frames::Demuxer;
@@ -229,7 +229,7 @@ impl Conn {
     }
 
     /// Writes one frame.
-    fn send(&self, kind: u8, id: u32, payload: &[u8]) -> Result<()> {
+    fn send(&self, kind: Kind, id: u32, payload: &[u8]) -> Result<()> {
         if let Some(why) = self.dead.get() {
             return Err(Error::Agent(format!(
                 "the agent connection is closed: {why}"
@@ -263,7 +263,7 @@ impl Conn {
 
     /// Asks the agent to exit, closes the connection, and joins the reader.
     fn shutdown(&self) {
-        let _ = self.send(protocol::SHUTDOWN, 0, b"");
+        let _ = self.send(Kind::Shutdown, 0, b"");
         let _ = self.writer.lock().shutdown(Shutdown::Both);
         // Taken out first: never hold a lock across a join.
         let reader = self.reader.lock().take();
@@ -383,8 +383,8 @@ fn route(
     boot_tx: &mut Option<Sender<std::result::Result<(), String>>>,
 ) -> std::result::Result<(), String> {
     let json = |p: &[u8]| serde_json::from_slice::<Value>(p).unwrap_or(Value::Null);
-    let event = match f.kind {
-        protocol::READY => {
+    let event = match Kind::from_u8(f.kind) {
+        Some(Kind::Ready) => {
             let ready = serde_json::from_slice::<Ready>(&f.payload)
                 .map_err(|e| format!("bad READY from the agent: {e}"))?;
             let _ = conn.ready.set(ready);
@@ -393,29 +393,31 @@ fn route(
             let _ = boot_tx.take().map(|tx| tx.send(Ok(())));
             return Ok(());
         }
-        protocol::ERROR if f.id == 0 => {
+        Some(Kind::Error) if f.id == 0 => {
             let msg = json(&f.payload)["message"]
                 .as_str()
                 .unwrap_or("no message")
                 .to_string();
             return Err(format!("the agent reported a protocol error: {msg}"));
         }
-        protocol::PONG => return Ok(()),
-        protocol::STARTED => Event::Started,
-        protocol::STDOUT => Event::Out(Stream::Stdout, f.payload),
-        protocol::STDERR => Event::Out(Stream::Stderr, f.payload),
-        protocol::EXIT => Event::Exit(
+        Some(Kind::Pong) => return Ok(()),
+        Some(Kind::Started) => Event::Started,
+        Some(Kind::Stdout) => Event::Out(Stream::Stdout, f.payload),
+        Some(Kind::Stderr) => Event::Out(Stream::Stderr, f.payload),
+        Some(Kind::Exit) => Event::Exit(
             serde_json::from_slice(&f.payload)
                 .map_err(|e| format!("bad EXIT from the agent: {e}"))?,
         ),
-        protocol::ERROR => {
+        Some(Kind::Error) => {
             let r: Refusal = serde_json::from_slice(&f.payload).unwrap_or_default();
             let lost = (r.code.as_deref() == Some(protocol::ERR_SESSION_LOST))
                 .then(|| r.cause.unwrap_or_else(|| "no cause given".into()));
             Event::Refused(r.message.unwrap_or_else(|| "no message".into()), lost)
         }
-        protocol::SESSION_READY => Event::SessionReady,
-        other => return Err(format!("unknown frame kind {other:#04x} from the agent")),
+        Some(Kind::SessionReady) => Event::SessionReady,
+        _ => {
+            return Err(format!("unknown frame kind {:#04x} from the agent", f.kind));
+        }
     };
     let last = matches!(event, Event::Exit(_) | Event::Refused(..));
     let mut routes = conn.routes.lock();
@@ -511,7 +513,12 @@ impl AgentRunner {
     }
 
     /// Sends a request for `id` and waits for its first answer.
-    fn request(&self, kind: u8, id: u32, payload: &Value) -> Result<(Arc<Conn>, Receiver<Event>)> {
+    fn request(
+        &self,
+        kind: Kind,
+        id: u32,
+        payload: &Value,
+    ) -> Result<(Arc<Conn>, Receiver<Event>)> {
         let conn = self.conn()?;
         conn.wait_ready(START_TIMEOUT)?;
         let rx = conn.route(id)?;
@@ -534,13 +541,13 @@ impl AgentRunner {
     /// Opens a session `id` whose Python blocks share one namespace.
     pub(crate) fn open_session(&self, id: u32) -> Result<()> {
         let payload = json!({ "user": self.user(), "cwd": WORKSPACE, "env": {} });
-        let (conn, rx) = self.request(protocol::SESSION_OPEN, id, &payload)?;
+        let (conn, rx) = self.request(Kind::SessionOpen, id, &payload)?;
         await_session(&conn, id, &rx)
     }
 
     /// Replaces session `id`'s process with a fresh one: a clean namespace.
     pub(crate) fn reset_session(&self, id: u32) -> Result<()> {
-        let (conn, rx) = self.request(protocol::SESSION_RESET, id, &json!({}))?;
+        let (conn, rx) = self.request(Kind::SessionReset, id, &json!({}))?;
         let r = await_session(&conn, id, &rx);
         if r.is_ok() {
             self.lost_sessions.lock().remove(&id);
@@ -555,7 +562,7 @@ impl AgentRunner {
         let conn = Arc::clone(&self.conn.read());
         if !conn.is_dead() {
             // The write is bounded by WRITE_TIMEOUT; the agent reads its stdin all the time.
-            let _ = conn.send(protocol::SESSION_CLOSE, id, b"");
+            let _ = conn.send(Kind::SessionClose, id, b"");
         }
         self.lost_sessions.lock().remove(&id);
     }
@@ -595,7 +602,7 @@ impl AgentRunner {
             "delete": self.config.delete_code_files,
             "grace_ms": u64::try_from(self.config.session_grace.as_millis()).unwrap_or(u64::MAX),
         });
-        let (conn, rx) = self.request(protocol::RUN, id, &payload)?;
+        let (conn, rx) = self.request(Kind::Run, id, &payload)?;
         // STARTED comes first; should output or the end ever overtake it, the block has
         // started all the same, and that event is kept for the source.
         let mut first = None;
@@ -616,14 +623,14 @@ impl AgentRunner {
             Ok(Event::Lost(why)) => return Err(self.gone(why)),
             Ok(Event::SessionReady) => {
                 conn.unroute(id);
-                let _ = conn.send(protocol::CANCEL, id, b"");
+                let _ = conn.send(Kind::Cancel, id, b"");
                 return Err(Error::Agent(
                     "the agent answered a new block with SESSION_READY".into(),
                 ));
             }
             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
                 conn.unroute(id);
-                let _ = conn.send(protocol::CANCEL, id, b"");
+                let _ = conn.send(Kind::Cancel, id, b"");
                 return Err(Error::Timeout {
                     what: "starting a block in the agent".into(),
                 });
@@ -745,7 +752,7 @@ struct AgentControl {
 
 impl Control for AgentControl {
     fn kill(&self) {
-        let _ = self.conn.send(protocol::CANCEL, self.id, b"");
+        let _ = self.conn.send(Kind::Cancel, self.id, b"");
     }
 
     fn cut(&self) {

@@ -38,23 +38,78 @@ use std::fmt;
 /// The largest `len` either side accepts: 64 MiB of payload and the header.
 pub(crate) const MAX_FRAME: u32 = 64 * 1024 * 1024 + 5;
 
-pub(crate) const RUN: u8 = 0x01;
-pub(crate) const CANCEL: u8 = 0x02;
-pub(crate) const SESSION_OPEN: u8 = 0x03;
-pub(crate) const SESSION_CLOSE: u8 = 0x04;
-pub(crate) const SHUTDOWN: u8 = 0x05;
-/// Spoken by the agent (answered with PONG); the host has no use for it yet but tests.
-#[cfg_attr(not(test), allow(dead_code))]
-pub(crate) const PING: u8 = 0x06;
-pub(crate) const SESSION_RESET: u8 = 0x07;
-pub(crate) const READY: u8 = 0x81;
-pub(crate) const STARTED: u8 = 0x82;
-pub(crate) const STDOUT: u8 = 0x83;
-pub(crate) const STDERR: u8 = 0x84;
-pub(crate) const EXIT: u8 = 0x85;
-pub(crate) const ERROR: u8 = 0x86;
-pub(crate) const SESSION_READY: u8 = 0x87;
-pub(crate) const PONG: u8 = 0x88;
+/// A frame's kind: the one source of the protocol's kind numbers. agent.py and the harness
+/// (`tests/agent/harness.py`) spell each as a constant of the same name, and a unit test
+/// reads both files to check that they agree with this enum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Kind {
+    Run = 0x01,
+    Cancel = 0x02,
+    SessionOpen = 0x03,
+    SessionClose = 0x04,
+    Shutdown = 0x05,
+    /// Spoken by the agent (answered with PONG); the host has no use for it yet but tests.
+    Ping = 0x06,
+    SessionReset = 0x07,
+    Ready = 0x81,
+    Started = 0x82,
+    Stdout = 0x83,
+    Stderr = 0x84,
+    Exit = 0x85,
+    Error = 0x86,
+    SessionReady = 0x87,
+    Pong = 0x88,
+}
+
+impl Kind {
+    /// Every kind, in number order.
+    pub(crate) const ALL: [Kind; 15] = [
+        Kind::Run,
+        Kind::Cancel,
+        Kind::SessionOpen,
+        Kind::SessionClose,
+        Kind::Shutdown,
+        Kind::Ping,
+        Kind::SessionReset,
+        Kind::Ready,
+        Kind::Started,
+        Kind::Stdout,
+        Kind::Stderr,
+        Kind::Exit,
+        Kind::Error,
+        Kind::SessionReady,
+        Kind::Pong,
+    ];
+
+    /// The kind a frame's byte names; `None` for an unknown one.
+    pub(crate) fn from_u8(byte: u8) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| *k as u8 == byte)
+    }
+
+    /// The constant's name on the Python side (`RUN`, `SESSION_READY`, …).
+    #[cfg(test)]
+    fn python_name(self) -> &'static str {
+        match self {
+            Kind::Run => "RUN",
+            Kind::Cancel => "CANCEL",
+            Kind::SessionOpen => "SESSION_OPEN",
+            Kind::SessionClose => "SESSION_CLOSE",
+            Kind::Shutdown => "SHUTDOWN",
+            Kind::Ping => "PING",
+            Kind::SessionReset => "SESSION_RESET",
+            Kind::Ready => "READY",
+            Kind::Started => "STARTED",
+            Kind::Stdout => "STDOUT",
+            Kind::Stderr => "STDERR",
+            Kind::Exit => "EXIT",
+            Kind::Error => "ERROR",
+            Kind::SessionReady => "SESSION_READY",
+            Kind::Pong => "PONG",
+        }
+    }
+}
+
 /// ERROR's `code` for a session block refused because its session is lost (agent.py's
 /// `ERR_SESSION_LOST`).
 pub(crate) const ERR_SESSION_LOST: &str = "session_lost";
@@ -92,7 +147,12 @@ impl fmt::Display for FrameError {
 /// # Panics
 /// Never for payloads the crate builds: callers bound them under [`MAX_FRAME`] first (code is
 /// checked against it before it is sent).
-pub(crate) fn encode(kind: u8, id: u32, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn encode(kind: Kind, id: u32, payload: &[u8]) -> Vec<u8> {
+    encode_raw(kind as u8, id, payload)
+}
+
+/// [`encode`] with any kind byte, known or not (the fuzz targets send unknown ones).
+pub(crate) fn encode_raw(kind: u8, id: u32, payload: &[u8]) -> Vec<u8> {
     let len = u32::try_from(payload.len() + 5).expect("payload bounded by the caller");
     let mut v = Vec::with_capacity(payload.len() + 9);
     v.extend_from_slice(&len.to_be_bytes());
@@ -189,13 +249,13 @@ mod tests {
 
     #[test]
     fn round_trip_at_every_split() {
-        let mut stream = encode(RUN, 7, br#"{"code":"print(1)"}"#);
-        stream.extend(encode(STDOUT, 7, b""));
-        stream.extend(encode(EXIT, u32::MAX, &[0xff; 300]));
+        let mut stream = encode(Kind::Run, 7, br#"{"code":"print(1)"}"#);
+        stream.extend(encode(Kind::Stdout, 7, b""));
+        stream.extend(encode(Kind::Exit, u32::MAX, &[0xff; 300]));
         for piece in 1..stream.len() + 1 {
             let frames = decode_all(&stream, piece).unwrap();
             assert_eq!(frames.len(), 3, "piece {piece}");
-            assert_eq!((frames[0].kind, frames[0].id), (RUN, 7));
+            assert_eq!((frames[0].kind, frames[0].id), (Kind::Run as u8, 7));
             assert_eq!(frames[0].payload, br#"{"code":"print(1)"}"#);
             assert!(frames[1].payload.is_empty());
             assert_eq!((frames[2].id, frames[2].payload.len()), (u32::MAX, 300));
@@ -208,11 +268,74 @@ mod tests {
         let err = d.feed(&[0, 0, 0, 4, 1, 0, 0, 0], |_| {}).unwrap_err();
         assert!(err.0.contains("bad frame length 4"), "{err}");
         assert!(
-            d.feed(&encode(PING, 1, b""), |_| panic!("no frame"))
+            d.feed(&encode(Kind::Ping, 1, b""), |_| panic!("no frame"))
                 .is_err()
         );
         let huge = (MAX_FRAME + 1).to_be_bytes();
         assert!(Decoder::new().feed(&huge, |_| {}).is_err());
+    }
+
+    /// The `NAME, … = value, …` assignments of a Python source's block that starts at its
+    /// `# Frame kinds` comment and ends at the first blank line.
+    fn python_kinds(source: &str) -> Vec<(String, u8)> {
+        let start = source
+            .find("# Frame kinds")
+            .expect("a '# Frame kinds' block");
+        let block = &source[start..];
+        let block = &block[..block.find("\n\n").unwrap_or(block.len())];
+        let mut kinds = Vec::new();
+        // One statement may span lines inside parentheses: join, then split on `=` pairs.
+        let joined: String = block
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut rest = joined.as_str();
+        while let Some(eq) = rest.find('=') {
+            let names: Vec<&str> = rest[..eq].split(',').map(str::trim).collect();
+            let after = &rest[eq + 1..];
+            // The values run to the next name list: as many numbers as names.
+            let mut values = Vec::new();
+            let mut tail = after;
+            for _ in 0..names.len() {
+                let t = tail.trim_start().trim_start_matches(['(', ',', ' ']);
+                let end = t.find([',', ')', ' ']).unwrap_or(t.len());
+                let v = &t[..end];
+                let n = match v.strip_prefix("0x") {
+                    Some(h) => u8::from_str_radix(h, 16),
+                    None => v.parse(),
+                }
+                .unwrap_or_else(|_| panic!("a kind number, not {v:?}"));
+                values.push(n);
+                tail = t[end..].trim_start_matches([',', ')', ' ']);
+            }
+            kinds.extend(names.iter().map(|n| n.to_string()).zip(values));
+            rest = tail;
+        }
+        kinds
+    }
+
+    #[test]
+    fn the_python_sides_number_the_kinds_as_this_enum_does() {
+        let expected: Vec<(String, u8)> = Kind::ALL
+            .iter()
+            .map(|k| (k.python_name().to_string(), *k as u8))
+            .collect();
+        for (file, source) in [
+            ("src/runner/agent.py", crate::runner::agent::AGENT_SOURCE),
+            (
+                "tests/agent/harness.py",
+                include_str!("../../tests/agent/harness.py"),
+            ),
+        ] {
+            let mut got = python_kinds(source);
+            got.sort_by_key(|(_, n)| *n);
+            assert_eq!(got, expected, "{file} disagrees with protocol::Kind");
+        }
+        for k in Kind::ALL {
+            assert_eq!(Kind::from_u8(k as u8), Some(k));
+        }
+        assert_eq!(Kind::from_u8(0x80), None);
     }
 
     #[test]
@@ -226,7 +349,7 @@ mod tests {
 
     #[test]
     fn a_cut_frame_is_reported_at_the_end() {
-        let frame = encode(STDERR, 2, b"hello");
+        let frame = encode(Kind::Stderr, 2, b"hello");
         let err = decode_all(&frame[..frame.len() - 1], 3).unwrap_err();
         assert!(err.0.contains("ended inside a frame"), "{err}");
         assert!(decode_all(&[], 1).unwrap().is_empty());

@@ -27,9 +27,12 @@ try:
 except ImportError:
     json = None
 
+# Frame kinds (src/runner/protocol.rs's Kind is their one source; a unit test there checks
+# these).
 RUN, CANCEL, SESSION_OPEN, SESSION_CLOSE, SHUTDOWN, PING, SESSION_RESET = 1, 2, 3, 4, 5, 6, 7
 READY, STARTED, STDOUT, STDERR, EXIT, ERROR, SESSION_READY, PONG = (
     0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88)
+
 NAMES = {READY: "READY", STARTED: "STARTED", STDOUT: "STDOUT", STDERR: "STDERR", EXIT: "EXIT",
          ERROR: "ERROR", SESSION_READY: "SESSION_READY", PONG: "PONG"}
 VERBOSE = False
