@@ -73,8 +73,7 @@ pub(crate) fn sweep(client: &Client, force: bool, labels: &[String]) -> Result<V
 
 /// Removes the temporary work dirs whose owners are gone (see
 /// [`workspace::sweep_temp_dirs`]), except those that a container still there names: a kept
-/// container's dir goes with it, at the sweep that takes it, and an owner of a dockexec
-/// version without the lock is spared while its container exists.
+/// container's dir goes with it, at the sweep that takes it.
 fn sweep_temp_dirs(client: &Client) -> Result<()> {
     let keep: HashSet<PathBuf> = client
         .container_list_all(&[LABEL_TEMP_WORKSPACE])?
@@ -156,8 +155,8 @@ pub struct GcOptions {
     pub socket: Option<PathBuf>,
     /// Also remove running containers: their blocks die and their executors report
     /// [`ContainerGone`](crate::Error::ContainerGone). For containers known to be
-    /// abandoned that [`gc`] leaves, such as those of dockexec versions without the dead-man's
-    /// switch. Defaults to `false`.
+    /// abandoned that [`gc`] leaves, such as those of an owner that hangs without dying.
+    /// Defaults to `false`.
     pub force: bool,
     /// Only containers that carry every one of these labels (`key` or `key=value`, as given
     /// to [`ExecutorBuilder::label`](crate::ExecutorBuilder::label)). Defaults to none: every
