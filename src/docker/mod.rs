@@ -4,5 +4,7 @@ pub(crate) mod api;
 pub(crate) mod frames;
 pub(crate) mod transport;
 
-#[cfg(test)]
+// Against the real daemon, so only with the `engine-tests` feature (scripts/test.sh passes
+// --all-features): a plain `cargo test --lib` needs no daemon.
+#[cfg(all(test, feature = "engine-tests"))]
 mod tests;
