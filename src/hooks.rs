@@ -23,7 +23,9 @@ pub mod __bench {
         id: &str,
         workspace: &Path,
     ) -> serde_json::Value {
-        builder.create_body(id, workspace)
+        let mut spec = crate::spec::ContainerSpec::new(builder, id, workspace);
+        crate::runner::prepare(builder.strategy, &mut spec);
+        spec.to_create_body()
     }
 
     /// The newest Engine API version dockexec asks for, so a baseline client asks for the same.

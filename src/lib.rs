@@ -103,6 +103,7 @@ mod redact;
 mod registry;
 mod runner;
 mod session;
+mod spec;
 mod sweep;
 mod workspace;
 
@@ -115,16 +116,18 @@ pub use device::DeviceRequest;
 pub use error::{Error, Result};
 pub use execution::{Execution, OutputLimit};
 pub use executor::{
-    DEFAULT_API_TIMEOUT, DEFAULT_IMAGE, DEFAULT_INIT_TIMEOUT, DEFAULT_MAX_OUTPUT, DEFAULT_MEMORY,
-    DEFAULT_NOFILE, DEFAULT_PIDS, DEFAULT_SESSION_GRACE, DEFAULT_TIMEOUT, DEFAULT_TMP_SIZE,
-    EXEC_KILL_CAPABILITIES, Executor, ExecutorBuilder, KEPT_CAPABILITIES, NOBODY, PullPolicy,
-    PullProgress,
+    DEFAULT_API_TIMEOUT, DEFAULT_IMAGE, DEFAULT_INIT_TIMEOUT, DEFAULT_MAX_OUTPUT,
+    DEFAULT_SESSION_GRACE, DEFAULT_TIMEOUT, Executor, ExecutorBuilder, PullPolicy, PullProgress,
 };
 pub use output::{BlocksResult, Chunk, ExitStatus, Output, Stream};
 pub use redact::REDACTED;
 pub use registry::{cleanup_on_ctrlc, stop_all};
 pub use runner::Strategy;
 pub use session::Session;
+pub use spec::{
+    DEFAULT_MEMORY, DEFAULT_NOFILE, DEFAULT_PIDS, DEFAULT_TMP_SIZE, EXEC_KILL_CAPABILITIES,
+    KEPT_CAPABILITIES, NOBODY,
+};
 pub use sweep::{GC_CREATED_GRACE, GcOptions, gc, gc_with};
 pub use workspace::WORKSPACE;
 

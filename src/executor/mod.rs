@@ -19,12 +19,14 @@ use crate::session::Session;
 use crate::workspace::{self, Workspace};
 
 mod builder;
+mod sandbox;
+mod start;
 
 pub use builder::{
-    DEFAULT_API_TIMEOUT, DEFAULT_IMAGE, DEFAULT_INIT_TIMEOUT, DEFAULT_MAX_OUTPUT, DEFAULT_MEMORY,
-    DEFAULT_NOFILE, DEFAULT_PIDS, DEFAULT_SESSION_GRACE, DEFAULT_TIMEOUT, DEFAULT_TMP_SIZE,
-    EXEC_KILL_CAPABILITIES, ExecutorBuilder, KEPT_CAPABILITIES, NOBODY, PullPolicy, PullProgress,
+    DEFAULT_API_TIMEOUT, DEFAULT_IMAGE, DEFAULT_INIT_TIMEOUT, DEFAULT_MAX_OUTPUT,
+    DEFAULT_SESSION_GRACE, DEFAULT_TIMEOUT, ExecutorBuilder,
 };
+pub use start::{PullPolicy, PullProgress};
 
 /// How long `stop()` lets the daemon take to remove the container.
 const STOP_REMOVE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -91,7 +93,7 @@ pub(crate) struct Inner {
     /// registers its worker, and one that gets the read side only then sees it at once.
     stopping: std::sync::atomic::AtomicBool,
     /// `true` once stopped. Held for all of `stop`, so concurrent callers wait for the first
-    /// to finish and then see `Stopped`.
+    /// to finish, and then return at once.
     stop_lock: Mutex<bool>,
     /// Every execution whose worker has not been joined yet.
     live: Mutex<Vec<Worker>>,
@@ -100,7 +102,51 @@ pub(crate) struct Inner {
     redactor: Arc<Redactor>,
 }
 
+/// What [`ExecutorBuilder::start`] made and configured, to become a running executor.
+pub(crate) struct Parts {
+    pub(crate) client: Client,
+    pub(crate) runner: Box<dyn Runner>,
+    pub(crate) strategy: Strategy,
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) container: String,
+    pub(crate) keeper: Keeper,
+    pub(crate) image: String,
+    pub(crate) workspace: Arc<Workspace>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) delete_code_files: bool,
+    pub(crate) max_output: Option<usize>,
+    pub(crate) on_output_limit: OutputLimit,
+}
+
 impl Executor {
+    /// The executor over a started container, registered for [`stop_all`](crate::stop_all).
+    pub(crate) fn new(p: Parts, redactor: Arc<Redactor>) -> Executor {
+        let inner = Arc::new(Inner {
+            client: p.client,
+            runner: p.runner,
+            strategy: p.strategy,
+            id: p.id,
+            container: p.container,
+            keeper: p.keeper,
+            name: p.name,
+            image: p.image,
+            workspace: p.workspace,
+            timeout: p.timeout,
+            delete_code_files: p.delete_code_files,
+            max_output: p.max_output,
+            on_output_limit: p.on_output_limit,
+            gate: RwLock::new(false),
+            stopping: std::sync::atomic::AtomicBool::new(false),
+            stop_lock: Mutex::new(false),
+            live: Mutex::new(Vec::new()),
+            next: AtomicU64::new(1),
+            redactor,
+        });
+        crate::registry::register(Arc::clone(&inner) as Arc<dyn crate::registry::Stop>);
+        Executor { inner }
+    }
+
     /// A builder with every option at its default.
     pub fn builder() -> ExecutorBuilder {
         ExecutorBuilder::default()

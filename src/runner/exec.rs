@@ -197,6 +197,14 @@ impl ExecRunner {
     }
 }
 
+impl ExecRunner {
+    /// Mounts [`CONTROL_DIR`], the marker dir, in the container to be.
+    pub(crate) fn prepare(spec: &mut crate::spec::ContainerSpec) {
+        spec.machinery_tmpfs
+            .insert(CONTROL_DIR.into(), CONTROL_DIR_OPTIONS.into());
+    }
+}
+
 impl Runner for ExecRunner {
     fn launch(&self, l: &Launch<'_>) -> Result<Running> {
         let code_file = self.workspace.write_code_file(l.file, l.code)?;

@@ -23,6 +23,15 @@ pub(crate) mod agent;
 pub(crate) mod exec;
 pub(crate) mod protocol;
 
+/// Adds to `spec` what the runners of `strategy` need in the container, before it is created
+/// (the runners themselves exist only once it runs). [`Strategy::Auto`] may fall back to
+/// exec, so it gets both.
+pub(crate) fn prepare(strategy: Strategy, spec: &mut crate::spec::ContainerSpec) {
+    if strategy != Strategy::Agent {
+        exec::ExecRunner::prepare(spec);
+    }
+}
+
 /// How an executor runs its blocks. The host side is the same for both: one worker thread per
 /// execution, the same timeouts, cancellation, output limits and statuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

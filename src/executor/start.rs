@@ -1,0 +1,240 @@
+//! The steps of [`ExecutorBuilder::start`] that talk to the daemon: connecting, the image,
+//! the block user, creating the container, the init command and the runner.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde_json::json;
+
+use super::ExecutorBuilder;
+use crate::docker::api::{self, Client, PullEvent};
+use crate::error::{Error, Result};
+use crate::host;
+use crate::labels;
+use crate::runner::agent::{AgentConfig, AgentRunner};
+use crate::runner::exec::ExecRunner;
+use crate::runner::{Runner, Strategy};
+use crate::spec::ContainerSpec;
+use crate::sweep;
+use crate::workspace::{WORKSPACE, Workspace};
+
+/// When [`ExecutorBuilder::start`] pulls the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum PullPolicy {
+    /// Pull only when the image is not present locally. The default.
+    #[default]
+    Missing,
+    /// Always pull (to refresh a moving tag).
+    Always,
+    /// Never pull: an absent image is [`Error::ImageNotFound`].
+    Never,
+}
+
+/// One event of an image pull, as passed to [`ExecutorBuilder::on_pull_progress`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PullProgress {
+    /// The daemon's status line, e.g. `"Downloading"`, `"Pull complete"`.
+    pub status: String,
+    /// The layer the event is about, if any.
+    pub layer: Option<String>,
+    /// Bytes done, for download and extraction events.
+    pub current: Option<u64>,
+    /// Bytes in all, when known.
+    pub total: Option<u64>,
+}
+
+pub(crate) type ProgressFn = Box<dyn FnMut(&PullProgress) + Send>;
+
+impl ExecutorBuilder {
+    /// When to pull the image. Defaults to [`PullPolicy::Missing`].
+    pub fn pull_policy(&mut self, policy: PullPolicy) -> &mut Self {
+        self.pull = policy;
+        self
+    }
+
+    /// Called for every event of an image pull. Defaults to none.
+    pub fn on_pull_progress(
+        &mut self,
+        callback: impl FnMut(&PullProgress) + Send + 'static,
+    ) -> &mut Self {
+        self.progress = Some(Mutex::new(Box::new(callback)));
+        self
+    }
+
+    /// The strategy's runner, and which strategy that is ([`Strategy::Auto`] resolved).
+    pub(super) fn runner(
+        &self,
+        client: &Client,
+        container: &str,
+        workspace: &Arc<Workspace>,
+        id: &str,
+        user: Option<String>,
+    ) -> Result<(Box<dyn Runner>, Strategy)> {
+        let exec = || -> Result<(Box<dyn Runner>, Strategy)> {
+            let r = ExecRunner::new(
+                client,
+                container,
+                Arc::clone(workspace),
+                id,
+                user.as_deref(),
+            )?;
+            Ok((Box::new(r), Strategy::Exec))
+        };
+        if self.strategy == Strategy::Exec {
+            return exec();
+        }
+        let config = AgentConfig {
+            user: user.clone(),
+            zygote: self.python_zygote,
+            delete_code_files: self.delete_code_files,
+            session_grace: self.session_grace,
+        };
+        match AgentRunner::start(client, container, Arc::clone(workspace), config) {
+            Ok(r) => Ok((Box::new(r), Strategy::Agent)),
+            Err(Error::Agent(_)) if self.strategy == Strategy::Auto => exec(),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The user blocks run as (see [`user`](Self::user)); `None` for root. Asks the
+    /// daemon for the image's `USER` only when the choice depends on it.
+    pub(super) fn block_user(&self, client: &Client) -> Result<Option<String>> {
+        let image_user = match self.user.needs_image_user() {
+            true => Some(client.image_user(&self.image)?),
+            false => None,
+        };
+        Ok(self.user.resolve(image_user.as_deref(), host::ids()))
+    }
+
+    /// Names the device requests in a start failure, which is where the daemon meets them
+    /// (`could not select device driver "" with capabilities: [[gpu]]`).
+    pub(super) fn explain_device_requests(&self, e: Error) -> Error {
+        match e {
+            Error::Docker { status, message } if !self.device_requests.is_empty() => {
+                let asked: Vec<String> =
+                    self.device_requests.iter().map(|r| r.to_string()).collect();
+                Error::Docker {
+                    status,
+                    message: format!(
+                        "{message} (while meeting device_request {}; does this host have the \
+                         devices and their driver, e.g. the NVIDIA container toolkit for GPUs?)",
+                        asked.join("; ")
+                    ),
+                }
+            }
+            e => e,
+        }
+    }
+
+    /// Connects to the daemon, and sweeps orphans first if asked to.
+    pub(super) fn connect(&self) -> Result<Client> {
+        let socket = match &self.socket {
+            Some(s) => s.clone(),
+            None => api::socket_from_env()?,
+        };
+        let client = Client::connect_with(&socket, self.api_timeout)?;
+        if self.gc_orphans {
+            // Best effort: a failed sweep must not stop this executor from starting.
+            let _ = sweep::sweep(&client, false, &[]);
+        }
+        Ok(client)
+    }
+
+    /// Creates (does not start) the container; returns its id.
+    pub(super) fn create_container(
+        &self,
+        client: &Client,
+        id: &str,
+        workspace: &Workspace,
+    ) -> Result<String> {
+        let name = self
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("dockexec-{id}"));
+        let mut spec = ContainerSpec::new(self, id, workspace.path());
+        if workspace.is_temp() {
+            spec.labels.insert(
+                labels::TEMP_WORKSPACE.into(),
+                workspace.path().to_string_lossy().into_owned(),
+            );
+        }
+        crate::runner::prepare(self.strategy, &mut spec);
+        client.container_create(Some(&name), &spec.to_create_body())
+    }
+
+    /// Runs `init_command`, if any; a non-zero exit is [`Error::InitCommand`].
+    pub(super) fn run_init_command(
+        &self,
+        client: &Client,
+        container: &str,
+        user: Option<&str>,
+    ) -> Result<()> {
+        let Some(cmd) = &self.init_command else {
+            return Ok(());
+        };
+        let mut body = json!({
+            "Cmd": ["sh", "-c", cmd],
+            "AttachStdout": true,
+            "AttachStderr": true,
+            "WorkingDir": WORKSPACE,
+        });
+        if let Some(user) = user {
+            body["User"] = json!(user);
+        }
+        let (code, out, err) = client
+            .exec_collect(container, &body, self.init_timeout)
+            .map_err(|e| match e {
+                Error::Timeout { what } => Error::Timeout {
+                    what: format!("the init command: {what}"),
+                },
+                e => e,
+            })?;
+        if code != Some(0) {
+            let mut output = String::from_utf8_lossy(&out).into_owned();
+            output.push_str(&String::from_utf8_lossy(&err));
+            return Err(Error::InitCommand { code, output });
+        }
+        Ok(())
+    }
+
+    pub(super) fn ensure_image(&self, client: &Client) -> Result<()> {
+        let present = client.image_exists(&self.image)?;
+        let pull = match self.pull {
+            PullPolicy::Always => true,
+            PullPolicy::Missing => !present,
+            PullPolicy::Never => false,
+        };
+        if !pull {
+            return if present {
+                Ok(())
+            } else {
+                Err(Error::ImageNotFound {
+                    image: self.image.clone(),
+                    message: "not present locally, and the pull policy is Never".into(),
+                })
+            };
+        }
+        let mut forward = |e: &PullEvent| {
+            if let Some(cb) = &self.progress {
+                let p = PullProgress {
+                    status: e.status.clone().unwrap_or_default(),
+                    layer: e.id.clone(),
+                    current: e.progress_detail.and_then(|d| d.current),
+                    total: e.progress_detail.and_then(|d| d.total),
+                };
+                (cb.lock())(&p);
+            }
+        };
+        client.image_pull(&self.image, &mut forward)?;
+        if client.image_exists(&self.image)? {
+            Ok(())
+        } else {
+            Err(Error::ImageNotFound {
+                image: self.image.clone(),
+                message: "the pull finished but the image is not present".into(),
+            })
+        }
+    }
+}

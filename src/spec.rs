@@ -1,0 +1,465 @@
+//! [`ContainerSpec`]: what container to create, resolved from the builder's options, the
+//! image's `USER` and the caller's ids. Pure: no I/O, so all of it (the create body, the
+//! block user, the capabilities) is unit-tested without a daemon, and one spec can create
+//! many containers. Each runner adds what it needs itself ([`crate::runner::prepare`]), so
+//! neither the builder nor the spec names a runner's paths.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use crate::device::DeviceRequest;
+use crate::executor::ExecutorBuilder;
+use crate::labels;
+use crate::lifetime::{self, KEEPER_SCRIPT};
+use crate::workspace::WORKSPACE;
+
+/// Default for [`ExecutorBuilder::memory_limit`]: 2 GiB, swap included (no swap on top).
+///
+/// Enough for ordinary data work (a pandas frame of some hundred MB, a scikit-learn fit, a
+/// plotted figure), little enough that a runaway `list.append` loop meets the OOM killer in
+/// seconds instead of pushing the host into swap. `/tmp` is a tmpfs charged to the same limit.
+pub const DEFAULT_MEMORY: u64 = 2 * 1024 * 1024 * 1024;
+/// Default for [`ExecutorBuilder::pids_limit`]: 1024 processes and threads in the container.
+///
+/// A fork bomb stops at it within milliseconds (and the block at its timeout), while a
+/// process pool of 16 workers with 32 threads each (NumPy's BLAS starts one per core) still
+/// fits. The agent and its shepherds count too: two plus one per running block.
+pub const DEFAULT_PIDS: i64 = 1024;
+/// Default for [`ExecutorBuilder::tmp_size`]: a 512 MiB tmpfs at `/tmp`.
+///
+/// Room for the scratch files libraries write (matplotlib's cache, joblib's spill, pip's
+/// build dirs), bounded, and charged to the memory limit. Large outputs belong in
+/// `/workspace`, which is the host's disk.
+pub const DEFAULT_TMP_SIZE: u64 = 512 * 1024 * 1024;
+/// Default for [`ExecutorBuilder::nofile`]: 4096 open files per process, soft and hard.
+///
+/// Four times the usual 1024 soft limit of a Linux login, so nothing ordinary meets it; it
+/// bounds the kernel memory a descriptor hog can pin (Docker's own default is 1048576).
+pub const DEFAULT_NOFILE: u64 = 4096;
+/// The user blocks run as by default when neither [`ExecutorBuilder::user`] nor the image
+/// names one and dockexec itself runs as root: `nobody:nogroup`.
+pub const NOBODY: &str = "65534:65534";
+/// The capabilities the container keeps by default (all others are dropped). See
+/// [`ExecutorBuilder::drop_capabilities`].
+pub const KEPT_CAPABILITIES: [&str; 3] = ["SETUID", "SETGID", "KILL"];
+/// The capabilities the container also keeps unless the strategy is
+/// [`Strategy::Agent`](crate::Strategy::Agent). See [`ExecutorBuilder::drop_capabilities`].
+pub const EXEC_KILL_CAPABILITIES: [&str; 2] = ["DAC_READ_SEARCH", "SYS_PTRACE"];
+
+/// Who blocks run as: see [`ExecutorBuilder::user`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum UserChoice {
+    /// The image's `USER` unless it is root, else the calling host user unless that is root,
+    /// else [`NOBODY`]: never root.
+    Default,
+    /// Exactly this user.
+    Given(String),
+    /// The calling host user's uid:gid, whatever it is.
+    Host,
+    /// The image's `USER`, root included, else root.
+    Image,
+}
+
+impl UserChoice {
+    /// Whether resolving it needs the image's `USER` (an Engine call the builder makes).
+    pub(crate) fn needs_image_user(&self) -> bool {
+        matches!(self, UserChoice::Default | UserChoice::Image)
+    }
+
+    /// The user blocks run as, `None` for root, given the image's `USER` (`None` or empty
+    /// when it names none) and the caller's `(uid, gid)`.
+    pub(crate) fn resolve(
+        &self,
+        image_user: Option<&str>,
+        (uid, gid): (u32, u32),
+    ) -> Option<String> {
+        let image = image_user
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_string);
+        match self {
+            UserChoice::Given(u) => Some(u.clone()),
+            UserChoice::Host => Some(format!("{uid}:{gid}")),
+            UserChoice::Image => image,
+            UserChoice::Default => match image {
+                Some(u) if !is_root(&u) => Some(u),
+                _ if uid != 0 => Some(format!("{uid}:{gid}")),
+                _ => Some(NOBODY.to_string()),
+            },
+        }
+    }
+}
+
+/// A read-only or read-write bind mount added with [`ExecutorBuilder::volume`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Volume {
+    pub(crate) host: PathBuf,
+    pub(crate) container: String,
+    pub(crate) read_only: bool,
+}
+
+/// The capabilities a container keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Capabilities {
+    /// Docker's default set, plus these.
+    DockerDefault(Vec<String>),
+    /// None but these (`CapDrop: ["ALL"]`).
+    Only(Vec<String>),
+}
+
+/// What container to create: every input of the create body, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ContainerSpec {
+    pub(crate) image: String,
+    /// `KEY=VALUE`, in order: dockexec's defaults, the caller's env, the secrets.
+    pub(crate) env: Vec<String>,
+    pub(crate) labels: BTreeMap<String, String>,
+    /// Bind mounts: the workspace first, then the volumes.
+    pub(crate) mounts: Vec<Volume>,
+    pub(crate) network: String,
+    pub(crate) auto_remove: bool,
+    /// `name:ip`.
+    pub(crate) extra_hosts: Vec<String>,
+    pub(crate) memory: Option<u64>,
+    pub(crate) nano_cpus: Option<u64>,
+    pub(crate) pids_limit: Option<i64>,
+    pub(crate) capabilities: Capabilities,
+    pub(crate) no_new_privileges: bool,
+    pub(crate) read_only_root: bool,
+    /// The tmpfs at `/tmp`, in bytes.
+    pub(crate) tmp_size: Option<u64>,
+    pub(crate) nofile: Option<u64>,
+    pub(crate) devices: Vec<DeviceRequest>,
+    /// `HostConfig` fields merged over the ones above, last: the caller's explicit call.
+    pub(crate) host_config: Option<Value>,
+    /// Tmpfs mounts of the runners' own machinery (path → options): added after the
+    /// passthrough, unless it mounts that path itself, as they are not defaults to weaken.
+    pub(crate) machinery_tmpfs: BTreeMap<String, String>,
+}
+
+impl ContainerSpec {
+    /// The spec for executor `id` with its workspace at `workspace` on the host, from the
+    /// builder's options.
+    pub(crate) fn new(options: &ExecutorBuilder, id: &str, workspace: &Path) -> ContainerSpec {
+        let o = options;
+        let mut env: Vec<String> = vec!["PYTHONUNBUFFERED=1".into()];
+        if !o.env.contains_key("HOME") {
+            // A read-only root leaves no writable home (and nobody's is /nonexistent anyway).
+            if o.tmp_size.is_some() {
+                env.push("HOME=/tmp".into());
+            } else if o.read_only_root {
+                env.push(format!("HOME={WORKSPACE}"));
+            }
+        }
+        env.extend(o.env.iter().map(|(k, v)| format!("{k}={v}")));
+        // Here, in Config.Env, and nowhere else (no label): see `secret_env`.
+        env.extend(o.secret_env.iter().map(|(k, v)| format!("{k}={v}")));
+        let mut labels = o.labels.clone();
+        labels.insert(labels::EXECUTOR.into(), id.into());
+        labels.extend(lifetime::owner_labels());
+        let mut mounts = vec![Volume {
+            host: o.bind_dir.as_deref().unwrap_or(workspace).to_path_buf(),
+            container: WORKSPACE.into(),
+            read_only: false,
+        }];
+        mounts.extend(o.volumes.iter().cloned());
+        let capabilities = if o.drop_caps {
+            let mut kept: Vec<String> = KEPT_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+            if o.strategy != crate::Strategy::Agent {
+                kept.extend(EXEC_KILL_CAPABILITIES.iter().map(|c| c.to_string()));
+            }
+            kept.extend(o.cap_add.iter().cloned());
+            Capabilities::Only(kept)
+        } else {
+            Capabilities::DockerDefault(o.cap_add.clone())
+        };
+        ContainerSpec {
+            image: o.image.clone(),
+            env,
+            labels,
+            mounts,
+            network: o.network.clone(),
+            auto_remove: o.auto_remove,
+            extra_hosts: o
+                .extra_hosts
+                .iter()
+                .map(|(n, ip)| format!("{n}:{ip}"))
+                .collect(),
+            memory: o.memory,
+            nano_cpus: o.nano_cpus(),
+            pids_limit: o.pids_limit,
+            capabilities,
+            no_new_privileges: o.no_new_privileges,
+            read_only_root: o.read_only_root,
+            tmp_size: o.tmp_size,
+            nofile: o.nofile,
+            devices: o.device_requests.clone(),
+            host_config: o.host_config.clone(),
+            machinery_tmpfs: BTreeMap::new(),
+        }
+    }
+
+    /// The body of `POST /containers/create`.
+    pub(crate) fn to_create_body(&self) -> Value {
+        let mounts: Vec<Value> = self
+            .mounts
+            .iter()
+            .map(|m| {
+                json!({
+                    "Type": "bind",
+                    "Source": m.host,
+                    "Target": m.container,
+                    "ReadOnly": m.read_only,
+                })
+            })
+            .collect();
+        let mut host = json!({
+            // docker-init as PID 1: signals are forwarded and orphans reaped.
+            "Init": true,
+            "Mounts": mounts,
+            "NetworkMode": self.network,
+            "AutoRemove": self.auto_remove,
+            "ExtraHosts": self.extra_hosts,
+        });
+        if let Some(m) = self.memory {
+            host["Memory"] = json!(m);
+            // Swap included: a hog is killed at the limit rather than swapping past it.
+            host["MemorySwap"] = json!(m);
+        }
+        if let Some(c) = self.nano_cpus {
+            host["NanoCpus"] = json!(c);
+        }
+        if let Some(p) = self.pids_limit {
+            host["PidsLimit"] = json!(p);
+        }
+        match &self.capabilities {
+            Capabilities::Only(kept) => {
+                host["CapDrop"] = json!(["ALL"]);
+                host["CapAdd"] = json!(kept);
+            }
+            Capabilities::DockerDefault(add) if !add.is_empty() => host["CapAdd"] = json!(add),
+            Capabilities::DockerDefault(_) => {}
+        }
+        if self.no_new_privileges {
+            host["SecurityOpt"] = json!(["no-new-privileges"]);
+        }
+        if self.read_only_root {
+            host["ReadonlyRootfs"] = json!(true);
+        }
+        if let Some(size) = self.tmp_size {
+            host["Tmpfs"] = json!({ "/tmp": format!("rw,nosuid,nodev,mode=1777,size={size}") });
+        }
+        if let Some(n) = self.nofile {
+            host["Ulimits"] = json!([{ "Name": "nofile", "Soft": n, "Hard": n }]);
+        }
+        if !self.devices.is_empty() {
+            host["DeviceRequests"] = self.devices.iter().map(DeviceRequest::to_json).collect();
+        }
+        // Last, so that it overrides whatever the options above set: the user's explicit call.
+        if let Some(Value::Object(fields)) = &self.host_config {
+            for (k, v) in fields {
+                host[k.as_str()] = v.clone();
+            }
+        }
+        // After the passthrough: a `Tmpfs` given there gains the machinery's mounts unless it
+        // mounts those paths itself. (A non-object `Tmpfs` is left for the daemon to refuse:
+        // indexing it would panic.)
+        for (path, options) in &self.machinery_tmpfs {
+            match &mut host["Tmpfs"] {
+                t @ Value::Null => *t = json!({ path: options }),
+                Value::Object(t) => {
+                    t.entry(path.clone()).or_insert_with(|| json!(options));
+                }
+                _ => {}
+            }
+        }
+        json!({
+            "Image": self.image,
+            // The keeper: the dead-man's switch, in nothing but `sh` (see `lifetime`).
+            "Entrypoint": ["sh", "-c", KEEPER_SCRIPT],
+            "Cmd": [],
+            "WorkingDir": WORKSPACE,
+            "Env": self.env,
+            "Labels": self.labels,
+            "Tty": false,
+            // The keeper's stdin is the owner's attach; closed when that ends.
+            "OpenStdin": true,
+            "StdinOnce": true,
+            "HostConfig": host,
+            // The container's own processes (init and the keeper) run as root, and only the
+            // blocks as their user: a block that signals everything it can (`kill -9 -1`)
+            // must not be able to end its own container.
+            "User": "0",
+        })
+    }
+}
+
+/// True for a user spec that means root: `0`, `root`, `0:…`, `root:…`.
+pub(crate) fn is_root(user: &str) -> bool {
+    matches!(user.split(':').next().map(str::trim), Some("0" | "root"))
+}
+
+/// A user spec's numeric uid and gid, when both are written as numbers (`"1000:1000"`); a uid
+/// alone gives `(uid, None)`. `None` for a name, which only the image's `/etc/passwd` resolves.
+pub(crate) fn numeric_ids(user: &str) -> Option<(u32, Option<u32>)> {
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let uid = if u == "root" { 0 } else { u.parse().ok()? };
+    let gid = match g {
+        Some(g) => Some(g.parse().ok()?),
+        None => None,
+    };
+    Some((uid, gid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runner::exec;
+
+    /// The create body `start()` would send for `b`, with the runners' additions as for its
+    /// strategy.
+    fn body(b: &ExecutorBuilder) -> Value {
+        let mut spec = ContainerSpec::new(b, "0123456789abcdef", Path::new("/w"));
+        crate::runner::prepare(b.strategy, &mut spec);
+        spec.to_create_body()
+    }
+
+    #[test]
+    fn a_tmpfs_passthrough_keeps_the_control_dir_and_a_bad_one_does_not_panic() {
+        let mut b = ExecutorBuilder::new();
+        b.host_config_json(json!({ "Tmpfs": { "/scratch": "size=1m" } }));
+        let tmpfs = body(&b)["HostConfig"]["Tmpfs"].clone();
+        assert_eq!(tmpfs["/scratch"], json!("size=1m"));
+        assert_eq!(tmpfs[exec::CONTROL_DIR], json!(exec::CONTROL_DIR_OPTIONS));
+        assert!(
+            tmpfs.get("/tmp").is_none(),
+            "the passthrough replaces the field: {tmpfs}"
+        );
+        b.host_config_json(json!({ "Tmpfs": "not a map" }));
+        assert_eq!(body(&b)["HostConfig"]["Tmpfs"], json!("not a map"));
+    }
+
+    #[test]
+    fn secrets_devices_and_the_passthrough_in_the_create_body() {
+        let mut b = ExecutorBuilder::new();
+        b.secret_env("TOKEN", "s3cr3t")
+            .env("PLAIN", "1")
+            .device_request(DeviceRequest::gpus(2))
+            .host_config_json(json!({
+                "ShmSize": 67108864,
+                "Ulimits": [{ "Name": "nofile", "Soft": 10, "Hard": 10 }],
+                "ReadonlyRootfs": false,
+            }));
+        let body = body(&b);
+        let env: Vec<&str> = body["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(
+            env.contains(&"TOKEN=s3cr3t") && env.contains(&"PLAIN=1"),
+            "{env:?}"
+        );
+        let rest = body
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| *k != "Env");
+        for (k, v) in rest {
+            assert!(!v.to_string().contains("s3cr3t"), "{k}: {v}");
+        }
+        let host = &body["HostConfig"];
+        assert_eq!(
+            host["DeviceRequests"],
+            json!([{"Driver": "", "Count": 2, "DeviceIDs": [], "Capabilities": [["gpu"]],
+                    "Options": {}}])
+        );
+        // The passthrough wins over the defaults, field by field, and leaves the rest.
+        assert_eq!(host["ShmSize"], json!(67108864));
+        assert_eq!(
+            host["Ulimits"],
+            json!([{ "Name": "nofile", "Soft": 10, "Hard": 10 }])
+        );
+        assert_eq!(host["ReadonlyRootfs"], json!(false));
+        assert_eq!(host["CapDrop"], json!(["ALL"]));
+        assert_eq!(host["NetworkMode"], json!("none"));
+        assert!(host["Tmpfs"].get(exec::CONTROL_DIR).is_some(), "{host}");
+        let shown = format!("{b:?}");
+        assert!(
+            !shown.contains("s3cr3t") && shown.contains("TOKEN=[REDACTED]"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn the_default_body_is_hardened_and_trusted_relaxes_it() {
+        let b = ExecutorBuilder::new();
+        let host = body(&b)["HostConfig"].clone();
+        assert_eq!(host["CapDrop"], json!(["ALL"]));
+        assert_eq!(host["SecurityOpt"], json!(["no-new-privileges"]));
+        assert_eq!(host["ReadonlyRootfs"], json!(true));
+        assert_eq!(host["Memory"], json!(DEFAULT_MEMORY));
+        assert_eq!(host["MemorySwap"], json!(DEFAULT_MEMORY));
+        assert_eq!(host["PidsLimit"], json!(DEFAULT_PIDS));
+        assert_eq!(host["Init"], json!(true));
+        let mut t = ExecutorBuilder::new();
+        t.trusted();
+        let host = body(&t)["HostConfig"].clone();
+        for field in [
+            "CapDrop",
+            "CapAdd",
+            "SecurityOpt",
+            "ReadonlyRootfs",
+            "Memory",
+        ] {
+            assert!(host.get(field).is_none(), "{field} in {host}");
+        }
+        assert_eq!(
+            host["NetworkMode"],
+            json!("none"),
+            "trusted() keeps the network"
+        );
+    }
+
+    #[test]
+    fn the_block_user_is_never_root_by_default() {
+        let d = UserChoice::Default;
+        assert_eq!(d.resolve(Some("app"), (0, 0)), Some("app".into()));
+        assert_eq!(
+            d.resolve(Some("root"), (1000, 1000)),
+            Some("1000:1000".into())
+        );
+        assert_eq!(d.resolve(Some("0:0"), (0, 0)), Some(NOBODY.into()));
+        assert_eq!(d.resolve(None, (0, 0)), Some(NOBODY.into()));
+        assert_eq!(d.resolve(Some("  "), (1000, 100)), Some("1000:100".into()));
+        assert!(d.needs_image_user());
+        assert_eq!(UserChoice::Image.resolve(None, (1000, 1000)), None);
+        assert_eq!(
+            UserChoice::Image.resolve(Some("root"), (1000, 1000)),
+            Some("root".into())
+        );
+        assert_eq!(
+            UserChoice::Host.resolve(Some("app"), (0, 0)),
+            Some("0:0".into())
+        );
+        assert!(!UserChoice::Host.needs_image_user());
+        let given = UserChoice::Given("42:42".into());
+        assert_eq!(given.resolve(Some("app"), (0, 0)), Some("42:42".into()));
+    }
+
+    #[test]
+    fn user_specs_read_as_ids_only_when_numeric() {
+        assert!(is_root("0") && is_root("root:root") && is_root(" 0:5"));
+        assert!(!is_root("1000") && !is_root("rootless"));
+        assert_eq!(numeric_ids("1000:100"), Some((1000, Some(100))));
+        assert_eq!(numeric_ids("root"), Some((0, None)));
+        assert_eq!(numeric_ids("app"), None);
+        assert_eq!(numeric_ids("1000:staff"), None);
+    }
+}
