@@ -7,6 +7,25 @@ _MAIN0 = {k: v for k, v in globals().items() if k.startswith("__")}  # a fresh _
 # it must never import from there, so drop it before the first import.
 if sys.path and sys.path[0] == "":
     del sys.path[0]
+# Started through agent_boot.py, the agent runs with an environment that names nothing a block can
+# write (HOME=/, no LD_*, only harmless PYTHON* variables; see there), and gets the container's own
+# after "--env": every block sees that one, as before. _START_ENV is what this interpreter started
+# with, to which a zygote block's startup-time variables must be equal (_zygote_faithful). Started
+# directly (`python3 -c SRC`, as tests/agent/harness.py does), the two are the same.
+import os
+_START_ENV = dict(os.environ)
+if sys.argv[1:2] == ["--env"]:
+    os.environ.clear()
+    for _kv in sys.argv[2:]:
+        _k, _eq, _v = os.fsencode(_kv).partition(b"=")
+        if _k and _eq:
+            try:
+                os.environb[_k] = _v
+            except (ValueError, OSError):
+                pass
+    _kv = _k = _eq = _v = None
+    del _kv, _k, _eq, _v
+    del sys.argv[1:]
 
 # dockexec warm agent, protocol v1. Started by the host as `python3 -c <this source>` (as root,
 # cwd /workspace); fd 0 = frames from the host, fd 1 = frames to the host, fd 2 = diagnostics.
@@ -715,16 +734,38 @@ def _child_fail(status_w, msg):
         os._exit(1)
 
 
-_PY_STARTUP_ENV = ("PYTHON", "LC_", "LANG")
+_PY_STARTUP_ENV = ("PYTHON", "LC_", "LANG", "LD_", "MALLOC_", "GLIBC_TUNABLES", "GCONV_PATH",
+                   "LOCPATH")
 
 
 def _zygote_faithful(env):
-    # Startup-time variables are read once, by the agent's interpreter: a block that changes them
-    # gets a fresh python3 instead.
-    for k, v in env.items():
-        if k.startswith(_PY_STARTUP_ENV) and os.environ.get(k) != v:
-            return False
+    # Startup-time variables are read once, by the agent's interpreter (and its loader), which
+    # started with _START_ENV: a block whose effective environment (the container's plus its own)
+    # differs there gets a fresh python3 instead. So does a container that sets PYTHONPATH, LD_*...
+    # which the agent's start never sees.
+    eff = dict(os.environ)
+    eff.update(env)
+    for d, o in ((eff, _START_ENV), (_START_ENV, eff)):
+        for k, v in d.items():
+            if k.startswith(_PY_STARTUP_ENV) and o.get(k) != v:
+                return False
     return True
+
+
+def _user_site_differs():
+    """In a zygote child, as the block's user with its environment: whether a fresh python3 would
+    find a user site-packages dir, which the agent (HOME=/) never had. site's cached answers are
+    recomputed for the block's HOME first, as a fresh python3 would compute them; if the dir
+    exists, the block runs through a fresh python3, which processes its .pth files and
+    usercustomize as the block's user (and never as root)."""
+    site = sys.modules.get("site")
+    if site is None or not getattr(site, "ENABLE_USER_SITE", False) or sys.flags.no_user_site:
+        return False
+    try:
+        site.USER_BASE = site.USER_SITE = None
+        return os.path.isdir(site.getusersitepackages())
+    except Exception:
+        return True
 
 
 def _block_body(spec, status_w):
@@ -744,9 +785,14 @@ def _block_body(spec, status_w):
         except OSError as e:
             raise _Refusal(_oserr("cannot enter the working directory", e, cwd))
         if zygote:
+            os.environ.update(env)
+            if _user_site_differs():
+                zygote = False
+                for s in _PY_IGNORED:
+                    signal.signal(s, signal.SIG_DFL)
+        if zygote:
             if cred is not None:
                 _prctl(PR_SET_DUMPABLE, 1)  # setuid cleared it; a fresh python3 is dumpable
-            os.environ.update(env)
             _t("become")
             os.close(status_w)  # -> STARTED
             raise _Become(("zygote", path, code))
