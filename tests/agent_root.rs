@@ -295,3 +295,50 @@ impl Drop for ContainerGuard {
         let _ = common::docker(&["rm", "-f", &self.0]);
     }
 }
+
+/// Issue 21, D6: with `delete_code_files(true)` the agent deleted each code file through a
+/// helper that became the block's user, and waited for it without bound; a block that stops
+/// everything it can (`kill(-1, SIGSTOP)` in a loop) caught that helper and wedged the agent
+/// for good. Failed before the fix with "a block after the stopper: Err(Timeout { what:
+/// \"starting a block in the agent\", .. })".
+#[test]
+fn a_block_that_stops_everything_it_can_does_not_wedge_code_file_deletion() {
+    common::watchdog(LIMIT, || {
+        let (mut b, _guard) = defaults("agentroot-sigstop");
+        b.delete_code_files(true)
+            .timeout(Some(Duration::from_secs(4)));
+        let ex = b.start().unwrap();
+        assert_eq!(ex.strategy(), Strategy::Agent);
+        // The deletion works, as the block's user.
+        let e = ex.spawn(&CodeBlock::python("print('hi')")).unwrap();
+        let file = e.code_file().to_path_buf();
+        assert_eq!(e.wait().unwrap().stdout_lossy(), "hi\n");
+        assert!(!file.exists(), "{file:?} deleted");
+
+        let stopper = ex
+            .spawn(&CodeBlock::python(
+                "import os, signal, time\nend = time.time() + 3\nwhile time.time() < end:\n    \
+                 try:\n        os.kill(-1, signal.SIGSTOP)\n    except OSError:\n        pass\n",
+            ))
+            .unwrap();
+        let mut others = Vec::new();
+        while stopper.try_wait().unwrap().is_none() {
+            if let Ok(e) = ex.spawn(&CodeBlock::sh("true")) {
+                others.push(e);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(others);
+        let t = std::time::Instant::now();
+        let probe = ex.spawn(&CodeBlock::sh("echo ok"));
+        let out = probe
+            .as_ref()
+            .map(|p| p.wait_timeout(Duration::from_secs(10)));
+        assert!(
+            matches!(&out, Ok(Ok(Some(o))) if o.stdout_lossy() == "ok\n"),
+            "a block after the stopper: {probe:?} {out:?}"
+        );
+        assert!(t.elapsed() < Duration::from_secs(15));
+        ex.stop().unwrap();
+    });
+}

@@ -2128,15 +2128,72 @@ _ORDER = {"ctl": 0, "report": 1, "out": 2, "sout": 2, "err": 3, "serr": 3, "cmd"
 _now = time.monotonic
 
 
+_STRAY = []  # deletion helpers killed but not yet reaped (no ctypes only)
+DELETE_WAIT = 2.0  # seconds a deletion helper (no ctypes only) may take before it is killed
+
+
+def _unlink_nofollow(path):
+    """Unlinks path by a walk of dir fds from /, following no link on the way (as the host does)."""
+    parts = [p for p in path.split("/") if p]
+    if not parts:
+        return
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open("/", flags)
+    try:
+        for name in parts[:-1]:
+            nfd = os.open(name, flags, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        os.unlink(parts[-1], dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def _set_fs_ids(uid, gid):
+    """setfsgid then setfsuid; True when both took (each returns the previous id and never fails
+    loudly: a second call returns the current one, which must be what was asked)."""
+    for f in (_LIBC.setfsgid, _LIBC.setfsuid):
+        f.argtypes, f.restype = [_ctypes.c_uint], _ctypes.c_uint
+    _LIBC.setfsgid(gid)
+    _LIBC.setfsuid(uid)
+    return _LIBC.setfsgid(gid) == gid and _LIBC.setfsuid(uid) == uid
+
+
 def _delete_as(path, cred):
     """Removes a block's code file with the block's own rights (the agent never follows a path
-    the block controls as root)."""
+    the block controls as root). With ctypes, in the agent itself with the block's filesystem ids
+    (setfsuid/setfsgid and its groups: the agent is single-threaded), so nothing a block can stop
+    is waited for; without, in a helper that changes user, waited for at most DELETE_WAIT and
+    killed after that."""
     if cred is None or os.geteuid() != 0 or cred[0] == 0:
         try:
             os.unlink(path)
         except OSError:
             pass
         return
+    if _LIBC is not None and hasattr(_LIBC, "setfsuid"):
+        groups = os.getgroups()
+        try:
+            os.setgroups(cred[2])
+            if _set_fs_ids(cred[0], cred[1]):
+                try:
+                    _unlink_nofollow(path)
+                except OSError:
+                    pass
+        except Exception:  # e.g. setgroups refused: the file stays
+            pass
+        finally:
+            if not _set_fs_ids(0, 0):  # root may always go back; if not, nothing is safe
+                _diag("cannot restore the agent's filesystem ids")
+                os._exit(3)
+            os.setgroups(groups)
+        return
+    for pid in list(_STRAY):
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                _STRAY.remove(pid)
+        except ChildProcessError:
+            _STRAY.remove(pid)
     try:
         pid = os.fork()
     except OSError:
@@ -2147,14 +2204,30 @@ def _delete_as(path, cred):
             os.setgroups(cred[2])
             os.setgid(cred[1])
             os.setuid(cred[0])
-            os.unlink(path)
+            _unlink_nofollow(path)
         except BaseException:
             pass
         os._exit(0)
+    # A block can stop the helper once it is the block's user: poll, never a blocking wait.
+    deadline = _now() + DELETE_WAIT
+    delay = 0.0005
+    while True:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return
+        except ChildProcessError:
+            return
+        if _now() >= deadline:
+            break
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+    _diag("the code file deletion of %s did not end within %.0f s (stopped by a block?): killed, "
+          "the file may remain" % (path, DELETE_WAIT))
     try:
-        os.waitpid(pid, 0)
+        os.kill(pid, signal.SIGKILL)
     except OSError:
         pass
+    _STRAY.append(pid)
 
 
 def _main():
