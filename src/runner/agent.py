@@ -331,6 +331,26 @@ def _read_chunk(fd):
         return b""
 
 
+# Block output is read into this one buffer, framed in place and written from it, then the buffer
+# is zeroed: no block's output is ever copied into an object the agent frees, so a later zygote
+# block (which starts with a copy of the agent's memory) cannot find an earlier block's output in
+# freed heap, nor in this buffer.
+_FWD = bytearray(_HDR.size + CHUNK)
+_FWD_VIEW = memoryview(_FWD)
+_FWD_BODY = _FWD_VIEW[_HDR.size:]
+_ZEROS = memoryview(bytes(CHUNK))
+
+
+def _read_chunk_into(fd):
+    """_read_chunk into _FWD_BODY: None = nothing yet, 0 = EOF (or a read error), else the count."""
+    try:
+        return os.readv(fd, [_FWD_BODY])
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return 0
+
+
 def _json_object(payload, kind):
     """A frame's JSON object payload, or _Refusal naming the frame kind."""
     try:
@@ -1702,13 +1722,19 @@ class _Agent(object):
     # -- block output and reports
     def forward(self, fd, kind, bid):
         """One read of at most CHUNK bytes: 1 = forwarded, 0 = nothing yet, -1 = EOF."""
-        data = _read_chunk(fd)
-        if data is None:
+        n = _read_chunk_into(fd)
+        if n is None:
             return 0
-        if not data:
+        if not n:
             return -1
-        if bid:
-            self.send(kind, bid, data)
+        try:
+            if bid:
+                _HDR.pack_into(_FWD, 0, 5 + n, kind, bid)
+                _write_all(1, _FWD_VIEW[:_HDR.size + n])
+        except OSError:  # EPIPE: the host is gone
+            raise _HostGone()
+        finally:
+            _FWD_BODY[:n] = _ZEROS[:n]
         return 1
 
     def on_out(self, b, fd, ev):
