@@ -14,7 +14,8 @@ if sys.path and sys.path[0] == "":
 # directly (`python3 -c SRC`, as tests/agent/harness.py does), the two are the same.
 import os
 _START_ENV = dict(os.environ)
-if sys.argv[1:2] == ["--env"]:
+_ENV_ARGS = sys.argv[1:2] == ["--env"]
+if _ENV_ARGS:
     os.environ.clear()
     for _kv in sys.argv[2:]:
         _k, _eq, _v = os.fsencode(_kv).partition(b"=")
@@ -27,8 +28,10 @@ if sys.argv[1:2] == ["--env"]:
     del _kv, _k, _eq, _v
     del sys.argv[1:]
 
-# dockexec warm agent, protocol v1. Started by the host as `python3 -c <this source>` (as root,
-# cwd /workspace); fd 0 = frames from the host, fd 1 = frames to the host, fd 2 = diagnostics.
+# dockexec warm agent, protocol v1. Started by the host through agent_boot.py, which checks the image
+# and execs `python3 -c <this source> --env K=V...` (as root, cwd /, an environment that names nothing
+# a block can write; the container's own comes after --env); fd 0 = frames from the host, fd 1 =
+# frames to the host, fd 2 = diagnostics.
 # Standard library only; runs on CPython 3.8-3.14; degrades without ctypes (python3-minimal).
 #
 # Process tree:  agent (root, single-threaded poll loop)
@@ -39,7 +42,8 @@ if sys.argv[1:2] == ["--env"]:
 # Trust: the agent reads nothing a block controls except its stdout/stderr bytes (opaque) and wait
 # statuses (from its root shepherd), plus, for sessions, the session's control pipe, which is parsed
 # strictly and can at worst misreport that session's own blocks (see _sess_loop). /proc/*/stat is
-# parsed from the last ')' so a hostile comm cannot shift fields.
+# parsed from the last ')' so a hostile comm cannot shift fields. It never waits without bound on a
+# process a block can signal (one that changed to a block's user): see _delete_as.
 #
 # Zygote fidelity: a zygote block is `python3 FILE` minus an exec. Tested equal to a fresh run:
 # __name__, __file__, sys.argv == [FILE], sys.orig_argv, sys.path (sys.path[0] = the file's real
@@ -55,13 +59,17 @@ if sys.argv[1:2] == ["--env"]:
 #   - the str/bytes hash seed is the agent's (shared by every zygote block) unless PYTHONHASHSEED
 #     is set in the container env; a fresh python3 draws a new one per run;
 #   - startup-time configuration is the agent's: sys.flags, PYTHON* variables, locale/stdio
-#     encoding, user site-packages (computed for the agent's uid/HOME). A block whose env sets any
-#     PYTHON*, LANG or LC_* variable to a new value therefore runs through a fresh python3 instead;
+#     encoding. A block whose effective env (container's + its own) differs from the agent's start
+#     env in any PYTHON*, LANG, LC_*, LD_*, MALLOC_*, GLIBC_TUNABLES, GCONV_PATH or LOCPATH variable
+#     (so any container that sets PYTHONPATH or LD_PRELOAD, which the agent never starts with)
+#     therefore runs through a fresh python3 instead; so does a block whose user would have a user
+#     site-packages dir (HOME differs by design: the agent's is /), see _user_site_differs;
 #   - /proc/self/cmdline reads `python3 FILE` followed by empty arguments (the agent's argv area,
 #     rewritten; without ctypes it stays `python3 -c <agent source>`), and the process starts with the
 #     agent's memory (RSS, gc counters, warm import/path caches such as
-#     sys.path_importer_cache); the agent drops its references to other blocks' data first, but
-#     freed memory is not scrubbed;
+#     sys.path_importer_cache); the agent drops its references to other blocks' data first, and
+#     never copies block output into a freed object (see _FWD), but earlier blocks' code (RUN
+#     payloads, parsed into objects the agent frees) and session output may remain in freed memory;
 #   - without ctypes the process stays non-dumpable after changing user (no core dumps, its
 #     /proc/<pid> files are root's);
 #   - gc.get_freeze_count() is the agent's frozen heap (gc.freeze() before forking), not 0;
@@ -151,7 +159,7 @@ def _t(label):
         st = _read_small("/proc/self/stat") or b") "
         f = st[st.rfind(b")") + 2:].split()
         flt = f[7].decode() if len(f) > 7 else "?"  # field 10, minflt
-        fd = os.open(_TRACE, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        fd = os.open(_TRACE, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o666)
         try:
             os.write(fd, ("%d %d %s minflt=%s\n" % (time.monotonic_ns(), os.getpid(), label, flt)).encode())
         finally:
@@ -2257,6 +2265,10 @@ def _delete_as(path, cred):
 
 
 def _main():
+    if _ENV_ARGS and getattr(sys, "orig_argv", None):
+        # The container's environment came as arguments: /proc/<agent>/cmdline, which every
+        # process can read, goes back to `python3 -c <source>` (3.10+, with ctypes).
+        _set_cmdline(sys.orig_argv[:3])
     agent = _Agent()
     try:
         return agent.run()
