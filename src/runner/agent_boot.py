@@ -65,12 +65,11 @@ def _root_only(path, what, seen):
         else:
             sticky_ok = p != path and not missing and (st.st_mode & 0o1000)
             if st.st_uid != 0 or (st.st_mode & 0o022 and not sticky_ok):
-                by = "uid %d" % st.st_uid if st.st_uid != 0 else \
-                    ("its group (gid %d) and others" % st.st_gid) if st.st_mode & 0o022 == 0o022 else \
-                    ("others" if st.st_mode & 0o002 else "its group (gid %d)" % st.st_gid)
-                _refuse("%s (%s%s) is writable by %s (%s): the agent would run code a block can "
-                        "plant as root" % (p, what, "" if p == path else ", above " + path, by,
-                                           _who(st)))
+                how = ("is owned by uid %d" % st.st_uid) if st.st_uid != 0 else \
+                    "is writable by others" if st.st_mode & 0o002 else \
+                    "is writable by its group (gid %d)" % st.st_gid
+                _refuse("%s (%s%s) %s (%s): the agent would run code a block can plant as root"
+                        % (p, what, "" if p == path else ", above " + path, how, _who(st)))
         missing = False
         if p == "/":
             return
