@@ -393,3 +393,31 @@ fn rand_u64() -> u64 {
     );
     h.finish()
 }
+
+/// The exec strategy's own root execs (the kill, the OOM probe) ran `sh` looked up on the
+/// container's `PATH`, and their scripts' commands too: with a user-set
+/// `PATH=/workspace:/usr/bin:/bin`, a block's planted `sh` ran as root at the next cancel.
+/// Failed before the fix with "after a cancel: planted code ran as root: [\"pwned-sh-0\"]".
+#[test]
+fn a_user_set_path_never_makes_the_exec_paths_kill_run_a_planted_sh() {
+    common::watchdog(LIMIT, || {
+        let (mut b, _guard) = defaults("agentroot-exec-path");
+        b.env("PATH", "/workspace:/usr/bin:/bin")
+            .strategy(Strategy::Exec);
+        let ex = b.start().unwrap();
+        sh(
+            &ex,
+            "for p in sh rm cat sleep kill; do \
+               printf '#!/bin/sh\\ntouch /tmp/pwned-%s-$(id -u)\\nexec /bin/%s \"$@\"\\n' $p $p \
+                 > /workspace/$p; chmod 755 /workspace/$p; done",
+        );
+        let e = ex.spawn(&CodeBlock::sh("echo up; /bin/sleep 100")).unwrap();
+        common::await_stdout(&e.chunks(), "up", Duration::from_secs(20));
+        e.cancel().unwrap();
+        let _ = e.wait();
+        let out = ex.run(&CodeBlock::sh("exit 137")).unwrap();
+        assert_eq!(out.status.code(), Some(137), "{out:?}");
+        assert_no_root_marker(&ex, "after a cancel");
+        ex.stop().unwrap();
+    });
+}
