@@ -421,3 +421,27 @@ fn a_user_set_path_never_makes_the_exec_paths_kill_run_a_planted_sh() {
         ex.stop().unwrap();
     });
 }
+
+/// The agent starts without the PYTHON* variables CPython does not read (the official images'
+/// PYTHON_VERSION, PYTHON_SHA256), which must not send every Python block to a fresh
+/// interpreter; the blocks still see them. A zygote block has the agent's frozen heap.
+#[test]
+fn python_variables_that_configure_nothing_keep_the_zygote() {
+    common::watchdog(LIMIT, || {
+        let (mut b, _guard) = defaults("agentroot-pyversion");
+        b.env("PYTHON_VERSION", "3.11.2")
+            .env("PYTHONDONTWRITEBYTECODE", "1");
+        let ex = b.start().unwrap();
+        assert_eq!(ex.strategy(), Strategy::Agent);
+        let out = py(
+            &ex,
+            "import gc, os, sys\nprint(gc.get_freeze_count() > 0, os.environ['PYTHON_VERSION'], \
+             sys.flags.dont_write_bytecode)",
+        );
+        assert_eq!(
+            out, "True 3.11.2 1\n",
+            "a zygote block that sees the container's env"
+        );
+        ex.stop().unwrap();
+    });
+}

@@ -60,7 +60,8 @@ if _ENV_ARGS:
 #     is set in the container env; a fresh python3 draws a new one per run;
 #   - startup-time configuration is the agent's: sys.flags, PYTHON* variables, locale/stdio
 #     encoding. A block whose effective env (container's + its own) differs from the agent's start
-#     env in any PYTHON*, LANG, LC_*, LD_*, MALLOC_*, GLIBC_TUNABLES, GCONV_PATH or LOCPATH variable
+#     env in any PYTHON* variable CPython reads (_PY_READ), LANG, LC_*, LD_*, MALLOC_*, GLIBC_TUNABLES,
+#     GCONV_PATH or LOCPATH variable
 #     (so any container that sets PYTHONPATH or LD_PRELOAD, which the agent never starts with)
 #     therefore runs through a fresh python3 instead; so does a block whose user would have a user
 #     site-packages dir (HOME differs by design: the agent's is /), see _user_site_differs;
@@ -762,8 +763,26 @@ def _child_fail(status_w, msg):
         os._exit(1)
 
 
-_PY_STARTUP_ENV = ("PYTHON", "LC_", "LANG", "LD_", "MALLOC_", "GLIBC_TUNABLES", "GCONV_PATH",
-                   "LOCPATH")
+_PY_STARTUP_ENV = ("LC_", "LANG", "LD_", "MALLOC_", "GLIBC_TUNABLES", "GCONV_PATH", "LOCPATH")
+# The PYTHON* variables CPython (3.8-3.14) reads. Others (PYTHON_VERSION, PYTHON_SHA256... of the
+# official images) configure nothing: the agent starts without them (agent_boot.py keeps known
+# harmless names only), and they must not send every block of such an image to a fresh python3.
+_PY_READ = frozenset((
+    "PYTHONHOME PYTHONPATH PYTHONSAFEPATH PYTHONPLATLIBDIR PYTHONSTARTUP PYTHONOPTIMIZE "
+    "PYTHONBREAKPOINT PYTHONDEBUG PYTHONINSPECT PYTHONUNBUFFERED PYTHONVERBOSE PYTHONCASEOK "
+    "PYTHONDONTWRITEBYTECODE PYTHONPYCACHEPREFIX PYTHONHASHSEED PYTHONINTMAXSTRDIGITS "
+    "PYTHONIOENCODING PYTHONNOUSERSITE PYTHONUSERBASE PYTHONEXECUTABLE PYTHONWARNINGS "
+    "PYTHONFAULTHANDLER PYTHONTRACEMALLOC PYTHONPROFILEIMPORTTIME PYTHONASYNCIODEBUG PYTHONMALLOC "
+    "PYTHONMALLOCSTATS PYTHONLEGACYWINDOWSFSENCODING PYTHONLEGACYWINDOWSSTDIO PYTHONCOERCECLOCALE "
+    "PYTHONDEVMODE PYTHONUTF8 PYTHONWARNDEFAULTENCODING PYTHONNODEBUGRANGES PYTHONPERFSUPPORT "
+    "PYTHONDUMPREFS PYTHONDUMPREFSFILE PYTHONSHOWALLOCCOUNT PYTHONSHOWREFCOUNT PYTHONTHREADDEBUG "
+    "PYTHON_PERF_JIT_SUPPORT PYTHON_CPU_COUNT PYTHON_FROZEN_MODULES PYTHON_COLORS PYTHON_BASIC_REPL "
+    "PYTHON_HISTORY PYTHON_GIL PYTHON_PRESITE PYTHON_JIT PYTHON_TLBC PYTHON_THREAD_INHERIT_CONTEXT "
+    "PYTHON_CONTEXT_AWARE_WARNINGS PYTHONASYNCIOTASKS").split())
+
+
+def _startup_key(k):
+    return k in _PY_READ or k.startswith(_PY_STARTUP_ENV)
 
 
 def _zygote_faithful(env):
@@ -775,7 +794,7 @@ def _zygote_faithful(env):
     eff.update(env)
     for d, o in ((eff, _START_ENV), (_START_ENV, eff)):
         for k, v in d.items():
-            if k.startswith(_PY_STARTUP_ENV) and o.get(k) != v:
+            if _startup_key(k) and o.get(k) != v:
                 return False
     return True
 
