@@ -7,9 +7,31 @@ _MAIN0 = {k: v for k, v in globals().items() if k.startswith("__")}  # a fresh _
 # it must never import from there, so drop it before the first import.
 if sys.path and sys.path[0] == "":
     del sys.path[0]
+# Started through agent_boot.py, the agent runs with an environment that names nothing a block can
+# write (HOME=/, no LD_*, only harmless PYTHON* variables; see there), and gets the container's own
+# after "--env": every block sees that one, as before. _START_ENV is what this interpreter started
+# with, to which a zygote block's startup-time variables must be equal (_zygote_faithful). Started
+# directly (`python3 -c SRC`, as tests/agent/harness.py does), the two are the same.
+import os
+_START_ENV = dict(os.environ)
+_ENV_ARGS = sys.argv[1:2] == ["--env"]
+if _ENV_ARGS:
+    os.environ.clear()
+    for _kv in sys.argv[2:]:
+        _k, _eq, _v = os.fsencode(_kv).partition(b"=")
+        if _k and _eq:
+            try:
+                os.environb[_k] = _v
+            except (ValueError, OSError):
+                pass
+    _kv = _k = _eq = _v = None
+    del _kv, _k, _eq, _v
+    del sys.argv[1:]
 
-# dockexec warm agent, protocol v1. Started by the host as `python3 -c <this source>` (as root,
-# cwd /workspace); fd 0 = frames from the host, fd 1 = frames to the host, fd 2 = diagnostics.
+# dockexec warm agent, protocol v1. Started by the host through agent_boot.py, which checks the image
+# and execs `python3 -c <this source> --env K=V...` (as root, cwd /, an environment that names nothing
+# a block can write; the container's own comes after --env); fd 0 = frames from the host, fd 1 =
+# frames to the host, fd 2 = diagnostics.
 # Standard library only; runs on CPython 3.8-3.14; degrades without ctypes (python3-minimal).
 #
 # Process tree:  agent (root, single-threaded poll loop)
@@ -20,7 +42,8 @@ if sys.path and sys.path[0] == "":
 # Trust: the agent reads nothing a block controls except its stdout/stderr bytes (opaque) and wait
 # statuses (from its root shepherd), plus, for sessions, the session's control pipe, which is parsed
 # strictly and can at worst misreport that session's own blocks (see _sess_loop). /proc/*/stat is
-# parsed from the last ')' so a hostile comm cannot shift fields.
+# parsed from the last ')' so a hostile comm cannot shift fields. It never waits without bound on a
+# process a block can signal (one that changed to a block's user): see _delete_as.
 #
 # Zygote fidelity: a zygote block is `python3 FILE` minus an exec. Tested equal to a fresh run:
 # __name__, __file__, sys.argv == [FILE], sys.orig_argv, sys.path (sys.path[0] = the file's real
@@ -36,13 +59,18 @@ if sys.path and sys.path[0] == "":
 #   - the str/bytes hash seed is the agent's (shared by every zygote block) unless PYTHONHASHSEED
 #     is set in the container env; a fresh python3 draws a new one per run;
 #   - startup-time configuration is the agent's: sys.flags, PYTHON* variables, locale/stdio
-#     encoding, user site-packages (computed for the agent's uid/HOME). A block whose env sets any
-#     PYTHON*, LANG or LC_* variable to a new value therefore runs through a fresh python3 instead;
+#     encoding. A block whose effective env (container's + its own) differs from the agent's start
+#     env in any PYTHON* variable CPython reads (_PY_READ), LANG, LC_*, LD_*, MALLOC_*, GLIBC_TUNABLES,
+#     GCONV_PATH or LOCPATH variable
+#     (so any container that sets PYTHONPATH or LD_PRELOAD, which the agent never starts with)
+#     therefore runs through a fresh python3 instead; so does a block whose user would have a user
+#     site-packages dir (HOME differs by design: the agent's is /), see _user_site_differs;
 #   - /proc/self/cmdline reads `python3 FILE` followed by empty arguments (the agent's argv area,
 #     rewritten; without ctypes it stays `python3 -c <agent source>`), and the process starts with the
 #     agent's memory (RSS, gc counters, warm import/path caches such as
-#     sys.path_importer_cache); the agent drops its references to other blocks' data first, but
-#     freed memory is not scrubbed;
+#     sys.path_importer_cache); the agent drops its references to other blocks' data first, and
+#     never copies block output into a freed object (see _FWD), but earlier blocks' code (RUN
+#     payloads, parsed into objects the agent frees) and session output may remain in freed memory;
 #   - without ctypes the process stays non-dumpable after changing user (no core dumps, its
 #     /proc/<pid> files are root's);
 #   - gc.get_freeze_count() is the agent's frozen heap (gc.freeze() before forking), not 0;
@@ -134,7 +162,7 @@ def _t(label):
         st = _read_small("/proc/self/stat") or b") "
         f = st[st.rfind(b")") + 2:].split()
         flt = f[7].decode() if len(f) > 7 else "?"  # field 10, minflt
-        fd = os.open(_TRACE, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        fd = os.open(_TRACE, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o666)
         try:
             os.write(fd, ("%d %d %s minflt=%s\n" % (time.monotonic_ns(), os.getpid(), label, flt)).encode())
         finally:
@@ -312,6 +340,26 @@ def _read_chunk(fd):
         return None
     except OSError:
         return b""
+
+
+# Block output is read into this one buffer, framed in place and written from it, then the buffer
+# is zeroed: no block's output is ever copied into an object the agent frees, so a later zygote
+# block (which starts with a copy of the agent's memory) cannot find an earlier block's output in
+# freed heap, nor in this buffer.
+_FWD = bytearray(_HDR.size + CHUNK)
+_FWD_VIEW = memoryview(_FWD)
+_FWD_BODY = _FWD_VIEW[_HDR.size:]
+_ZEROS = memoryview(bytes(CHUNK))
+
+
+def _read_chunk_into(fd):
+    """_read_chunk into _FWD_BODY: None = nothing yet, 0 = EOF (or a read error), else the count."""
+    try:
+        return os.readv(fd, [_FWD_BODY])
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return 0
 
 
 def _json_object(payload, kind):
@@ -717,16 +765,56 @@ def _child_fail(status_w, msg):
         os._exit(1)
 
 
-_PY_STARTUP_ENV = ("PYTHON", "LC_", "LANG")
+_PY_STARTUP_ENV = ("LC_", "LANG", "LD_", "MALLOC_", "GLIBC_TUNABLES", "GCONV_PATH", "LOCPATH")
+# The PYTHON* variables CPython (3.8-3.14) reads. Others (PYTHON_VERSION, PYTHON_SHA256... of the
+# official images) configure nothing: the agent starts without them (agent_boot.py keeps known
+# harmless names only), and they must not send every block of such an image to a fresh python3.
+_PY_READ = frozenset((
+    "PYTHONHOME PYTHONPATH PYTHONSAFEPATH PYTHONPLATLIBDIR PYTHONSTARTUP PYTHONOPTIMIZE "
+    "PYTHONBREAKPOINT PYTHONDEBUG PYTHONINSPECT PYTHONUNBUFFERED PYTHONVERBOSE PYTHONCASEOK "
+    "PYTHONDONTWRITEBYTECODE PYTHONPYCACHEPREFIX PYTHONHASHSEED PYTHONINTMAXSTRDIGITS "
+    "PYTHONIOENCODING PYTHONNOUSERSITE PYTHONUSERBASE PYTHONEXECUTABLE PYTHONWARNINGS "
+    "PYTHONFAULTHANDLER PYTHONTRACEMALLOC PYTHONPROFILEIMPORTTIME PYTHONASYNCIODEBUG PYTHONMALLOC "
+    "PYTHONMALLOCSTATS PYTHONLEGACYWINDOWSFSENCODING PYTHONLEGACYWINDOWSSTDIO PYTHONCOERCECLOCALE "
+    "PYTHONDEVMODE PYTHONUTF8 PYTHONWARNDEFAULTENCODING PYTHONNODEBUGRANGES PYTHONPERFSUPPORT "
+    "PYTHONDUMPREFS PYTHONDUMPREFSFILE PYTHONSHOWALLOCCOUNT PYTHONSHOWREFCOUNT PYTHONTHREADDEBUG "
+    "PYTHON_PERF_JIT_SUPPORT PYTHON_CPU_COUNT PYTHON_FROZEN_MODULES PYTHON_COLORS PYTHON_BASIC_REPL "
+    "PYTHON_HISTORY PYTHON_GIL PYTHON_PRESITE PYTHON_JIT PYTHON_TLBC PYTHON_THREAD_INHERIT_CONTEXT "
+    "PYTHON_CONTEXT_AWARE_WARNINGS PYTHONASYNCIOTASKS").split())
+
+
+def _startup_key(k):
+    return k in _PY_READ or k.startswith(_PY_STARTUP_ENV)
 
 
 def _zygote_faithful(env):
-    # Startup-time variables are read once, by the agent's interpreter: a block that changes them
-    # gets a fresh python3 instead.
-    for k, v in env.items():
-        if k.startswith(_PY_STARTUP_ENV) and os.environ.get(k) != v:
-            return False
+    # Startup-time variables are read once, by the agent's interpreter (and its loader), which
+    # started with _START_ENV: a block whose effective environment (the container's plus its own)
+    # differs there gets a fresh python3 instead. So does a container that sets PYTHONPATH, LD_*...
+    # which the agent's start never sees.
+    eff = dict(os.environ)
+    eff.update(env)
+    for d, o in ((eff, _START_ENV), (_START_ENV, eff)):
+        for k, v in d.items():
+            if _startup_key(k) and o.get(k) != v:
+                return False
     return True
+
+
+def _user_site_differs():
+    """In a zygote child, as the block's user with its environment: whether a fresh python3 would
+    find a user site-packages dir, which the agent (HOME=/) never had. site's cached answers are
+    recomputed for the block's HOME first, as a fresh python3 would compute them; if the dir
+    exists, the block runs through a fresh python3, which processes its .pth files and
+    usercustomize as the block's user (and never as root)."""
+    site = sys.modules.get("site")
+    if site is None or not getattr(site, "ENABLE_USER_SITE", False) or sys.flags.no_user_site:
+        return False
+    try:
+        site.USER_BASE = site.USER_SITE = None
+        return os.path.isdir(site.getusersitepackages())
+    except Exception:
+        return True
 
 
 def _block_body(spec, status_w):
@@ -746,9 +834,14 @@ def _block_body(spec, status_w):
         except OSError as e:
             raise _Refusal(_oserr("cannot enter the working directory", e, cwd))
         if zygote:
+            os.environ.update(env)
+            if _user_site_differs():
+                zygote = False
+                for s in _PY_IGNORED:
+                    signal.signal(s, signal.SIG_DFL)
+        if zygote:
             if cred is not None:
                 _prctl(PR_SET_DUMPABLE, 1)  # setuid cleared it; a fresh python3 is dumpable
-            os.environ.update(env)
             _t("become")
             os.close(status_w)  # -> STARTED
             raise _Become(("zygote", path, code))
@@ -1869,13 +1962,19 @@ class _Agent(object):
     # -- block output and reports
     def forward(self, fd, kind, bid):
         """One read of at most CHUNK bytes: 1 = forwarded, 0 = nothing yet, -1 = EOF."""
-        data = _read_chunk(fd)
-        if data is None:
+        n = _read_chunk_into(fd)
+        if n is None:
             return 0
-        if not data:
+        if not n:
             return -1
-        if bid:
-            self.send(kind, bid, data)
+        try:
+            if bid:
+                _HDR.pack_into(_FWD, 0, 5 + n, kind, bid)
+                _write_all(1, _FWD_VIEW[:_HDR.size + n])
+        except OSError:  # EPIPE: the host is gone
+            raise _HostGone()
+        finally:
+            _FWD_BODY[:n] = _ZEROS[:n]
         return 1
 
     def on_out(self, b, fd, ev):
@@ -2314,15 +2413,72 @@ _ORDER = {"ctl": 0, "report": 1, "out": 2, "sout": 2, "err": 3, "serr": 3, "cmd"
 _now = time.monotonic
 
 
+_STRAY = []  # deletion helpers killed but not yet reaped (no ctypes only)
+DELETE_WAIT = 2.0  # seconds a deletion helper (no ctypes only) may take before it is killed
+
+
+def _unlink_nofollow(path):
+    """Unlinks path by a walk of dir fds from /, following no link on the way (as the host does)."""
+    parts = [p for p in path.split("/") if p]
+    if not parts:
+        return
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open("/", flags)
+    try:
+        for name in parts[:-1]:
+            nfd = os.open(name, flags, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        os.unlink(parts[-1], dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def _set_fs_ids(uid, gid):
+    """setfsgid then setfsuid; True when both took (each returns the previous id and never fails
+    loudly: a second call returns the current one, which must be what was asked)."""
+    for f in (_LIBC.setfsgid, _LIBC.setfsuid):
+        f.argtypes, f.restype = [_ctypes.c_uint], _ctypes.c_uint
+    _LIBC.setfsgid(gid)
+    _LIBC.setfsuid(uid)
+    return _LIBC.setfsgid(gid) == gid and _LIBC.setfsuid(uid) == uid
+
+
 def _delete_as(path, cred):
     """Removes a block's code file with the block's own rights (the agent never follows a path
-    the block controls as root)."""
+    the block controls as root). With ctypes, in the agent itself with the block's filesystem ids
+    (setfsuid/setfsgid and its groups: the agent is single-threaded), so nothing a block can stop
+    is waited for; without, in a helper that changes user, waited for at most DELETE_WAIT and
+    killed after that."""
     if cred is None or os.geteuid() != 0 or cred[0] == 0:
         try:
             os.unlink(path)
         except OSError:
             pass
         return
+    if _LIBC is not None and hasattr(_LIBC, "setfsuid"):
+        groups = os.getgroups()
+        try:
+            os.setgroups(cred[2])
+            if _set_fs_ids(cred[0], cred[1]):
+                try:
+                    _unlink_nofollow(path)
+                except OSError:
+                    pass
+        except Exception:  # e.g. setgroups refused: the file stays
+            pass
+        finally:
+            if not _set_fs_ids(0, 0):  # root may always go back; if not, nothing is safe
+                _diag("cannot restore the agent's filesystem ids")
+                os._exit(3)
+            os.setgroups(groups)
+        return
+    for pid in list(_STRAY):
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                _STRAY.remove(pid)
+        except ChildProcessError:
+            _STRAY.remove(pid)
     try:
         pid = os.fork()
     except OSError:
@@ -2333,17 +2489,37 @@ def _delete_as(path, cred):
             os.setgroups(cred[2])
             os.setgid(cred[1])
             os.setuid(cred[0])
-            os.unlink(path)
+            _unlink_nofollow(path)
         except BaseException:
             pass
         os._exit(0)
+    # A block can stop the helper once it is the block's user: poll, never a blocking wait.
+    deadline = _now() + DELETE_WAIT
+    delay = 0.0005
+    while True:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return
+        except ChildProcessError:
+            return
+        if _now() >= deadline:
+            break
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+    _diag("the code file deletion of %s did not end within %.0f s (stopped by a block?): killed, "
+          "the file may remain" % (path, DELETE_WAIT))
     try:
-        os.waitpid(pid, 0)
+        os.kill(pid, signal.SIGKILL)
     except OSError:
         pass
+    _STRAY.append(pid)
 
 
 def _main():
+    if _ENV_ARGS and getattr(sys, "orig_argv", None):
+        # The container's environment came as arguments: /proc/<agent>/cmdline, which every
+        # process can read, goes back to `python3 -c <source>` (3.10+, with ctypes).
+        _set_cmdline(sys.orig_argv[:3])
     agent = _Agent()
     try:
         return agent.run()

@@ -46,16 +46,37 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How much of the agent's stderr is kept, to explain a connection that ends.
 const DIAG_KEEP: usize = 4096;
 
-/// Starts a POSIX `sh` that execs the agent, or says plainly that the image has no Python.
-/// The `starting` line tells the host that Python is there, long before the agent is ready.
+/// The bootstrap that checks the image and execs the agent (see `agent_boot.py`), run as
+/// `python3 -I -S -c BOOT_SOURCE AGENT_SOURCE NAME`.
+pub(crate) const BOOT_SOURCE: &str = include_str!("agent_boot.py");
+
+/// Starts a POSIX `sh` (as `/bin/sh`, never through the container's `PATH`, which a user may
+/// point at the workspace) that execs the bootstrap with an interpreter found only in root-owned
+/// fixed dirs, isolated and from `/`, or says plainly that the image has no Python there. The
+/// bootstrap prints the `starting` line once its checks pass, which tells the host that Python
+/// is there, long before the agent is ready; a refusal ends the exec before it.
 const BOOT_SCRIPT: &str = r#"for p in python3 python; do
-  if command -v "$p" >/dev/null 2>&1; then
-    echo "dockexec-agent: starting $p" >&2
-    exec "$p" -c "$1"
-  fi
+  for d in /usr/local/bin /usr/bin /bin; do
+    if [ -f "$d/$p" ] && [ -x "$d/$p" ]; then
+      cd / || exit 127
+      exec "$d/$p" -I -S -c "$1" "$2" "$p"
+    fi
+  done
 done
-echo "dockexec-agent: the image has neither python3 nor python" >&2
+echo "dockexec-agent: the image has neither python3 nor python in /usr/local/bin, /usr/bin or /bin" >&2
 exit 127"#;
+
+/// Set to "" in the agent's exec, so that the loader of the root `sh` and `python3` loads
+/// nothing a block planted; the bootstrap gives the blocks back the container's values.
+const BLANKED_ENV: [&str; 7] = [
+    "LD_PRELOAD=",
+    "LD_LIBRARY_PATH=",
+    "LD_AUDIT=",
+    "LD_PROFILE=",
+    "LD_PROFILE_OUTPUT=",
+    "LD_DEBUG=",
+    "LD_DEBUG_OUTPUT=",
+];
 
 /// What the agent told us about itself.
 #[derive(Debug, Clone, Deserialize)]
@@ -152,13 +173,15 @@ impl Conn {
     /// by the first request instead, so `start()` does not pay for it.
     fn start(client: &Client, container: &str) -> Result<Arc<Conn>> {
         let body = json!({
-            "Cmd": ["sh", "-c", BOOT_SCRIPT, "dockexec-agent", AGENT_SOURCE],
+            "Cmd": ["/bin/sh", "-c", BOOT_SCRIPT, "dockexec-agent", BOOT_SOURCE, AGENT_SOURCE],
+            "Env": BLANKED_ENV,
             "AttachStdin": true,
             "AttachStdout": true,
             "AttachStderr": true,
             // Root in the container: it must drop to each block's user and kill their trees.
             "User": "0",
-            "WorkingDir": WORKSPACE,
+            // No block can write `/`; the bootstrap goes there anyway.
+            "WorkingDir": "/",
         });
         let exec = client.exec_create(container, &body)?;
         let hijacked = client.exec_attach(&exec, START_TIMEOUT)?;

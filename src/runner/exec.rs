@@ -331,7 +331,7 @@ impl Control for ExecControl {
         // a few empty files in a tmpfs, which is all they cost).
         let spent = std::mem::take(&mut *self.spent.lock());
         let mut cmd = vec![
-            "sh".to_string(),
+            "/bin/sh".to_string(),
             "-c".into(),
             KILL_SCRIPT.into(),
             "dockexec-kill".into(),
@@ -341,6 +341,7 @@ impl Control for ExecControl {
         cmd.extend(spent);
         let body = json!({
             "Cmd": cmd,
+            "Env": super::ROOT_EXEC_ENV,
             "AttachStdout": true,
             "AttachStderr": true,
             // Root in the container can kill whatever user the block runs as.
@@ -434,7 +435,8 @@ impl ExecControl {
     /// container cannot be told apart: each may report the kill.
     fn oom_kills_moved(&self) -> bool {
         let body = json!({
-            "Cmd": ["sh", "-c", OOM_KILLS_SCRIPT],
+            "Cmd": ["/bin/sh", "-c", OOM_KILLS_SCRIPT],
+            "Env": super::ROOT_EXEC_ENV,
             "AttachStdout": true,
             "AttachStderr": true,
             "User": "0",

@@ -19,6 +19,22 @@ use crate::code::Language;
 use crate::error::Result;
 use crate::output::Stream;
 
+/// The environment of every root `docker exec` of dockexec's own (kill, OOM probe): a `PATH`
+/// of root-owned dirs and a loader that preloads nothing, whatever the user set for the
+/// container (a `PATH` or `LD_PRELOAD` into the workspace or `/tmp` would otherwise make root
+/// run what a block planted there). Paired with `/bin/sh`, never `sh` looked up on the
+/// container's `PATH`.
+pub(crate) const ROOT_EXEC_ENV: [&str; 8] = [
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LD_PRELOAD=",
+    "LD_LIBRARY_PATH=",
+    "LD_AUDIT=",
+    "LD_PROFILE=",
+    "LD_PROFILE_OUTPUT=",
+    "LD_DEBUG=",
+    "LD_DEBUG_OUTPUT=",
+];
+
 pub(crate) mod agent;
 pub(crate) mod exec;
 pub(crate) mod protocol;

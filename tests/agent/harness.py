@@ -718,6 +718,33 @@ def delete_code_file():
 
 
 @test
+def delete_code_file_with_the_block_users_rights_only():
+    # Issue 21 D6: the agent deletes with the block's filesystem ids (or, without ctypes, in a
+    # helper it waits for with a bound): a file the block's user may not remove stays, and the
+    # agent is root again afterwards.
+    if not is_root():
+        raise Skip("needs root")
+    lock = "import os\nos.chmod(os.path.dirname(__file__), 0o555)\nprint(1)\n"
+    for prefix in ("", "import sys; sys.modules['ctypes'] = None\n"):
+        ag = Agent(AGENT_PATH, prefix=prefix)
+        try:
+            path = os.path.join(WS, "locked%d" % random.randint(0, 1 << 30), "x.py")
+            r = ag.run(lock, lang="python", zygote=True, user=UID, file=path, delete=True)
+            eq(r.out, b"1\n", "the block ran")
+            check(os.path.exists(path), "a file its user cannot remove stays (%r)" % prefix)
+            st = open("/proc/%d/status" % ag.p.pid).read().splitlines()
+            ids = [l.split()[1:] for l in st if l.startswith(("Uid:", "Gid:"))]
+            eq(ids, [["0"] * 4] * 2, "the agent's ids after the deletion")
+            path = os.path.join(WS, "del%d" % random.randint(0, 1 << 30), "y.py")
+            r = ag.run("print(2)", lang="python", zygote=True, user=UID, file=path, delete=True)
+            eq(r.out, b"2\n", "the block ran")
+            check(not os.path.exists(path), "its own file is removed (%r)" % prefix)
+        finally:
+            ag.send(SHUTDOWN, 0)
+            ag.close(10)
+
+
+@test
 def symlink_planted_by_block():
     if not is_root():
         raise Skip("needs root")
