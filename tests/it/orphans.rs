@@ -8,7 +8,7 @@
 //! keep their ended container (`auto_remove(false)`) run one at a time; such a container can
 //! still be swept by another process's `start()` before the test's own gc, if one runs on
 //! this daemon at that moment.
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

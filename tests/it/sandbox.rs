@@ -1,6 +1,6 @@
 //! The hardened defaults, each checked from inside the container, under every strategy
 //! (`DOCKEXEC_TEST_STRATEGY`); and `trusted()`, which relaxes them.
-mod common;
+use crate::common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;

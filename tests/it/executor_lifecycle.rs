@@ -1,6 +1,6 @@
 //! The executor's lifecycle: start-time validation, stopped and vanished containers, the
 //! thread-safety contract.
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

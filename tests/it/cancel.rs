@@ -4,7 +4,7 @@
 //!
 //! "Nothing of the block runs afterwards" is proved by listing /proc inside the container: each
 //! block's processes carry a marker (`sleep 10NN`, or a script name) unique to its test.
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Barrier};
 use std::thread;

@@ -1,7 +1,7 @@
 //! Issue 9 §6: exit reasons (the signal that killed a block), secret environment variables
 //! redacted from everything the caller sees, GPU device requests and the raw `HostConfig`
 //! passthrough.
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! Blocks that attack their own sandbox. Each attack is a regression test, run under every
 //! strategy (`DOCKEXEC_TEST_STRATEGY`).
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! Output is bytes: non-UTF-8 comes back exact, the two streams stay apart, arrival order is
 //! kept, and large output arrives whole.
-mod common;
+use crate::common;
 
 use dockexec::{Chunk, CodeBlock, Stream};
 

@@ -1,6 +1,6 @@
 //! Images: pulling from the loopback registry, clear errors for absent images, and an image
 //! with nothing but a static busybox.
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! Output caps: past `max_output_bytes` the output is truncated with a marker and
 //! `status.truncated()`; `OutputLimit::Discard` (the default) keeps the block running,
 //! `OutputLimit::Kill` kills its process tree. A flood never takes the host's memory or time.
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -4,7 +4,7 @@
 //! root, then gets a fresh agent started (by `restart()`, or by killing the agent from outside),
 //! and checks that no marker was ever written by uid 0. Under the defaults (`Strategy::Auto` on
 //! the python image, which picks the agent).
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
 //! Copying files into and out of the container through the daemon's archive API.
-mod common;
+use crate::common;
 
 use std::fs;
 

@@ -1,7 +1,7 @@
 //! Live output: `Execution::chunks()` delivers stdout and stderr pieces as they arrive, in
 //! write order; any number of receivers, a late one replays what came before; every stream ends
 //! by itself when the execution ends; a slow, stuck or absent consumer never holds the block up.
-mod common;
+use crate::common;
 
 use std::sync::mpsc;
 use std::thread;

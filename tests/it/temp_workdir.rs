@@ -6,7 +6,7 @@
 //!
 //! Other tests' `start()` may sweep a dead owner's dir before this test's own gc does; the
 //! tests only ever assert that a dead owner's dir ends up gone and a live one's stays.
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

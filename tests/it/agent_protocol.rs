@@ -3,7 +3,7 @@
 //! through its stdin and stdout, exactly as the host does. It covers what the executor cannot
 //! provoke: malformed and truncated frames from the host, unknown kinds, RUN/CANCEL races,
 //! floods, a forged session control record, and EOF with blocks still running.
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -1,5 +1,5 @@
 //! The shortest end-to-end proof: start, run, stop.
-mod common;
+use crate::common;
 
 use dockexec::CodeBlock;
 

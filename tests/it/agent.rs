@@ -1,7 +1,7 @@
 //! The in-container agent: strategy choice, what only the agent can promise (a tree kill that
 //! nothing escapes, sessions, a faithful zygote), and its failure modes. The rest of the
 //! suite runs against both strategies through `DOCKEXEC_TEST_STRATEGY`.
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,5 +1,5 @@
 //! Resource limits: memory (the OOM killer), processes, CPUs.
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! `Executor::restart` under the dead-man's switch: the container stays (same id, still
 //! running, its switch intact) while every process in it but its keeper dies, even one that
 //! left its block's session; the workspace stays and the next block runs.
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
 //! The scenarios of AutoGen's `DockerCommandLineCodeExecutor` tests, against the real daemon.
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;

@@ -1,5 +1,5 @@
 //! Running blocks: exit codes, languages, empty code, many blocks at once.
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::fs;

@@ -1,5 +1,5 @@
 //! The container killed or removed from outside, and a daemon that stops answering.
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

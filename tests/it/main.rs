@@ -1,0 +1,35 @@
+//! The integration tests that can share one process: one module per concept, all linked into
+//! one test binary (`it`), instead of one binary each.
+//!
+//! Where a new test goes: into the module of its concept here (or a new module, listed
+//! below). A test gets a binary of its own in `tests/` only when it observes or changes
+//! process-wide state that other tests running beside it would disturb: this process's
+//! thread or descriptor counts, `stop_all`, or the Ctrl-C handler (`bounded`, `ctrlc`,
+//! `daemon_faults`, `races`, `soak`, `stop`), or when it needs a cargo feature of its own
+//! (`cli`).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod agent;
+mod agent_protocol;
+mod agent_root;
+mod autogen_parity;
+mod blocks;
+mod cancel;
+mod escape;
+mod executor_lifecycle;
+mod files;
+mod hostile;
+mod images;
+mod limits;
+mod orphans;
+mod output_bytes;
+mod output_cap;
+mod outside_interference;
+mod restart;
+mod sandbox;
+mod secrets;
+mod smoke;
+mod streaming;
+mod temp_workdir;
