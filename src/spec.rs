@@ -277,8 +277,10 @@ impl ContainerSpec {
         }
         json!({
             "Image": self.image,
-            // The keeper: the dead-man's switch, in nothing but `sh` (see `lifetime`).
-            "Entrypoint": ["sh", "-c", KEEPER_SCRIPT],
+            // The keeper: the dead-man's switch, in nothing but `sh` (see `lifetime`). By its
+            // absolute path: it runs as root, and the container's `PATH` is the user's, which
+            // may name a dir a block writes (`/workspace`).
+            "Entrypoint": ["/bin/sh", "-c", KEEPER_SCRIPT],
             "Cmd": [],
             "WorkingDir": WORKSPACE,
             "Env": self.env,

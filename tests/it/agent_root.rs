@@ -199,6 +199,34 @@ fn a_user_set_path_never_makes_root_run_a_planted_interpreter() {
     });
 }
 
+/// The container's own root processes are started by absolute path too: with a user-set `PATH`
+/// that puts the workspace first and a work dir a block of an earlier executor planted an `sh`
+/// in, the keeper (the container's main process, root) used to be that `sh` (its entrypoint
+/// was `sh`, looked up on the container's `PATH`).
+#[test]
+fn a_user_set_path_never_makes_the_keeper_a_planted_sh() {
+    common::watchdog(LIMIT, || {
+        let work = common::TempDir::new("keeper-path");
+        let planted = work.path().join("sh");
+        std::fs::write(
+            &planted,
+            "#!/bin/sh\ntouch /tmp/pwned-keeper-$(id -u)\nexec /bin/sh \"$@\"\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // The block user may write the dir, as an earlier executor's blocks did.
+        std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let (mut b, _guard) = defaults("keeper-path");
+        b.env("PATH", "/workspace:/usr/bin:/bin")
+            .work_dir(work.path());
+        let ex = b.start().unwrap();
+        sh(&ex, "true");
+        assert_no_root_marker(&ex, "after start()");
+        ex.stop().unwrap();
+    });
+}
+
 /// `LD_PRELOAD` set by the user to a path a block can write: the agent's start never loads it
 /// (it runs without it), and the blocks still see it. Failed before the fix with "the agent's
 /// environment has LD_PRELOAD".
