@@ -54,26 +54,11 @@ fn assert_no_root_marker(ex: &Executor, when: &str) {
     );
 }
 
-/// The pid of the agent: the process whose command line holds the agent's source and whose
-/// parent is outside the container (it is a `docker exec`).
+/// The pid of the agent (see `common::agent_pid`), which must be running.
 fn agent_pid(ex: &Executor) -> String {
-    let (ok, out) = common::docker(&[
-        "exec",
-        "-u",
-        "0",
-        ex.container_id(),
-        "/bin/sh",
-        "-c",
-        "for d in /proc/[0-9]*; do \
-           [ \"${d#/proc/}\" = $$ ] && continue; \
-           if grep -qa 'dockexec warm agent' $d/cmdline 2>/dev/null && \
-              grep -q '^PPid:[[:space:]]*0$' $d/status 2>/dev/null; then echo ${d#/proc/}; fi; \
-         done",
-    ]);
-    assert!(ok, "cannot list the processes");
-    let pids: Vec<&str> = out.split_whitespace().collect();
-    assert_eq!(pids.len(), 1, "one agent: {out:?}");
-    pids[0].to_string()
+    common::agent_pid(ex.container_id())
+        .expect("an agent runs")
+        .to_string()
 }
 
 /// Runs `block` until it runs: the first run after the agent died may find the connection lost.
