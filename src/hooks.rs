@@ -23,7 +23,7 @@ pub mod __bench {
         id: &str,
         workspace: &Path,
     ) -> serde_json::Value {
-        let mut spec = crate::spec::ContainerSpec::new(builder, id, workspace);
+        let mut spec = builder.spec(id, workspace);
         crate::runner::prepare(builder.strategy, &mut spec);
         spec.to_create_body()
     }

@@ -17,6 +17,8 @@ use crate::runner::{Runner, Strategy};
 use crate::spec::ContainerSpec;
 use crate::sweep;
 use crate::workspace::{WORKSPACE, Workspace};
+use std::collections::BTreeMap;
+use std::path::Path;
 
 /// When [`ExecutorBuilder::start`] pulls the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -48,6 +50,70 @@ pub struct PullProgress {
 pub(crate) type ProgressFn = Box<dyn FnMut(&PullProgress) + Send>;
 
 impl ExecutorBuilder {
+    /// The container spec for executor `id` with its workspace at `workspace` on the host:
+    /// these options, resolved (pure: no I/O).
+    pub(crate) fn spec(&self, id: &str, workspace: &Path) -> ContainerSpec {
+        let o = self;
+        let mut env: Vec<String> = vec!["PYTHONUNBUFFERED=1".into()];
+        if !o.env.contains_key("HOME") {
+            // A read-only root leaves no writable home (and nobody's is /nonexistent anyway).
+            if o.tmp_size.is_some() {
+                env.push("HOME=/tmp".into());
+            } else if o.read_only_root {
+                env.push(format!("HOME={WORKSPACE}"));
+            }
+        }
+        env.extend(o.env.iter().map(|(k, v)| format!("{k}={v}")));
+        // Here, in Config.Env, and nowhere else (no label): see `secret_env`.
+        env.extend(o.secret_env.iter().map(|(k, v)| format!("{k}={v}")));
+        let mut all_labels = o.labels.clone();
+        all_labels.insert(labels::EXECUTOR.into(), id.into());
+        all_labels.extend(crate::lifetime::owner_labels());
+        let mut mounts = vec![crate::spec::Volume {
+            host: o.bind_dir.as_deref().unwrap_or(workspace).to_path_buf(),
+            container: WORKSPACE.into(),
+            read_only: false,
+        }];
+        mounts.extend(o.volumes.iter().cloned());
+        let capabilities = if o.drop_caps {
+            let mut kept: Vec<String> = crate::KEPT_CAPABILITIES
+                .iter()
+                .map(|c| c.to_string())
+                .collect();
+            if o.strategy != crate::Strategy::Agent {
+                kept.extend(crate::EXEC_KILL_CAPABILITIES.iter().map(|c| c.to_string()));
+            }
+            kept.extend(o.cap_add.iter().cloned());
+            crate::spec::Capabilities::Only(kept)
+        } else {
+            crate::spec::Capabilities::DockerDefault(o.cap_add.clone())
+        };
+        ContainerSpec {
+            image: o.image.clone(),
+            env,
+            labels: all_labels,
+            mounts,
+            network: o.network.clone(),
+            auto_remove: o.auto_remove,
+            extra_hosts: o
+                .extra_hosts
+                .iter()
+                .map(|(n, ip)| format!("{n}:{ip}"))
+                .collect(),
+            memory: o.memory,
+            nano_cpus: o.nano_cpus(),
+            pids_limit: o.pids_limit,
+            capabilities,
+            no_new_privileges: o.no_new_privileges,
+            read_only_root: o.read_only_root,
+            tmp_size: o.tmp_size,
+            nofile: o.nofile,
+            devices: o.device_requests.clone(),
+            host_config: o.host_config.clone(),
+            machinery_tmpfs: BTreeMap::new(),
+        }
+    }
+
     /// When to pull the image. Defaults to [`PullPolicy::Missing`].
     pub fn pull_policy(&mut self, policy: PullPolicy) -> &mut Self {
         self.pull = policy;
@@ -153,7 +219,7 @@ impl ExecutorBuilder {
             .name
             .clone()
             .unwrap_or_else(|| format!("dockexec-{id}"));
-        let mut spec = ContainerSpec::new(self, id, workspace.path());
+        let mut spec = self.spec(id, workspace.path());
         if workspace.is_temp() {
             spec.labels.insert(
                 labels::TEMP_WORKSPACE.into(),
@@ -236,5 +302,120 @@ impl ExecutorBuilder {
                 message: "the pull finished but the image is not present".into(),
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::DeviceRequest;
+    use crate::runner::exec;
+    use crate::spec::{DEFAULT_MEMORY, DEFAULT_PIDS};
+    use serde_json::Value;
+
+    /// The create body `start()` would send for `b`, with the runners' additions as for its
+    /// strategy.
+    fn body(b: &ExecutorBuilder) -> Value {
+        let mut spec = b.spec("0123456789abcdef", Path::new("/w"));
+        crate::runner::prepare(b.strategy, &mut spec);
+        spec.to_create_body()
+    }
+
+    #[test]
+    fn a_tmpfs_passthrough_keeps_the_control_dir_and_a_bad_one_does_not_panic() {
+        let mut b = ExecutorBuilder::new();
+        b.host_config_json(json!({ "Tmpfs": { "/scratch": "size=1m" } }));
+        let tmpfs = body(&b)["HostConfig"]["Tmpfs"].clone();
+        assert_eq!(tmpfs["/scratch"], json!("size=1m"));
+        assert_eq!(tmpfs[exec::CONTROL_DIR], json!(exec::CONTROL_DIR_OPTIONS));
+        assert!(
+            tmpfs.get("/tmp").is_none(),
+            "the passthrough replaces the field: {tmpfs}"
+        );
+        b.host_config_json(json!({ "Tmpfs": "not a map" }));
+        assert_eq!(body(&b)["HostConfig"]["Tmpfs"], json!("not a map"));
+    }
+
+    #[test]
+    fn secrets_devices_and_the_passthrough_in_the_create_body() {
+        let mut b = ExecutorBuilder::new();
+        b.secret_env("TOKEN", "s3cr3t")
+            .env("PLAIN", "1")
+            .device_request(DeviceRequest::gpus(2))
+            .host_config_json(json!({
+                "ShmSize": 67108864,
+                "Ulimits": [{ "Name": "nofile", "Soft": 10, "Hard": 10 }],
+                "ReadonlyRootfs": false,
+            }));
+        let body = body(&b);
+        let env: Vec<&str> = body["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(
+            env.contains(&"TOKEN=s3cr3t") && env.contains(&"PLAIN=1"),
+            "{env:?}"
+        );
+        let rest = body
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| *k != "Env");
+        for (k, v) in rest {
+            assert!(!v.to_string().contains("s3cr3t"), "{k}: {v}");
+        }
+        let host = &body["HostConfig"];
+        assert_eq!(
+            host["DeviceRequests"],
+            json!([{"Driver": "", "Count": 2, "DeviceIDs": [], "Capabilities": [["gpu"]],
+                    "Options": {}}])
+        );
+        // The passthrough wins over the defaults, field by field, and leaves the rest.
+        assert_eq!(host["ShmSize"], json!(67108864));
+        assert_eq!(
+            host["Ulimits"],
+            json!([{ "Name": "nofile", "Soft": 10, "Hard": 10 }])
+        );
+        assert_eq!(host["ReadonlyRootfs"], json!(false));
+        assert_eq!(host["CapDrop"], json!(["ALL"]));
+        assert_eq!(host["NetworkMode"], json!("none"));
+        assert!(host["Tmpfs"].get(exec::CONTROL_DIR).is_some(), "{host}");
+        let shown = format!("{b:?}");
+        assert!(
+            !shown.contains("s3cr3t") && shown.contains("TOKEN=[REDACTED]"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn the_default_body_is_hardened_and_trusted_relaxes_it() {
+        let b = ExecutorBuilder::new();
+        let host = body(&b)["HostConfig"].clone();
+        assert_eq!(host["CapDrop"], json!(["ALL"]));
+        assert_eq!(host["SecurityOpt"], json!(["no-new-privileges"]));
+        assert_eq!(host["ReadonlyRootfs"], json!(true));
+        assert_eq!(host["Memory"], json!(DEFAULT_MEMORY));
+        assert_eq!(host["MemorySwap"], json!(DEFAULT_MEMORY));
+        assert_eq!(host["PidsLimit"], json!(DEFAULT_PIDS));
+        assert_eq!(host["Init"], json!(true));
+        let mut t = ExecutorBuilder::new();
+        t.trusted();
+        let host = body(&t)["HostConfig"].clone();
+        for field in [
+            "CapDrop",
+            "CapAdd",
+            "SecurityOpt",
+            "ReadonlyRootfs",
+            "Memory",
+        ] {
+            assert!(host.get(field).is_none(), "{field} in {host}");
+        }
+        assert_eq!(
+            host["NetworkMode"],
+            json!("none"),
+            "trusted() keeps the network"
+        );
     }
 }

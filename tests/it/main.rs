@@ -22,6 +22,7 @@ mod executor_lifecycle;
 mod files;
 mod hostile;
 mod images;
+mod layout;
 mod limits;
 mod orphans;
 mod output_bytes;
