@@ -1,0 +1,136 @@
+//! Memory the kernel cannot charge to any process, and a control plane that must outlive every
+//! block when it runs out (issue 21, items 3 to 5): the OOM killer picks blocks, a dead agent
+//! leaves nothing running, and `/tmp` cannot wedge the executor.
+mod common;
+
+use std::time::Duration;
+
+use dockexec::{CodeBlock, Strategy};
+
+const LIMIT: Duration = Duration::from_secs(120);
+const MIB: u64 = 1024 * 1024;
+
+/// One process in the container, as a root `docker exec` sees it in /proc.
+#[derive(Debug, Clone)]
+struct Proc {
+    pid: u32,
+    ppid: u32,
+    uid: u32,
+    cmdline: String,
+}
+
+/// Every process in the container (read as root, so the control plane's too).
+fn procs(id: &str) -> Vec<Proc> {
+    let script = r#"for d in /proc/[0-9]*; do
+  s=$(cat "$d/stat" 2>/dev/null) || continue
+  u=$(grep '^Uid:' "$d/status" 2>/dev/null | awk '{print $2}')
+  c=$(tr '\000\n' '  ' < "$d/cmdline" 2>/dev/null | cut -c1-60)
+  r=${s##*) }
+  set -- $r
+  printf '%s %s %s %s\n' "${d#/proc/}" "$2" "${u:-x}" "$c"
+done"#;
+    let (ok, out) = common::docker(&["exec", "-u", "0", id, "sh", "-c", script]);
+    assert!(ok, "listing processes in {id}: {out}");
+    out.lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(4, ' ');
+            Some(Proc {
+                pid: f.next()?.parse().ok()?,
+                ppid: f.next()?.parse().ok()?,
+                uid: f.next()?.parse().ok()?,
+                cmdline: f.next().unwrap_or("").to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The agent: the process a `docker exec` started (parent pid 0) that runs `python3 -c`.
+fn agent_pid(id: &str) -> u32 {
+    let all = procs(id);
+    let agents: Vec<&Proc> = all
+        .iter()
+        .filter(|p| p.ppid == 0 && p.cmdline.contains(" -c ") && p.cmdline.contains("python"))
+        .collect();
+    assert_eq!(agents.len(), 1, "one agent expected: {all:?}");
+    agents[0].pid
+}
+
+fn agent_builder(case: &str, memory: u64) -> (dockexec::ExecutorBuilder, common::CaseGuard) {
+    let (mut b, guard) = common::case_builder(case);
+    b.strategy(Strategy::Agent)
+        .memory_limit(Some(memory * MIB))
+        .timeout(Some(Duration::from_secs(60)));
+    (b, guard)
+}
+
+/// Ten fresh `python3` processes that each queue `per` MiB in unix socket buffers, memory
+/// the kernel charges to the container but to no process; with `lower`, each first puts its
+/// `oom_score_adj` back to 0. The block waits for them.
+fn socket_hog(per: u64, lower: bool) -> String {
+    format!(
+        r#"import subprocess, sys
+HOG = '''
+import os, socket, time
+if {lower}:
+    with open("/proc/self/oom_score_adj", "w") as f:
+        f.write("0")
+keep, total = [], 0
+while total < {per} << 20:
+    a, b = socket.socketpair()
+    for s in (a, b):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+        s.setblocking(False)
+    keep.append((a, b))
+    for s in (a, b):
+        while True:
+            try:
+                total += s.send(b"x" * 65536)
+            except BlockingIOError:
+                break
+print("queued", total >> 20, flush=True)
+time.sleep(1000)
+'''
+kids = [subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(10)]
+for k in kids:
+    k.wait()
+"#,
+        lower = if lower { "True" } else { "False" },
+    )
+}
+
+fn socket_hog_spares_the_agent(lower: bool) {
+    common::watchdog(LIMIT, move || {
+        let (b, _guard) = agent_builder("oom-socket-hog", 256);
+        let ex = b.start().unwrap();
+        let id = ex.container_id().to_string();
+        common::assert_success(&ex.run(&CodeBlock::python("print('warm')")).unwrap());
+        let agent = agent_pid(&id);
+        let out = ex.run(&CodeBlock::python(socket_hog(400, lower))).unwrap();
+        eprintln!("hog: {:?} {}", out.status, out.stderr_lossy());
+        assert!(!out.status.lost(), "the block was lost with its agent: {out:?}");
+        assert!(
+            out.status.oom_killed() || out.status.signal() == Some(9),
+            "{out:?}"
+        );
+        assert_eq!(agent_pid(&id), agent, "the agent was replaced");
+        let next = ex.run(&CodeBlock::python("print('next')")).unwrap();
+        common::assert_success(&next);
+        assert_eq!(next.stdout_lossy(), "next\n");
+        assert_eq!(agent_pid(&id), agent, "the agent was replaced");
+        ex.stop().unwrap();
+    });
+}
+
+/// Issue 21, chain step 2: socket buffers the OOM killer cannot charge to a process made the
+/// agent (the largest process left) its victim, and every block was lost.
+#[test]
+fn a_socket_buffer_hog_is_killed_and_the_agent_lives() {
+    socket_hog_spares_the_agent(false);
+}
+
+/// The same hog, each of its processes back at `oom_score_adj` 0 (as low as a non-root process
+/// may go): the agent's own enforcement must kill them before the kernel picks the agent.
+#[test]
+fn a_socket_buffer_hog_that_lowers_its_oom_score_is_killed_and_the_agent_lives() {
+    socket_hog_spares_the_agent(true);
+}
