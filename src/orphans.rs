@@ -27,7 +27,9 @@
 //! The keeper also serves [`Executor::restart`](crate::Executor::restart): a container
 //! restart would clear the stdin it waits on and race `AutoRemove`, so instead the owner
 //! writes `restart N` and the keeper kills every other process in the container
-//! (`kill -9 -1`, which spares PID 1 and the caller) and answers `restarted N`.
+//! (`kill -9 -1`, which spares PID 1 and the caller), empties `/tmp`, and answers
+//! `restarted N`. `kill N` does the kill alone, for the agent runner when its agent is lost
+//! (see [`KEEPER_SCRIPT`]).
 
 use std::collections::HashSet;
 use std::fs;
@@ -51,16 +53,30 @@ use crate::output::Stream;
 use crate::workspace;
 
 /// The keeper: the container's main process (see the module docs). POSIX `sh` builtins only,
-/// so that it runs in any image; `kill` must be the builtin, which spares the shell itself.
+/// so that it runs in any image, but for `rm`; `kill` must be the builtin, which spares the
+/// shell itself.
+///
+/// `restart N` kills every other process, then empties `/tmp` as far as root can (the
+/// top-level entries, since root owns `/tmp`, and whatever root owns: without
+/// `DAC_OVERRIDE` it cannot enter a block user's directories, which
+/// [`Executor::restart`](crate::Executor::restart) empties as that user next). It runs
+/// after the kill, so no block can race it; `rm -rf` removes a symlink, never its target
+/// (a block's link to `/workspace` costs the host nothing). The three globs are
+/// POSIX `sh` for every name but `.` and `..`; one that matches nothing stays literal and
+/// `rm -f` ignores it. `kill N` only kills: the agent's loss is no user's restart, and keeps
+/// `/tmp`.
 pub(crate) const KEEPER_SCRIPT: &str = r#"while read -r line; do
   case "$line" in
-    "restart "*) kill -9 -1 2>/dev/null; echo "dockexec-keeper: restarted ${line#restart }" ;;
+    "restart "*) kill -9 -1 2>/dev/null; rm -rf /tmp/* /tmp/.[!.]* /tmp/..?* 2>/dev/null
+      echo "dockexec-keeper: restarted ${line#restart }" ;;
+    "kill "*) kill -9 -1 2>/dev/null; echo "dockexec-keeper: killed ${line#kill }" ;;
   esac
 done"#;
 
 /// Bound on the attach's request and response head.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long the keeper has to answer a restart: it only has to call `kill`.
+/// How long the keeper has to answer a restart: it only has to call `kill` (and `rm` on a
+/// tmpfs).
 const RESTART_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a container may stay created and never started before [`gc`] takes it for an
 /// orphan: a live owner starts its container moments after creating it.
@@ -72,6 +88,11 @@ pub const GC_CREATED_GRACE: Duration = Duration::from_secs(15);
 pub(crate) struct Keeper {
     /// One restart at a time: each writes its request and reads until its own answer.
     conn: Mutex<KeeperConn>,
+    /// A handle on the same stream, so that `close` never waits for a command in flight
+    /// (which holds `conn` for up to `RESTART_TIMEOUT`). Locked only to shut down or replace.
+    closer: Mutex<Option<UnixStream>>,
+    /// Set by `close`: later commands fail at once.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug)]
@@ -112,8 +133,11 @@ impl Keeper {
     /// # Errors
     /// The daemon's refusal, or [`Error::Connect`] / [`Error::Transport`].
     pub(crate) fn attach(client: &Client, container: &str) -> Result<Keeper> {
+        let conn = KeeperConn::attach(client, container)?;
         Ok(Keeper {
-            conn: Mutex::new(KeeperConn::attach(client, container)?),
+            closer: Mutex::new(conn.stream.try_clone().ok()),
+            conn: Mutex::new(conn),
+            closed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -121,6 +145,7 @@ impl Keeper {
     /// an exited container's old attach is over).
     pub(crate) fn reattach(&self, client: &Client, container: &str) -> Result<()> {
         let fresh = KeeperConn::attach(client, container)?;
+        *self.closer.lock() = fresh.stream.try_clone().ok();
         let old = std::mem::replace(&mut *self.conn.lock(), fresh);
         let _ = old.stream.shutdown(Shutdown::Both);
         Ok(())
@@ -133,20 +158,40 @@ impl Keeper {
     /// [`Error::Transport`] when the connection is broken or closes (the container is not
     /// running); [`Error::Timeout`] when the keeper does not answer in time.
     pub(crate) fn restart(&self) -> Result<()> {
-        // Held across the write and the read: a concurrent restart must not take this one's
+        self.command("restart", "restarted")
+    }
+
+    /// Has the keeper kill every other process in the container, as [`restart`](Self::restart)
+    /// does, but keep `/tmp`: for the agent's loss, which is no user's restart.
+    ///
+    /// # Errors
+    /// As [`restart`](Self::restart).
+    pub(crate) fn kill_all(&self) -> Result<()> {
+        self.command("kill", "killed")
+    }
+
+    /// Sends `<verb> N` and waits for `dockexec-keeper: <done> N`.
+    fn command(&self, verb: &str, done: &str) -> Result<()> {
+        // Held across the write and the read: a concurrent command must not take this one's
         // answer, nor interleave its request.
         let mut c = self.conn.lock();
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(keeper_io(
+                "writing",
+                io::Error::new(io::ErrorKind::NotConnected, "the executor is stopping"),
+            ));
+        }
         c.next += 1;
         let n = c.next;
         c.said.clear();
-        let request = format!("restart {n}\n");
+        let request = format!("{verb} {n}\n");
         c.stream
             .set_write_timeout(Some(RESTART_TIMEOUT))
             .map_err(|e| keeper_io("setting a timeout", e))?;
         c.stream
             .write_all(request.as_bytes())
             .map_err(|e| keeper_io("writing", e))?;
-        let answer = format!("dockexec-keeper: restarted {n}\n");
+        let answer = format!("dockexec-keeper: {done} {n}\n");
         let deadline = Instant::now() + RESTART_TIMEOUT;
         let mut buf = [0u8; 4096];
         loop {
@@ -178,7 +223,7 @@ impl Keeper {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(Error::Timeout {
-                    what: "the container's keeper answering a restart".into(),
+                    what: format!("the container's keeper answering a {verb}"),
                 });
             }
             c.stream
@@ -205,7 +250,22 @@ impl Keeper {
 
     /// Closes the connection: the keeper reads EOF and the container ends.
     pub(crate) fn close(&self) {
-        let _ = self.conn.lock().stream.shutdown(Shutdown::Both);
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        match &*self.closer.lock() {
+            Some(s) => {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+            // No clone could be made: the command in flight ends within its timeout.
+            None => {
+                let _ = self.conn.lock().stream.shutdown(Shutdown::Both);
+            }
+        }
+    }
+}
+
+impl crate::runner::agent::KillAll for Keeper {
+    fn kill_all(&self) -> Result<()> {
+        Keeper::kill_all(self)
     }
 }
 

@@ -107,7 +107,10 @@ fn socket_hog_spares_the_agent(lower: bool) {
         let agent = agent_pid(&id);
         let out = ex.run(&CodeBlock::python(socket_hog(400, lower))).unwrap();
         eprintln!("hog: {:?} {}", out.status, out.stderr_lossy());
-        assert!(!out.status.lost(), "the block was lost with its agent: {out:?}");
+        assert!(
+            !out.status.lost(),
+            "the block was lost with its agent: {out:?}"
+        );
         assert!(
             out.status.oom_killed() || out.status.signal() == Some(9),
             "{out:?}"
@@ -133,4 +136,104 @@ fn a_socket_buffer_hog_is_killed_and_the_agent_lives() {
 #[test]
 fn a_socket_buffer_hog_that_lowers_its_oom_score_is_killed_and_the_agent_lives() {
     socket_hog_spares_the_agent(true);
+}
+
+/// The processes of any user but root: the blocks', since every process of the control plane
+/// (init, keeper, agent, shepherds, this listing) is root's.
+fn block_user_procs(id: &str) -> Vec<Proc> {
+    procs(id).into_iter().filter(|p| p.uid != 0).collect()
+}
+
+/// Issue 21 item 4: the agent died (here killed from outside) while a block and a session ran.
+/// Its shepherds (root subreapers) and their trees lived on, reparented, with nothing left to
+/// time them out or cancel them. Now the runner has the keeper kill every process as soon as
+/// it sees the channel broken, and the next run starts a fresh agent.
+#[test]
+fn a_dead_agent_leaves_no_block_process_running() {
+    common::watchdog(LIMIT, || {
+        let (b, _guard) = agent_builder("oom-dead-agent", 512);
+        let ex = b.start().unwrap();
+        let id = ex.container_id().to_string();
+        let session = ex.session().unwrap();
+        let held = session
+            .run("import subprocess\nkid = subprocess.Popen(['sleep', '1001'])\nprint('held')")
+            .unwrap();
+        assert_eq!(held.stdout_lossy(), "held\n", "{held:?}");
+        let block = ex
+            .spawn(&CodeBlock::sh("sleep 1000 & sleep 1000 & echo up; wait"))
+            .unwrap();
+        common::await_stdout(&block.chunks(), "up", Duration::from_secs(20));
+        assert!(common::eventually(Duration::from_secs(10), || {
+            common::processes_matching(&id, "sleep 100").len() == 3
+        }));
+        let agent = agent_pid(&id);
+        let kill = format!("kill -9 {agent}");
+        let (ok, out) = common::docker(&["exec", "-u", "0", &id, "sh", "-c", &kill]);
+        assert!(ok, "{out}");
+        let out = block.wait().unwrap();
+        assert!(out.status.lost(), "{out:?}");
+        let mut left = Vec::new();
+        assert!(
+            common::eventually(Duration::from_secs(2), || {
+                left = block_user_procs(&id);
+                left.is_empty()
+            }),
+            "block processes outlived their agent: {left:?}"
+        );
+        let next = ex.run(&CodeBlock::python("print('next')")).unwrap();
+        common::assert_success(&next);
+        assert_eq!(next.stdout_lossy(), "next\n");
+        assert_ne!(agent_pid(&id), agent);
+        drop(session);
+        ex.stop().unwrap();
+    });
+}
+
+/// Issue 21, D4: with a memory limit below the 512 MiB `/tmp`, a block that filled `/tmp`
+/// wedged the executor for good: on the agent every fresh agent was OOM-killed at start, on
+/// exec every later block ended 137; and `restart()` kept `/tmp`. Now `/tmp` is at most half
+/// the limit unless set, and a restart empties it, even what a block closed to everyone.
+#[test]
+fn a_full_tmp_wedges_nothing_and_a_restart_empties_it() {
+    full_tmp(false);
+}
+
+/// The same on busybox (exec, whatever the suite's strategy; its own `find`, `rm` and `dd`).
+#[test]
+fn a_full_tmp_wedges_nothing_and_a_restart_empties_it_in_busybox() {
+    full_tmp(true);
+}
+
+fn full_tmp(busybox: bool) {
+    common::watchdog(LIMIT, move || {
+        let (mut b, _guard) = common::case_builder("oom-full-tmp");
+        b.memory_limit(Some(256 * MIB));
+        if busybox {
+            b.image(common::busybox()).strategy(Strategy::Auto);
+        }
+        let ex = b.start().unwrap();
+        let fill = ex
+            .run(&CodeBlock::sh(
+                "mkdir -p /tmp/shut/in && echo x > /tmp/shut/in/f && chmod 0 /tmp/shut/in /tmp/shut\n\
+                 echo x > /tmp/.hidden; echo x > /tmp/..odd; ln -s /workspace /tmp/ws\n\
+                 dd if=/dev/zero of=/tmp/fill bs=1048576 2>&1 | tail -n 3; echo filled",
+            ))
+            .unwrap();
+        eprintln!("fill: {fill:?}");
+        for _ in 0..2 {
+            if !busybox {
+                let next = ex.run(&CodeBlock::python("print('next')")).unwrap();
+                common::assert_success(&next);
+                assert_eq!(next.stdout_lossy(), "next\n");
+            }
+            let next = ex.run(&CodeBlock::sh("echo sh")).unwrap();
+            common::assert_success(&next);
+        }
+        ex.run(&CodeBlock::sh("echo kept > kept.txt")).unwrap();
+        ex.restart().unwrap();
+        let ls = ex.run(&CodeBlock::sh("ls -A /tmp; cat kept.txt")).unwrap();
+        common::assert_success(&ls);
+        assert_eq!(ls.stdout_lossy(), "kept\n", "/tmp was not emptied: {ls:?}");
+        ex.stop().unwrap();
+    });
 }

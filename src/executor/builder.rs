@@ -23,7 +23,7 @@ use crate::orphans::{self, KEEPER_SCRIPT, Keeper};
 use crate::redact::{REDACTED, Redactor};
 use crate::runner::Runner;
 use crate::runner::Strategy;
-use crate::runner::agent::{AgentConfig, AgentRunner};
+use crate::runner::agent::{AgentConfig, AgentRunner, KillAll};
 use crate::runner::exec::{self, ExecRunner};
 use crate::workspace::{WORKSPACE, Workspace};
 
@@ -62,7 +62,8 @@ pub const DEFAULT_MEMORY: u64 = 2 * 1024 * 1024 * 1024;
 /// process pool of 16 workers with 32 threads each (NumPy's BLAS starts one per core) still
 /// fits. The agent and its shepherds count too: two plus one per running block.
 pub const DEFAULT_PIDS: i64 = 1024;
-/// Default for [`ExecutorBuilder::tmp_size`]: a 512 MiB tmpfs at `/tmp`.
+/// Default for [`ExecutorBuilder::tmp_size`]: a 512 MiB tmpfs at `/tmp`, or half the
+/// [`memory_limit`](ExecutorBuilder::memory_limit) when that is less.
 ///
 /// Room for the scratch files libraries write (matplotlib's cache, joblib's spill, pip's
 /// build dirs), bounded, and charged to the memory limit. Large outputs belong in
@@ -126,6 +127,15 @@ enum UserChoice {
     Image,
 }
 
+/// The `/tmp` tmpfs: see [`ExecutorBuilder::tmp_size`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TmpSize {
+    /// Not set: [`DEFAULT_TMP_SIZE`], at most half the memory limit.
+    Auto,
+    /// Set by the caller (`None`: no tmpfs), used as given.
+    Set(Option<u64>),
+}
+
 /// A read-only or read-write bind mount added with [`ExecutorBuilder::volume`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Volume {
@@ -165,7 +175,7 @@ pub struct ExecutorBuilder {
     cap_add: Vec<String>,
     no_new_privileges: bool,
     read_only_root: bool,
-    tmp_size: Option<u64>,
+    tmp_size: TmpSize,
     nofile: Option<u64>,
     memory: Option<u64>,
     nano_cpus: Option<u64>,
@@ -233,7 +243,7 @@ impl Default for ExecutorBuilder {
             cap_add: Vec::new(),
             no_new_privileges: true,
             read_only_root: true,
-            tmp_size: Some(DEFAULT_TMP_SIZE),
+            tmp_size: TmpSize::Auto,
             nofile: Some(DEFAULT_NOFILE),
             memory: Some(DEFAULT_MEMORY),
             nano_cpus: None,
@@ -435,7 +445,7 @@ impl ExecutorBuilder {
         self.cap_add.clear();
         self.no_new_privileges = false;
         self.read_only_root = false;
-        self.tmp_size = None;
+        self.tmp_size = TmpSize::Set(None);
         self.nofile = None;
         self.memory = None;
         self.nano_cpus = None;
@@ -490,10 +500,24 @@ impl ExecutorBuilder {
 
     /// The size of the tmpfs mounted at `/tmp` (`nosuid`, `nodev`; its pages count against
     /// the memory limit); `None` for no tmpfs (the image's own `/tmp`). Defaults to
-    /// [`DEFAULT_TMP_SIZE`] (512 MiB).
+    /// [`DEFAULT_TMP_SIZE`] (512 MiB), or half the [`memory_limit`](Self::memory_limit) when
+    /// that is less: a full `/tmp` (whose pages no process is charged for, so the OOM killer
+    /// cannot free them) then still leaves the other half to the blocks and the control
+    /// plane. A size set here is used as given, even above the memory limit.
     pub fn tmp_size(&mut self, bytes: Option<u64>) -> &mut Self {
-        self.tmp_size = bytes;
+        self.tmp_size = TmpSize::Set(bytes);
         self
+    }
+
+    /// The `/tmp` tmpfs size `start` asks for: see [`tmp_size`](Self::tmp_size).
+    fn tmp_bytes(&self) -> Option<u64> {
+        match self.tmp_size {
+            TmpSize::Set(bytes) => bytes,
+            TmpSize::Auto => Some(
+                self.memory
+                    .map_or(DEFAULT_TMP_SIZE, |m| DEFAULT_TMP_SIZE.min(m / 2)),
+            ),
+        }
     }
 
     /// The open-file limit (`RLIMIT_NOFILE`, soft and hard) of every process in the
@@ -757,7 +781,7 @@ impl ExecutorBuilder {
             e
         };
         // Attached before the start, so the container never runs without its switch.
-        let keeper = Keeper::attach(&client, &container).map_err(fail)?;
+        let keeper = Arc::new(Keeper::attach(&client, &container).map_err(fail)?);
         client
             .container_start(&container)
             .map_err(|e| self.explain_device_requests(e))
@@ -765,7 +789,7 @@ impl ExecutorBuilder {
         self.run_init_command(&client, &container, user.as_deref())
             .map_err(fail)?;
         let (runner, strategy) = self
-            .runner(&client, &container, &workspace, &id, user)
+            .runner(&client, &container, &workspace, &id, user.clone(), &keeper)
             .map_err(fail)?;
         let inner = Arc::new(Inner {
             client,
@@ -778,6 +802,7 @@ impl ExecutorBuilder {
             id,
             container,
             keeper,
+            block_user: user,
             image: self.image.clone(),
             workspace,
             timeout: self.timeout,
@@ -803,6 +828,7 @@ impl ExecutorBuilder {
         workspace: &Arc<Workspace>,
         id: &str,
         user: Option<String>,
+        keeper: &Arc<Keeper>,
     ) -> Result<(Box<dyn Runner>, Strategy)> {
         let exec = || -> Result<(Box<dyn Runner>, Strategy)> {
             let r = ExecRunner::new(
@@ -823,7 +849,8 @@ impl ExecutorBuilder {
             delete_code_files: self.delete_code_files,
             session_grace: self.session_grace,
         };
-        match AgentRunner::start(client, container, Arc::clone(workspace), config) {
+        let killer: Arc<dyn KillAll> = Arc::clone(keeper) as Arc<dyn KillAll>;
+        match AgentRunner::start(client, container, Arc::clone(workspace), config, killer) {
             Ok(r) => Ok((Box::new(r), Strategy::Agent)),
             Err(Error::Agent(_)) if self.strategy == Strategy::Auto => exec(),
             Err(e) => Err(e),
@@ -1027,7 +1054,7 @@ impl ExecutorBuilder {
         let mut env: Vec<String> = vec!["PYTHONUNBUFFERED=1".into()];
         if !self.env.contains_key("HOME") {
             // A read-only root leaves no writable home (and nobody's is /nonexistent anyway).
-            if self.tmp_size.is_some() {
+            if self.tmp_bytes().is_some() {
                 env.push("HOME=/tmp".into());
             } else if self.read_only_root {
                 env.push(format!("HOME={WORKSPACE}"));
@@ -1087,7 +1114,7 @@ impl ExecutorBuilder {
         if self.read_only_root {
             host["ReadonlyRootfs"] = json!(true);
         }
-        if let Some(size) = self.tmp_size {
+        if let Some(size) = self.tmp_bytes() {
             host["Tmpfs"] = json!({ "/tmp": format!("rw,nosuid,nodev,mode=1777,size={size}") });
         }
         if let Some(n) = self.nofile {
@@ -1240,6 +1267,30 @@ mod create_body_tests {
             !shown.contains("s3cr3t") && shown.contains("TOKEN=[REDACTED]"),
             "{shown}"
         );
+    }
+
+    /// Issue 21, D4: a `/tmp` larger than the memory limit could fill the container with pages
+    /// no process is charged for. Unless set, it is at most half the limit.
+    #[test]
+    fn the_tmp_tmpfs_is_at_most_half_the_memory_limit_unless_set() {
+        let tmp = |b: &ExecutorBuilder| {
+            b.create_body("0123456789abcdef", std::path::Path::new("/w"))["HostConfig"]["Tmpfs"]
+                ["/tmp"]
+                .clone()
+        };
+        let opts = |size: u64| json!(format!("rw,nosuid,nodev,mode=1777,size={size}"));
+        let mut b = ExecutorBuilder::new();
+        assert_eq!(tmp(&b), opts(DEFAULT_TMP_SIZE));
+        b.memory_limit(Some(256 << 20));
+        assert_eq!(tmp(&b), opts(128 << 20));
+        b.memory_limit(None);
+        assert_eq!(tmp(&b), opts(DEFAULT_TMP_SIZE));
+        b.memory_limit(Some(256 << 20)).tmp_size(Some(300 << 20));
+        assert_eq!(tmp(&b), opts(300 << 20));
+        b.tmp_size(None);
+        assert_eq!(tmp(&b), Value::Null);
+        b.trusted();
+        assert_eq!(tmp(&b), Value::Null);
     }
 
     #[test]

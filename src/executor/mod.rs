@@ -27,6 +27,8 @@ pub use builder::{
     EXEC_KILL_CAPABILITIES, ExecutorBuilder, KEPT_CAPABILITIES, NOBODY, PullPolicy, PullProgress,
 };
 
+/// Bound on the exec that empties `/tmp` as the blocks' user at a restart.
+const TMP_CLEAN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `stop()` lets the daemon take to remove the container.
 const STOP_REMOVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `stop()` waits for spawns (and restarts, session opens) in flight to finish,
@@ -74,8 +76,11 @@ pub(crate) struct Inner {
     id: String,
     container: String,
     /// The owner's end of the dead-man's switch: held until `stop`, and the means of
-    /// `restart`.
-    keeper: Keeper,
+    /// `restart`. Shared with the agent runner, which has it kill every process when its
+    /// agent is lost.
+    keeper: Arc<Keeper>,
+    /// The user blocks run as (`None`: root), for emptying `/tmp` at `restart`.
+    block_user: Option<String>,
     name: String,
     image: String,
     workspace: Arc<Workspace>,
@@ -270,9 +275,17 @@ impl Executor {
     }
 
     /// Restarts the executor: every process in the container is killed (running blocks
-    /// report [`cancelled`](crate::ExitStatus::cancelled), sessions are lost) and the
-    /// strategy starts afresh; files in the workspace and `/tmp` stay, and so does the
+    /// report [`cancelled`](crate::ExitStatus::cancelled), sessions are lost), `/tmp` is
+    /// emptied, and the strategy starts afresh; files in the workspace stay, and so does the
     /// container (same id, same dead-man's switch).
+    ///
+    /// `/tmp` is emptied after the kill (so no block races it), first by the keeper as root,
+    /// then by one `docker exec` as the blocks' user, which can open the directories a block
+    /// closed to everyone (root here lacks `DAC_OVERRIDE`). Links are removed, never followed
+    /// to their targets. Before, `/tmp` survived a restart: a full `/tmp` (whose pages count
+    /// against the memory limit and that no kill frees) then wedged the executor for good, and
+    /// files planted there outlived it. What neither root nor the blocks' user may remove (the
+    /// files of another user that a root block made) stays.
     ///
     /// The container itself is not restarted while it runs: its keeper kills every other
     /// process in it. A Docker restart would close the keeper's stdin, which the owner's
@@ -315,6 +328,7 @@ impl Executor {
                 .container_start(&inner.container)
                 .map_err(|e| inner.gone_or(e))?;
         }
+        inner.empty_tmp_as_block_user();
         // Whatever the strategy kept in the container (the agent) died with it.
         inner.runner.restarted().map_err(|e| inner.gone_or(e))?;
         drop(gate);
@@ -420,6 +434,27 @@ impl Inner {
         drop(live);
         drop(gate);
         Ok(execution)
+    }
+
+    /// The second half of emptying `/tmp` at a restart (the keeper did what root can): as the
+    /// blocks' user, opens up the directories a block closed, then removes every entry. Best
+    /// effort and bounded: what stays is what this user may not remove. `find` without `-L`
+    /// never follows a link; `chmod` only touches directories `find` found as directories, as
+    /// a user who owns them.
+    fn empty_tmp_as_block_user(&self) {
+        const SCRIPT: &str = r#"cd /tmp 2>/dev/null || exit 0
+find /tmp -mindepth 1 -type d ! -perm -700 -exec chmod u+rwx {} \; 2>/dev/null
+rm -rf /tmp/* /tmp/.[!.]* /tmp/..?* 2>/dev/null
+exit 0"#;
+        let body = serde_json::json!({
+            "Cmd": ["sh", "-c", SCRIPT],
+            "AttachStdout": true,
+            "AttachStderr": true,
+            "User": self.block_user.as_deref().unwrap_or("0"),
+        });
+        let _ = self
+            .client
+            .exec_collect(&self.container, &body, Some(TMP_CLEAN_TIMEOUT));
     }
 
     /// Joins workers that have finished, so the registry holds only live ones.
