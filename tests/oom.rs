@@ -237,3 +237,49 @@ fn full_tmp(busybox: bool) {
         ex.stop().unwrap();
     });
 }
+
+/// Issue 21 item 3, checked from inside: every block process (sh, python, a zygote child, a
+/// session and its child) starts at `oom_score_adj` 1000, the control plane (init, keeper,
+/// agent) stays at 0.
+#[test]
+fn blocks_start_at_oom_score_adj_1000_and_the_control_plane_at_0() {
+    common::watchdog(LIMIT, || {
+        let (b, _guard) = common::case_builder("oom-score-adj");
+        let ex = b.start().unwrap();
+        let id = ex.container_id().to_string();
+        let adj = "cat /proc/self/oom_score_adj; sh -c 'cat /proc/self/oom_score_adj'";
+        let out = ex.run(&CodeBlock::sh(adj)).unwrap();
+        assert_eq!(out.stdout_lossy(), "1000\n1000\n", "{out:?}");
+        let py = "import subprocess\nprint(open('/proc/self/oom_score_adj').read().strip())\n\
+                  subprocess.run(['cat', '/proc/self/oom_score_adj'])";
+        let out = ex.run(&CodeBlock::python(py)).unwrap();
+        assert_eq!(out.stdout_lossy(), "1000\n1000\n", "{out:?}");
+        if ex.strategy() == Strategy::Agent {
+            let session = ex.session().unwrap();
+            let out = session.run(py).unwrap();
+            assert_eq!(out.stdout_lossy(), "1000\n1000\n", "{out:?}");
+            drop(session);
+        }
+        let script = r#"for d in /proc/[0-9]*; do
+  printf '%s %s %s\n' "${d#/proc/}" "$(cat $d/oom_score_adj 2>/dev/null)" "$(tr '\000' ' ' < $d/cmdline 2>/dev/null | cut -c1-40)"
+done"#;
+        let (ok, all) = common::docker(&["exec", "-u", "0", &id, "sh", "-c", script]);
+        assert!(ok, "{all}");
+        let adj_of = |pid: u32| {
+            all.lines()
+                .find(|l| l.split(' ').next() == Some(&pid.to_string()))
+                .and_then(|l| l.split(' ').nth(1))
+                .map(str::to_string)
+        };
+        assert_eq!(adj_of(1).as_deref(), Some("0"), "init: {all}");
+        let keeper = procs(&id)
+            .into_iter()
+            .find(|p| p.ppid == 1 && p.cmdline.starts_with("sh -c"))
+            .unwrap_or_else(|| panic!("no keeper: {all}"));
+        assert_eq!(adj_of(keeper.pid).as_deref(), Some("0"), "keeper: {all}");
+        if ex.strategy() == Strategy::Agent {
+            assert_eq!(adj_of(agent_pid(&id)).as_deref(), Some("0"), "agent: {all}");
+        }
+        ex.stop().unwrap();
+    });
+}
