@@ -283,3 +283,28 @@ done"#;
         ex.stop().unwrap();
     });
 }
+
+/// The lowering hog in a session: the session is what goes (lost, as an OOM kill), never the
+/// agent. Coverage, not a regression test: the old code passed too, since the session
+/// process, a fork of the agent with more on top, was the largest process at 0.
+#[test]
+fn a_session_socket_buffer_hog_that_lowers_its_oom_score_loses_the_session_not_the_agent() {
+    common::watchdog(LIMIT, || {
+        let (b, _guard) = agent_builder("oom-session-hog", 256);
+        let ex = b.start().unwrap();
+        let id = ex.container_id().to_string();
+        let session = ex.session().unwrap();
+        assert_eq!(
+            session.run("x = 1\nprint(x)").unwrap().stdout_lossy(),
+            "1\n"
+        );
+        let agent = agent_pid(&id);
+        let out = session.run(&socket_hog(400, true)).unwrap();
+        eprintln!("hog: {:?} {}", out.status, out.stderr_lossy());
+        assert!(out.status.oom_killed(), "{out:?}");
+        assert_eq!(agent_pid(&id), agent, "the agent was replaced");
+        let next = ex.run(&CodeBlock::python("print('next')")).unwrap();
+        assert_eq!(next.stdout_lossy(), "next\n");
+        ex.stop().unwrap();
+    });
+}

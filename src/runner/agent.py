@@ -2103,10 +2103,11 @@ class _Agent(object):
         if not trees:
             return
         table = _proc_table()
+        me = os.getpid()
         for shep, bid, sproc in trees:
-            sids = [] if _SUBREAPER else [shep.cpid]
+            sids = [shep.cpid] if not _SUBREAPER and shep.cpid else []
             for pid in _tree(table, [shep.pid], sids):
-                if table[pid][0] in (b"Z", b"X"):
+                if pid == me or table[pid][0] in (b"Z", b"X"):
                     continue
                 try:
                     adj = int(_read_small("/proc/%d/oom_score_adj" % pid))
