@@ -63,12 +63,14 @@ use crate::workspace;
 /// after the kill, so no block can race it; `rm -rf` removes a symlink, never its target
 /// (a block's link to `/workspace` costs the host nothing). The three globs are
 /// POSIX `sh` for every name but `.` and `..`; one that matches nothing stays literal and
-/// `rm -f` ignores it. `kill N` only kills: the agent's loss is no user's restart, and keeps
+/// `rm -f` ignores it. The answer ends in ` left` when something stayed in `/tmp`. `kill N`
+/// only kills: the agent's loss is no user's restart, and keeps
 /// `/tmp`.
 pub(crate) const KEEPER_SCRIPT: &str = r#"while read -r line; do
   case "$line" in
     "restart "*) kill -9 -1 2>/dev/null; rm -rf /tmp/* /tmp/.[!.]* /tmp/..?* 2>/dev/null
-      echo "dockexec-keeper: restarted ${line#restart }" ;;
+      left=; for f in /tmp/* /tmp/.[!.]* /tmp/..?*; do [ -e "$f" ] || [ -L "$f" ] && left=" left"; done
+      echo "dockexec-keeper: restarted ${line#restart }$left" ;;
     "kill "*) kill -9 -1 2>/dev/null; echo "dockexec-keeper: killed ${line#kill }" ;;
   esac
 done"#;
@@ -157,8 +159,11 @@ impl Keeper {
     /// # Errors
     /// [`Error::Transport`] when the connection is broken or closes (the container is not
     /// running); [`Error::Timeout`] when the keeper does not answer in time.
-    pub(crate) fn restart(&self) -> Result<()> {
+    ///
+    /// Returns whether something stayed in `/tmp` that root could not remove.
+    pub(crate) fn restart(&self) -> Result<bool> {
         self.command("restart", "restarted")
+            .map(|rest| rest == " left")
     }
 
     /// Has the keeper kill every other process in the container, as [`restart`](Self::restart)
@@ -167,11 +172,12 @@ impl Keeper {
     /// # Errors
     /// As [`restart`](Self::restart).
     pub(crate) fn kill_all(&self) -> Result<()> {
-        self.command("kill", "killed")
+        self.command("kill", "killed").map(drop)
     }
 
-    /// Sends `<verb> N` and waits for `dockexec-keeper: <done> N`.
-    fn command(&self, verb: &str, done: &str) -> Result<()> {
+    /// Sends `<verb> N` and waits for the line `dockexec-keeper: <done> N…`; returns the
+    /// rest of that line.
+    fn command(&self, verb: &str, done: &str) -> Result<String> {
         // Held across the write and the read: a concurrent command must not take this one's
         // answer, nor interleave its request.
         let mut c = self.conn.lock();
@@ -191,7 +197,8 @@ impl Keeper {
         c.stream
             .write_all(request.as_bytes())
             .map_err(|e| keeper_io("writing", e))?;
-        let answer = format!("dockexec-keeper: {done} {n}\n");
+        // Followed by a space or the end of the line: `restarted 1` is no answer to 11.
+        let answer = format!("dockexec-keeper: {done} {n}");
         let deadline = Instant::now() + RESTART_TIMEOUT;
         let mut buf = [0u8; 4096];
         loop {
@@ -212,8 +219,8 @@ impl Keeper {
                     source: None,
                 })?;
             pending.clear();
-            if said.windows(answer.len()).any(|w| w == answer.as_bytes()) {
-                return Ok(());
+            if let Some(rest) = answer_rest(said, answer.as_bytes()) {
+                return Ok(rest);
             }
             // Only the answers are of interest: keep the tail an answer may straddle.
             if said.len() > 4096 {
@@ -261,6 +268,19 @@ impl Keeper {
             }
         }
     }
+}
+
+/// The rest of the first complete line in `said` that is `answer` followed by a space or
+/// the line's end.
+fn answer_rest(said: &[u8], answer: &[u8]) -> Option<String> {
+    said.split(|&b| b == b'\n')
+        .rev()
+        .skip(1) // the last piece is not a complete line yet
+        .find_map(|line| {
+            let rest = line.strip_prefix(answer)?;
+            (rest.is_empty() || rest.starts_with(b" "))
+                .then(|| String::from_utf8_lossy(rest).into_owned())
+        })
 }
 
 impl crate::runner::agent::KillAll for Keeper {
@@ -523,6 +543,21 @@ mod tests {
         assert_eq!(mine[LABEL_OWNER_PID], std::process::id().to_string());
         assert!(!mine[LABEL_OWNER_START].is_empty());
         assert!(mine.contains_key(LABEL_OWNER_HOST) && mine.contains_key(LABEL_OWNER_BOOT));
+    }
+
+    #[test]
+    fn keeper_answers_are_whole_lines_of_their_own_number() {
+        let a1 = b"dockexec-keeper: restarted 1";
+        assert_eq!(
+            answer_rest(b"dockexec-keeper: restarted 1\n", a1),
+            Some(String::new())
+        );
+        assert_eq!(
+            answer_rest(b"x\ndockexec-keeper: restarted 1 left\n", a1),
+            Some(" left".into())
+        );
+        assert_eq!(answer_rest(b"dockexec-keeper: restarted 11\n", a1), None);
+        assert_eq!(answer_rest(b"dockexec-keeper: restarted 1", a1), None);
     }
 
     #[test]

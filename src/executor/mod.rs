@@ -280,8 +280,8 @@ impl Executor {
     /// container (same id, same dead-man's switch).
     ///
     /// `/tmp` is emptied after the kill (so no block races it), first by the keeper as root,
-    /// then by one `docker exec` as the blocks' user, which can open the directories a block
-    /// closed to everyone (root here lacks `DAC_OVERRIDE`). Links are removed, never followed
+    /// then, if that left anything, by one `docker exec` as the blocks' user, which can open
+    /// the directories a block closed to everyone (root here lacks `DAC_OVERRIDE`). Links are removed, never followed
     /// to their targets. Before, `/tmp` survived a restart: a full `/tmp` (whose pages count
     /// against the memory limit and that no kill frees) then wedged the executor for good, and
     /// files planted there outlived it. What neither root nor the blocks' user may remove (the
@@ -308,27 +308,36 @@ impl Executor {
             w.request(Reason::Cancel);
         }
         let inner = &self.inner;
-        if let Err(e) = inner.keeper.restart() {
-            // The keeper did not answer: unless the container has stopped, that is the error.
-            let state = inner
-                .client
-                .container_inspect(&inner.container)
-                .map_err(|e| inner.gone_or(e))?
-                .state;
-            if state.running {
-                return Err(e);
+        // Whether the keeper left something in `/tmp`: a container started afresh has an
+        // empty tmpfs, but no tmpfs at all when `tmp_size(None)`.
+        let mut tmp_left = true;
+        match inner.keeper.restart() {
+            Ok(left) => tmp_left = left,
+            Err(e) => {
+                // The keeper did not answer: unless the container has stopped, that is the error.
+                let state = inner
+                    .client
+                    .container_inspect(&inner.container)
+                    .map_err(|e| inner.gone_or(e))?
+                    .state;
+                if state.running {
+                    return Err(e);
+                }
+                // Attached before the start, as at `start()`: never running without the switch.
+                inner
+                    .keeper
+                    .reattach(&inner.client, &inner.container)
+                    .map_err(|e| inner.gone_or(e))?;
+                inner
+                    .client
+                    .container_start(&inner.container)
+                    .map_err(|e| inner.gone_or(e))?;
             }
-            // Attached before the start, as at `start()`: never running without the switch.
-            inner
-                .keeper
-                .reattach(&inner.client, &inner.container)
-                .map_err(|e| inner.gone_or(e))?;
-            inner
-                .client
-                .container_start(&inner.container)
-                .map_err(|e| inner.gone_or(e))?;
         }
-        inner.empty_tmp_as_block_user();
+        // Only when root left something: a block's directories it closed to everyone.
+        if tmp_left {
+            inner.empty_tmp_as_block_user();
+        }
         // Whatever the strategy kept in the container (the agent) died with it.
         inner.runner.restarted().map_err(|e| inner.gone_or(e))?;
         drop(gate);
