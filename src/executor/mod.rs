@@ -311,6 +311,7 @@ impl Executor {
         // Whether the keeper left something in `/tmp`: a container started afresh has an
         // empty tmpfs, but no tmpfs at all when `tmp_size(None)`.
         let mut tmp_left = true;
+        inner.runner.restarting();
         match inner.keeper.restart() {
             Ok(left) => tmp_left = left,
             Err(e) => {

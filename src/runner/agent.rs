@@ -705,6 +705,16 @@ impl Runner for AgentRunner {
         Some(self)
     }
 
+    fn restarting(&self) {
+        // The restart kills everything: the reader, seeing its agent die, need not ask the
+        // keeper to do it again (a round trip that `restarted` would wait for). Should the
+        // restart fail with the agent alive, a later loss of it goes unswept: the restart's
+        // error says the keeper did not answer, which is worse.
+        // Cloned first: the call may wait for a sweep under way, never under the conn lock.
+        let current = Arc::clone(&self.conn.read());
+        current.swept_elsewhere();
+    }
+
     fn restarted(&self) -> Result<()> {
         // The restart killed the agent; its reader has seen the end (or soon will). Start a
         // new one now, so the first block after the restart does not pay for it.
