@@ -1768,6 +1768,14 @@ class _Agent(object):
                 if isinstance(owner, _Block):
                     if self.blocks.get(owner.id) is owner and owner.status is None:
                         owner.status = status
+                        if (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+                                and not owner.killed and owner.oom0 is not None
+                                and (_oom_count() or 0) > owner.oom0):
+                            # OOM-killed: the rest of its tree goes at once, as its memory (maybe
+                            # socket buffers held by its children) would otherwise take one OOM
+                            # kill per process to free, and with every block process gone, the
+                            # kernel's next pick is the agent.
+                            _kill_trees([shep.pid], [] if _SUBREAPER else [shep.cpid])
                         self.block_maybe_done(owner)
                 else:
                     self.sess_proc_exit(owner, status)
