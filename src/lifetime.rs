@@ -27,7 +27,9 @@
 //! The keeper also serves [`Executor::restart`](crate::Executor::restart): a container
 //! restart would clear the stdin it waits on and race `AutoRemove`, so instead the owner
 //! writes `restart N` and the keeper kills every other process in the container
-//! (`kill -9 -1`, which spares PID 1 and the caller) and answers `restarted N`.
+//! (`kill -9 -1`, which spares PID 1 and the caller), empties `/tmp`, and answers
+//! `restarted N`. `kill N` does the kill alone, for the agent runner when its agent is lost
+//! (see [`KEEPER_SCRIPT`]).
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
@@ -47,16 +49,32 @@ use crate::labels::{
 use crate::output::Stream;
 
 /// The keeper: the container's main process (see the module docs). POSIX `sh` builtins only,
-/// so that it runs in any image; `kill` must be the builtin, which spares the shell itself.
+/// so that it runs in any image, but for `rm`; `kill` must be the builtin, which spares the
+/// shell itself.
+///
+/// `restart N` kills every other process, then empties `/tmp` as far as root can (the
+/// top-level entries, since root owns `/tmp`, and whatever root owns: without
+/// `DAC_OVERRIDE` it cannot enter a block user's directories, which
+/// [`Executor::restart`](crate::Executor::restart) empties as that user next). It runs
+/// after the kill, so no block can race it; `rm -rf` removes a symlink, never its target
+/// (a block's link to `/workspace` costs the host nothing). The three globs are
+/// POSIX `sh` for every name but `.` and `..`; one that matches nothing stays literal and
+/// `rm -f` ignores it. The answer ends in ` left` when something stayed in `/tmp`. `kill N`
+/// only kills: the agent's loss is no user's restart, and keeps
+/// `/tmp`.
 pub(crate) const KEEPER_SCRIPT: &str = r#"while read -r line; do
   case "$line" in
-    "restart "*) kill -9 -1 2>/dev/null; echo "dockexec-keeper: restarted ${line#restart }" ;;
+    "restart "*) kill -9 -1 2>/dev/null; rm -rf /tmp/* /tmp/.[!.]* /tmp/..?* 2>/dev/null
+      left=; for f in /tmp/* /tmp/.[!.]* /tmp/..?*; do [ -e "$f" ] || [ -L "$f" ] && left=" left"; done
+      echo "dockexec-keeper: restarted ${line#restart }$left" ;;
+    "kill "*) kill -9 -1 2>/dev/null; echo "dockexec-keeper: killed ${line#kill }" ;;
   esac
 done"#;
 
 /// Bound on the attach's request and response head.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long the keeper has to answer a restart: it only has to call `kill`.
+/// How long the keeper has to answer a restart: it only has to call `kill` (and `rm` on a
+/// tmpfs).
 const RESTART_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The owner's end of the dead-man's switch: an attach to the keeper's stdin and output,
@@ -65,6 +83,11 @@ const RESTART_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) struct Keeper {
     /// One restart at a time: each writes its request and reads until its own answer.
     conn: Mutex<KeeperConn>,
+    /// A handle on the same stream, so that `close` never waits for a command in flight
+    /// (which holds `conn` for up to `RESTART_TIMEOUT`). Locked only to shut down or replace.
+    closer: Mutex<Option<UnixStream>>,
+    /// Set by `close`: later commands fail at once.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug)]
@@ -105,8 +128,11 @@ impl Keeper {
     /// # Errors
     /// The daemon's refusal, or [`Error::Connect`] / [`Error::Transport`].
     pub(crate) fn attach(client: &Client, container: &str) -> Result<Keeper> {
+        let conn = KeeperConn::attach(client, container)?;
         Ok(Keeper {
-            conn: Mutex::new(KeeperConn::attach(client, container)?),
+            closer: Mutex::new(conn.stream.try_clone().ok()),
+            conn: Mutex::new(conn),
+            closed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -114,6 +140,7 @@ impl Keeper {
     /// an exited container's old attach is over).
     pub(crate) fn reattach(&self, client: &Client, container: &str) -> Result<()> {
         let fresh = KeeperConn::attach(client, container)?;
+        *self.closer.lock() = fresh.stream.try_clone().ok();
         let old = std::mem::replace(&mut *self.conn.lock(), fresh);
         let _ = old.stream.shutdown(Shutdown::Both);
         Ok(())
@@ -125,21 +152,46 @@ impl Keeper {
     /// # Errors
     /// [`Error::Transport`] when the connection is broken or closes (the container is not
     /// running); [`Error::Timeout`] when the keeper does not answer in time.
-    pub(crate) fn restart(&self) -> Result<()> {
-        // Held across the write and the read: a concurrent restart must not take this one's
+    ///
+    /// Returns whether something stayed in `/tmp` that root could not remove.
+    pub(crate) fn restart(&self) -> Result<bool> {
+        self.command("restart", "restarted")
+            .map(|rest| rest == " left")
+    }
+
+    /// Has the keeper kill every other process in the container, as [`restart`](Self::restart)
+    /// does, but keep `/tmp`: for the agent's loss, which is no user's restart.
+    ///
+    /// # Errors
+    /// As [`restart`](Self::restart).
+    pub(crate) fn kill_all(&self) -> Result<()> {
+        self.command("kill", "killed").map(drop)
+    }
+
+    /// Sends `<verb> N` and waits for the line `dockexec-keeper: <done> N…`; returns the
+    /// rest of that line.
+    fn command(&self, verb: &str, done: &str) -> Result<String> {
+        // Held across the write and the read: a concurrent command must not take this one's
         // answer, nor interleave its request.
         let mut c = self.conn.lock();
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(keeper_io(
+                "writing",
+                io::Error::new(io::ErrorKind::NotConnected, "the executor is stopping"),
+            ));
+        }
         c.next += 1;
         let n = c.next;
         c.said.clear();
-        let request = format!("restart {n}\n");
+        let request = format!("{verb} {n}\n");
         c.stream
             .set_write_timeout(Some(RESTART_TIMEOUT))
             .map_err(|e| keeper_io("setting a timeout", e))?;
         c.stream
             .write_all(request.as_bytes())
             .map_err(|e| keeper_io("writing", e))?;
-        let answer = format!("dockexec-keeper: restarted {n}\n");
+        // Followed by a space or the end of the line: `restarted 1` is no answer to 11.
+        let answer = format!("dockexec-keeper: {done} {n}");
         let deadline = Instant::now() + RESTART_TIMEOUT;
         let mut buf = [0u8; 4096];
         loop {
@@ -160,8 +212,8 @@ impl Keeper {
                     source: None,
                 })?;
             pending.clear();
-            if said.windows(answer.len()).any(|w| w == answer.as_bytes()) {
-                return Ok(());
+            if let Some(rest) = answer_rest(said, answer.as_bytes()) {
+                return Ok(rest);
             }
             // Only the answers are of interest: keep the tail an answer may straddle.
             if said.len() > 4096 {
@@ -171,7 +223,7 @@ impl Keeper {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(Error::Timeout {
-                    what: "the container's keeper answering a restart".into(),
+                    what: format!("the container's keeper answering a {verb}"),
                 });
             }
             c.stream
@@ -198,8 +250,30 @@ impl Keeper {
 
     /// Closes the connection: the keeper reads EOF and the container ends.
     pub(crate) fn close(&self) {
-        let _ = self.conn.lock().stream.shutdown(Shutdown::Both);
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        match &*self.closer.lock() {
+            Some(s) => {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+            // No clone could be made: the command in flight ends within its timeout.
+            None => {
+                let _ = self.conn.lock().stream.shutdown(Shutdown::Both);
+            }
+        }
     }
+}
+
+/// The rest of the first complete line in `said` that is `answer` followed by a space or
+/// the line's end.
+fn answer_rest(said: &[u8], answer: &[u8]) -> Option<String> {
+    said.split(|&b| b == b'\n')
+        .rev()
+        .skip(1) // the last piece is not a complete line yet
+        .find_map(|line| {
+            let rest = line.strip_prefix(answer)?;
+            (rest.is_empty() || rest.starts_with(b" "))
+                .then(|| String::from_utf8_lossy(rest).into_owned())
+        })
 }
 
 /// The labels that name this process as a container's owner.
@@ -224,5 +298,20 @@ mod tests {
         assert_eq!(mine[LABEL_OWNER_PID], std::process::id().to_string());
         assert!(!mine[LABEL_OWNER_START].is_empty());
         assert!(mine.contains_key(LABEL_OWNER_HOST) && mine.contains_key(LABEL_OWNER_BOOT));
+    }
+
+    #[test]
+    fn keeper_answers_are_whole_lines_of_their_own_number() {
+        let a1 = b"dockexec-keeper: restarted 1";
+        assert_eq!(
+            answer_rest(b"dockexec-keeper: restarted 1\n", a1),
+            Some(String::new())
+        );
+        assert_eq!(
+            answer_rest(b"x\ndockexec-keeper: restarted 1 left\n", a1),
+            Some(" left".into())
+        );
+        assert_eq!(answer_rest(b"dockexec-keeper: restarted 11\n", a1), None);
+        assert_eq!(answer_rest(b"dockexec-keeper: restarted 1", a1), None);
     }
 }

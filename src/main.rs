@@ -60,7 +60,7 @@ SANDBOX OPTIONS (hardened by default; see ExecutorBuilder's docs for each reason
         --pids N           process and thread limit, or `none` [default: {pids}]
         --cpus N           CPU quota (e.g. 1.5), or `none` [default: none]
         --read-write-root  make the root filesystem writable [default: read-only, with a
-                           {tmp} tmpfs at /tmp and HOME=/tmp]
+                           {tmp} tmpfs at /tmp (at most half of --memory) and HOME=/tmp]
         --trusted          relax every default above for trusted code: the image's user
                            (root if none), Docker's default capabilities, no
                            no-new-privileges, a writable root, no limits (the network stays

@@ -25,7 +25,8 @@ pub const DEFAULT_MEMORY: u64 = 2 * 1024 * 1024 * 1024;
 /// process pool of 16 workers with 32 threads each (NumPy's BLAS starts one per core) still
 /// fits. The agent and its shepherds count too: two plus one per running block.
 pub const DEFAULT_PIDS: i64 = 1024;
-/// Default for [`ExecutorBuilder::tmp_size`]: a 512 MiB tmpfs at `/tmp`.
+/// Default for [`ExecutorBuilder::tmp_size`]: a 512 MiB tmpfs at `/tmp`, or half the
+/// [`memory_limit`](ExecutorBuilder::memory_limit) when that is less.
 ///
 /// Room for the scratch files libraries write (matplotlib's cache, joblib's spill, pip's
 /// build dirs), bounded, and charged to the memory limit. Large outputs belong in
@@ -86,6 +87,25 @@ impl UserChoice {
                 _ if uid != 0 => Some(format!("{uid}:{gid}")),
                 _ => Some(NOBODY.to_string()),
             },
+        }
+    }
+}
+
+/// The `/tmp` tmpfs: see [`ExecutorBuilder::tmp_size`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TmpSize {
+    /// Not set: [`DEFAULT_TMP_SIZE`], at most half the memory limit.
+    Auto,
+    /// Set by the caller (`None`: no tmpfs), used as given.
+    Set(Option<u64>),
+}
+
+impl TmpSize {
+    /// The tmpfs size to ask for, given the memory limit.
+    pub(crate) fn bytes(self, memory: Option<u64>) -> Option<u64> {
+        match self {
+            TmpSize::Set(bytes) => bytes,
+            TmpSize::Auto => Some(memory.map_or(DEFAULT_TMP_SIZE, |m| DEFAULT_TMP_SIZE.min(m / 2))),
         }
     }
 }

@@ -21,7 +21,7 @@ use crate::lifetime::Keeper;
 use crate::redact::{REDACTED, Redactor};
 use crate::runner::Strategy;
 use crate::spec::{
-    DEFAULT_MEMORY, DEFAULT_NOFILE, DEFAULT_PIDS, DEFAULT_TMP_SIZE, UserChoice, Volume, numeric_ids,
+    DEFAULT_MEMORY, DEFAULT_NOFILE, DEFAULT_PIDS, TmpSize, UserChoice, Volume, numeric_ids,
 };
 use crate::workspace::Workspace;
 
@@ -80,7 +80,7 @@ pub struct ExecutorBuilder {
     pub(crate) cap_add: Vec<String>,
     pub(crate) no_new_privileges: bool,
     pub(crate) read_only_root: bool,
-    pub(crate) tmp_size: Option<u64>,
+    pub(crate) tmp_size: TmpSize,
     pub(crate) nofile: Option<u64>,
     pub(crate) memory: Option<u64>,
     /// In CPUs, as given: checked by `validate`, converted to Docker's `NanoCpus` there.
@@ -149,7 +149,7 @@ impl Default for ExecutorBuilder {
             cap_add: Vec::new(),
             no_new_privileges: true,
             read_only_root: true,
-            tmp_size: Some(DEFAULT_TMP_SIZE),
+            tmp_size: TmpSize::Auto,
             nofile: Some(DEFAULT_NOFILE),
             memory: Some(DEFAULT_MEMORY),
             cpus: None,
@@ -456,7 +456,7 @@ impl ExecutorBuilder {
             e
         };
         // Attached before the start, so the container never runs without its switch.
-        let keeper = Keeper::attach(&client, &container).map_err(fail)?;
+        let keeper = Arc::new(Keeper::attach(&client, &container).map_err(fail)?);
         client
             .container_start(&container)
             .map_err(|e| self.explain_device_requests(e))
@@ -464,7 +464,7 @@ impl ExecutorBuilder {
         self.run_init_command(&client, &container, user.as_deref())
             .map_err(fail)?;
         let (runner, strategy) = self
-            .runner(&client, &container, &workspace, &id, user)
+            .runner(&client, &container, &workspace, &id, user.clone(), &keeper)
             .map_err(fail)?;
         Ok(Executor::new(
             Parts {
@@ -478,6 +478,7 @@ impl ExecutorBuilder {
                 id,
                 container,
                 keeper,
+                block_user: user,
                 image: self.image.clone(),
                 workspace,
                 timeout: self.timeout,

@@ -28,6 +28,8 @@ pub use builder::{
 };
 pub use start::{PullPolicy, PullProgress};
 
+/// Bound on the exec that empties `/tmp` as the blocks' user at a restart.
+const TMP_CLEAN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `stop()` lets the daemon take to remove the container.
 const STOP_REMOVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `stop()` waits for spawns (and restarts, session opens) in flight to finish,
@@ -75,8 +77,11 @@ pub(crate) struct Inner {
     id: String,
     container: String,
     /// The owner's end of the dead-man's switch: held until `stop`, and the means of
-    /// `restart`.
-    keeper: Keeper,
+    /// `restart`. Shared with the agent runner, which has it kill every process when its
+    /// agent is lost.
+    keeper: Arc<Keeper>,
+    /// The user blocks run as (`None`: root), for emptying `/tmp` at `restart`.
+    block_user: Option<String>,
     name: String,
     image: String,
     workspace: Arc<Workspace>,
@@ -102,6 +107,14 @@ pub(crate) struct Inner {
     redactor: Arc<Redactor>,
 }
 
+/// The agent runner has the keeper kill every process when its agent is lost. (Here, not in
+/// `lifetime`, which the runners' modules reach through the container spec.)
+impl crate::runner::agent::KillAll for Keeper {
+    fn kill_all(&self) -> Result<()> {
+        Keeper::kill_all(self)
+    }
+}
+
 /// What [`ExecutorBuilder::start`] made and configured, to become a running executor.
 pub(crate) struct Parts {
     pub(crate) client: Client,
@@ -110,7 +123,8 @@ pub(crate) struct Parts {
     pub(crate) id: String,
     pub(crate) name: String,
     pub(crate) container: String,
-    pub(crate) keeper: Keeper,
+    pub(crate) keeper: Arc<Keeper>,
+    pub(crate) block_user: Option<String>,
     pub(crate) image: String,
     pub(crate) workspace: Arc<Workspace>,
     pub(crate) timeout: Option<Duration>,
@@ -129,6 +143,7 @@ impl Executor {
             id: p.id,
             container: p.container,
             keeper: p.keeper,
+            block_user: p.block_user,
             name: p.name,
             image: p.image,
             workspace: p.workspace,
@@ -328,9 +343,17 @@ impl Executor {
     }
 
     /// Restarts the executor: every process in the container is killed (running blocks
-    /// report [`cancelled`](crate::ExitStatus::cancelled), sessions are lost) and the
-    /// strategy starts afresh; files in the workspace and `/tmp` stay, and so does the
+    /// report [`cancelled`](crate::ExitStatus::cancelled), sessions are lost), `/tmp` is
+    /// emptied, and the strategy starts afresh; files in the workspace stay, and so does the
     /// container (same id, same dead-man's switch).
+    ///
+    /// `/tmp` is emptied after the kill (so no block races it), first by the keeper as root,
+    /// then, if that left anything, by one `docker exec` as the blocks' user, which can open
+    /// the directories a block closed to everyone (root here lacks `DAC_OVERRIDE`). Links are removed, never followed
+    /// to their targets. Before, `/tmp` survived a restart: a full `/tmp` (whose pages count
+    /// against the memory limit and that no kill frees) then wedged the executor for good, and
+    /// files planted there outlived it. What neither root nor the blocks' user may remove (the
+    /// files of another user that a root block made) stays.
     ///
     /// The container itself is not restarted while it runs: its keeper kills every other
     /// process in it. A Docker restart would close the keeper's stdin, which the owner's
@@ -353,25 +376,36 @@ impl Executor {
             w.request(Reason::Cancel);
         }
         let inner = &self.inner;
-        if let Err(e) = inner.keeper.restart() {
-            // The keeper did not answer: unless the container has stopped, that is the error.
-            let state = inner
-                .client
-                .container_inspect(&inner.container)
-                .map_err(|e| inner.gone_or(e))?
-                .state;
-            if state.running {
-                return Err(e);
+        // Whether the keeper left something in `/tmp`: a container started afresh has an
+        // empty tmpfs, but no tmpfs at all when `tmp_size(None)`.
+        let mut tmp_left = true;
+        inner.runner.restarting();
+        match inner.keeper.restart() {
+            Ok(left) => tmp_left = left,
+            Err(e) => {
+                // The keeper did not answer: unless the container has stopped, that is the error.
+                let state = inner
+                    .client
+                    .container_inspect(&inner.container)
+                    .map_err(|e| inner.gone_or(e))?
+                    .state;
+                if state.running {
+                    return Err(e);
+                }
+                // Attached before the start, as at `start()`: never running without the switch.
+                inner
+                    .keeper
+                    .reattach(&inner.client, &inner.container)
+                    .map_err(|e| inner.gone_or(e))?;
+                inner
+                    .client
+                    .container_start(&inner.container)
+                    .map_err(|e| inner.gone_or(e))?;
             }
-            // Attached before the start, as at `start()`: never running without the switch.
-            inner
-                .keeper
-                .reattach(&inner.client, &inner.container)
-                .map_err(|e| inner.gone_or(e))?;
-            inner
-                .client
-                .container_start(&inner.container)
-                .map_err(|e| inner.gone_or(e))?;
+        }
+        // Only when root left something: a block's directories it closed to everyone.
+        if tmp_left {
+            inner.empty_tmp_as_block_user();
         }
         // Whatever the strategy kept in the container (the agent) died with it.
         inner.runner.restarted().map_err(|e| inner.gone_or(e))?;
@@ -479,6 +513,27 @@ impl Inner {
         drop(live);
         drop(gate);
         Ok(execution)
+    }
+
+    /// The second half of emptying `/tmp` at a restart (the keeper did what root can): as the
+    /// blocks' user, opens up the directories a block closed, then removes every entry. Best
+    /// effort and bounded: what stays is what this user may not remove. `find` without `-L`
+    /// never follows a link; `chmod` only touches directories `find` found as directories, as
+    /// a user who owns them.
+    fn empty_tmp_as_block_user(&self) {
+        const SCRIPT: &str = r#"cd /tmp 2>/dev/null || exit 0
+find /tmp -mindepth 1 -type d ! -perm -700 -exec chmod u+rwx {} \; 2>/dev/null
+rm -rf /tmp/* /tmp/.[!.]* /tmp/..?* 2>/dev/null
+exit 0"#;
+        let body = serde_json::json!({
+            "Cmd": ["sh", "-c", SCRIPT],
+            "AttachStdout": true,
+            "AttachStderr": true,
+            "User": self.block_user.as_deref().unwrap_or("0"),
+        });
+        let _ = self
+            .client
+            .exec_collect(&self.container, &body, Some(TMP_CLEAN_TIMEOUT));
     }
 
     /// Joins workers that have finished, so the registry holds only live ones.

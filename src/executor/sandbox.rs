@@ -6,9 +6,9 @@ use serde_json::Value;
 
 use super::ExecutorBuilder;
 use crate::device::DeviceRequest;
-use crate::spec::UserChoice;
 #[allow(unused_imports)] // in the docs' links
 use crate::spec::{DEFAULT_MEMORY, DEFAULT_NOFILE, DEFAULT_PIDS, DEFAULT_TMP_SIZE};
+use crate::spec::{TmpSize, UserChoice};
 
 impl ExecutorBuilder {
     /// The user blocks run as (`"1000"`, `"1000:1000"`, `"nobody"`, `"0"` for root).
@@ -60,7 +60,7 @@ impl ExecutorBuilder {
         self.cap_add.clear();
         self.no_new_privileges = false;
         self.read_only_root = false;
-        self.tmp_size = None;
+        self.tmp_size = TmpSize::Set(None);
         self.nofile = None;
         self.memory = None;
         self.cpus = None;
@@ -115,9 +115,12 @@ impl ExecutorBuilder {
 
     /// The size of the tmpfs mounted at `/tmp` (`nosuid`, `nodev`; its pages count against
     /// the memory limit); `None` for no tmpfs (the image's own `/tmp`). Defaults to
-    /// [`DEFAULT_TMP_SIZE`] (512 MiB).
+    /// [`DEFAULT_TMP_SIZE`] (512 MiB), or half the [`memory_limit`](Self::memory_limit) when
+    /// that is less: a full `/tmp` (whose pages no process is charged for, so the OOM killer
+    /// cannot free them) then still leaves the other half to the blocks and the control
+    /// plane. A size set here is used as given, even above the memory limit.
     pub fn tmp_size(&mut self, bytes: Option<u64>) -> &mut Self {
-        self.tmp_size = bytes;
+        self.tmp_size = TmpSize::Set(bytes);
         self
     }
 

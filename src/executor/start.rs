@@ -11,7 +11,8 @@ use crate::docker::api::{self, Client, PullEvent};
 use crate::error::{Error, Result};
 use crate::host;
 use crate::labels;
-use crate::runner::agent::{AgentConfig, AgentRunner};
+use crate::lifetime::Keeper;
+use crate::runner::agent::{AgentConfig, AgentRunner, KillAll};
 use crate::runner::exec::ExecRunner;
 use crate::runner::{Runner, Strategy};
 use crate::spec::ContainerSpec;
@@ -57,7 +58,7 @@ impl ExecutorBuilder {
         let mut env: Vec<String> = vec!["PYTHONUNBUFFERED=1".into()];
         if !o.env.contains_key("HOME") {
             // A read-only root leaves no writable home (and nobody's is /nonexistent anyway).
-            if o.tmp_size.is_some() {
+            if o.tmp_size.bytes(o.memory).is_some() {
                 env.push("HOME=/tmp".into());
             } else if o.read_only_root {
                 env.push(format!("HOME={WORKSPACE}"));
@@ -106,7 +107,7 @@ impl ExecutorBuilder {
             capabilities,
             no_new_privileges: o.no_new_privileges,
             read_only_root: o.read_only_root,
-            tmp_size: o.tmp_size,
+            tmp_size: o.tmp_size.bytes(o.memory),
             nofile: o.nofile,
             devices: o.device_requests.clone(),
             host_config: o.host_config.clone(),
@@ -137,6 +138,7 @@ impl ExecutorBuilder {
         workspace: &Arc<Workspace>,
         id: &str,
         user: Option<String>,
+        keeper: &Arc<Keeper>,
     ) -> Result<(Box<dyn Runner>, Strategy)> {
         let exec = || -> Result<(Box<dyn Runner>, Strategy)> {
             let r = ExecRunner::new(
@@ -157,7 +159,8 @@ impl ExecutorBuilder {
             delete_code_files: self.delete_code_files,
             session_grace: self.session_grace,
         };
-        match AgentRunner::start(client, container, Arc::clone(workspace), config) {
+        let killer: Arc<dyn KillAll> = Arc::clone(keeper) as Arc<dyn KillAll>;
+        match AgentRunner::start(client, container, Arc::clone(workspace), config, killer) {
             Ok(r) => Ok((Box::new(r), Strategy::Agent)),
             Err(Error::Agent(_)) if self.strategy == Strategy::Auto => exec(),
             Err(e) => Err(e),
@@ -417,5 +420,25 @@ mod tests {
             json!("none"),
             "trusted() keeps the network"
         );
+    }
+
+    /// Issue 21, D4: a `/tmp` larger than the memory limit could fill the container with pages
+    /// no process is charged for. Unless set, it is at most half the limit.
+    #[test]
+    fn the_tmp_tmpfs_is_at_most_half_the_memory_limit_unless_set() {
+        let tmp = |b: &ExecutorBuilder| body(b)["HostConfig"]["Tmpfs"]["/tmp"].clone();
+        let opts = |size: u64| json!(format!("rw,nosuid,nodev,mode=1777,size={size}"));
+        let mut b = ExecutorBuilder::new();
+        assert_eq!(tmp(&b), opts(crate::DEFAULT_TMP_SIZE));
+        b.memory_limit(Some(256 << 20));
+        assert_eq!(tmp(&b), opts(128 << 20));
+        b.memory_limit(None);
+        assert_eq!(tmp(&b), opts(crate::DEFAULT_TMP_SIZE));
+        b.memory_limit(Some(256 << 20)).tmp_size(Some(300 << 20));
+        assert_eq!(tmp(&b), opts(300 << 20));
+        b.tmp_size(None);
+        assert_eq!(tmp(&b), Value::Null);
+        b.trusted();
+        assert_eq!(tmp(&b), Value::Null);
     }
 }

@@ -132,6 +132,8 @@ READY, STARTED, STDOUT, STDERR, EXIT, ERROR, SESSION_READY, PONG = (
 MAX_FRAME = 64 * 1024 * 1024 + 5
 SPARE_DELAY = 0.025  # see _Agent.spare_wait
 SPARES = 2  # a RUN that follows the last block's end at once still finds one ready
+MEM_TICK = 0.02  # see _Agent.mem_check
+MEM_RESCAN = 0.1
 CHUNK = 64 * 1024
 _HDR = struct.Struct(">IBI")
 _U32 = struct.Struct(">I")
@@ -447,6 +449,36 @@ def _oom_count():
     return None
 
 
+def _write_small(path, data):
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except OSError:
+        return False
+    try:
+        return os.write(fd, data) == len(data)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _mem_files():
+    """(usage, limit) file paths of the container's memory cgroup (v2, else v1), or None when it
+    has no limit there to protect: the memory check is off."""
+    for usage, limit in (("/sys/fs/cgroup/memory.current", "/sys/fs/cgroup/memory.max"),
+                         ("/sys/fs/cgroup/memory/memory.usage_in_bytes",
+                          "/sys/fs/cgroup/memory/memory.limit_in_bytes")):
+        lim = _read_small(limit)
+        if lim is None:
+            continue
+        lim = lim.strip()
+        # v2 says "max"; v1 says a page-rounded LONG_MAX when there is no limit.
+        if not lim.isdigit() or int(lim) >= 1 << 62 or _read_small(usage) is None:
+            return None
+        return usage, int(lim)
+    return None
+
+
 def _proc_table():
     """pid -> (state, ppid, pgrp, session) for every process visible in /proc."""
     table = {}
@@ -605,6 +637,11 @@ def _lookup_user(spec):
 
 
 def _drop_privileges(cred, spec):
+    # The OOM killer must pick blocks, never the control plane (agent, shepherds, keeper: all at
+    # 0, which nobody here can go below without CAP_SYS_RESOURCE). Written while still root, for
+    # every block and session process; a block may lower it back to 0, which _Agent.mem_check
+    # answers with SIGKILL.
+    _write_small("/proc/self/oom_score_adj", b"1000")
     if cred is None:
         return
     uid, gid, groups = cred
@@ -1565,8 +1602,9 @@ def _sess_kill_block(p, old, interrupt):
                 pass
 
 
-def _exit_json(status, killed, oom0, session_lost=None):
-    """EXIT's payload; `session_lost`: why the block's session is lost, if it is."""
+def _exit_json(status, killed, oom0, session_lost=None, culled=False):
+    """EXIT's payload; `session_lost`: why the block's session is lost, if it is; `culled`: the
+    block was killed by mem_check, which stands in for the kernel's OOM killer."""
     code = sig = None
     if status is not None:
         if os.WIFSIGNALED(status):
@@ -1579,6 +1617,8 @@ def _exit_json(status, killed, oom0, session_lost=None):
     if sig == signal.SIGKILL and not killed and oom0 is not None:
         now = _oom_count()
         oom = now is not None and now > oom0
+    if sig == signal.SIGKILL and not killed and culled:  # mem_check's kill stands in for the kernel's
+        oom = True
     r = {"code": code, "signal": int(sig) if sig is not None else None, "oom": oom,
          "session_lost": session_lost is not None}
     if session_lost is not None:
@@ -1616,6 +1656,10 @@ class _Agent(object):
         self.inbuf = bytearray()
         self.spares = []  # [(shepherd, out fd, err fd, spec fd)]: block processes forked ahead of time
         self.spare_retry = 0.0
+        self.mem = _mem_files()  # (usage file, limit) or None: see mem_check
+        self.mem_next = self.mem_scan = 0.0
+        self.mem_last = 0
+        self.culled = set()  # shepherd pids of blocks that mem_check killed a process of
 
     # -- channel
     def send(self, kind, fid, payload=b""):
@@ -1696,6 +1740,7 @@ class _Agent(object):
                 if r is not None:
                     return r
             self.check_deadlines()
+            self.mem_check()
             while len(self.spares) < SPARES and self.spare_wait() <= 0 and self.make_spare():
                 pass
 
@@ -2036,6 +2081,14 @@ class _Agent(object):
                 if isinstance(owner, _Block):
                     if self.blocks.get(owner.id) is owner and owner.status is None:
                         owner.status = status
+                        if (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+                                and not owner.killed and owner.oom0 is not None
+                                and (_oom_count() or 0) > owner.oom0):
+                            # OOM-killed: the rest of its tree goes at once, as its memory (maybe
+                            # socket buffers held by its children) would otherwise take one OOM
+                            # kill per process to free, and with every block process gone, the
+                            # kernel's next pick is the agent.
+                            _kill_trees([shep.pid], [] if _SUBREAPER else [shep.cpid])
                         self.block_maybe_done(owner)
                 else:
                     self.sess_proc_exit(owner, status)
@@ -2100,7 +2153,9 @@ class _Agent(object):
         del self.blocks[b.id]
         if b.delete:
             _delete_as(b.file, b.cred)
-        self.send_json(EXIT, b.id, _exit_json(b.status, b.killed, b.oom0))
+        culled = b.shep.pid in self.culled
+        self.culled.discard(b.shep.pid)
+        self.send_json(EXIT, b.id, _exit_json(b.status, b.killed, b.oom0, culled=culled))
         _t("exit %d" % b.id)
 
     # -- sessions
@@ -2340,11 +2395,88 @@ class _Agent(object):
                                        "session's process was killed" % (e.grace / 1000.0))
                         self.sess_kill(p, killed=True)
 
+    def mem_check(self):
+        """Memory that no process is charged for (socket buffers, tmpfs pages) leaves the OOM killer
+        to choose by RSS among processes at the same oom_score_adj. Every block and session process
+        starts at 1000 (_drop_privileges), so the kernel kills those first; but a block may lower
+        its own back to 0, the control plane's floor, and then the agent is the largest process
+        there. So while any block or session lives, this reads the cgroup's usage once per
+        MEM_TICK (one small read; nothing at all when no block runs; four times as often past a
+        quarter of the limit, as socket buffers fill at GB/s), and past half the limit it
+        scans the blocks' trees and SIGKILLs every process whose score is below 1000 (it lowered it
+        on purpose), then the rest of its block (or session), reported as an OOM kill. Rescans while above: at once if usage grew by a sixteenth of the limit since
+        the last scan, else every MEM_RESCAN, so a steady large block costs little.
+
+        Here, not in each shepherd: the agent is the one process that must survive, it already
+        wakes on a timer and knows every tree, so one read per tick covers all blocks; a
+        shepherd sits in waitpid and would need a timer (and a cgroup read) of its own per block.
+        Only started blocks and ready sessions are scanned: before that, the block process may
+        still be root at 0, on its way to _drop_privileges."""
+        if self.mem is None or not (self.blocks or self.sessions):
+            return
+        now = _now()
+        if now < self.mem_next:
+            return
+        self.mem_next = now + MEM_TICK
+        usage, limit = self.mem
+        try:
+            used = int(_read_small(usage))
+        except (TypeError, ValueError):
+            return
+        if used >= limit // 4:  # closer to the threshold: look four times as often
+            self.mem_next = now + MEM_TICK / 4
+        if used < limit // 2:
+            self.mem_last = 0
+            return
+        if used < self.mem_last + limit // 16 and now < self.mem_scan + MEM_RESCAN:
+            return
+        self.mem_last, self.mem_scan = used, now
+        trees = [(b.shep, b.id, None) for b in self.blocks.values() if b.started and not b.killed]
+        for sess in self.sessions.values():
+            p = sess.proc
+            if p is not None and p.ready and not p.dying and p.shep is not None:
+                e = sess.running
+                trees.append((p.shep, e.id if e is not None and e.started else None, p))
+        if not trees:
+            return
+        table = _proc_table()
+        me = os.getpid()
+        for shep, bid, sproc in trees:
+            sids = [shep.cpid] if not _SUBREAPER and shep.cpid else []
+            for pid in _tree(table, [shep.pid], sids):
+                if pid == me or table[pid][0] in (b"Z", b"X"):
+                    continue
+                try:
+                    adj = int(_read_small("/proc/%d/oom_score_adj" % pid))
+                except (TypeError, ValueError):
+                    continue
+                if adj >= 1000:
+                    continue
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    continue
+                self.culled.add(shep.pid)
+                if bid is not None:
+                    self.send(STDERR, bid, (
+                        "dockexec: killed process %d: it lowered its oom_score_adj to %d while the "
+                        "container's memory was %d of %d MiB\n"
+                        % (pid, adj, used >> 20, limit >> 20)).encode())
+            if shep.pid in self.culled:
+                # The whole block goes, as an OOM kill of it would: its main process dies of
+                # SIGKILL and its EXIT says oom (a session is lost, as it would be).
+                if sproc is not None:
+                    self.sess_kill(sproc)
+                else:
+                    _kill_trees([shep.pid], sids)
+
     def next_timeout(self):
         dl = [s.running.deadline for s in self.sessions.values()
               if s.running is not None and s.running.deadline is not None]
         if len(self.spares) < SPARES and self.blocks:
             dl.append(max(_now() + self.spare_wait(), self.spare_retry))
+        if self.mem is not None and (self.blocks or self.sessions):
+            dl.append(self.mem_next)
         if not dl:
             return None
         return max(0, int((min(dl) - _now()) * 1000) + 1)
@@ -2368,13 +2500,15 @@ class _Agent(object):
         cause = _sess_cause(p, status, e)
         if e is not None:
             if e.started:
-                self.send_json(EXIT, e.id, _exit_json(status, p.killed, e.oom0, session_lost=cause))
+                self.send_json(EXIT, e.id, _exit_json(status, p.killed, e.oom0, session_lost=cause,
+                                                      culled=p.shep.pid in self.culled))
             else:
                 self.error_lost(e.id, cause)
         for q in s.queue:
             self.error_lost(q.id, cause)
         s.queue = []
         s.lost = cause
+        self.culled.discard(p.shep.pid)
         self.sess_close_proc(p)
         s.proc = None
 

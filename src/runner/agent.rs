@@ -18,6 +18,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -77,6 +78,14 @@ const BLANKED_ENV: [&str; 7] = [
     "LD_DEBUG=",
     "LD_DEBUG_OUTPUT=",
 ];
+
+/// Kills every process in the container but PID 1 and the keeper (the keeper's `kill N`,
+/// see [`crate::lifetime::KEEPER_SCRIPT`]), and waits until it is done; bounded in time.
+pub(crate) trait KillAll: fmt::Debug + Send + Sync {
+    /// # Errors
+    /// When the keeper cannot be asked or does not answer in time.
+    fn kill_all(&self) -> Result<()>;
+}
 
 /// What the agent told us about itself.
 #[derive(Debug, Clone, Deserialize)]
@@ -156,6 +165,15 @@ struct Conn {
     /// Never carries a message: the reader drops its sender once READY is stored or the
     /// connection has ended, which wakes every waiter at once.
     ready_rx: Receiver<()>,
+    /// Kills what this agent started once its connection is lost (see [`Conn::sweep`]).
+    killer: Arc<dyn KillAll>,
+    /// Set before an intended end ([`Conn::shutdown`]): the end is then no loss.
+    closing: AtomicBool,
+    /// Whether the processes of this agent have been killed since its end (or need not be).
+    /// Held across the keeper's kill on purpose: a second caller (the reader, a request
+    /// about to start a fresh agent, a restart) waits until the kill is done, so a fresh agent
+    /// never starts before the old one's processes are gone, and is never killed by it.
+    swept: Mutex<bool>,
 }
 
 impl fmt::Debug for Conn {
@@ -171,7 +189,7 @@ impl Conn {
     /// Starts the agent in `container` and waits until Python is known to be there; READY
     /// (the interpreter up and the agent's ~70 KB source compiled, some 40 ms more) is awaited
     /// by the first request instead, so `start()` does not pay for it.
-    fn start(client: &Client, container: &str) -> Result<Arc<Conn>> {
+    fn start(client: &Client, container: &str, killer: &Arc<dyn KillAll>) -> Result<Arc<Conn>> {
         let body = json!({
             "Cmd": ["/bin/sh", "-c", BOOT_SCRIPT, "dockexec-agent", BOOT_SOURCE, AGENT_SOURCE],
             "Env": BLANKED_ENV,
@@ -204,6 +222,9 @@ impl Conn {
             reader: Mutex::new(None),
             ready: OnceLock::new(),
             ready_rx,
+            killer: Arc::clone(killer),
+            closing: AtomicBool::new(false),
+            swept: Mutex::new(false),
         });
         let reader_conn = Arc::clone(&conn);
         let leftover = hijacked.leftover;
@@ -284,8 +305,30 @@ impl Conn {
         self.routes.lock().remove(&id);
     }
 
+    /// After the connection was lost: kills every process in the container but PID 1 and the
+    /// keeper (the agent, if still alive, its shepherds and every block and session they
+    /// started, which would otherwise live on, reparented, with nothing left to time them out
+    /// or cancel them), once; a later call waits for the first to finish. `/tmp` stays: this
+    /// is no user's restart.
+    fn sweep(&self) {
+        // Held across the keeper call: see `swept`. The conn RwLock of the runner is never
+        // held here, so requests that find a live connection are never held up by it.
+        let mut swept = self.swept.lock();
+        if !*swept {
+            *swept = true;
+            let _ = self.killer.kill_all();
+        }
+    }
+
+    /// Marks this (lost) connection's processes as killed by someone else (a restart).
+    /// Waits for a sweep already under way: it must not kill the agent started next.
+    fn swept_elsewhere(&self) {
+        *self.swept.lock() = true;
+    }
+
     /// Asks the agent to exit, closes the connection, and joins the reader.
     fn shutdown(&self) {
+        self.closing.store(true, Ordering::SeqCst);
         let _ = self.send(Kind::Shutdown, 0, b"");
         let _ = self.writer.lock().shutdown(Shutdown::Both);
         // Taken out first: never hold a lock across a join.
@@ -396,6 +439,12 @@ fn read_loop(
         let _ = tx.send(Err(why));
     }
     let _ = stream.shutdown(Shutdown::Both);
+    // Lost, not closed on purpose: kill what the agent started at once, not only when the
+    // next request starts a fresh agent. (Its executions have already been told they are
+    // lost, above, so their workers' cancels and timeouts no longer matter.)
+    if !conn.closing.load(Ordering::SeqCst) {
+        conn.sweep();
+    }
 }
 
 /// Hands one frame to its route. `Err` for a frame that breaks the protocol.
@@ -466,6 +515,8 @@ pub(crate) struct AgentRunner {
     /// Sessions whose process is gone, and why: their later blocks are refused on the host.
     /// Locked briefly, by launches and by the sources that learn of a loss.
     lost_sessions: LostSessions,
+    /// The keeper, to kill everything a lost agent started.
+    killer: Arc<dyn KillAll>,
 }
 
 impl fmt::Debug for AgentRunner {
@@ -488,8 +539,9 @@ impl AgentRunner {
         container: &str,
         workspace: Arc<Workspace>,
         config: AgentConfig,
+        killer: Arc<dyn KillAll>,
     ) -> Result<AgentRunner> {
-        let conn = Conn::start(client, container)?;
+        let conn = Conn::start(client, container, &killer)?;
         Ok(AgentRunner {
             client: client.clone(),
             container: container.to_string(),
@@ -497,6 +549,7 @@ impl AgentRunner {
             config,
             conn: RwLock::new(conn),
             lost_sessions: Arc::default(),
+            killer,
         })
     }
 
@@ -516,12 +569,20 @@ impl AgentRunner {
         if !current.is_dead() {
             return Ok(current);
         }
+        // Nothing new starts before the lost agent's processes are gone (usually the reader
+        // has done it already). Outside the conn lock: it may take the keeper's time.
+        current.sweep();
         let mut slot = self.conn.write();
         // Another thread may have restarted it while we waited for the write lock.
         if !slot.is_dead() {
             return Ok(Arc::clone(&slot));
         }
-        let fresh = Conn::start(&self.client, &self.container)?;
+        // The slot may hold a connection other than `current` (lost in turn): swept as well.
+        // Held under the write lock only when it is not `current`, a rare double loss.
+        if !Arc::ptr_eq(&slot, &current) {
+            slot.sweep();
+        }
+        let fresh = Conn::start(&self.client, &self.container, &self.killer)?;
         let old = std::mem::replace(&mut *slot, Arc::clone(&fresh));
         drop(slot);
         old.shutdown();
@@ -706,11 +767,30 @@ impl Runner for AgentRunner {
         Some(self)
     }
 
+    fn restarting(&self) {
+        // The restart kills everything: the reader, seeing its agent die, need not ask the
+        // keeper to do it again (a round trip that `restarted` would wait for). Should the
+        // restart fail with the agent alive, a later loss of it goes unswept: the restart's
+        // error says the keeper did not answer, which is worse.
+        // Cloned first: the call may wait for a sweep under way, never under the conn lock.
+        let current = Arc::clone(&self.conn.read());
+        current.swept_elsewhere();
+    }
+
     fn restarted(&self) -> Result<()> {
         // The restart killed the agent; its reader has seen the end (or soon will). Start a
         // new one now, so the first block after the restart does not pay for it.
+        // The restart killed everything: the old reader must not kill again once the fresh
+        // agent is up. This waits for a sweep it already began: outside the conn lock, which
+        // requests need meanwhile.
+        let current = Arc::clone(&self.conn.read());
+        current.swept_elsewhere();
         let mut slot = self.conn.write();
-        let fresh = Conn::start(&self.client, &self.container)?;
+        // Replaced meanwhile (a request restarted a lost agent): that one too.
+        if !Arc::ptr_eq(&slot, &current) {
+            slot.swept_elsewhere();
+        }
+        let fresh = Conn::start(&self.client, &self.container, &self.killer)?;
         let old = std::mem::replace(&mut *slot, fresh);
         drop(slot);
         old.shutdown();

@@ -131,10 +131,12 @@ done
 [ "$n" -eq 0 ]"#;
 
 /// The wrapper every block runs under (as the block's user): refuses to start once
-/// cancelled, then `exec`s the interpreter in its place. Arguments: the `.cancel` marker, the
+/// cancelled, raises its `oom_score_adj` to 1000 (any user may raise its own) so that the OOM
+/// killer takes blocks before the keeper, then `exec`s the interpreter in its place. Arguments: the `.cancel` marker, the
 /// language, the code file.
 pub(crate) const RUN_SCRIPT: &str = r#"c=$1; l=$2; f=$3
 [ -e "$c" ] && exit 137
+{ echo 1000 > /proc/self/oom_score_adj; } 2>/dev/null
 case $l in
 python)
   for p in python3 python; do

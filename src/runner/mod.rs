@@ -100,6 +100,10 @@ pub(crate) trait Runner: fmt::Debug + Send + Sync {
     /// code file's failure.
     fn launch(&self, launch: &Launch<'_>) -> Result<Running>;
 
+    /// Called just before the keeper kills every process for a restart: what the strategy
+    /// would do when it sees its processes die is done by the restart.
+    fn restarting(&self) {}
+
     /// Called after the container was restarted: whatever lived in it is gone.
     ///
     /// # Errors
