@@ -13,41 +13,41 @@ use crate::device::DeviceRequest;
 use crate::lifetime::KEEPER_SCRIPT;
 use crate::workspace::WORKSPACE;
 
-/// Default for [`ExecutorBuilder::memory_limit`]: 2 GiB, swap included (no swap on top).
+/// Default for [`ExecutorBuilder::memory_limit`](crate::ExecutorBuilder::memory_limit): 2 GiB, swap included (no swap on top).
 ///
 /// Enough for ordinary data work (a pandas frame of some hundred MB, a scikit-learn fit, a
 /// plotted figure), little enough that a runaway `list.append` loop meets the OOM killer in
 /// seconds instead of pushing the host into swap. `/tmp` is a tmpfs charged to the same limit.
 pub const DEFAULT_MEMORY: u64 = 2 * 1024 * 1024 * 1024;
-/// Default for [`ExecutorBuilder::pids_limit`]: 1024 processes and threads in the container.
+/// Default for [`ExecutorBuilder::pids_limit`](crate::ExecutorBuilder::pids_limit): 1024 processes and threads in the container.
 ///
 /// A fork bomb stops at it within milliseconds (and the block at its timeout), while a
 /// process pool of 16 workers with 32 threads each (NumPy's BLAS starts one per core) still
 /// fits. The agent and its shepherds count too: two plus one per running block.
 pub const DEFAULT_PIDS: i64 = 1024;
-/// Default for [`ExecutorBuilder::tmp_size`]: a 512 MiB tmpfs at `/tmp`, or half the
-/// [`memory_limit`](ExecutorBuilder::memory_limit) when that is less.
+/// Default for [`ExecutorBuilder::tmp_size`](crate::ExecutorBuilder::tmp_size): a 512 MiB tmpfs at `/tmp`, or half the
+/// [`memory_limit`](crate::ExecutorBuilder::memory_limit) when that is less.
 ///
 /// Room for the scratch files libraries write (matplotlib's cache, joblib's spill, pip's
 /// build dirs), bounded, and charged to the memory limit. Large outputs belong in
 /// `/workspace`, which is the host's disk.
 pub const DEFAULT_TMP_SIZE: u64 = 512 * 1024 * 1024;
-/// Default for [`ExecutorBuilder::nofile`]: 4096 open files per process, soft and hard.
+/// Default for [`ExecutorBuilder::nofile`](crate::ExecutorBuilder::nofile): 4096 open files per process, soft and hard.
 ///
 /// Four times the usual 1024 soft limit of a Linux login, so nothing ordinary meets it; it
 /// bounds the kernel memory a descriptor hog can pin (Docker's own default is 1048576).
 pub const DEFAULT_NOFILE: u64 = 4096;
-/// The user blocks run as by default when neither [`ExecutorBuilder::user`] nor the image
+/// The user blocks run as by default when neither [`ExecutorBuilder::user`](crate::ExecutorBuilder::user) nor the image
 /// names one and dockexec itself runs as root: `nobody:nogroup`.
 pub const NOBODY: &str = "65534:65534";
 /// The capabilities the container keeps by default (all others are dropped). See
-/// [`ExecutorBuilder::drop_capabilities`].
+/// [`ExecutorBuilder::drop_capabilities`](crate::ExecutorBuilder::drop_capabilities).
 pub const KEPT_CAPABILITIES: [&str; 3] = ["SETUID", "SETGID", "KILL"];
 /// The capabilities the container also keeps unless the strategy is
-/// [`Strategy::Agent`](crate::Strategy::Agent). See [`ExecutorBuilder::drop_capabilities`].
+/// [`Strategy::Agent`](crate::Strategy::Agent). See [`ExecutorBuilder::drop_capabilities`](crate::ExecutorBuilder::drop_capabilities).
 pub const EXEC_KILL_CAPABILITIES: [&str; 2] = ["DAC_READ_SEARCH", "SYS_PTRACE"];
 
-/// Who blocks run as: see [`ExecutorBuilder::user`].
+/// Who blocks run as: see [`ExecutorBuilder::user`](crate::ExecutorBuilder::user).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum UserChoice {
     /// The image's `USER` unless it is root, else the calling host user unless that is root,
@@ -91,7 +91,7 @@ impl UserChoice {
     }
 }
 
-/// The `/tmp` tmpfs: see [`ExecutorBuilder::tmp_size`].
+/// The `/tmp` tmpfs: see [`ExecutorBuilder::tmp_size`](crate::ExecutorBuilder::tmp_size).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TmpSize {
     /// Not set: [`DEFAULT_TMP_SIZE`], at most half the memory limit.
@@ -110,7 +110,7 @@ impl TmpSize {
     }
 }
 
-/// A read-only or read-write bind mount added with [`ExecutorBuilder::volume`].
+/// A read-only or read-write bind mount added with [`ExecutorBuilder::volume`](crate::ExecutorBuilder::volume).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Volume {
     pub(crate) host: PathBuf,
