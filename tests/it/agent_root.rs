@@ -103,6 +103,12 @@ fn a_user_site_planted_by_a_block_never_runs_as_root() {
         sh(&ex, "true");
         assert_no_root_marker(&ex, "after restart()");
 
+        // restart() emptied /tmp: plant again for the agent's death.
+        assert!(
+            py(&ex, PLANT_USER_SITE)
+                .trim()
+                .starts_with("/tmp/.local/lib/python3")
+        );
         let pid = agent_pid(&ex);
         let kill = format!("kill -9 {pid}");
         let (ok, _) =

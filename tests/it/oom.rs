@@ -274,7 +274,7 @@ done"#;
         assert_eq!(adj_of(1).as_deref(), Some("0"), "init: {all}");
         let keeper = procs(&id)
             .into_iter()
-            .find(|p| p.ppid == 1 && p.cmdline.starts_with("sh -c"))
+            .find(|p| p.ppid == 1 && p.cmdline.starts_with("/bin/sh -c"))
             .unwrap_or_else(|| panic!("no keeper: {all}"));
         assert_eq!(adj_of(keeper.pid).as_deref(), Some("0"), "keeper: {all}");
         if ex.strategy() == Strategy::Agent {
