@@ -79,9 +79,6 @@ pub const NOBODY: &str = "65534:65534";
 /// The capabilities the container keeps by default (all others are dropped). See
 /// [`ExecutorBuilder::drop_capabilities`].
 pub const KEPT_CAPABILITIES: [&str; 3] = ["SETUID", "SETGID", "KILL"];
-/// The capabilities the container also keeps unless the strategy is [`Strategy::Agent`]. See
-/// [`ExecutorBuilder::drop_capabilities`].
-pub const EXEC_KILL_CAPABILITIES: [&str; 2] = ["DAC_READ_SEARCH", "SYS_PTRACE"];
 
 /// When [`ExecutorBuilder::start`] pulls the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -164,6 +161,7 @@ pub struct ExecutorBuilder {
     drop_caps: bool,
     cap_add: Vec<String>,
     no_new_privileges: bool,
+    seccomp: bool,
     read_only_root: bool,
     tmp_size: Option<u64>,
     nofile: Option<u64>,
@@ -232,6 +230,7 @@ impl Default for ExecutorBuilder {
             drop_caps: true,
             cap_add: Vec::new(),
             no_new_privileges: true,
+            seccomp: true,
             read_only_root: true,
             tmp_size: Some(DEFAULT_TMP_SIZE),
             nofile: Some(DEFAULT_NOFILE),
@@ -396,13 +395,15 @@ impl ExecutorBuilder {
     /// its uid to hostile code, hence `nobody`.
     ///
     /// A root block (`user("0")`, or [`trusted`](Self::trusted) on an image without `USER`)
-    /// owns its container. With the default capabilities it holds [`KEPT_CAPABILITIES`] and
-    /// (unless the strategy is [`Strategy::Agent`]) [`EXEC_KILL_CAPABILITIES`], so it can:
-    /// signal every process (dockexec's agent, the keeper, the other blocks) and so end the
-    /// container (`kill -9 -1`); write the exec strategy's root-only marker dir and make other
-    /// blocks exit 137 before they start; change its uid; read any file of the container. It
-    /// still cannot write the read-only root, leave the limits, or reach the network; and the
-    /// host still never follows a link it plants in the workspace. When it ends the
+    /// owns its container. With the default capabilities it holds [`KEPT_CAPABILITIES`], so
+    /// it can: signal every process (dockexec's agent, the keeper, the other blocks) and so
+    /// end the container (`kill -9 -1`); change its uid; with the exec strategy, stop its own
+    /// kill (which runs as the block's user, so as root here, and has no root backstop: that
+    /// would end the container's own processes), so it may outlive a cancel or timeout until
+    /// the executor stops. It still cannot write the read-only root, leave the limits, reach
+    /// the network, read files of other users without `DAC_OVERRIDE`/`DAC_READ_SEARCH`, or
+    /// open files by handle (see [`seccomp`](Self::seccomp)); and the host still never
+    /// follows a link it plants in the workspace. When it ends the
     /// container, the executor says so and loses nothing else: the running blocks end
     /// [`lost`](crate::ExitStatus::lost), later calls fail with
     /// [`Error::ContainerGone`], [`Executor::stop`] still succeeds, the work dir keeps its
@@ -424,7 +425,8 @@ impl ExecutorBuilder {
     }
 
     /// Relaxes every hardened default at once, for code you trust: blocks run as the image's
-    /// user (root when it names none), the container keeps Docker's default capabilities,
+    /// user (root when it names none), the container keeps Docker's default capabilities and
+    /// Docker's default seccomp profile (not dockexec's, see [`seccomp`](Self::seccomp)),
     /// without `no-new-privileges`, with a writable root filesystem and no `/tmp` tmpfs, and
     /// with no memory, process, CPU or open-file limit. The network is not opened: that stays
     /// [`network`](Self::network)'s call. Options set after this one still apply, so
@@ -434,6 +436,7 @@ impl ExecutorBuilder {
         self.drop_caps = false;
         self.cap_add.clear();
         self.no_new_privileges = false;
+        self.seccomp = false;
         self.read_only_root = false;
         self.tmp_size = None;
         self.nofile = None;
@@ -447,14 +450,14 @@ impl ExecutorBuilder {
     /// the container keeps only [`KEPT_CAPABILITIES`], used by its root processes, never by a
     /// non-root block (which holds no capability at all):
     /// - `SETUID`, `SETGID`: the agent drops from root to each block's user;
-    /// - `KILL`: the agent and the exec strategy's kill script, as root, signal the block's
-    ///   processes, which belong to another user;
-    /// - and, unless the strategy is [`Strategy::Agent`] (as [`Strategy::Auto`] may fall back
-    ///   to exec), [`EXEC_KILL_CAPABILITIES`]: `DAC_READ_SEARCH` and `SYS_PTRACE`, with which
-    ///   the exec strategy's kill script, as root, opens `/proc/<pid>/environ` of the block's
-    ///   processes (another user's, mode `0400`) to recognise the block's exec and those of its
-    ///   processes that left its session.
-    ///   A non-root block never holds them; a root one could read any file of its container.
+    /// - `KILL`: the agent, as root, signals the block's processes, which belong to another
+    ///   user; so does the exec strategy's root backstop, when a block stopped its kill (the
+    ///   kill itself runs as the block's user and needs no capability).
+    ///
+    /// Nothing that reaches outside the container is kept: no `DAC_READ_SEARCH` (with it,
+    /// `open_by_handle_at` opens any file of the host filesystem behind a bind mount, the
+    /// "Shocker" escape) and no `SYS_PTRACE`. A non-root block never holds a capability; a
+    /// root one holds these three.
     ///
     /// `false` keeps Docker's default set (`CHOWN`, `DAC_OVERRIDE`, `FOWNER`, `NET_RAW`, …).
     pub fn drop_capabilities(&mut self, yes: bool) -> &mut Self {
@@ -464,6 +467,17 @@ impl ExecutorBuilder {
 
     /// Adds a capability (`"NET_ADMIN"`, `"CAP_CHOWN"`) to those the container keeps.
     /// Defaults to none beyond the ones [`drop_capabilities`](Self::drop_capabilities) lists.
+    ///
+    /// A non-root block never holds an added capability (`no-new-privileges` and the switch
+    /// of user drop it); the container's root processes and a root block (`user("0")`) do.
+    /// What some give a root block: `DAC_OVERRIDE`/`DAC_READ_SEARCH` read (and the first
+    /// writes) every file of the container, other blocks' included (`open_by_handle_at`,
+    /// which would reach the host's files with `DAC_READ_SEARCH`, stays denied by
+    /// [`seccomp`](Self::seccomp)); `SYS_PTRACE` reads and rewrites the memory of any
+    /// process there, dockexec's own included; `CHOWN`/`FOWNER` take or change any file;
+    /// `NET_RAW`/`NET_ADMIN` forge packets or reconfigure the container's network;
+    /// `SYS_ADMIN` is close to everything (mounts, namespaces) and should not be given to
+    /// code you do not trust.
     pub fn cap_add(&mut self, capability: impl Into<String>) -> &mut Self {
         self.cap_add.push(capability.into());
         self
@@ -474,6 +488,29 @@ impl ExecutorBuilder {
     /// to `true`. The agent still changes user: it drops privileges, it gains none.
     pub fn no_new_privileges(&mut self, yes: bool) -> &mut Self {
         self.no_new_privileges = yes;
+        self
+    }
+
+    /// Whether the container runs under dockexec's own seccomp profile. Defaults to `true`.
+    ///
+    /// The profile allows every syscall but a deny list: the file-handle syscalls
+    /// (`open_by_handle_at`, `name_to_handle_at`, the "Shocker" escape from a container,
+    /// denied even to a root block with `cap_add("DAC_READ_SEARCH")`), namespaces (`unshare`,
+    /// `setns`, `clone` with `CLONE_NEW*`; `clone3` reports `ENOSYS` so libc falls back to
+    /// `clone`), `bpf`, `perf_event_open`, `userfaultfd`, `io_uring_*`, the key-ring calls,
+    /// `kcmp`, `AF_VSOCK` sockets, mounts, modules, `kexec`, clocks, `reboot`, `swapon`,
+    /// `syslog`, `quotactl`, `iopl`/`ioperm`, and a few obsolete ones. Denied calls fail with
+    /// `EPERM`.
+    ///
+    /// It *replaces* Docker's default profile, an allowlist: a profile given to Docker cannot
+    /// extend the default, and dockexec does not ship a copy of Docker's. Its deny list holds
+    /// every call Docker's default refuses that a container without capabilities could still
+    /// make, so nothing that matters is lost, but a syscall added to the kernel later is
+    /// allowed here where Docker's would refuse it. `false` (and [`trusted`](Self::trusted))
+    /// leaves Docker's default profile in place; `host_config_json` with a `SecurityOpt`
+    /// replaces this option's entry (and `no-new-privileges`) whole.
+    pub fn seccomp(&mut self, yes: bool) -> &mut Self {
+        self.seccomp = yes;
         self
     }
 
@@ -757,7 +794,8 @@ impl ExecutorBuilder {
             e
         };
         // Attached before the start, so the container never runs without its switch.
-        let keeper = Keeper::attach(&client, &container).map_err(fail)?;
+        // Shared with the exec runner, whose kill falls back on it (see `runner::exec`).
+        let keeper = Arc::new(Keeper::attach(&client, &container).map_err(fail)?);
         client
             .container_start(&container)
             .map_err(|e| self.explain_device_requests(e))
@@ -765,7 +803,7 @@ impl ExecutorBuilder {
         self.run_init_command(&client, &container, user.as_deref())
             .map_err(fail)?;
         let (runner, strategy) = self
-            .runner(&client, &container, &workspace, &id, user)
+            .runner(&client, &container, &workspace, &id, user, &keeper)
             .map_err(fail)?;
         let inner = Arc::new(Inner {
             client,
@@ -803,6 +841,7 @@ impl ExecutorBuilder {
         workspace: &Arc<Workspace>,
         id: &str,
         user: Option<String>,
+        keeper: &Arc<Keeper>,
     ) -> Result<(Box<dyn Runner>, Strategy)> {
         let exec = || -> Result<(Box<dyn Runner>, Strategy)> {
             let r = ExecRunner::new(
@@ -811,6 +850,7 @@ impl ExecutorBuilder {
                 Arc::clone(workspace),
                 id,
                 user.as_deref(),
+                Arc::clone(keeper),
             )?;
             Ok((Box::new(r), Strategy::Exec))
         };
@@ -851,9 +891,6 @@ impl ExecutorBuilder {
     /// The capabilities the container keeps on top of none, when it drops them.
     fn kept_capabilities(&self) -> Vec<String> {
         let mut caps: Vec<String> = KEPT_CAPABILITIES.iter().map(|c| c.to_string()).collect();
-        if self.strategy != Strategy::Agent {
-            caps.extend(EXEC_KILL_CAPABILITIES.iter().map(|c| c.to_string()));
-        }
         caps.extend(self.cap_add.iter().cloned());
         caps
     }
@@ -1081,8 +1118,15 @@ impl ExecutorBuilder {
         } else if !self.cap_add.is_empty() {
             host["CapAdd"] = json!(self.cap_add);
         }
+        let mut security = Vec::new();
         if self.no_new_privileges {
-            host["SecurityOpt"] = json!(["no-new-privileges"]);
+            security.push("no-new-privileges".to_string());
+        }
+        if self.seccomp {
+            security.push(crate::seccomp::security_opt());
+        }
+        if !security.is_empty() {
+            host["SecurityOpt"] = json!(security);
         }
         if self.read_only_root {
             host["ReadonlyRootfs"] = json!(true);

@@ -24,7 +24,7 @@ pub(crate) use builder::host_ids;
 pub use builder::{
     DEFAULT_API_TIMEOUT, DEFAULT_IMAGE, DEFAULT_INIT_TIMEOUT, DEFAULT_MAX_OUTPUT, DEFAULT_MEMORY,
     DEFAULT_NOFILE, DEFAULT_PIDS, DEFAULT_SESSION_GRACE, DEFAULT_TIMEOUT, DEFAULT_TMP_SIZE,
-    EXEC_KILL_CAPABILITIES, ExecutorBuilder, KEPT_CAPABILITIES, NOBODY, PullPolicy, PullProgress,
+    ExecutorBuilder, KEPT_CAPABILITIES, NOBODY, PullPolicy, PullProgress,
 };
 
 /// How long `stop()` lets the daemon take to remove the container.
@@ -75,7 +75,7 @@ pub(crate) struct Inner {
     container: String,
     /// The owner's end of the dead-man's switch: held until `stop`, and the means of
     /// `restart`.
-    keeper: Keeper,
+    keeper: Arc<Keeper>,
     name: String,
     image: String,
     workspace: Arc<Workspace>,
