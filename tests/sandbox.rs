@@ -552,3 +552,47 @@ fn seccomp_false_leaves_dockers_default_profile() {
         ex.stop().unwrap();
     });
 }
+
+/// Issue 21, item 5 (and D4): on the exec strategy a SIGKILL that dockexec did not send is
+/// checked against the container's OOM-kill count, read by an exec of its own. With `/tmp`
+/// (a tmpfs, charged to the container's memory) filled to the memory limit, every later
+/// block is OOM-killed at start and that probe's exec cannot run either: each block used to
+/// end as a plain "killed by signal 9", as if the cause were known. It now says that the kill
+/// was not dockexec's and the OOM killer could not be ruled out. A `kill -9 $$` with the
+/// probe working stays a plain signal (the block killing itself cannot be told from another
+/// process killing it, and is not called unexplained).
+#[test]
+fn an_unexplained_sigkill_is_reported_as_such() {
+    common::watchdog(LIMIT, || {
+        let (mut b, _guard) = common::case_builder("sandbox-unexplained-kill");
+        b.strategy(dockexec::Strategy::Exec)
+            .memory_limit(Some(64 << 20))
+            .tmp_size(Some(256 << 20))
+            .timeout(Some(Duration::from_secs(20)));
+        let ex = b.start().unwrap();
+        let plain = ex.run(&CodeBlock::sh("kill -9 $$")).unwrap();
+        assert_eq!(plain.status.signal(), Some(9), "{}", plain.status);
+        assert!(!plain.status.kill_unexplained(), "{}", plain.status);
+        assert!(!plain.status.oom_killed(), "{}", plain.status);
+        let fill = ex
+            .run(&CodeBlock::sh("head -c 200000000 /dev/zero > /tmp/fill"))
+            .unwrap();
+        assert!(!fill.status.success(), "{}", fill.status);
+        let mut seen = Vec::new();
+        let told = (0..5).any(|_| {
+            let next = ex.run(&CodeBlock::sh("echo hi")).unwrap();
+            seen.push(next.status.to_string());
+            assert!(
+                !next.status.success() || next.stdout == b"hi\n",
+                "{}",
+                next.status
+            );
+            next.status.kill_unexplained() || next.status.oom_killed()
+        });
+        assert!(
+            told,
+            "each later kill was passed off as a plain signal: {seen:?}"
+        );
+        ex.stop().unwrap();
+    });
+}

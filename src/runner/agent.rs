@@ -724,6 +724,7 @@ impl Control for AgentControl {
                 signal: e.signal,
                 lost: false,
                 oom_killed: e.oom,
+                kill_unexplained: false,
             },
             None => Reaped {
                 lost: true,

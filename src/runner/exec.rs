@@ -464,8 +464,13 @@ impl Control for ExecControl {
             }
             if !r.lost && !r.oom_killed {
                 // Docker records OOM kills of a container's PID 1 only; for an exec's process,
-                // ask the container's memory cgroup whether its OOM-kill count moved.
-                r.oom_killed = self.oom_kills_moved();
+                // ask the container's memory cgroup whether its OOM-kill count moved. When
+                // that probe cannot run (a container at its pids or memory limit), say so
+                // rather than pass the kill off as a plain signal (issue 21, item 5).
+                match self.oom_kills_moved() {
+                    Some(moved) => r.oom_killed = moved,
+                    None => r.kill_unexplained = true,
+                }
             }
         }
         r
@@ -501,9 +506,10 @@ impl ExecControl {
     }
 
     /// True when the container's OOM-kill count differs from the last one seen (a restart
-    /// resets it, so a lower non-zero count counts too). Blocks killed concurrently in one
-    /// container cannot be told apart: each may report the kill.
-    fn oom_kills_moved(&self) -> bool {
+    /// resets it, so a lower non-zero count counts too); `None` when the probe could not run
+    /// or said nothing readable. Blocks killed concurrently in one container cannot be told
+    /// apart: each may report the kill.
+    fn oom_kills_moved(&self) -> Option<bool> {
         let body = json!({
             "Cmd": ["sh", "-c", OOM_KILLS_SCRIPT],
             "AttachStdout": true,
@@ -514,13 +520,11 @@ impl ExecControl {
             self.client
                 .exec_collect(&self.container, &body, Some(HOUSEKEEPING_TIMEOUT))
         else {
-            return false;
+            return None;
         };
-        let Ok(now) = String::from_utf8_lossy(&out).trim().parse::<u64>() else {
-            return false;
-        };
+        let now = String::from_utf8_lossy(&out).trim().parse::<u64>().ok()?;
         let before = self.oom_kills.swap(now, Ordering::Relaxed);
-        now != before && now > 0
+        Some(now != before && now > 0)
     }
 }
 

@@ -62,6 +62,9 @@ pub(crate) struct Reaped {
     /// The container vanished or died, or the block's end could not be learnt.
     pub(crate) lost: bool,
     pub(crate) oom_killed: bool,
+    /// A SIGKILL the executor did not send, and whether it was the OOM killer's could not be
+    /// learnt (exec strategy: the OOM probe itself failed).
+    pub(crate) kill_unexplained: bool,
 }
 
 /// A strategy for running blocks in one container.
