@@ -114,7 +114,9 @@ fn fifo_in_place_of_a_marker(busybox: bool) {
         let (mut b, _guard) = case_builder("hostile-fifo", busybox);
         b.timeout(Some(Duration::from_secs(1)));
         let ex = b.start().unwrap();
-        // Both marker names, where the markers were and where they are now (not writable).
+        // Both marker names, where the markers were and where they are now (writable by the
+        // block user since the kill runs as that user: the marker is a directory, so a FIFO in
+        // its place only makes the mkdir fail).
         let plant = r#"t=${DOCKEXEC_EXECUTION%.}
 for d in /workspace/.dockexec /run/dockexec; do
   for x in cancel pid; do rm -f "$d/$t.$x"; mkfifo "$d/$t.$x"; done
