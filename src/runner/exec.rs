@@ -17,8 +17,7 @@
 //!   session (`sid == pid`), and carries the `DOCKEXEC_EXECUTION=<tag>.` variable Docker set.
 //!   The kill script takes as the block's sessions those whose leader shows all three, and
 //!   kills them whole, plus every process that still carries the tag (one that left the
-//!   session), plus every process whose `environ` it cannot open (see [`KILL_SCRIPT`]). A
-//!   block can forge the tag only in its own processes, so the worst it can do is have
+//!   session). A block can forge the tag only in its own processes, so the worst it can do is have
 //!   another block's cancel kill *its own* processes. Nothing is recorded, so there is
 //!   nothing to forge: no pid file.
 //! * **The one marker left**, `<tag>.cancel` (made by the kill so that a wrapper the daemon
@@ -50,8 +49,10 @@
 //! Alpine); Docker's own `User` on the exec does the drop the same way everywhere.
 //!
 //! What escapes: a process that both leaves the block's session and rewrites its environment
-//! (or whose session leader did so before it died). It can only be the block's own, and stays
-//! bound by the container's limits.
+//! or makes itself non-dumpable (`prctl(PR_SET_DUMPABLE, 0)`, which closes its `environ` to
+//! its own user; root's kill once read it with `SYS_PTRACE`), or whose session leader did so
+//! before it died. It can only be the block's own, and stays bound by the container's
+//! limits.
 //!
 //! A **root** block (opt-in `user("0")`, or no user on an image without `USER`) is outside
 //! this model: its kill runs as root (its own uid), with only the kept capabilities, and the
@@ -110,10 +111,11 @@ pub(crate) const CONTROL_DIR_OPTIONS: &str = "rw,nosuid,nodev,noexec,mode=1777,s
 /// jobs and processes that trap SIGTERM all stay in that session, and the session id
 /// outlives its leader, so orphans reparented to the container's init are found too. A
 /// process that left the session (`setsid`, `start_new_session=True`) is found by the tag it
-/// inherited. A process whose `environ` cannot be opened at all counts as the block's: a
-/// process of the block's user makes its `environ` unreadable to that user only by making
-/// itself non-dumpable (`prctl(PR_SET_DUMPABLE, 0)`), which is a way to hide, so it goes;
-/// root's processes are unreadable too, and the `kill` of them fails (`EPERM`).
+/// inherited. A process whose `environ` cannot be opened is passed over: root's, and
+/// another block's exec while runc sets it up (runc makes its process non-dumpable, so
+/// unreadable even to the same user, until the `execve`; taking those killed other blocks as
+/// they started). A block's own process can hide the same way (`prctl(PR_SET_DUMPABLE, 0)`)
+/// as by rewriting its environment: see "What escapes" in the module docs.
 ///
 /// Each process's state, parent, group and session are the fields after the **last** `) `
 /// of its *whole* `/proc/<pid>/stat` (issue 21, D5): the command name before them is the
@@ -157,14 +159,10 @@ pass() {
     case $G in
     *" $4 "*) ;;
     *)
-      if true < "$d/environ"; then
-        hit=
-        while read -r e || [ -n "$e" ]; do
-          case $e in *"DOCKEXEC_EXECUTION=$t."*) hit=1; break ;; esac
-        done < "$d/environ"
-      else
-        hit=1
-      fi
+      hit=
+      while read -r e || [ -n "$e" ]; do
+        case $e in *"DOCKEXEC_EXECUTION=$t."*) hit=1; break ;; esac
+      done < "$d/environ"
       [ -n "$hit" ] || continue
       if [ "$2" = 0 ] && [ "$p" = "$4" ]; then
         G="$G$p "
@@ -409,9 +407,13 @@ impl Control for ExecControl {
             .client
             .exec_collect(&self.container, &body, Some(HOUSEKEEPING_TIMEOUT));
         // A code not yet recorded (`None`) after the stream ended is a finished script; only
-        // a failed or timed-out call (a block that stopped its kill) or processes left call
-        // for the backstop, which also ends the executor's other blocks.
-        if matches!(done, Err(_) | Ok((Some(1..), _, _))) {
+        // a timed-out call (a block that stopped its kill) or processes left call for the
+        // backstop, which also ends the executor's other blocks. A refusal (a paused or
+        // vanished container) is not one: the keeper could not answer either.
+        if matches!(
+            done,
+            Err(crate::error::Error::Timeout { .. }) | Ok((Some(1..), _, _))
+        ) {
             self.backstop();
         }
     }
