@@ -487,3 +487,41 @@ while :; do sleep 1; done
         ex.stop().unwrap();
     });
 }
+
+/// A root block (opt-in `user("0")`): on the exec strategy its kill runs as root, its own
+/// uid, with no capability beyond the kept ones, and still ends its whole tree, a `setsid`
+/// child included.
+#[test]
+fn a_root_blocks_cancel_ends_its_whole_tree() {
+    common::watchdog(LIMIT, || {
+        let (mut b, _guard) = case_builder("hostile-root-cancel", true);
+        b.user("0");
+        let ex = b.start().unwrap();
+        let e = ex
+            .spawn(&CodeBlock::sh(
+                r#"n=43; setsid sleep "${n}25" & sleep "${n}26" & echo up; wait"#,
+            ))
+            .unwrap();
+        common::await_stdout(&e.chunks(), "up", Duration::from_secs(20));
+        e.cancel().unwrap();
+        let out = e
+            .wait_timeout(Duration::from_secs(20))
+            .unwrap()
+            .expect("the cancel returns");
+        assert!(out.status.cancelled(), "{out:?}");
+        let id = ex.container_id().to_string();
+        let left = || {
+            let mut p = common::processes_matching(&id, "sleep 4325");
+            p.extend(common::processes_matching(&id, "sleep 4326"));
+            p
+        };
+        assert!(
+            common::eventually(Duration::from_secs(5), || left().is_empty()),
+            "left behind: {:?}",
+            left()
+        );
+        let next = ex.run(&CodeBlock::sh("echo next")).unwrap();
+        common::assert_success(&next);
+        ex.stop().unwrap();
+    });
+}
