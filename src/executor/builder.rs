@@ -1287,6 +1287,43 @@ mod create_body_tests {
     }
 
     #[test]
+    fn security_opt_holds_no_new_privileges_and_the_seccomp_profile_unless_turned_off() {
+        let opts = |b: &ExecutorBuilder| -> Value {
+            b.create_body("0123456789abcdef", std::path::Path::new("/w"))["HostConfig"]
+                ["SecurityOpt"]
+                .clone()
+        };
+        let mut b = ExecutorBuilder::new();
+        assert_eq!(
+            opts(&b),
+            json!(["no-new-privileges", crate::seccomp::security_opt()])
+        );
+        b.seccomp(false);
+        assert_eq!(opts(&b), json!(["no-new-privileges"]));
+        b.seccomp(true).no_new_privileges(false);
+        assert_eq!(opts(&b), json!([crate::seccomp::security_opt()]));
+        let mut t = ExecutorBuilder::new();
+        t.trusted();
+        assert_eq!(
+            opts(&t),
+            Value::Null,
+            "trusted keeps Docker's default profile"
+        );
+        t.host_config_json(json!({ "SecurityOpt": ["seccomp=unconfined"] }));
+        assert_eq!(opts(&t), json!(["seccomp=unconfined"]));
+        // The capabilities kept: nothing that reaches the host, on every strategy.
+        for strategy in [Strategy::Auto, Strategy::Exec, Strategy::Agent] {
+            let mut b = ExecutorBuilder::new();
+            b.strategy(strategy);
+            let body = b.create_body("0123456789abcdef", std::path::Path::new("/w"));
+            assert_eq!(
+                body["HostConfig"]["CapAdd"],
+                json!(["SETUID", "SETGID", "KILL"])
+            );
+        }
+    }
+
+    #[test]
     fn bad_secrets_are_refused_by_name_without_the_value() {
         let cases: [(&str, &str, &str); 4] = [
             ("EMPTY", "", "EMPTY is empty"),
