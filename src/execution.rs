@@ -555,6 +555,7 @@ fn work(
             code: reaped.code,
             signal: reaped.signal,
             oom_killed: reaped.oom_killed,
+            kill_unexplained: reaped.kill_unexplained && end_kind == End::Exited,
             truncated: buf.truncated,
         },
         stdout: buf.stdout,

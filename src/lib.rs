@@ -73,12 +73,15 @@
 //! [`ExecutorBuilder`] for the hardened defaults and how to relax them).
 //!
 //! * **The control plane is out of a non-root block's reach.** The container's init, its
-//!   keeper, the agent and the exec strategy's kill script run as root. The kill finds a
-//!   block's processes by what only its exec has (a parent outside the container, its own
-//!   session, the tag Docker set), never by a file the block could write; its one marker
-//!   lives in `/run/dockexec`, a root-owned tmpfs outside the workspace. A non-root block that
-//!   forges, replaces or pre-plants markers, plants FIFOs, or runs `kill -9 -1` ends only its
-//!   own user's processes: the container survives and the next block runs normally.
+//!   keeper and the agent run as root, with no capability that reaches the host (no
+//!   `DAC_READ_SEARCH`, no `SYS_PTRACE`). The exec strategy's kill runs as the block's own
+//!   user and finds a block's processes by what only its exec has (a parent outside the
+//!   container, its own session, the tag Docker set), never by a file the block could write;
+//!   its one marker lives in `/run/dockexec`, a sticky tmpfs outside the workspace. A block
+//!   that stops its kill meets a root backstop that kills every process of its user. A
+//!   non-root block that forges, replaces or pre-plants markers, plants FIFOs, or runs
+//!   `kill -9 -1` ends only its own user's processes: the container survives and the next
+//!   block runs normally.
 //! * **The host never follows a path the container can change.** Code files are written
 //!   and removed beneath the work dir one directory fd at a time, never through a link, so a
 //!   block that swaps a directory for a link to a host directory gets a refused file name,
@@ -102,6 +105,7 @@ mod output;
 mod redact;
 mod registry;
 mod runner;
+mod seccomp;
 mod session;
 mod spec;
 mod sweep;
@@ -125,8 +129,7 @@ pub use registry::{cleanup_on_ctrlc, stop_all};
 pub use runner::Strategy;
 pub use session::Session;
 pub use spec::{
-    DEFAULT_MEMORY, DEFAULT_NOFILE, DEFAULT_PIDS, DEFAULT_TMP_SIZE, EXEC_KILL_CAPABILITIES,
-    KEPT_CAPABILITIES, NOBODY,
+    DEFAULT_MEMORY, DEFAULT_NOFILE, DEFAULT_PIDS, DEFAULT_TMP_SIZE, KEPT_CAPABILITIES, NOBODY,
 };
 pub use sweep::{GC_CREATED_GRACE, GcOptions, gc, gc_with};
 pub use workspace::WORKSPACE;

@@ -87,6 +87,7 @@ pub(crate) enum End {
 /// | exits with `n` (`exit 3`, `sys.exit(3)`) | `Some(n)` | `None` | `false` |
 /// | is killed by signal `N` (`kill -9 $$`, `os.kill(os.getpid(), SIGTERM)`) | `Some(128 + N)` | `Some(N)` | `false` |
 /// | passes the memory limit | `Some(137)` | `Some(9)` | `true` |
+/// | dies of a SIGKILL dockexec did not send, the exec strategy's OOM probe failing (see [`kill_unexplained`](ExitStatus::kill_unexplained)) | `Some(137)` | `Some(9)` | `false` |
 /// | is cancelled, timed out or killed at the output limit | usually `Some(137)` | usually `Some(9)` | `false` |
 /// | is lost (container gone) | usually `None` | `None` | `false` |
 /// | is lost with its [`Session`](crate::Session)'s process | that process's code | that process's signal | as above |
@@ -104,6 +105,8 @@ pub struct ExitStatus {
     /// The signal that ended the process, when it is known (see the table above).
     pub(crate) signal: Option<i32>,
     pub(crate) oom_killed: bool,
+    /// See [`ExitStatus::kill_unexplained`].
+    pub(crate) kill_unexplained: bool,
     pub(crate) truncated: bool,
 }
 
@@ -152,6 +155,20 @@ impl ExitStatus {
     /// the block died of SIGKILL and the container's memory cgroup counted an OOM kill.
     pub fn oom_killed(&self) -> bool {
         self.oom_killed
+    }
+
+    /// True when the block died of a SIGKILL that dockexec did not send, and whether the
+    /// kernel's OOM killer sent it could not be learnt, so neither
+    /// [`oom_killed`](ExitStatus::oom_killed) nor a plain "killed by signal 9" would be the
+    /// truth. Only with [`Strategy::Exec`](crate::Strategy::Exec): after such a kill it asks the
+    /// container's memory cgroup for its OOM-kill count in an exec of its own, and that exec
+    /// fails when the container is at its process limit (or its memory limit, or the daemon
+    /// refuses). When the probe runs, a kill it does not explain is reported as the plain
+    /// signal: the block itself (`kill -9 $$`), another process of the same user, and a kill
+    /// from outside the container all look alike to the exec strategy (the agent's `waitpid`
+    /// cannot tell them apart either).
+    pub fn kill_unexplained(&self) -> bool {
+        self.kill_unexplained
     }
 
     /// True when the output passed `max_output_bytes` and the kept output was truncated.
@@ -211,6 +228,9 @@ impl fmt::Display for ExitStatus {
         }
         if self.oom_killed {
             f.write_str(", oom-killed")?;
+        }
+        if self.kill_unexplained {
+            f.write_str(", not sent by dockexec, OOM killer unknown (the probe could not run)")?;
         }
         if self.truncated {
             f.write_str(", output truncated")?;
@@ -469,6 +489,7 @@ mod tests {
                 code: Some(0),
                 signal: None,
                 oom_killed: false,
+                kill_unexplained: false,
                 truncated: buf.truncated,
             },
             stdout: buf.stdout,
@@ -546,6 +567,7 @@ mod tests {
             code,
             signal: signal_from_code(code),
             oom_killed: false,
+            kill_unexplained: false,
             truncated: false,
         };
         assert!(s(End::Exited, Some(0)).success());

@@ -43,9 +43,6 @@ pub const NOBODY: &str = "65534:65534";
 /// The capabilities the container keeps by default (all others are dropped). See
 /// [`ExecutorBuilder::drop_capabilities`](crate::ExecutorBuilder::drop_capabilities).
 pub const KEPT_CAPABILITIES: [&str; 3] = ["SETUID", "SETGID", "KILL"];
-/// The capabilities the container also keeps unless the strategy is
-/// [`Strategy::Agent`](crate::Strategy::Agent). See [`ExecutorBuilder::drop_capabilities`](crate::ExecutorBuilder::drop_capabilities).
-pub const EXEC_KILL_CAPABILITIES: [&str; 2] = ["DAC_READ_SEARCH", "SYS_PTRACE"];
 
 /// Who blocks run as: see [`ExecutorBuilder::user`](crate::ExecutorBuilder::user).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,6 +142,8 @@ pub(crate) struct ContainerSpec {
     pub(crate) pids_limit: Option<i64>,
     pub(crate) capabilities: Capabilities,
     pub(crate) no_new_privileges: bool,
+    /// dockexec's seccomp profile (see `crate::seccomp`), instead of Docker's default.
+    pub(crate) seccomp: bool,
     pub(crate) read_only_root: bool,
     /// The tmpfs at `/tmp`, in bytes.
     pub(crate) tmp_size: Option<u64>,
@@ -199,8 +198,15 @@ impl ContainerSpec {
             Capabilities::DockerDefault(add) if !add.is_empty() => host["CapAdd"] = json!(add),
             Capabilities::DockerDefault(_) => {}
         }
+        let mut security = Vec::new();
         if self.no_new_privileges {
-            host["SecurityOpt"] = json!(["no-new-privileges"]);
+            security.push("no-new-privileges".to_string());
+        }
+        if self.seccomp {
+            security.push(crate::seccomp::security_opt());
+        }
+        if !security.is_empty() {
+            host["SecurityOpt"] = json!(security);
         }
         if self.read_only_root {
             host["ReadonlyRootfs"] = json!(true);

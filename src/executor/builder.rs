@@ -79,6 +79,7 @@ pub struct ExecutorBuilder {
     pub(crate) drop_caps: bool,
     pub(crate) cap_add: Vec<String>,
     pub(crate) no_new_privileges: bool,
+    pub(crate) seccomp: bool,
     pub(crate) read_only_root: bool,
     pub(crate) tmp_size: TmpSize,
     pub(crate) nofile: Option<u64>,
@@ -148,6 +149,7 @@ impl Default for ExecutorBuilder {
             drop_caps: true,
             cap_add: Vec::new(),
             no_new_privileges: true,
+            seccomp: true,
             read_only_root: true,
             tmp_size: TmpSize::Auto,
             nofile: Some(DEFAULT_NOFILE),
@@ -446,16 +448,15 @@ impl ExecutorBuilder {
         )?);
         let container = self
             .create_container(&client, &id, &workspace)
-            .inspect_err(|_| {
-                workspace.teardown();
-            })?;
+            .inspect_err(|_| workspace.teardown())?;
         // From here on, a failure removes the container, then the workspace.
         let fail = |e: Error| {
             let _ = client.container_remove(&container, STOP_REMOVE_TIMEOUT);
             workspace.teardown();
             e
         };
-        // Attached before the start, so the container never runs without its switch.
+        // Attached before the start, so the container never runs without its switch; shared
+        // with the runners, whose kills fall back on it.
         let keeper = Arc::new(Keeper::attach(&client, &container).map_err(fail)?);
         client
             .container_start(&container)

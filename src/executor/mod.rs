@@ -77,8 +77,8 @@ pub(crate) struct Inner {
     id: String,
     container: String,
     /// The owner's end of the dead-man's switch: held until `stop`, and the means of
-    /// `restart`. Shared with the agent runner, which has it kill every process when its
-    /// agent is lost.
+    /// `restart`. Shared with the runners: the agent's has it kill every process when its
+    /// agent is lost, and the exec kill falls back on it.
     keeper: Arc<Keeper>,
     /// The user blocks run as (`None`: root), for emptying `/tmp` at `restart`.
     block_user: Option<String>,

@@ -21,13 +21,16 @@ impl ExecutorBuilder {
     /// its uid to hostile code, hence `nobody`.
     ///
     /// A root block (`user("0")`, or [`trusted`](Self::trusted) on an image without `USER`)
-    /// owns its container. With the default capabilities it holds [`KEPT_CAPABILITIES`](crate::KEPT_CAPABILITIES) and
-    /// (unless the strategy is [`Strategy::Agent`](crate::Strategy::Agent)) [`EXEC_KILL_CAPABILITIES`](crate::EXEC_KILL_CAPABILITIES), so it can:
-    /// signal every process (dockexec's agent, the keeper, the other blocks) and so end the
-    /// container (`kill -9 -1`); write the exec strategy's root-only marker dir and make other
-    /// blocks exit 137 before they start; change its uid; read any file of the container. It
-    /// still cannot write the read-only root, leave the limits, or reach the network; and the
-    /// host still never follows a link it plants in the workspace. When it ends the
+    /// owns its container. With the default capabilities it holds
+    /// [`KEPT_CAPABILITIES`](crate::KEPT_CAPABILITIES), so it can: signal every process
+    /// (dockexec's agent, the keeper, the other blocks) and so end the container
+    /// (`kill -9 -1`); change its uid; with the exec strategy, stop its own kill (which runs as
+    /// the block's user, so as root here), in which case the keeper's kill, the backstop,
+    /// ends every process of the container but the keeper. It still cannot write the
+    /// read-only root, leave the limits, reach the network, read files of other users without
+    /// `DAC_OVERRIDE`/`DAC_READ_SEARCH`, or open files by handle (see
+    /// [`seccomp`](Self::seccomp)); and the host still never follows a link it plants in the
+    /// workspace. When it ends the
     /// container, the executor says so and loses nothing else: the running blocks end
     /// [`lost`](crate::ExitStatus::lost), later calls fail with
     /// [`Error::ContainerGone`](crate::Error::ContainerGone), [`Executor::stop`](crate::Executor::stop) still succeeds, the work dir keeps its
@@ -49,7 +52,8 @@ impl ExecutorBuilder {
     }
 
     /// Relaxes every hardened default at once, for code you trust: blocks run as the image's
-    /// user (root when it names none), the container keeps Docker's default capabilities,
+    /// user (root when it names none), the container keeps Docker's default capabilities and
+    /// Docker's default seccomp profile (not dockexec's, see [`seccomp`](Self::seccomp)),
     /// without `no-new-privileges`, with a writable root filesystem and no `/tmp` tmpfs, and
     /// with no memory, process, CPU or open-file limit. The network is not opened: that stays
     /// [`network`](Self::network)'s call. Options set after this one still apply, so
@@ -59,6 +63,7 @@ impl ExecutorBuilder {
         self.drop_caps = false;
         self.cap_add.clear();
         self.no_new_privileges = false;
+        self.seccomp = false;
         self.read_only_root = false;
         self.tmp_size = TmpSize::Set(None);
         self.nofile = None;
@@ -72,14 +77,14 @@ impl ExecutorBuilder {
     /// the container keeps only [`KEPT_CAPABILITIES`](crate::KEPT_CAPABILITIES), used by its root processes, never by a
     /// non-root block (which holds no capability at all):
     /// - `SETUID`, `SETGID`: the agent drops from root to each block's user;
-    /// - `KILL`: the agent and the exec strategy's kill script, as root, signal the block's
-    ///   processes, which belong to another user;
-    /// - and, unless the strategy is [`Strategy::Agent`](crate::Strategy::Agent) (as [`Strategy::Auto`](crate::Strategy::Auto) may fall back
-    ///   to exec), [`EXEC_KILL_CAPABILITIES`](crate::EXEC_KILL_CAPABILITIES): `DAC_READ_SEARCH` and `SYS_PTRACE`, with which
-    ///   the exec strategy's kill script, as root, opens `/proc/<pid>/environ` of the block's
-    ///   processes (another user's, mode `0400`) to recognise the block's exec and those of its
-    ///   processes that left its session.
-    ///   A non-root block never holds them; a root one could read any file of its container.
+    /// - `KILL`: the agent, as root, signals the block's processes, which belong to another
+    ///   user; so does the keeper, the exec strategy's root backstop, when a block stopped its
+    ///   kill (the kill itself runs as the block's user and needs no capability).
+    ///
+    /// Nothing that reaches outside the container is kept: no `DAC_READ_SEARCH` (with it,
+    /// `open_by_handle_at` opens any file of the host filesystem behind a bind mount, the
+    /// "Shocker" escape) and no `SYS_PTRACE`. A non-root block never holds a capability; a
+    /// root one holds these three.
     ///
     /// `false` keeps Docker's default set (`CHOWN`, `DAC_OVERRIDE`, `FOWNER`, `NET_RAW`, …).
     pub fn drop_capabilities(&mut self, yes: bool) -> &mut Self {
@@ -89,6 +94,17 @@ impl ExecutorBuilder {
 
     /// Adds a capability (`"NET_ADMIN"`, `"CAP_CHOWN"`) to those the container keeps.
     /// Defaults to none beyond the ones [`drop_capabilities`](Self::drop_capabilities) lists.
+    ///
+    /// A non-root block never holds an added capability (`no-new-privileges` and the switch
+    /// of user drop it); the container's root processes and a root block (`user("0")`) do.
+    /// What some give a root block: `DAC_OVERRIDE`/`DAC_READ_SEARCH` read (and the first
+    /// writes) every file of the container, other blocks' included (`open_by_handle_at`,
+    /// which would reach the host's files with `DAC_READ_SEARCH`, stays denied by
+    /// [`seccomp`](Self::seccomp)); `SYS_PTRACE` reads and rewrites the memory of any
+    /// process there, dockexec's own included; `CHOWN`/`FOWNER` take or change any file;
+    /// `NET_RAW`/`NET_ADMIN` forge packets or reconfigure the container's network;
+    /// `SYS_ADMIN` is close to everything (mounts, namespaces) and should not be given to
+    /// code you do not trust.
     pub fn cap_add(&mut self, capability: impl Into<String>) -> &mut Self {
         self.cap_add.push(capability.into());
         self
@@ -99,6 +115,29 @@ impl ExecutorBuilder {
     /// to `true`. The agent still changes user: it drops privileges, it gains none.
     pub fn no_new_privileges(&mut self, yes: bool) -> &mut Self {
         self.no_new_privileges = yes;
+        self
+    }
+
+    /// Whether the container runs under dockexec's own seccomp profile. Defaults to `true`.
+    ///
+    /// The profile allows every syscall but a deny list: the file-handle syscalls
+    /// (`open_by_handle_at`, `name_to_handle_at`, the "Shocker" escape from a container,
+    /// denied even to a root block with `cap_add("DAC_READ_SEARCH")`), namespaces (`unshare`,
+    /// `setns`, `clone` with `CLONE_NEW*`; `clone3` reports `ENOSYS` so libc falls back to
+    /// `clone`), `bpf`, `perf_event_open`, `userfaultfd`, `io_uring_*`, the key-ring calls,
+    /// `kcmp`, `AF_VSOCK` sockets, mounts, modules, `kexec`, clocks, `reboot`, `swapon`,
+    /// `syslog`, `quotactl`, `iopl`/`ioperm`, and a few obsolete ones. Denied calls fail with
+    /// `EPERM`.
+    ///
+    /// It *replaces* Docker's default profile, an allowlist: a profile given to Docker cannot
+    /// extend the default, and dockexec does not ship a copy of Docker's. Its deny list holds
+    /// every call Docker's default refuses that a container without capabilities could still
+    /// make, so nothing that matters is lost, but a syscall added to the kernel later is
+    /// allowed here where Docker's would refuse it. `false` (and [`trusted`](Self::trusted))
+    /// leaves Docker's default profile in place; `host_config_json` with a `SecurityOpt`
+    /// replaces this option's entry (and `no-new-privileges`) whole.
+    pub fn seccomp(&mut self, yes: bool) -> &mut Self {
+        self.seccomp = yes;
         self
     }
 

@@ -81,9 +81,6 @@ impl ExecutorBuilder {
                 .iter()
                 .map(|c| c.to_string())
                 .collect();
-            if o.strategy != crate::Strategy::Agent {
-                kept.extend(crate::EXEC_KILL_CAPABILITIES.iter().map(|c| c.to_string()));
-            }
             kept.extend(o.cap_add.iter().cloned());
             crate::spec::Capabilities::Only(kept)
         } else {
@@ -106,6 +103,7 @@ impl ExecutorBuilder {
             pids_limit: o.pids_limit,
             capabilities,
             no_new_privileges: o.no_new_privileges,
+            seccomp: o.seccomp,
             read_only_root: o.read_only_root,
             tmp_size: o.tmp_size.bytes(o.memory),
             nofile: o.nofile,
@@ -147,6 +145,7 @@ impl ExecutorBuilder {
                 Arc::clone(workspace),
                 id,
                 user.as_deref(),
+                Arc::clone(keeper),
             )?;
             Ok((Box::new(r), Strategy::Exec))
         };
@@ -397,7 +396,10 @@ mod tests {
         let b = ExecutorBuilder::new();
         let host = body(&b)["HostConfig"].clone();
         assert_eq!(host["CapDrop"], json!(["ALL"]));
-        assert_eq!(host["SecurityOpt"], json!(["no-new-privileges"]));
+        assert_eq!(
+            host["SecurityOpt"],
+            json!(["no-new-privileges", crate::seccomp::security_opt()])
+        );
         assert_eq!(host["ReadonlyRootfs"], json!(true));
         assert_eq!(host["Memory"], json!(DEFAULT_MEMORY));
         assert_eq!(host["MemorySwap"], json!(DEFAULT_MEMORY));
@@ -440,5 +442,37 @@ mod tests {
         assert_eq!(tmp(&b), Value::Null);
         b.trusted();
         assert_eq!(tmp(&b), Value::Null);
+    }
+
+    #[test]
+    fn security_opt_holds_no_new_privileges_and_the_seccomp_profile_unless_turned_off() {
+        let opts = |b: &ExecutorBuilder| -> Value { body(b)["HostConfig"]["SecurityOpt"].clone() };
+        let mut b = ExecutorBuilder::new();
+        assert_eq!(
+            opts(&b),
+            json!(["no-new-privileges", crate::seccomp::security_opt()])
+        );
+        b.seccomp(false);
+        assert_eq!(opts(&b), json!(["no-new-privileges"]));
+        b.seccomp(true).no_new_privileges(false);
+        assert_eq!(opts(&b), json!([crate::seccomp::security_opt()]));
+        let mut t = ExecutorBuilder::new();
+        t.trusted();
+        assert_eq!(
+            opts(&t),
+            Value::Null,
+            "trusted keeps Docker's default profile"
+        );
+        t.host_config_json(json!({ "SecurityOpt": ["seccomp=unconfined"] }));
+        assert_eq!(opts(&t), json!(["seccomp=unconfined"]));
+        // The capabilities kept: nothing that reaches the host, on every strategy.
+        for strategy in [Strategy::Auto, Strategy::Exec, Strategy::Agent] {
+            let mut b = ExecutorBuilder::new();
+            b.strategy(strategy);
+            assert_eq!(
+                body(&b)["HostConfig"]["CapAdd"],
+                json!(["SETUID", "SETGID", "KILL"])
+            );
+        }
     }
 }

@@ -873,6 +873,7 @@ impl Control for AgentControl {
                 // never finished (a fork of it may even run on until the agent kills it).
                 session_lost: e.session_lost,
                 oom_killed: e.oom,
+                kill_unexplained: false,
             },
             None => Reaped {
                 lost: true,

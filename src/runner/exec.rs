@@ -2,10 +2,14 @@
 //!
 //! # A control plane out of the block's reach
 //!
-//! The block is hostile, runs as a non-root user, and shares the workspace with the host; the
-//! kill script runs as root. So the kill trusts nothing the block can write (issue 9, defect
-//! 1 and its variants: a forged or pre-planted marker, a FIFO in a marker's place, a session
-//! id naming another block):
+//! The block is hostile, runs as a non-root user, and shares the workspace with the host.
+//! The kill script runs **as the block's own user** (the same `User` as the block's exec), and
+//! no capability is kept for it (issue 21: `DAC_READ_SEARCH` and `SYS_PTRACE`, which root once
+//! needed to read another user's `/proc/<pid>/environ`, also open the host's filesystem by
+//! handle). A process may read the `environ` of its own uid and signal its own processes, so
+//! the kill needs nothing else. The kill trusts nothing the block can write (issue 9, defect 1
+//! and its variants: a forged or pre-planted marker, a FIFO in a marker's place, a session id
+//! naming another block):
 //!
 //! * **Which processes are the block's** is learnt from facts only the exec has. Every
 //!   process Docker starts for an exec has parent pid 0 in the container (its parent is
@@ -13,14 +17,31 @@
 //!   session (`sid == pid`), and carries the `DOCKEXEC_EXECUTION=<tag>.` variable Docker set.
 //!   The kill script takes as the block's sessions those whose leader shows all three, and
 //!   kills them whole, plus every process that still carries the tag (one that left the
-//!   session). A block can forge the tag only in its own processes, so the worst it can do is
-//!   have another block's cancel kill *its own* processes. Nothing is recorded, so there is
+//!   session). A block can forge the tag only in its own processes, so the worst it can do is have
+//!   another block's cancel kill *its own* processes. Nothing is recorded, so there is
 //!   nothing to forge: no pid file.
-//! * **The one marker left**, `<tag>.cancel` (written by the kill so that a wrapper the daemon
+//! * **The one marker left**, `<tag>.cancel` (made by the kill so that a wrapper the daemon
 //!   had not started yet exits at once instead of running unobserved), lives in
-//!   [`CONTROL_DIR`], a small tmpfs mounted `0755` and owned by root, outside the workspace:
-//!   blocks of any other user can test it but cannot create, replace or plant anything
-//!   there. Tags carry a random part, so none can be guessed ahead either.
+//!   [`CONTROL_DIR`], a small tmpfs outside the workspace, mode `1777` (sticky, like `/tmp`)
+//!   so that the kill, as the block's user, can make it. Why that is safe: the blocks of one
+//!   executor share one user, so they can already signal and read one another; tags carry a
+//!   random part, so no block can name a later block's marker ahead (a block can see a tag
+//!   only once that block's wrapper runs, and could as well kill it then); the sticky bit
+//!   keeps a block of another user (an executor is one user, but the image's processes need
+//!   not be) from deleting or renaming markers it does not own; the marker is a directory, so
+//!   a FIFO planted in its place cannot hang the kill; and no root process reads anything
+//!   there (the keeper and the agent never look; the OOM probe reads cgroup files only). A block that fills it only keeps later markers from being made.
+//! * **A block that stops its own kill** (`kill -STOP -1` in a loop: the kill is of its uid)
+//!   meets a backstop: when the kill does not finish within [`HOUSEKEEPING_TIMEOUT`] or
+//!   reports processes left, the container's keeper (root, reached through the owner's
+//!   attach to its stdin, no exec) kills every other process in the container, as
+//!   [`Executor::restart`](crate::Executor::restart) does. It cannot be a root exec: a block
+//!   that stops an exec's process while runc sets it up (after the switch to the block's
+//!   user, before the `execve`) leaves the daemon's exec start hanging with the container's
+//!   lock held, and every later exec create on that container waits (seen with Docker
+//!   20.10). The keeper's kill ends that half-started process too, which frees the daemon.
+//!   The price: every other block of the executor running then is killed too (they end
+//!   `killed by signal 9`), and so is any exec then in flight.
 //!
 //! The other design, a root wrapper that records the session id in a root-only file and then
 //! drops to the block's user, needs a privilege-dropping tool (`setpriv`, `su`, `chpst`)
@@ -28,11 +49,16 @@
 //! Alpine); Docker's own `User` on the exec does the drop the same way everywhere.
 //!
 //! What escapes: a process that both leaves the block's session and rewrites its environment
-//! (or whose session leader did so before it died). It can only be the block's own, and stays
-//! bound by the container's limits.
+//! or makes itself non-dumpable (`prctl(PR_SET_DUMPABLE, 0)`, which closes its `environ` to
+//! its own user; root's kill once read it with `SYS_PTRACE`), or whose session leader did so
+//! before it died. It can only be the block's own, and stays bound by the container's
+//! limits.
 //!
-//! A **root** block (opt-in `user("0")`) is outside this model: it can write `CONTROL_DIR`,
-//! signal every process, and end its container. See [`ExecutorBuilder::user`](crate::ExecutorBuilder::user).
+//! A **root** block (opt-in `user("0")`, or no user on an image without `USER`) is outside
+//! this model: its kill runs as root (its own uid), with only the kept capabilities, and the
+//! block can stop that kill (the keeper's backstop then ends it, unless it killed the
+//! keeper, which ends the container), write `CONTROL_DIR`, signal every process, and end
+//! its container. See [`ExecutorBuilder::user`](crate::ExecutorBuilder::user).
 
 use std::fmt;
 use std::io::{self, Read};
@@ -48,6 +74,7 @@ use super::{Control, Launch, Reaped, Runner, Running, Source};
 use crate::docker::api::{Client, ExecStream, StreamCutter};
 use crate::docker::frames::Demuxer;
 use crate::error::Result;
+use crate::lifetime::Keeper;
 use crate::output::Stream;
 use crate::workspace::{WORKSPACE, Workspace};
 
@@ -62,15 +89,17 @@ const EXEC_END_WINDOW: Duration = Duration::from_secs(1);
 const CONTAINER_DEATH_WINDOW: Duration = Duration::from_millis(200);
 
 /// Where the exec strategy keeps its one marker inside the container: a root-owned tmpfs,
-/// mode `0755`, that the executor mounts in every container (see the module docs).
+/// mode `1777`, that the executor mounts in every container (see the module docs).
 pub(crate) const CONTROL_DIR: &str = "/run/dockexec";
 
-/// The mount options of [`CONTROL_DIR`]: root's, readable by all, tiny (only empty files).
-pub(crate) const CONTROL_DIR_OPTIONS: &str = "rw,nosuid,nodev,noexec,mode=0755,size=65536";
+/// The mount options of [`CONTROL_DIR`]: root's, sticky and writable by all (the kill runs as
+/// the block's user), tiny (only empty directories).
+pub(crate) const CONTROL_DIR_OPTIONS: &str = "rw,nosuid,nodev,noexec,mode=1777,size=65536";
 
-/// The kill script, run as root in a second exec: only POSIX `sh` and `kill` (and `rm`), no
-/// procps. Arguments: the marker prefix (`/run/dockexec/<tag>`), the tag, then the tags of
-/// finished executions whose `.cancel` markers can go.
+/// The kill script, run in a second exec **as the block's own user** (the exec's `User` is
+/// the block's): only POSIX `sh` and `kill` (and `mkdir`, `rm`, `rmdir`), no procps.
+/// Arguments: the marker prefix (`/run/dockexec/<tag>`), the tag, then the tags of finished
+/// executions whose `.cancel` markers can go.
 ///
 /// It marks the execution cancelled (so a wrapper that has not started yet exits at once),
 /// then kills every process of the block: its sessions, and whatever carries its tag.
@@ -78,32 +107,55 @@ pub(crate) const CONTROL_DIR_OPTIONS: &str = "rw,nosuid,nodev,noexec,mode=0755,s
 /// A session is the block's when its leader is an exec's own process (parent pid 0: started
 /// from outside the container, which no block can do) carrying `DOCKEXEC_EXECUTION=<tag>.`
 /// (read from `/proc/<pid>/environ` with the shell's own `read`, which drops the NUL
-/// separators). Children, grandchildren, `&` jobs and processes that trap SIGTERM all stay in
-/// that session, and the session id outlives its leader, so orphans reparented to the
-/// container's init are found too. A process that left the session (`setsid`,
-/// `start_new_session=True`) is found by the tag it inherited.
+/// separators; a process may read that file of its own uid). Children, grandchildren, `&`
+/// jobs and processes that trap SIGTERM all stay in that session, and the session id
+/// outlives its leader, so orphans reparented to the container's init are found too. A
+/// process that left the session (`setsid`, `start_new_session=True`) is found by the tag it
+/// inherited. A process whose `environ` cannot be opened is passed over: root's, and
+/// another block's exec while runc sets it up (runc makes its process non-dumpable, so
+/// unreadable even to the same user, until the `execve`; taking those killed other blocks as
+/// they started). A block's own process can hide the same way (`prctl(PR_SET_DUMPABLE, 0)`)
+/// as by rewriting its environment: see "What escapes" in the module docs.
+///
+/// Each process's state, parent, group and session are the fields after the **last** `) `
+/// of its *whole* `/proc/<pid>/stat` (issue 21, D5): the command name before them is the
+/// process's own to choose, up to 15 bytes with `)`, spaces and newlines, so a first line
+/// alone could be a forged `x) Z 0 0 0`, and the process would pass for a zombie.
 ///
 /// Each signal goes to the session's process group at once as soon as its leader is seen
 /// (the leader's pid is the group's id, which a session leader cannot change; `&` jobs stay
 /// in it), so a fork bomb of a thousand processes stops in one call instead of one scan of
-/// `/proc` per generation.
+/// `/proc` per generation. PID 1 (the container's init, a session leader with parent 0) is
+/// never taken: `kill -STOP -1` would mean every process.
 ///
 /// First every member is frozen with SIGSTOP, pass after pass until a pass finds none still
 /// running, so that no shell of the block runs its next command while its child is being
 /// killed (`/proc` lists pids in no useful order) and no fork escapes between passes. Only
 /// then does everything get SIGKILL, again until a pass finds nothing. Zombies are skipped:
-/// init reaps them. Nothing it reads can block: `/proc` files and a root-only directory.
+/// init reaps them. Nothing it reads can block: `/proc` files and directory listings. The
+/// marker is a directory (`mkdir`), so a FIFO a block plants in its place makes the marker
+/// fail, never the kill hang (a `: >` would open the FIFO and wait for a reader).
+///
+/// Running as the block's user, the kill can be stopped by the block (`kill -STOP -1` in a
+/// loop). The host's call is bounded; when it times out or the script reports processes
+/// left, the backstop runs (see the module docs).
 pub(crate) const KILL_SCRIPT: &str = r#"m=$1; t=$2; shift 2
-: > "$m.cancel" 2>/dev/null
-for o; do rm -f "${m%/*}/$o.cancel" 2>/dev/null; done
+mkdir "$m.cancel" 2>/dev/null
+for o; do
+  o=${m%/*}/$o.cancel
+  rmdir "$o" 2>/dev/null || rm -f "$o" 2>/dev/null
+done
 G=' '
 pass() {
   n=0
   for f in /proc/[0-9]*/stat; do
-    read -r l < "$f" 2>/dev/null || continue
+    d=${f%/stat}; p=${d#/proc/}
+    [ "$p" = 1 ] || [ "$p" = "$$" ] && continue
+    l=
+    while IFS= read -r x || [ -n "$x" ]; do l="$l $x"; done < "$f" || continue
+    [ -n "$l" ] || continue
     set -- ${l##*) }
     case $1 in Z) continue ;; T|t) [ "$sig" = STOP ] && continue ;; esac
-    d=${f%/stat}; p=${d#/proc/}
     case $G in
     *" $4 "*) ;;
     *)
@@ -169,6 +221,8 @@ pub(crate) struct ExecRunner {
     /// The container's cgroup OOM-kill count when last seen (0 in a fresh container), shared
     /// by all of its blocks.
     oom_kills: Arc<AtomicU64>,
+    /// The container's keeper: the kill's backstop.
+    keeper: Arc<Keeper>,
     /// Tags of killed executions known to have ended, whose `.cancel` markers the next kill
     /// removes (so that cancelled blocks leave no files behind, without an exec of their own).
     spent: Arc<Mutex<Vec<String>>>,
@@ -185,6 +239,7 @@ impl ExecRunner {
         workspace: Arc<Workspace>,
         executor_id: &str,
         user: Option<&str>,
+        keeper: Arc<Keeper>,
     ) -> Result<ExecRunner> {
         Ok(ExecRunner {
             client: client.clone(),
@@ -193,6 +248,7 @@ impl ExecRunner {
             workspace,
             tag_prefix: format!("{}_", &executor_id[..executor_id.len().min(12)]),
             user: user.map(str::to_string),
+            keeper,
             oom_kills: Arc::default(),
             spent: Arc::default(),
         })
@@ -233,6 +289,8 @@ impl Runner for ExecRunner {
         }
         let control = ExecControl {
             client: self.housekeeping.clone(),
+            user: self.user.clone(),
+            keeper: Arc::clone(&self.keeper),
             oom_kills: Arc::clone(&self.oom_kills),
             container: self.container.clone(),
             exec_id: String::new(),
@@ -307,6 +365,10 @@ impl Source for ExecSource {
 
 struct ExecControl {
     client: Client,
+    /// The block's user, whom the kill runs as too (`None`: the container's, root).
+    user: Option<String>,
+    /// The container's keeper: the kill's backstop.
+    keeper: Arc<Keeper>,
     oom_kills: Arc<AtomicU64>,
     container: String,
     exec_id: String,
@@ -341,17 +403,30 @@ impl Control for ExecControl {
             self.tag.clone(),
         ];
         cmd.extend(spent);
-        let body = json!({
+        let mut body = json!({
             "Cmd": cmd,
             "Env": super::ROOT_EXEC_ENV,
             "AttachStdout": true,
             "AttachStderr": true,
-            // Root in the container can kill whatever user the block runs as.
-            "User": "0",
         });
-        let _ = self
+        // As the block's own user, exactly as the block's exec: it may read its processes'
+        // `environ` and signal them, with no capability (see the module docs).
+        if let Some(user) = &self.user {
+            body["User"] = json!(user);
+        }
+        let done = self
             .client
             .exec_collect(&self.container, &body, Some(HOUSEKEEPING_TIMEOUT));
+        // A code not yet recorded (`None`) after the stream ended is a finished script; only
+        // a timed-out call (a block that stopped its kill) or processes left call for the
+        // backstop, which also ends the executor's other blocks. A refusal (a paused or
+        // vanished container) is not one: the keeper could not answer either.
+        if matches!(
+            done,
+            Err(crate::error::Error::Timeout { .. }) | Ok((Some(1..), _, _))
+        ) {
+            self.backstop();
+        }
     }
 
     fn cut(&self) {
@@ -402,8 +477,13 @@ impl Control for ExecControl {
             }
             if !r.lost && !r.oom_killed {
                 // Docker records OOM kills of a container's PID 1 only; for an exec's process,
-                // ask the container's memory cgroup whether its OOM-kill count moved.
-                r.oom_killed = self.oom_kills_moved();
+                // ask the container's memory cgroup whether its OOM-kill count moved. When
+                // that probe cannot run (a container at its pids or memory limit), say so
+                // rather than pass the kill off as a plain signal (issue 21, item 5).
+                match self.oom_kills_moved() {
+                    Some(moved) => r.oom_killed = moved,
+                    None => r.kill_unexplained = true,
+                }
             }
         }
         r
@@ -432,10 +512,18 @@ done
 echo 0"#;
 
 impl ExecControl {
+    /// The backstop: the keeper kills every other process in the container (see the module
+    /// docs), and keeps `/tmp` (a cancel is no user's restart). Bounded by the keeper's own
+    /// answer timeout.
+    fn backstop(&self) {
+        let _ = self.keeper.kill_all();
+    }
+
     /// True when the container's OOM-kill count differs from the last one seen (a restart
-    /// resets it, so a lower non-zero count counts too). Blocks killed concurrently in one
-    /// container cannot be told apart: each may report the kill.
-    fn oom_kills_moved(&self) -> bool {
+    /// resets it, so a lower non-zero count counts too); `None` when the probe could not run
+    /// or said nothing readable. Blocks killed concurrently in one container cannot be told
+    /// apart: each may report the kill.
+    fn oom_kills_moved(&self) -> Option<bool> {
         let body = json!({
             "Cmd": ["/bin/sh", "-c", OOM_KILLS_SCRIPT],
             "Env": super::ROOT_EXEC_ENV,
@@ -447,13 +535,11 @@ impl ExecControl {
             self.client
                 .exec_collect(&self.container, &body, Some(HOUSEKEEPING_TIMEOUT))
         else {
-            return false;
+            return None;
         };
-        let Ok(now) = String::from_utf8_lossy(&out).trim().parse::<u64>() else {
-            return false;
-        };
+        let now = String::from_utf8_lossy(&out).trim().parse::<u64>().ok()?;
         let before = self.oom_kills.swap(now, Ordering::Relaxed);
-        now != before && now > 0
+        Some(now != before && now > 0)
     }
 }
 

@@ -89,6 +89,9 @@ pub(crate) struct Reaped {
     /// A session block whose session's process ended under it (agent only).
     pub(crate) session_lost: bool,
     pub(crate) oom_killed: bool,
+    /// A SIGKILL the executor did not send, and whether it was the OOM killer's could not be
+    /// learnt (exec strategy: the OOM probe itself failed).
+    pub(crate) kill_unexplained: bool,
 }
 
 /// A strategy for running blocks in one container.

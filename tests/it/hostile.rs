@@ -114,7 +114,9 @@ fn fifo_in_place_of_a_marker(busybox: bool) {
         let (mut b, _guard) = case_builder("hostile-fifo", busybox);
         b.timeout(Some(Duration::from_secs(1)));
         let ex = b.start().unwrap();
-        // Both marker names, where the markers were and where they are now (not writable).
+        // Both marker names, where the markers were and where they are now (writable by the
+        // block user since the kill runs as that user: the marker is a directory, so a FIFO in
+        // its place only makes the mkdir fail).
         let plant = r#"t=${DOCKEXEC_EXECUTION%.}
 for d in /workspace/.dockexec /run/dockexec; do
   for x in cancel pid; do rm -f "$d/$t.$x"; mkfifo "$d/$t.$x"; done
@@ -235,9 +237,12 @@ echo planted; sleep 1999"#
             .expect("the victim is cancelled in time");
         assert!(v.status.cancelled(), "{v:?}");
         // Each kill removes the markers of the kills before it whose blocks ended: of the two
-        // cancels, at most the last one's marker is left.
+        // cancels, at most the last one's marker is left. (The dir is writable by the block
+        // user since the kill runs as that user, so the attacker's own `.pid` file stays.)
         let left = ex
-            .run(&CodeBlock::sh("ls -A /run/dockexec 2>/dev/null | wc -l"))
+            .run(&CodeBlock::sh(
+                "ls -A /run/dockexec 2>/dev/null | grep -c '[.]cancel$'",
+            ))
             .unwrap();
         let n: usize = left.stdout_lossy().trim().parse().unwrap_or(usize::MAX);
         assert!(n <= 1, "markers left: {left:?}");
@@ -345,5 +350,178 @@ fn a_root_block_can_end_its_own_container_and_the_executor_says_so() {
         common::assert_success(b);
         assert_eq!(b.stdout_lossy(), "up\ndone\n");
         other.stop().unwrap();
+    });
+}
+
+/// Issue 21, item 2: the exec strategy's kill runs as the block's own user (no capability
+/// that reaches the host), so a block can stop it, here with `kill -STOP -1` in a loop,
+/// which freezes every other process of its user, the kill's own shell included. The host's
+/// call to the kill is bounded; then a root backstop, which the block cannot signal, kills
+/// every process of the block's user. The cancel is reported, and nothing of the block, nor
+/// a stuck kill, is left.
+#[test]
+fn a_block_that_stops_its_own_kill_is_still_cancelled() {
+    stop_the_kill(false);
+}
+
+#[test]
+fn a_block_that_stops_its_own_kill_is_still_cancelled_in_busybox() {
+    stop_the_kill(true);
+}
+
+fn stop_the_kill(busybox: bool) {
+    common::watchdog(LIMIT, move || {
+        let (b, _guard) = case_builder("hostile-stop-kill", busybox);
+        let ex = b.start().unwrap();
+        // The marker (4323) is built at run time, so only the sleeper's command line holds it.
+        let e = ex
+            .spawn(&CodeBlock::sh(
+                r#"n=43; sleep "${n}23" & echo up; while :; do kill -STOP -1; done"#,
+            ))
+            .unwrap();
+        common::await_stdout(&e.chunks(), "up", Duration::from_secs(20));
+        e.cancel().unwrap();
+        let out = e
+            .wait_timeout(Duration::from_secs(40))
+            .unwrap()
+            .expect("the cancel returns");
+        assert!(out.status.cancelled(), "{out:?}");
+        let id = ex.container_id().to_string();
+        let left = || {
+            let mut p = common::processes_matching(&id, "sleep 4323");
+            p.extend(common::processes_matching(&id, "kill -STOP"));
+            p.extend(common::processes_matching(&id, "dockexec-kill"));
+            p
+        };
+        assert!(
+            common::eventually(Duration::from_secs(10), || left().is_empty()),
+            "left behind: {:?}",
+            left()
+        );
+        let next = ex.run(&CodeBlock::sh("echo next")).unwrap();
+        common::assert_success(&next);
+        assert_eq!(next.stdout_lossy(), "next\n");
+        ex.stop().unwrap();
+    });
+}
+
+/// Issue 21, D5: the exec strategy's kill read only the first line of `/proc/<pid>/stat`,
+/// and a block whose name (`/proc/$$/comm`, 15 bytes of its own choosing) is `x) Z 0 0 0\n`
+/// passed for a zombie: it survived its cancel and its timeout, both reported as done. The
+/// variants: a name with several `) `, a renamed child in the block's session, and a renamed
+/// child that left the session (found by its tag).
+#[test]
+fn a_block_renamed_as_a_zombie_does_not_survive_its_cancel() {
+    renamed_as_zombie(false, false);
+}
+
+#[test]
+fn a_block_renamed_as_a_zombie_does_not_survive_its_cancel_in_busybox() {
+    renamed_as_zombie(true, false);
+}
+
+#[test]
+fn a_block_renamed_as_a_zombie_does_not_survive_its_timeout() {
+    renamed_as_zombie(false, true);
+}
+
+#[test]
+fn a_block_renamed_as_a_zombie_does_not_survive_its_timeout_in_busybox() {
+    renamed_as_zombie(true, true);
+}
+
+fn renamed_as_zombie(busybox: bool, timeout: bool) {
+    common::watchdog(LIMIT, move || {
+        let (mut b, _guard) = case_builder("hostile-zombie-name", busybox);
+        if timeout {
+            b.timeout(Some(Duration::from_secs(3)));
+        }
+        let ex = b.start().unwrap();
+        // Each process loops on `sleep 1` (so killing its child alone does not end it) and
+        // carries `hide4324` on its command line; the names are set at run time.
+        let child = r#"printf "$1" > /proc/$$/comm; while :; do sleep 1; done"#;
+        let script = format!(
+            r#"sh -c '{child}' hide4324 'a) b) Z 0 0 0' &
+setsid sh -c '{child}' hide4324 ') ) Z 1 1 1
+' &
+printf 'x) Z 0 0 0\n' > /proc/$$/comm
+echo up
+while :; do sleep 1; done
+: hide4324"#
+        );
+        let e = ex.spawn(&CodeBlock::sh(script)).unwrap();
+        common::await_stdout(&e.chunks(), "up", Duration::from_secs(20));
+        let id = ex.container_id().to_string();
+        // The leader's own command line names its code file, the children's the marker.
+        assert!(
+            common::eventually(Duration::from_secs(10), || {
+                common::processes_matching(&id, "hide4324").len() == 2
+                    && !common::processes_matching(&id, "tmp_code").is_empty()
+            }),
+            "the block's three processes run: {:?}",
+            common::processes_matching(&id, "")
+        );
+        if !timeout {
+            e.cancel().unwrap();
+        }
+        let out = e
+            .wait_timeout(Duration::from_secs(30))
+            .unwrap()
+            .expect("the block ends");
+        if timeout {
+            assert!(out.status.timed_out(), "{out:?}");
+        } else {
+            assert!(out.status.cancelled(), "{out:?}");
+        }
+        let left = || {
+            let mut p = common::processes_matching(&id, "hide4324");
+            p.extend(common::processes_matching(&id, "tmp_code"));
+            p
+        };
+        assert!(
+            common::eventually(Duration::from_secs(5), || left().is_empty()),
+            "survived the {}: {:?}",
+            if timeout { "timeout" } else { "cancel" },
+            left()
+        );
+        ex.stop().unwrap();
+    });
+}
+
+/// A root block (opt-in `user("0")`): on the exec strategy its kill runs as root, its own
+/// uid, with no capability beyond the kept ones, and still ends its whole tree, a `setsid`
+/// child included.
+#[test]
+fn a_root_blocks_cancel_ends_its_whole_tree() {
+    common::watchdog(LIMIT, || {
+        let (mut b, _guard) = case_builder("hostile-root-cancel", true);
+        b.user("0");
+        let ex = b.start().unwrap();
+        let e = ex
+            .spawn(&CodeBlock::sh(
+                r#"n=43; setsid sleep "${n}25" & sleep "${n}26" & echo up; wait"#,
+            ))
+            .unwrap();
+        common::await_stdout(&e.chunks(), "up", Duration::from_secs(20));
+        e.cancel().unwrap();
+        let out = e
+            .wait_timeout(Duration::from_secs(20))
+            .unwrap()
+            .expect("the cancel returns");
+        assert!(out.status.cancelled(), "{out:?}");
+        let id = ex.container_id().to_string();
+        let left = || {
+            let mut p = common::processes_matching(&id, "sleep 4325");
+            p.extend(common::processes_matching(&id, "sleep 4326"));
+            p
+        };
+        assert!(
+            common::eventually(Duration::from_secs(5), || left().is_empty()),
+            "left behind: {:?}",
+            left()
+        );
+        let next = ex.run(&CodeBlock::sh("echo next")).unwrap();
+        common::assert_success(&next);
+        ex.stop().unwrap();
     });
 }

@@ -9,7 +9,7 @@
 //!   stdout/stderr to the end, then inspect the exec for its exit code;
 //! - the same cancellation: a message on a channel (a `tokio::sync::oneshot`, the async
 //!   analogue of dockexec's crossbeam channel) makes the block's task run dockexec's
-//!   `KILL_SCRIPT` in a second exec as root, then drain the stream and inspect;
+//!   `KILL_SCRIPT` in a second exec as the block's user, then drain the stream and inspect;
 //! - the same `stop()`: tell every task to shut down, force-remove the container (which ends
 //!   every exec stream), then join every task, then remove the workspace.
 //!
@@ -214,6 +214,7 @@ impl Rival {
         let (chunk_tx, chunk_rx) = mpsc::unbounded_channel();
         let docker = self.docker.clone();
         let container = self.container.clone();
+        let user = self.user.clone();
         let deadline = self.timeout.map(|t| tokio::time::Instant::now() + t);
         let state_files = [
             self.workspace.join(format!(".dockexec/{tag}.pid")),
@@ -249,7 +250,7 @@ impl Rival {
                         if let Ok(_reason) = r {
                             killed = true;
                             out.cancelled = true;
-                            kill(&docker, &container, &marker, &tag).await;
+                            kill(&docker, &container, &marker, &tag, &user).await;
                         } else {
                             cancel_rx = oneshot::channel().1;
                         }
@@ -262,7 +263,7 @@ impl Rival {
                     () = &mut sleep, if !killed && deadline.is_some() => {
                         killed = true;
                         out.timed_out = true;
-                        kill(&docker, &container, &marker, &tag).await;
+                        kill(&docker, &container, &marker, &tag, &user).await;
                     }
                 }
             }
@@ -331,9 +332,10 @@ async fn remove(docker: &Docker, container: &str) -> Result<()> {
     Ok(())
 }
 
-/// dockexec's kill: its `KILL_SCRIPT` in a second exec, as root, bounded like dockexec's
-/// housekeeping calls (5 s).
-async fn kill(docker: &Docker, container: &str, marker: &str, tag: &str) {
+/// dockexec's kill: its `KILL_SCRIPT` in a second exec, as the block's user (as dockexec's
+/// own), bounded like dockexec's housekeeping calls (5 s). No root backstop: the benches'
+/// blocks do not fight their kill.
+async fn kill(docker: &Docker, container: &str, marker: &str, tag: &str, user: &str) {
     let run = async {
         let exec = docker
             .create_exec(
@@ -349,7 +351,7 @@ async fn kill(docker: &Docker, container: &str, marker: &str, tag: &str) {
                     ]),
                     attach_stdout: Some(true),
                     attach_stderr: Some(true),
-                    user: Some("0"),
+                    user: Some(user),
                     ..Default::default()
                 },
             )
