@@ -1,6 +1,6 @@
 """Tests for the dockexec warm agent (src/runner/agent.py), speaking protocol v1 to it.
 
-    python3 tests/agent/harness.py [-v] [-k NAME] AGENT_PATH
+    python3 tests/agent/harness.py [-v] [-k NAME] [--boot BOOT_PATH] AGENT_PATH
 
 Runs on the host (as root: all tests) and inside dockexec-test/python (python3-minimal: no
 json/ctypes/multiprocessing, so the subreaper and multiprocessing tests skip there), e.g.
@@ -9,7 +9,8 @@ json/ctypes/multiprocessing, so the subreaper and multiprocessing tests skip the
         python3 /src/tests/agent/harness.py /src/src/runner/agent.py
 
 Standard library only (python3-minimal has no unittest, queue or shutil). The agent is started the
-way the host starts it: argv `python3 -c SRC`, pipes on 0/1/2. `-v` prints timings (p50 of RUN ->
+way the host starts it: argv `python3 -c SRC`, pipes on 0/1/2; with `--boot src/runner/agent_boot.py`
+(as root, in the image) through the bootstrap, the source on stdin, exactly as agent.rs does. `-v` prints timings (p50 of RUN ->
 EXIT round trips). Prints `N passed, M failed` (and skips with reasons) last; exit 1 on failure.
 """
 import os
@@ -37,6 +38,7 @@ NAMES = {READY: "READY", STARTED: "STARTED", STDOUT: "STDOUT", STDERR: "STDERR",
          ERROR: "ERROR", SESSION_READY: "SESSION_READY", PONG: "PONG"}
 VERBOSE = False
 TIMEOUT = 30.0
+BOOT_PATH = None  # --boot PATH: start each agent through agent_boot.py, as the host does
 
 
 # ----------------------------------------------------------------------------- tiny JSON (no json in -minimal)
@@ -104,9 +106,17 @@ class Agent(object):
         env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "/usr/bin:/bin")
         env.update(extra_env or {})
         self.env = env
-        self.p = subprocess.Popen(["python3", "-c", self.src], stdin=subprocess.PIPE,
+        if BOOT_PATH is None:
+            argv = ["python3", "-c", self.src]
+        else:  # as agent.rs does: the bootstrap in argv, the source first on stdin
+            argv = ["python3", "-I", "-S", "-c", open(BOOT_PATH).read(), "python3"]
+        self.p = subprocess.Popen(argv, stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                                   cwd=cwd or WS, close_fds=True)
+        if BOOT_PATH is not None:
+            src = self.src.encode()
+            self.p.stdin.write(b"DXAGENT1" + struct.pack(">I", len(src)) + src)
+            self.p.stdin.flush()
         self.frames = Frames()
         self.stderr = []
         self.lock = threading.Lock()
@@ -1422,8 +1432,12 @@ AGENT_PATH = None
 
 
 def main(argv):
-    global A, WS, TMP, UID, VERBOSE, AGENT_PATH
+    global A, WS, TMP, UID, VERBOSE, AGENT_PATH, BOOT_PATH
     args = list(argv[1:])
+    if "--boot" in args:
+        i = args.index("--boot")
+        BOOT_PATH = os.path.abspath(args[i + 1])
+        del args[i:i + 2]
     only = None
     if "-v" in args:
         VERBOSE = True
