@@ -1404,6 +1404,40 @@ def fallback_without_json_and_ctypes():
         print("    note: " + note)
 
 
+@test
+def boot_reads_a_bounded_source_from_stdin():
+    """agent_boot.py (as root) reads the agent from its stdin: magic, length, source. Anything else,
+    a source that is too large, stdin that ends early, or a host that sends nothing (its wait
+    shortened here from 20 s to 1 s) ends the bootstrap with a refusal and no agent."""
+    if BOOT_PATH is None:
+        raise Skip("only with --boot")
+    boot = open(BOOT_PATH).read()
+    check("_READ_TIMEOUT = 20.0" in boot, "the bootstrap's read timeout moved")
+    boot = boot.replace("_READ_TIMEOUT = 20.0", "_READ_TIMEOUT = 1.0")
+    src = b"print('never')\n"
+    for stdin, want in ((b"XXAGENT1" + struct.pack(">I", len(src)) + src, "does not start with"),
+                        (b"DXAGENT1" + struct.pack(">I", 1 << 30), "more than"),
+                        (b"DXAGENT1" + struct.pack(">I", 100) + src, "stdin ended before"),
+                        (b"DXAGENT1" + struct.pack(">I", 100) + src, "did not send"),
+                        (b"", "did not send")):
+        p = subprocess.Popen(["python3", "-I", "-S", "-c", boot, "python3"], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/")
+        t0 = time.time()
+        p.stdin.write(stdin)
+        p.stdin.flush()
+        try:
+            if "did not send" in want:  # stdin stays open: the host is there, and silent
+                out, err = p.stdout.read(), p.stderr.read()
+            else:
+                out, err = p.communicate(timeout=15)
+        finally:
+            p.kill()
+            p.wait()
+        eq(p.returncode, 1, "exit status (%s): %r" % (want, err))
+        check(want.encode() in err and b"starting" not in err and out == b"", "%s: %r", want, err)
+        check(time.time() - t0 < 10, "%s: took %.1f s", want, time.time() - t0)
+
+
 def perf(n=50):
     """RUN -> EXIT round trips, one block at a time; the kinds take turns so that load changes on
     the machine hit them alike."""
