@@ -22,7 +22,12 @@ if sys.path and not getattr(sys.flags, "safe_path", False) and (_BOOTED or sys.p
 import os
 _START_ENV = dict(os.environ)
 if _BOOTED:
-    os.close(int(sys.argv[0].rpartition("/")[2]))  # the source: the interpreter has parsed it
+    # The source's memfd (the interpreter has parsed it) is closed, and its number stays taken by
+    # /dev/null: whatever reads the agent's own file by its name later (linecache, for a traceback
+    # or a warning) must never open, as root, another file that got that number.
+    _fd = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    os.dup2(_fd, int(sys.argv[0].rpartition("/")[2]), inheritable=False)
+    os.close(_fd)
     _fd = int(sys.argv[2])
     os.lseek(_fd, 0, 0)  # the bootstrap's writes left the shared offset at the end
     _kv = []

@@ -1438,6 +1438,36 @@ def boot_reads_a_bounded_source_from_stdin():
         check(time.time() - t0 < 10, "%s: took %.1f s", want, time.time() - t0)
 
 
+@test
+def boot_agent_keeps_no_memfd_and_its_source_fd_on_dev_null():
+    """Started through agent_boot.py, the agent runs `/proc/self/fd/S`: it closes both memfds, and
+    keeps S taken by /dev/null, so that reading its own file by name (linecache, for a traceback or
+    a warning, as root) never opens a pipe or a file of a block's that got the number S."""
+    if BOOT_PATH is None:
+        raise Skip("only with --boot")
+    if not is_root():
+        raise Skip("needs root")
+    ag = Agent(AGENT_PATH)
+    fid = ag.start("sleep 5")  # a block's pipes are open in the agent meanwhile
+    ag.wait_kind(STARTED, fid)
+    try:
+        args = open("/proc/%d/cmdline" % ag.p.pid, "rb").read().split(b"\0")
+        check(args[1].startswith(b"/proc/self/fd/"), "the agent's argv: %r", args[:4])
+        fds = {}
+        for fd in os.listdir("/proc/%d/fd" % ag.p.pid):
+            try:
+                fds[int(fd)] = os.readlink("/proc/%d/fd/%s" % (ag.p.pid, fd))
+            except OSError:
+                pass
+        eq(fds.get(int(args[1].rpartition(b"/")[2])), "/dev/null", "the source's fd: %r" % fds)
+        check(not any("memfd" in t for t in fds.values()), "a memfd left open: %r", fds)
+    finally:
+        ag.send(CANCEL, fid)
+        ag.result(fid)
+        ag.send(SHUTDOWN, 0)
+        ag.close(10)
+
+
 def perf(n=50):
     """RUN -> EXIT round trips, one block at a time; the kinds take turns so that load changes on
     the machine hit them alike."""
