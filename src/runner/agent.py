@@ -46,8 +46,8 @@ if _BOOTED:
     del _fd, _kv, _k, _eq, _v
     del sys.argv[1:]
 
-# dockexec warm agent, protocol v1. Started by the host through agent_boot.py, which checks the image,
-# reads this source from the exec's stdin and execs `python3 /proc/self/fd/S --env-fd E PAD` (as
+# dockexec warm agent, protocol v1. Started by the host through agent_boot.py, which checks the
+# image, reads this source from the exec's stdin and execs `python3 /proc/self/fd/S --env-fd E PAD` (as
 # root, cwd /, an environment that names nothing a block can write; the container's own is in the
 # memfd E); fd 0 = frames from the host, fd 1 = frames to the host, fd 2 = diagnostics.
 # Standard library only; runs on CPython 3.8-3.14; degrades without ctypes (python3-minimal).

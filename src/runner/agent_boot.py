@@ -14,10 +14,14 @@ import os, sys
 # refuses one argument of 128 KiB or more (E2BIG), and argv is readable by every process. A script
 # path, not a `-c STUB` that reads and execs the source: the agent's module frame stays the bottom
 # frame of every stack (a zygote block raises _Become back to it and runs there; a stub would add a
-# frame under it), and the interpreter closes the script before running it. The agent closes both
-# memfds and drops sys.path[0] (the memfd's dir, "/") first thing, before it forks anything: no
-# block ever inherits them. PAD ("dockexec warm agent" and spaces) makes the argv area big enough for
-# a zygote block's `python3 FILE` (see agent.py's _set_cmdline), and names the agent in ps.
+# frame under it, seen by inspect.stack(), the recursion limit and a warning's stacklevel), and the
+# interpreter closes the script before running it; tests/agent/harness.py --boot runs every case,
+# zygote fidelity (sys.argv, sys.orig_argv, cmdline, teardown) included, unchanged on this start.
+# The agent closes both memfds (S's number then held by /dev/null, so that reading its own file by
+# name never opens another file as root) and drops sys.path[0] (the memfd's dir, "/") first thing,
+# before it forks anything: no block ever inherits them. PAD ("dockexec warm agent" and spaces)
+# makes the argv area big enough for a zygote block's `python3 FILE` (see agent.py's _set_cmdline),
+# and names the agent in ps.
 
 # glibc's list of variables it ignores for setuid programs (paths it would load or read), plus
 # what makes Python read a path: the agent's start never sees them.
@@ -45,7 +49,7 @@ _PATH = "/usr/local/bin:/usr/bin:/bin"  # the BOOT_SCRIPT's search order: argv[0
 _MAGIC = b"DXAGENT1"  # agent.rs's AGENT_MAGIC
 _MAX_SOURCE = 16 << 20  # the agent is ~100 KB: anything near this is not one
 _READ_TIMEOUT = 20.0  # agent.rs's START_TIMEOUT is 30 s: the host writes at once, or never
-# A zygote block's /proc/self/cmdline (`python3 FILE`, FILE at most PATH_MAX) must fit in the argv area.
+# A zygote block's /proc/self/cmdline (`python3 FILE`, FILE up to PATH_MAX) must fit in argv's area.
 _PAD = "dockexec warm agent".ljust(4200)
 
 
@@ -111,7 +115,7 @@ def _env():
 
 
 def _read_stdin(n, deadline):
-    """Exactly n bytes from fd 0 (never more: the frames that follow are the agent's), or refuses."""
+    """Exactly n bytes from fd 0, never more (the agent's frames follow them); else refuses."""
     import select, time
     buf = bytearray()
     while len(buf) < n:
