@@ -2,36 +2,54 @@ import sys
 # What a fresh interpreter has loaded: zygote children go back to it. Since 3.13, `-c` (unlike a
 # script) imports linecache to show its source in tracebacks.
 _BASELINE = frozenset(sys.modules) - {"linecache"}
-_MAIN0 = {k: v for k, v in globals().items() if k.startswith("__")}  # a fresh __main__'s names
-# `python3 -c` puts '' (the cwd, /workspace: block-writable) first on sys.path. The agent is root:
-# it must never import from there, so drop it before the first import.
-if sys.path and sys.path[0] == "":
+# A fresh __main__'s names (the agent's own __file__/__cached__, when run from its memfd, are not).
+_MAIN0 = {k: v for k, v in globals().items()
+          if k.startswith("__") and k not in ("__file__", "__cached__")}
+# Started by agent_boot.py as `python3 /proc/self/fd/S --env-fd E PAD` (S, E: memfds holding this
+# source and the container's environment; see there), or directly as `python3 -c SRC` (as
+# tests/agent/harness.py does). Either way the interpreter put the script's dir ("/", the memfd's)
+# or '' (the cwd, /workspace: block-writable) first on sys.path, unless PYTHONSAFEPATH is set. The
+# agent is root: it must never import from there, so drop it before the first import.
+_BOOTED = sys.argv[1:2] == ["--env-fd"]
+if sys.path and not getattr(sys.flags, "safe_path", False) and (_BOOTED or sys.path[0] == ""):
     del sys.path[0]
 # Started through agent_boot.py, the agent runs with an environment that names nothing a block can
-# write (HOME=/, no LD_*, only harmless PYTHON* variables; see there), and gets the container's own
-# after "--env": every block sees that one, as before. _START_ENV is what this interpreter started
-# with, to which a zygote block's startup-time variables must be equal (_zygote_faithful). Started
-# directly (`python3 -c SRC`, as tests/agent/harness.py does), the two are the same.
+# write (HOME=/, no LD_*, only harmless PYTHON* variables; see there), and reads the container's
+# own from the memfd E: every block sees that one, as before. _START_ENV is what this interpreter
+# started with, to which a zygote block's startup-time variables must be equal (_zygote_faithful).
+# Both memfds are closed here, before anything is forked: no block inherits them. Started directly,
+# the two environments are the same.
 import os
 _START_ENV = dict(os.environ)
-_ENV_ARGS = sys.argv[1:2] == ["--env"]
-if _ENV_ARGS:
+if _BOOTED:
+    # The source's memfd (the interpreter has parsed it) is closed, and its number stays taken by
+    # /dev/null: whatever reads the agent's own file by its name later (linecache, for a traceback
+    # or a warning) must never open, as root, another file that got that number.
+    _fd = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    os.dup2(_fd, int(sys.argv[0].rpartition("/")[2]), inheritable=False)
+    os.close(_fd)
+    _fd = int(sys.argv[2])
+    os.lseek(_fd, 0, 0)  # the bootstrap's writes left the shared offset at the end
+    _kv = []
+    while not _kv or _kv[-1]:
+        _kv.append(os.read(_fd, 1 << 20))
+    os.close(_fd)
     os.environ.clear()
-    for _kv in sys.argv[2:]:
-        _k, _eq, _v = os.fsencode(_kv).partition(b"=")
+    for _kv in b"".join(_kv).split(b"\0"):
+        _k, _eq, _v = _kv.partition(b"=")
         if _k and _eq:
             try:
                 os.environb[_k] = _v
             except (ValueError, OSError):
                 pass
-    _kv = _k = _eq = _v = None
-    del _kv, _k, _eq, _v
+    _fd = _kv = _k = _eq = _v = None
+    del _fd, _kv, _k, _eq, _v
     del sys.argv[1:]
 
-# dockexec warm agent, protocol v1. Started by the host through agent_boot.py, which checks the image
-# and execs `python3 -c <this source> --env K=V...` (as root, cwd /, an environment that names nothing
-# a block can write; the container's own comes after --env); fd 0 = frames from the host, fd 1 =
-# frames to the host, fd 2 = diagnostics.
+# dockexec warm agent, protocol v1. Started by the host through agent_boot.py, which checks the
+# image, reads this source from the exec's stdin and execs `python3 /proc/self/fd/S --env-fd E PAD` (as
+# root, cwd /, an environment that names nothing a block can write; the container's own is in the
+# memfd E); fd 0 = frames from the host, fd 1 = frames to the host, fd 2 = diagnostics.
 # Standard library only; runs on CPython 3.8-3.14; degrades without ctypes (python3-minimal).
 #
 # Process tree:  agent (root, single-threaded poll loop)
@@ -66,8 +84,8 @@ if _ENV_ARGS:
 #     therefore runs through a fresh python3 instead; so does a block whose user would have a user
 #     site-packages dir (HOME differs by design: the agent's is /), see _user_site_differs;
 #   - /proc/self/cmdline reads `python3 FILE` followed by empty arguments (the agent's argv area,
-#     rewritten; without ctypes it stays `python3 -c <agent source>`), and the process starts with the
-#     agent's memory (RSS, gc counters, warm import/path caches such as
+#     rewritten; without ctypes, or for a FILE longer than PATH_MAX, it stays the agent's), and the
+#     process starts with the agent's memory (RSS, gc counters, warm import/path caches such as
 #     sys.path_importer_cache); the agent drops its references to other blocks' data first, and
 #     never copies block output into a freed object (see _FWD), but earlier blocks' code (RUN
 #     payloads, parsed into objects the agent frees) and session output may remain in freed memory;
@@ -1101,9 +1119,9 @@ def _flush_stdio():
 
 def _set_cmdline(args):
     """Rewrites this process's argv area, so that /proc/self/cmdline (ps, pkill -f) reads `args`
-    instead of the agent's `python3 -c <source>`: the area is the agent's, far larger than a
-    block's command line, and the rest is zeroed (read as empty trailing arguments). Needs ctypes;
-    without it the agent's command line stays."""
+    instead of the agent's (`python3 /proc/self/fd/S --env-fd E PAD`, PAD sized by agent_boot.py
+    for any FILE up to PATH_MAX; or `python3 -c <source>`), and the rest is zeroed (read as empty
+    trailing arguments). Needs ctypes; without it the agent's command line stays."""
     if _ctypes is None:
         return
     data = _read_small("/proc/self/stat")
@@ -2650,10 +2668,6 @@ def _delete_as(path, cred):
 
 
 def _main():
-    if _ENV_ARGS and getattr(sys, "orig_argv", None):
-        # The container's environment came as arguments: /proc/<agent>/cmdline, which every
-        # process can read, goes back to `python3 -c <source>` (3.10+, with ctypes).
-        _set_cmdline(sys.orig_argv[:3])
     agent = _Agent()
     try:
         return agent.run()

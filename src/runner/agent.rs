@@ -36,8 +36,13 @@ use crate::error::{Error, Result};
 use crate::output::Stream;
 use crate::workspace::{WORKSPACE, Workspace};
 
-/// The agent's source, run as `python3 -c SOURCE`.
+/// The agent's source. It travels on the exec's stdin (see [`agent_preamble`]), never in argv:
+/// Linux refuses one argument of 128 KiB or more, and the agent grows.
 pub(crate) const AGENT_SOURCE: &str = include_str!("agent.py");
+
+/// What starts the agent's stdin, before the source's length and the source (`agent_boot.py`'s
+/// `_MAGIC`).
+const AGENT_MAGIC: &[u8; 8] = b"DXAGENT1";
 
 /// How long the agent may take to start and say READY, and a block to say STARTED.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -47,8 +52,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How much of the agent's stderr is kept, to explain a connection that ends.
 const DIAG_KEEP: usize = 4096;
 
-/// The bootstrap that checks the image and execs the agent (see `agent_boot.py`), run as
-/// `python3 -I -S -c BOOT_SOURCE AGENT_SOURCE NAME`.
+/// The bootstrap that checks the image, reads the agent from its stdin and execs it (see
+/// `agent_boot.py`), run as `python3 -I -S -c BOOT_SOURCE NAME`.
 pub(crate) const BOOT_SOURCE: &str = include_str!("agent_boot.py");
 
 /// Starts a POSIX `sh` (as `/bin/sh`, never through the container's `PATH`, which a user may
@@ -60,24 +65,12 @@ const BOOT_SCRIPT: &str = r#"for p in python3 python; do
   for d in /usr/local/bin /usr/bin /bin; do
     if [ -f "$d/$p" ] && [ -x "$d/$p" ]; then
       cd / || exit 127
-      exec "$d/$p" -I -S -c "$1" "$2" "$p"
+      exec "$d/$p" -I -S -c "$1" "$p"
     fi
   done
 done
 echo "dockexec-agent: the image has neither python3 nor python in /usr/local/bin, /usr/bin or /bin" >&2
 exit 127"#;
-
-/// Set to "" in the agent's exec, so that the loader of the root `sh` and `python3` loads
-/// nothing a block planted; the bootstrap gives the blocks back the container's values.
-const BLANKED_ENV: [&str; 7] = [
-    "LD_PRELOAD=",
-    "LD_LIBRARY_PATH=",
-    "LD_AUDIT=",
-    "LD_PROFILE=",
-    "LD_PROFILE_OUTPUT=",
-    "LD_DEBUG=",
-    "LD_DEBUG_OUTPUT=",
-];
 
 /// Kills every process in the container but PID 1 and the keeper (the keeper's `kill N`,
 /// see [`crate::lifetime::KEEPER_SCRIPT`]), and waits until it is done; bounded in time.
@@ -187,21 +180,10 @@ impl fmt::Debug for Conn {
 
 impl Conn {
     /// Starts the agent in `container` and waits until Python is known to be there; READY
-    /// (the interpreter up and the agent's ~70 KB source compiled, some 40 ms more) is awaited
+    /// (the interpreter up and the agent's ~100 KB source compiled, some 40 ms more) is awaited
     /// by the first request instead, so `start()` does not pay for it.
     fn start(client: &Client, container: &str, killer: &Arc<dyn KillAll>) -> Result<Arc<Conn>> {
-        let body = json!({
-            "Cmd": ["/bin/sh", "-c", BOOT_SCRIPT, "dockexec-agent", BOOT_SOURCE, AGENT_SOURCE],
-            "Env": BLANKED_ENV,
-            "AttachStdin": true,
-            "AttachStdout": true,
-            "AttachStderr": true,
-            // Root in the container: it must drop to each block's user and kill their trees.
-            "User": "0",
-            // No block can write `/`; the bootstrap goes there anyway.
-            "WorkingDir": "/",
-        });
-        let exec = client.exec_create(container, &body)?;
+        let exec = client.exec_create(container, &exec_body())?;
         let hijacked = client.exec_attach(&exec, START_TIMEOUT)?;
         let stream = hijacked.stream;
         stream
@@ -233,8 +215,17 @@ impl Conn {
             .spawn(move || read_loop(&reader_conn, read_half, leftover, boot_tx, ready_tx))
             .map_err(Error::Thread)?;
         *conn.reader.lock() = Some(handle);
+        // The source goes first, before any frame. Written once the reader runs: an image
+        // without Python reads none of it, and its reason still arrives on stderr.
+        let wrote = conn.writer.lock().write_all(&agent_preamble());
         match boot_rx.recv_timeout(START_TIMEOUT) {
-            Ok(Ok(())) => Ok(conn),
+            Ok(Ok(())) => match wrote {
+                Ok(()) => Ok(conn),
+                Err(e) => {
+                    conn.shutdown();
+                    Err(transport("sending the agent's source", e))
+                }
+            },
             Ok(Err(why)) => {
                 conn.shutdown();
                 Err(Error::Agent(format!("the agent did not start: {why}")))
@@ -339,6 +330,35 @@ impl Conn {
             }
         }
     }
+}
+
+/// The agent's exec: a small argv (the bootstrap), the agent itself on stdin.
+fn exec_body() -> Value {
+    json!({
+        "Cmd": ["/bin/sh", "-c", BOOT_SCRIPT, "dockexec-agent", BOOT_SOURCE],
+        // The loader's variables set to "", so that the root `sh` and `python3` load nothing a
+        // block planted; not `PATH` (the first entry), which the blocks get back from the
+        // bootstrap with the rest of the container's environment.
+        "Env": &super::ROOT_EXEC_ENV[1..],
+        "AttachStdin": true,
+        "AttachStdout": true,
+        "AttachStderr": true,
+        // Root in the container: it must drop to each block's user and kill their trees.
+        "User": "0",
+        // No block can write `/`; the bootstrap goes there anyway.
+        "WorkingDir": "/",
+    })
+}
+
+/// What the host writes on the agent's stdin first: the magic, the source's length (4 bytes,
+/// big-endian) and the source, which the bootstrap reads exactly.
+fn agent_preamble() -> Vec<u8> {
+    let len = u32::try_from(AGENT_SOURCE.len()).expect("the agent's source is under 4 GiB");
+    let mut out = Vec::with_capacity(AGENT_MAGIC.len() + 4 + AGENT_SOURCE.len());
+    out.extend_from_slice(AGENT_MAGIC);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(AGENT_SOURCE.as_bytes());
+    out
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -885,5 +905,36 @@ impl Control for AgentControl {
     fn release(&self, _delete_code_file: bool) {
         // The agent deleted the code file itself when asked (RUN's `delete`).
         self.conn.unroute(self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 20 §6: the agent's source never travels in argv (Linux refuses one argument of
+    /// 128 KiB or more, and the agent grows every round); the exec's whole Cmd stays small.
+    #[test]
+    fn the_agents_exec_keeps_argv_small_and_sends_the_source_on_stdin() {
+        let body = exec_body();
+        let cmd = body["Cmd"].as_array().expect("Cmd is an array");
+        let total: usize = cmd
+            .iter()
+            .map(|a| a.as_str().expect("Cmd holds strings").len() + 1)
+            .sum();
+        assert!(total < 16 * 1024, "the agent's Cmd is {total} bytes");
+        assert!(
+            !cmd.iter().any(|a| a.as_str() == Some(AGENT_SOURCE)),
+            "the agent's source is in argv"
+        );
+        let pre = agent_preamble();
+        assert_eq!(&pre[..8], AGENT_MAGIC);
+        assert_eq!(
+            u32::from_be_bytes(pre[8..12].try_into().unwrap()) as usize,
+            AGENT_SOURCE.len()
+        );
+        assert_eq!(&pre[12..], AGENT_SOURCE.as_bytes());
+        // The bootstrap's side of the contract.
+        assert!(BOOT_SOURCE.contains("_MAGIC = b\"DXAGENT1\""));
     }
 }

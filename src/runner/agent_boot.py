@@ -1,11 +1,27 @@
 import os, sys
-# dockexec agent bootstrap: `python3 -I -S -c <this> <agent source>` as root, cwd /, started by
-# agent.rs's BOOT_SCRIPT from an interpreter found only in root-owned fixed dirs. Isolated (no
-# PYTHON* variables, no user site, no site at all, no cwd on sys.path), it checks that nothing the
-# agent's own start will read as root can be written by anyone but root, then execs the agent as a
-# plain `python3 -c SRC` (flag-free, so that zygote children have a fresh run's sys.flags) with an
-# environment that points at nothing a block can write. The container's environment goes along as
-# arguments ("--env", K=V, ...): the agent restores it for the blocks before anything else.
+# dockexec agent bootstrap: `python3 -I -S -c <this> NAME` as root, cwd /, started by agent.rs's
+# BOOT_SCRIPT from an interpreter found only in root-owned fixed dirs. Isolated (no PYTHON*
+# variables, no user site, no site at all, no cwd on sys.path), it checks that nothing the agent's
+# own start will read as root can be written by anyone but root, reads the agent's source from its
+# stdin (the host writes it right after the attach, before any frame: MAGIC, a 4-byte big-endian
+# length, the source; bounded in size and time), then execs the agent flag-free (so that zygote
+# children have a fresh run's sys.flags) with an environment that points at nothing a block can
+# write.
+#
+# How the agent runs: `python3 /proc/self/fd/S --env-fd E PAD`, S a memfd (root's, never on any
+# filesystem) holding the source, E a memfd holding the container's environment (K=V\0...), which
+# the agent restores for the blocks before anything else. Neither travels in argv any more: Linux
+# refuses one argument of 128 KiB or more (E2BIG), and argv is readable by every process. A script
+# path, not a `-c STUB` that reads and execs the source: the agent's module frame stays the bottom
+# frame of every stack (a zygote block raises _Become back to it and runs there; a stub would add a
+# frame under it, seen by inspect.stack(), the recursion limit and a warning's stacklevel), and the
+# interpreter closes the script before running it; tests/agent/harness.py --boot runs every case,
+# zygote fidelity (sys.argv, sys.orig_argv, cmdline, teardown) included, unchanged on this start.
+# The agent closes both memfds (S's number then held by /dev/null, so that reading its own file by
+# name never opens another file as root) and drops sys.path[0] (the memfd's dir, "/") first thing,
+# before it forks anything: no block ever inherits them. PAD ("dockexec warm agent" and spaces)
+# makes the argv area big enough for a zygote block's `python3 FILE` (see agent.py's _set_cmdline),
+# and names the agent in ps.
 
 # glibc's list of variables it ignores for setuid programs (paths it would load or read), plus
 # what makes Python read a path: the agent's start never sees them.
@@ -30,6 +46,11 @@ _BLANKED = (b"LD_PRELOAD", b"LD_LIBRARY_PATH", b"LD_AUDIT", b"LD_PROFILE", b"LD_
             b"LD_DEBUG", b"LD_DEBUG_OUTPUT")
 _HOME = "/"  # the agent's HOME: its user site (/.local/...) can only be made by root
 _PATH = "/usr/local/bin:/usr/bin:/bin"  # the BOOT_SCRIPT's search order: argv[0] resolves here
+_MAGIC = b"DXAGENT1"  # agent.rs's AGENT_MAGIC
+_MAX_SOURCE = 16 << 20  # the agent is ~100 KB: anything near this is not one
+_READ_TIMEOUT = 20.0  # agent.rs's START_TIMEOUT is 30 s: the host writes at once, or never
+# A zygote block's /proc/self/cmdline (`python3 FILE`, FILE up to PATH_MAX) must fit in argv's area.
+_PAD = "dockexec warm agent".ljust(4200)
 
 
 def _refuse(msg):
@@ -93,6 +114,49 @@ def _env():
     return env
 
 
+def _read_stdin(n, deadline):
+    """Exactly n bytes from fd 0, never more (the agent's frames follow them); else refuses."""
+    import select, time
+    buf = bytearray()
+    while len(buf) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            _refuse("the host did not send the agent's source within %.0f s" % _READ_TIMEOUT)
+        if not select.select([0], [], [], left)[0]:
+            continue
+        b = os.read(0, min(n - len(buf), 1 << 20))
+        if not b:
+            _refuse("stdin ended before the agent's source did (%d of %d bytes)" % (len(buf), n))
+        buf += b
+    return bytes(buf)
+
+
+def _read_agent():
+    import time
+    deadline = time.monotonic() + _READ_TIMEOUT
+    head = _read_stdin(len(_MAGIC) + 4, deadline)
+    if head[:len(_MAGIC)] != _MAGIC:
+        _refuse("stdin does not start with the agent's source (%r)" % (head,))
+    n = int.from_bytes(head[len(_MAGIC):], "big")
+    if n > _MAX_SOURCE:
+        _refuse("the agent's source is %d bytes, more than %d" % (n, _MAX_SOURCE))
+    return _read_stdin(n, deadline)
+
+
+def _memfd(name, data):
+    """An fd (inherited across exec: no CLOEXEC) on an anonymous root-owned file holding data."""
+    if not hasattr(os, "memfd_create"):
+        _refuse("this Python has no os.memfd_create (3.8+ on Linux needed)")
+    try:
+        fd = os.memfd_create(name, 0)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError as e:
+        _refuse("cannot hold the agent's %s in a memfd: %s" % (name, os.strerror(e.errno)))
+    return fd
+
+
 def _original_env():
     """The container's environment, as the blocks must keep seeing it."""
     orig = dict(os.environb)
@@ -111,7 +175,6 @@ def _original_env():
 
 
 def _main():
-    agent = sys.argv[1]
     orig = _original_env()
     env = _env()
     seen = set()
@@ -123,6 +186,7 @@ def _main():
     for d in sys.path:  # under -I -S: the stdlib (its zip, its dir, lib-dynload) and nothing else
         _root_only(d, "the standard library", seen)
         _root_only(os.path.join(d, "__pycache__"), "the standard library's byte code", seen)
+    agent = _read_agent()  # imports select and time: from the stdlib just checked
     # What the agent's `site` will add: site-packages, what their .pth files name, the user site
     # for the agent's HOME, and sitecustomize/usercustomize wherever they would be found.
     import site
@@ -161,9 +225,10 @@ def _main():
                 if os.path.lexists(os.path.join(d, m + suffix)):
                     _root_only(os.path.join(d, m + suffix), m, seen)
     os.chdir("/")
-    argv0 = sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] in ("python3", "python") else "python3"
-    args = [argv0.encode(), b"-c", agent.encode("utf-8", "surrogateescape"), b"--env"]
-    args += [k + b"=" + v for k, v in orig.items()]
+    argv0 = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] in ("python3", "python") else "python3"
+    src = _memfd("dockexec-agent", agent)
+    envfd = _memfd("dockexec-agent-env", b"".join(k + b"=" + v + b"\0" for k, v in orig.items()))
+    args = [argv0, "/proc/self/fd/%d" % src, "--env-fd", str(envfd), _PAD]
     os.write(2, ("dockexec-agent: starting %s\n" % exe).encode("utf-8", "replace"))
     os.execve(exe, args, env)
 

@@ -23,7 +23,7 @@ use crate::output::Stream;
 /// of root-owned dirs and a loader that preloads nothing, whatever the user set for the
 /// container (a `PATH` or `LD_PRELOAD` into the workspace or `/tmp` would otherwise make root
 /// run what a block planted there). Paired with `/bin/sh`, never `sh` looked up on the
-/// container's `PATH`.
+/// container's `PATH`. `PATH` comes first: the agent's exec takes only the rest.
 pub(crate) const ROOT_EXEC_ENV: [&str; 8] = [
     "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "LD_PRELOAD=",

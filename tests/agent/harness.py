@@ -1,6 +1,6 @@
 """Tests for the dockexec warm agent (src/runner/agent.py), speaking protocol v1 to it.
 
-    python3 tests/agent/harness.py [-v] [-k NAME] AGENT_PATH
+    python3 tests/agent/harness.py [-v] [-k NAME] [--boot BOOT_PATH] AGENT_PATH
 
 Runs on the host (as root: all tests) and inside dockexec-test/python (python3-minimal: no
 json/ctypes/multiprocessing, so the subreaper and multiprocessing tests skip there), e.g.
@@ -9,7 +9,8 @@ json/ctypes/multiprocessing, so the subreaper and multiprocessing tests skip the
         python3 /src/tests/agent/harness.py /src/src/runner/agent.py
 
 Standard library only (python3-minimal has no unittest, queue or shutil). The agent is started the
-way the host starts it: argv `python3 -c SRC`, pipes on 0/1/2. `-v` prints timings (p50 of RUN ->
+way the host starts it: argv `python3 -c SRC`, pipes on 0/1/2; with `--boot src/runner/agent_boot.py`
+(as root, in the image) through the bootstrap, the source on stdin, exactly as agent.rs does. `-v` prints timings (p50 of RUN ->
 EXIT round trips). Prints `N passed, M failed` (and skips with reasons) last; exit 1 on failure.
 """
 import os
@@ -37,6 +38,7 @@ NAMES = {READY: "READY", STARTED: "STARTED", STDOUT: "STDOUT", STDERR: "STDERR",
          ERROR: "ERROR", SESSION_READY: "SESSION_READY", PONG: "PONG"}
 VERBOSE = False
 TIMEOUT = 30.0
+BOOT_PATH = None  # --boot PATH: start each agent through agent_boot.py, as the host does
 
 
 # ----------------------------------------------------------------------------- tiny JSON (no json in -minimal)
@@ -104,9 +106,17 @@ class Agent(object):
         env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "/usr/bin:/bin")
         env.update(extra_env or {})
         self.env = env
-        self.p = subprocess.Popen(["python3", "-c", self.src], stdin=subprocess.PIPE,
+        if BOOT_PATH is None:
+            argv = ["python3", "-c", self.src]
+        else:  # as agent.rs does: the bootstrap in argv, the source first on stdin
+            argv = ["python3", "-I", "-S", "-c", open(BOOT_PATH).read(), "python3"]
+        self.p = subprocess.Popen(argv, stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                                   cwd=cwd or WS, close_fds=True)
+        if BOOT_PATH is not None:
+            src = self.src.encode()
+            self.p.stdin.write(b"DXAGENT1" + struct.pack(">I", len(src)) + src)
+            self.p.stdin.flush()
         self.frames = Frames()
         self.stderr = []
         self.lock = threading.Lock()
@@ -1394,6 +1404,70 @@ def fallback_without_json_and_ctypes():
         print("    note: " + note)
 
 
+@test
+def boot_reads_a_bounded_source_from_stdin():
+    """agent_boot.py (as root) reads the agent from its stdin: magic, length, source. Anything else,
+    a source that is too large, stdin that ends early, or a host that sends nothing (its wait
+    shortened here from 20 s to 1 s) ends the bootstrap with a refusal and no agent."""
+    if BOOT_PATH is None:
+        raise Skip("only with --boot")
+    boot = open(BOOT_PATH).read()
+    check("_READ_TIMEOUT = 20.0" in boot, "the bootstrap's read timeout moved")
+    boot = boot.replace("_READ_TIMEOUT = 20.0", "_READ_TIMEOUT = 1.0")
+    src = b"print('never')\n"
+    for stdin, want in ((b"XXAGENT1" + struct.pack(">I", len(src)) + src, "does not start with"),
+                        (b"DXAGENT1" + struct.pack(">I", 1 << 30), "more than"),
+                        (b"DXAGENT1" + struct.pack(">I", 100) + src, "stdin ended before"),
+                        (b"DXAGENT1" + struct.pack(">I", 100) + src, "did not send"),
+                        (b"", "did not send")):
+        p = subprocess.Popen(["python3", "-I", "-S", "-c", boot, "python3"], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/")
+        t0 = time.time()
+        p.stdin.write(stdin)
+        p.stdin.flush()
+        try:
+            if "did not send" in want:  # stdin stays open: the host is there, and silent
+                out, err = p.stdout.read(), p.stderr.read()
+            else:
+                out, err = p.communicate(timeout=15)
+        finally:
+            p.kill()
+            p.wait()
+        eq(p.returncode, 1, "exit status (%s): %r" % (want, err))
+        check(want.encode() in err and b"starting" not in err and out == b"", "%s: %r", want, err)
+        check(time.time() - t0 < 10, "%s: took %.1f s", want, time.time() - t0)
+
+
+@test
+def boot_agent_keeps_no_memfd_and_its_source_fd_on_dev_null():
+    """Started through agent_boot.py, the agent runs `/proc/self/fd/S`: it closes both memfds, and
+    keeps S taken by /dev/null, so that reading its own file by name (linecache, for a traceback or
+    a warning, as root) never opens a pipe or a file of a block's that got the number S."""
+    if BOOT_PATH is None:
+        raise Skip("only with --boot")
+    if not is_root():
+        raise Skip("needs root")
+    ag = Agent(AGENT_PATH)
+    fid = ag.start("sleep 5")  # a block's pipes are open in the agent meanwhile
+    ag.wait_kind(STARTED, fid)
+    try:
+        args = open("/proc/%d/cmdline" % ag.p.pid, "rb").read().split(b"\0")
+        check(args[1].startswith(b"/proc/self/fd/"), "the agent's argv: %r", args[:4])
+        fds = {}
+        for fd in os.listdir("/proc/%d/fd" % ag.p.pid):
+            try:
+                fds[int(fd)] = os.readlink("/proc/%d/fd/%s" % (ag.p.pid, fd))
+            except OSError:
+                pass
+        eq(fds.get(int(args[1].rpartition(b"/")[2])), "/dev/null", "the source's fd: %r" % fds)
+        check(not any("memfd" in t for t in fds.values()), "a memfd left open: %r", fds)
+    finally:
+        ag.send(CANCEL, fid)
+        ag.result(fid)
+        ag.send(SHUTDOWN, 0)
+        ag.close(10)
+
+
 def perf(n=50):
     """RUN -> EXIT round trips, one block at a time; the kinds take turns so that load changes on
     the machine hit them alike."""
@@ -1422,8 +1496,12 @@ AGENT_PATH = None
 
 
 def main(argv):
-    global A, WS, TMP, UID, VERBOSE, AGENT_PATH
+    global A, WS, TMP, UID, VERBOSE, AGENT_PATH, BOOT_PATH
     args = list(argv[1:])
+    if "--boot" in args:
+        i = args.index("--boot")
+        BOOT_PATH = os.path.abspath(args[i + 1])
+        del args[i:i + 2]
     only = None
     if "-v" in args:
         VERBOSE = True

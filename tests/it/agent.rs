@@ -167,6 +167,61 @@ print(sorted(sys.modules))
     });
 }
 
+/// Issue 20 §6: the agent's source and the container's environment reach the agent through
+/// memfds (its stdin, then `python3 /proc/self/fd/S --env-fd E`), and the agent closes both
+/// before it forks anything: a zygote block, a fresh interpreter's block and a session block see
+/// only fds 0, 1 and 2 (and what they open), and a zygote block's argv and command line are a
+/// fresh `python3 FILE`'s.
+#[test]
+fn blocks_inherit_no_fd_of_the_agents_source_or_environment() {
+    common::watchdog(LIMIT, || {
+        let probe = r#"# filename: probe/fds.py
+import os, sys
+me = "/proc/%d/fd" % os.getpid()
+fds = {}
+for fd in os.listdir("/proc/self/fd"):
+    try:
+        fds[int(fd)] = os.readlink("/proc/self/fd/" + fd)
+    except OSError:
+        pass
+print(sorted(fd for fd, t in fds.items() if t != me), [t for t in fds.values() if "memfd" in t])
+print(sys.orig_argv if hasattr(sys, "orig_argv") else sys.argv)
+print([a for a in open("/proc/self/cmdline", "rb").read().split(b"\0") if a])
+"#;
+        let (b, _guard) = agent_builder("agent-fds");
+        let ex = b.start().unwrap();
+        let (mut fresh_b, _guard2) = agent_builder("agent-fds-ref");
+        fresh_b.python_zygote(false);
+        let fresh = fresh_b.start().unwrap();
+        let z = ex.run(&CodeBlock::python(probe)).unwrap();
+        let f = fresh.run(&CodeBlock::python(probe)).unwrap();
+        common::assert_success(&z);
+        common::assert_success(&f);
+        let zl: Vec<String> = z.stdout_lossy().lines().map(str::to_string).collect();
+        assert_eq!(zl[0], "[0, 1, 2] []", "zygote block: {z:?}");
+        assert_eq!(
+            z.stdout_lossy(),
+            f.stdout_lossy(),
+            "zygote and fresh interpreter differ"
+        );
+        let s = ex.session().unwrap();
+        let out = s
+            .run(
+                "import os\n\
+                 targets = []\n\
+                 for fd in os.listdir('/proc/self/fd'):\n    \
+                 try:\n        targets.append(os.readlink('/proc/self/fd/' + fd))\n    \
+                 except OSError:\n        pass\n\
+                 print([t for t in targets if 'memfd' in t])",
+            )
+            .unwrap();
+        ok(&out, "[]\n");
+        drop(s);
+        ex.stop().unwrap();
+        fresh.stop().unwrap();
+    });
+}
+
 #[test]
 fn session_state_survives_blocks_and_a_cancel_and_reset_clears_it() {
     common::watchdog(LIMIT, || {

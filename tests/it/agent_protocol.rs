@@ -9,7 +9,21 @@ use std::process::Command;
 
 #[test]
 fn the_agent_passes_its_protocol_harness() {
-    let case = common::CaseGuard::new("agent-harness");
+    harness("agent-harness", &[]);
+}
+
+/// The same harness, every agent started as the host starts it: `agent_boot.py` in argv, the
+/// source on its stdin, then `python3 /proc/self/fd/S` (issue 20 §6).
+#[test]
+fn the_agent_passes_its_protocol_harness_started_through_the_bootstrap() {
+    harness(
+        "agent-harness-boot",
+        &["--boot", "/src/src/runner/agent_boot.py"],
+    );
+}
+
+fn harness(case: &str, extra: &[&str]) {
+    let case = common::CaseGuard::new(case);
     let root = env!("CARGO_MANIFEST_DIR");
     let out = Command::new("docker")
         .args([
@@ -25,11 +39,9 @@ fn the_agent_passes_its_protocol_harness() {
         .args(["--label", &format!("{}=1", common::TEST_LABEL)])
         .args(["--label", &format!("{}={}", common::CASE_LABEL, case.value)])
         .args(["-v", &format!("{root}:/src:ro"), &common::image()])
-        .args([
-            "python3",
-            "/src/tests/agent/harness.py",
-            "/src/src/runner/agent.py",
-        ])
+        .args(["python3", "/src/tests/agent/harness.py"])
+        .args(extra)
+        .arg("/src/src/runner/agent.py")
         .output()
         .expect("run docker");
     let text = format!(

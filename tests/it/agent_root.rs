@@ -464,3 +464,52 @@ fn python_variables_that_configure_nothing_keep_the_zygote() {
         ex.stop().unwrap();
     });
 }
+
+/// Issue 20 §6: the agent's source comes on its exec's stdin and the container's environment in
+/// a memfd, both closed by the agent before it forks anything: the running agent holds no memfd
+/// (a block it forks could otherwise read them), its argv is small, and the container's
+/// environment is in none of it, yet every block sees that environment.
+#[test]
+fn the_agent_keeps_no_fd_of_its_source_and_no_environment_in_argv() {
+    common::watchdog(LIMIT, || {
+        let (mut b, _guard) = defaults("agentroot-memfd");
+        b.env("DOCKEXEC_ARGV_MARK", "mark-6f1d2a");
+        let ex = b.start().unwrap();
+        assert_eq!(ex.strategy(), Strategy::Agent);
+        assert_eq!(
+            py(&ex, "import os; print(os.environ['DOCKEXEC_ARGV_MARK'])"),
+            "mark-6f1d2a\n"
+        );
+        let pid = agent_pid(&ex);
+        let (ok, fds) = common::docker(&[
+            "exec",
+            "-u",
+            "0",
+            ex.container_id(),
+            "/bin/sh",
+            "-c",
+            &format!("for f in /proc/{pid}/fd/*; do readlink \"$f\"; done"),
+        ]);
+        assert!(ok, "cannot list the agent's fds");
+        assert!(
+            !fds.contains("memfd"),
+            "the agent still holds a memfd:\n{fds}"
+        );
+        let (ok, cmdline) = common::docker(&[
+            "exec",
+            "-u",
+            "0",
+            ex.container_id(),
+            "/bin/sh",
+            "-c",
+            &format!("tr '\\000' ' ' < /proc/{pid}/cmdline"),
+        ]);
+        assert!(ok, "cannot read the agent's command line");
+        assert!(
+            cmdline.len() < 16 * 1024 && !cmdline.contains("mark-6f1d2a"),
+            "the agent's argv ({} bytes): {cmdline:.200}",
+            cmdline.len()
+        );
+        ex.stop().unwrap();
+    });
+}
