@@ -44,15 +44,9 @@ done"#;
         .collect()
 }
 
-/// The agent: the process a `docker exec` started (parent pid 0) that runs `python3 -c`.
+/// The agent (see `common::agent_pid`), which must be running.
 fn agent_pid(id: &str) -> u32 {
-    let all = procs(id);
-    let agents: Vec<&Proc> = all
-        .iter()
-        .filter(|p| p.ppid == 0 && p.cmdline.contains(" -c ") && p.cmdline.contains("python"))
-        .collect();
-    assert_eq!(agents.len(), 1, "one agent expected: {all:?}");
-    agents[0].pid
+    common::agent_pid(id).unwrap_or_else(|| panic!("one agent expected: {:?}", procs(id)))
 }
 
 fn agent_builder(case: &str, memory: u64) -> (dockexec::ExecutorBuilder, common::CaseGuard) {

@@ -435,7 +435,7 @@ fn control_plane_caps(busybox: bool) {
                 assert_eq!(caps & HOST_REACHING, 0, "{line}\nall:\n{listing}");
             }
             init |= pid == "1";
-            keeper |= uid == "0" && cmd.starts_with("sh -c while read");
+            keeper |= uid == "0" && cmd.starts_with("/bin/sh -c while read");
             agent |= uid == "0" && cmd.starts_with("python3 ");
         }
         assert!(init && keeper, "init and keeper listed:\n{listing}");
