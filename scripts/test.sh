@@ -9,7 +9,8 @@
 # 2. the lint gates, each of which fails the run: cargo fmt --check, cargo clippy
 #    --all-targets --all-features -D warnings, cargo doc with RUSTDOCFLAGS=-D warnings, and
 #    `shellcheck` on scripts/*.sh and .ci/run (DOCKEXEC_LINT=0 skips them, for a quick local run)
-# 3. cargo test --all-features --all-targets "$@", once per strategy in DOCKEXEC_TEST_STRATEGIES
+# 3. cargo test --no-fail-fast --all-features --all-targets "$@" (every test binary runs, so
+#    one failure hides no other), once per strategy in DOCKEXEC_TEST_STRATEGIES
 #    (default "exec agent": every lifecycle, cancel, stream and output test runs against both
 #    ways of running a block; tests/agent.rs always runs the agent)
 # 4. cargo test --all-features --doc "$@"
@@ -55,8 +56,8 @@ else
     shellcheck scripts/*.sh .ci/run || { rc=$?; ((status)) || status=$rc; }
 fi
 for strategy in ${DOCKEXEC_TEST_STRATEGIES:-exec agent}; do
-    echo "test.sh: DOCKEXEC_TEST_STRATEGY=$strategy cargo test --all-features --all-targets $*" >&2
-    DOCKEXEC_TEST_STRATEGY=$strategy cargo test --all-features --all-targets "$@" ||
+    echo "test.sh: DOCKEXEC_TEST_STRATEGY=$strategy cargo test --no-fail-fast --all-features --all-targets $*" >&2
+    DOCKEXEC_TEST_STRATEGY=$strategy cargo test --no-fail-fast --all-features --all-targets "$@" ||
         { rc=$?; ((status)) || status=$rc; }
 done
 echo "test.sh: cargo test --all-features --doc $*" >&2

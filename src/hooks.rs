@@ -16,6 +16,24 @@ pub mod __bench {
     /// async rival in `benches/rival` kills a block exactly the same way.
     pub const KILL_SCRIPT: &str = crate::runner::exec::KILL_SCRIPT;
 
+    /// The marker prefix of an execution tagged `tag`, as the exec runner makes it.
+    pub fn marker_prefix(tag: &str) -> String {
+        crate::runner::exec::marker_prefix(tag)
+    }
+
+    /// A block's exec command, as the exec runner builds it (see `runner::exec`).
+    pub fn run_command(marker: &str, language: &str, path: &str) -> Vec<String> {
+        crate::runner::exec::run_command(marker, language, path)
+    }
+
+    /// A block's kill command, as the exec runner builds it (run it as the block's user).
+    pub fn kill_command(marker: &str, tag: &str) -> Vec<String> {
+        crate::runner::exec::kill_command(marker, tag, &[])
+    }
+
+    /// The environment of the kill's exec.
+    pub const KILL_ENV: &[&str] = &crate::runner::ROOT_EXEC_ENV;
+
     /// The container-create body `builder.start()` would send for a workspace at `workspace`
     /// (labels carry `id`), so the async rival creates the very same container.
     pub fn create_body(

@@ -30,6 +30,8 @@ pub use start::{PullPolicy, PullProgress};
 
 /// Bound on the exec that empties `/tmp` as the blocks' user at a restart.
 const TMP_CLEAN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on the inspect that tells a paused container from a hung agent.
+const PAUSE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long `stop()` lets the daemon take to remove the container.
 const STOP_REMOVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `stop()` waits for spawns (and restarts, session opens) in flight to finish,
@@ -585,12 +587,17 @@ exit 0"#;
                     container: self.container.clone(),
                 }
             }
-            // The agent did not answer a block in time: a paused container is one reason.
+            // The agent did not answer a block in time: a paused container is one reason. Only
+            // the agent's own limit: a daemon call that timed out says the daemon is hung, and
+            // asking it once more would only double the wait (the exec path learns of a pause
+            // from the daemon's 409 above). Bounded apart, for the same reason.
             Error::Timeout { .. }
-                if self
-                    .client
-                    .container_inspect(&self.container)
-                    .is_ok_and(|i| i.state.status == "paused") =>
+                if self.strategy == Strategy::Agent
+                    && self
+                        .client
+                        .with_timeout(PAUSE_CHECK_TIMEOUT)
+                        .container_inspect(&self.container)
+                        .is_ok_and(|i| i.state.status == "paused") =>
             {
                 Error::ContainerPaused {
                     container: self.container.clone(),

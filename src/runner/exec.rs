@@ -205,6 +205,33 @@ pwsh)
 *) echo "dockexec: unknown language $l" >&2; exit 127 ;;
 esac"#;
 
+/// The marker prefix of the execution tagged `tag`: `<CONTROL_DIR>/<tag>`.
+pub(crate) fn marker_prefix(tag: &str) -> String {
+    format!("{CONTROL_DIR}/{tag}")
+}
+
+/// The command of a block's exec (run as the block's user, with `DOCKEXEC_EXECUTION=<tag>.`
+/// in its environment): [`RUN_SCRIPT`] for the code file at `path` in the container. The one
+/// source of it: the runner, the benches and the async rival all call this.
+pub(crate) fn run_command(marker: &str, language: &str, path: &str) -> Vec<String> {
+    ["sh", "-c", RUN_SCRIPT, "dockexec"]
+        .into_iter()
+        .map(str::to_string)
+        .chain([format!("{marker}.cancel"), language.into(), path.into()])
+        .collect()
+}
+
+/// The command of a block's kill (run as the block's user, with [`super::ROOT_EXEC_ENV`]):
+/// [`KILL_SCRIPT`] for the execution `tag` whose markers start with `marker`, removing the
+/// markers of the `spent` tags on the way. The one source of it, as [`run_command`].
+pub(crate) fn kill_command(marker: &str, tag: &str, spent: &[String]) -> Vec<String> {
+    ["/bin/sh", "-c", KILL_SCRIPT, "dockexec-kill", marker, tag]
+        .into_iter()
+        .map(str::to_string)
+        .chain(spent.iter().cloned())
+        .collect()
+}
+
 /// One `docker exec` per block.
 #[derive(Debug)]
 pub(crate) struct ExecRunner {
@@ -273,10 +300,9 @@ impl Runner for ExecRunner {
             l.n,
             &crate::host::random_id()[..8]
         );
-        let marker = format!("{CONTROL_DIR}/{tag}");
+        let marker = marker_prefix(&tag);
         let mut body = json!({
-            "Cmd": ["sh", "-c", RUN_SCRIPT, "dockexec", format!("{marker}.cancel"),
-                    l.language.name(), Workspace::container_path(l.file)],
+            "Cmd": run_command(&marker, l.language.name(), &Workspace::container_path(l.file)),
             "AttachStdout": true,
             "AttachStderr": true,
             "WorkingDir": WORKSPACE,
@@ -394,17 +420,8 @@ impl Control for ExecControl {
         // Taken, not copied: each spent marker is removed by one kill (a failed kill leaves
         // a few empty files in a tmpfs, which is all they cost).
         let spent = std::mem::take(&mut *self.spent.lock());
-        let mut cmd = vec![
-            "/bin/sh".to_string(),
-            "-c".into(),
-            KILL_SCRIPT.into(),
-            "dockexec-kill".into(),
-            self.marker.clone(),
-            self.tag.clone(),
-        ];
-        cmd.extend(spent);
         let mut body = json!({
-            "Cmd": cmd,
+            "Cmd": kill_command(&self.marker, &self.tag, &spent),
             "Env": super::ROOT_EXEC_ENV,
             "AttachStdout": true,
             "AttachStderr": true,

@@ -5,11 +5,13 @@
 //! - the same container: the create body comes from `dockexec::__bench::create_body` (the
 //!   same hardening, `Init`, network `none`, bind-mounted workspace, keeper entrypoint);
 //! - the same exec sequence per block: write the code file into the workspace, one exec of
-//!   `sh -c RUN_SCRIPT` (dockexec's own wrapper, which records the pid marker), stream
-//!   stdout/stderr to the end, then inspect the exec for its exit code;
+//!   dockexec's own command (`__bench::run_command`: its `sh` wrapper, with the execution's
+//!   marker in the container's `/run/dockexec`), stream stdout/stderr to the end, then
+//!   inspect the exec for its exit code;
 //! - the same cancellation: a message on a channel (a `tokio::sync::oneshot`, the async
-//!   analogue of dockexec's crossbeam channel) makes the block's task run dockexec's
-//!   `KILL_SCRIPT` in a second exec as the block's user, then drain the stream and inspect;
+//!   analogue of dockexec's crossbeam channel) makes the block's task run dockexec's kill
+//!   command (`__bench::kill_command`) in a second exec as the block's user, then drain the
+//!   stream and inspect;
 //! - the same `stop()`: tell every task to shut down, force-remove the container (which ends
 //!   every exec stream), then join every task, then remove the workspace.
 //!
@@ -21,7 +23,7 @@
 //! container diagnosis after an exit 137, no agent strategy, no dead-man's switch, no orphan
 //! sweep, no symlink-safe code-file write (a plain write into a fresh temp dir).
 
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -179,21 +181,17 @@ impl Rival {
         let host_file = self.workspace.join(&file);
         tokio::fs::write(&host_file, code).await?;
         let tag = format!("{}{n}", self.tag_prefix);
-        let marker = format!("{WORKSPACE}/.dockexec/{tag}");
+        let marker = dockexec::__bench::marker_prefix(&tag);
         let exec = self
             .docker
             .create_exec(
                 &self.container,
                 CreateExecOptions {
-                    cmd: Some(vec![
-                        "sh".to_string(),
-                        "-c".into(),
-                        dockexec::__bench::RUN_SCRIPT.into(),
-                        "dockexec".into(),
-                        marker.clone(),
-                        language.into(),
-                        format!("{WORKSPACE}/{file}"),
-                    ]),
+                    cmd: Some(dockexec::__bench::run_command(
+                        &marker,
+                        language,
+                        &format!("{WORKSPACE}/{file}"),
+                    )),
                     attach_stdout: Some(true),
                     attach_stderr: Some(true),
                     working_dir: Some(WORKSPACE.into()),
@@ -216,10 +214,6 @@ impl Rival {
         let container = self.container.clone();
         let user = self.user.clone();
         let deadline = self.timeout.map(|t| tokio::time::Instant::now() + t);
-        let state_files = [
-            self.workspace.join(format!(".dockexec/{tag}.pid")),
-            self.workspace.join(format!(".dockexec/{tag}.cancel")),
-        ];
         // Dropped when the task ends, which wakes stop()'s join of this block.
         let (done_tx, done_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -282,9 +276,7 @@ impl Rival {
                     _ => break,
                 }
             }
-            for f in state_files.iter().chain([&host_file]) {
-                let _ = tokio::fs::remove_file(f).await;
-            }
+            let _ = tokio::fs::remove_file(&host_file).await;
             Ok(out)
         });
         self.live.lock().await.push((shut_tx, done_rx));
@@ -341,17 +333,16 @@ async fn kill(docker: &Docker, container: &str, marker: &str, tag: &str, user: &
             .create_exec(
                 container,
                 CreateExecOptions {
-                    cmd: Some(vec![
-                        "sh",
-                        "-c",
-                        dockexec::__bench::KILL_SCRIPT,
-                        "dockexec-kill",
-                        marker,
-                        tag,
-                    ]),
+                    cmd: Some(dockexec::__bench::kill_command(marker, tag)),
+                    env: Some(
+                        dockexec::__bench::KILL_ENV
+                            .iter()
+                            .map(|e| e.to_string())
+                            .collect(),
+                    ),
                     attach_stdout: Some(true),
                     attach_stderr: Some(true),
-                    user: Some(user),
+                    user: Some(user.to_string()),
                     ..Default::default()
                 },
             )
@@ -367,8 +358,8 @@ async fn kill(docker: &Docker, container: &str, marker: &str, tag: &str, user: &
     let _ = tokio::time::timeout(Duration::from_secs(5), run).await;
 }
 
-/// The workspace dockexec makes: a 0700 dir owned by the block's user, and a sticky,
-/// world-writable state dir for the wrapper's markers.
+/// The workspace dockexec makes: a 0700 dir owned by the block's user (the markers live in
+/// the container's own `/run/dockexec`, which dockexec's create body mounts).
 async fn make_workspace(dir: &Path, user: &str) -> Result<()> {
     let dir = dir.to_path_buf();
     let user = user.to_string();
@@ -379,9 +370,6 @@ async fn make_workspace(dir: &Path, user: &str) -> Result<()> {
         if uid.is_some() {
             std::os::unix::fs::chown(&dir, uid, gid)?;
         }
-        let state = dir.join(".dockexec");
-        std::fs::create_dir(&state)?;
-        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o1777))?;
         Ok(())
     })
     .await?
