@@ -85,13 +85,14 @@ fn chunk_order_matches_write_order_across_stdout_and_stderr() {
     let (b, _guard) = common::case_builder("live-order");
     common::watchdog(LIMIT, move || {
         let ex = b.start().unwrap();
-        // Each write is flushed, and the next waits 5 ms: the daemon reads stdout and stderr
-        // from two pipes, so writes closer together than its copying may reach it reordered.
+        // Each write is flushed, and the next waits 25 ms: the daemon reads stdout and stderr
+        // from two pipes, so writes closer together than its copying may reach it reordered
+        // (5 ms was not enough in CI's one test binary, beside the memory-hog tests).
         let code = r#"
 import sys, time
 for i in range(20):
-    sys.stdout.write(f"o{i}\n"); sys.stdout.flush(); time.sleep(0.005)
-    sys.stderr.write(f"e{i}\n"); sys.stderr.flush(); time.sleep(0.005)
+    sys.stdout.write(f"o{i}\n"); sys.stdout.flush(); time.sleep(0.025)
+    sys.stderr.write(f"e{i}\n"); sys.stderr.flush(); time.sleep(0.025)
 "#;
         let e = ex.spawn(&CodeBlock::python(code)).unwrap();
         let rx = e.chunks();
