@@ -5,8 +5,9 @@
 //! below). A test gets a binary of its own in `tests/` only when it observes or changes
 //! process-wide state that other tests running beside it would disturb: this process's
 //! thread or descriptor counts, `stop_all`, or the Ctrl-C handler (`bounded`, `ctrlc`,
-//! `daemon_faults`, `races`, `soak`, `stop`), or when it needs a cargo feature of its own
-//! (`cli`).
+//! `daemon_faults`, `races`, `soak`, `stop`), or loads the whole machine (the memory hogs of
+//! `oom` and `escape`, beside which the timing of other tests slips), or when it needs a cargo
+//! feature of its own (`cli`).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -17,14 +18,12 @@ mod agent_root;
 mod autogen_parity;
 mod blocks;
 mod cancel;
-mod escape;
 mod executor_lifecycle;
 mod files;
 mod hostile;
 mod images;
 mod layout;
 mod limits;
-mod oom;
 mod orphans;
 mod output_bytes;
 mod output_cap;

@@ -1,7 +1,7 @@
 //! Memory the kernel cannot charge to any process, and a control plane that must outlive every
 //! block when it runs out (issue 21, items 3 to 5): the OOM killer picks blocks, a dead agent
 //! leaves nothing running, and `/tmp` cannot wedge the executor.
-use crate::common;
+mod common;
 
 use std::time::Duration;
 

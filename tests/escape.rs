@@ -12,7 +12,7 @@
 //!
 //! Each step is closed by its own fix, with its own tests elsewhere; these tests check the
 //! outcome an attacker wants: code of theirs running as uid 0, and a host file read.
-use crate::common;
+mod common;
 
 use std::path::PathBuf;
 use std::time::Duration;
