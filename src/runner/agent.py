@@ -538,6 +538,28 @@ def _tree(table, roots, sids):
     return seen
 
 
+def _signal_pass(table, pids, sig, sent, me):
+    """One pass of a freeze-then-kill (see _kill_trees and _sess_kill_block): `sig` to each of `pids`
+    that still needs it (not this process, not a zombie, not one already stopped for SIGSTOP, not one
+    in D that has it pending already); returns how many were signalled."""
+    hit = 0
+    for pid in pids:
+        state = table[pid][0]
+        if pid == me or state == b"Z" or state == b"X":
+            continue
+        if sig == signal.SIGSTOP and state in (b"T", b"t"):
+            continue
+        if state == b"D" and pid in sent:
+            continue
+        try:
+            os.kill(pid, sig)
+            sent.add(pid)
+            hit += 1
+        except OSError:
+            pass
+    return hit
+
+
 def _kill_trees(roots, sids=()):
     """Freeze, then kill, every descendant of the shepherds `roots`: SIGSTOP pass after pass until a
     pass finds nothing still running (no shell runs its next line while its child dies, no fork
@@ -555,21 +577,7 @@ def _kill_trees(roots, sids=()):
         sent = set()
         for i in range(400):
             table = _proc_table()
-            hit = 0
-            for pid in _tree(table, roots, sids):
-                state = table[pid][0]
-                if pid == me or state == b"Z" or state == b"X":
-                    continue
-                if sig == signal.SIGSTOP and state in (b"T", b"t"):
-                    continue
-                if state == b"D" and pid in sent:
-                    continue
-                try:
-                    os.kill(pid, sig)
-                    sent.add(pid)
-                    hit += 1
-                except OSError:
-                    pass
+            hit = _signal_pass(table, _tree(table, roots, sids), sig, sent, me)
             if not hit:
                 break
             if i >= 2:  # let signalled processes get scheduled (and die) before the next pass
@@ -1594,20 +1602,8 @@ def _sess_kill_block(p, old, interrupt):
                         hit += 1
                     except OSError:
                         pass
-                for pid in _sess_new_tree(table, start, p.shep.pid, sess_pid, old):
-                    state = table[pid][0]
-                    if pid == me or state == b"Z" or state == b"X":
-                        continue
-                    if sig == signal.SIGSTOP and state in (b"T", b"t"):
-                        continue
-                    if state == b"D" and pid in sent:
-                        continue
-                    try:
-                        os.kill(pid, sig)
-                        sent.add(pid)
-                        hit += 1
-                    except OSError:
-                        pass
+                hit += _signal_pass(
+                    table, _sess_new_tree(table, start, p.shep.pid, sess_pid, old), sig, sent, me)
                 if not hit:
                     break
                 if i >= 2:
