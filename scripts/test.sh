@@ -7,7 +7,8 @@
 #    python:3-slim tag the README doctests need when that tag is absent; idempotent; undo the
 #    tag with scripts/test-env.sh --untag-slim)
 # 2. the lint gates, each of which fails the run: cargo fmt --check, cargo clippy
-#    --all-targets --all-features -D warnings, cargo doc with RUSTDOCFLAGS=-D warnings, and
+#    --all-targets -D warnings with and without --all-features, cargo doc with
+#    RUSTDOCFLAGS=-D warnings, and
 #    `shellcheck` on scripts/*.sh and .ci/run (DOCKEXEC_LINT=0 skips them, for a quick local run)
 # 3. cargo test --no-fail-fast --all-features --all-targets "$@" (every test binary runs, so
 #    one failure hides no other), once per strategy in DOCKEXEC_TEST_STRATEGIES
@@ -51,6 +52,8 @@ if [[ ${DOCKEXEC_LINT:-1} == 0 ]]; then
 else
     echo "test.sh: lint: cargo fmt --check; clippy -D warnings; cargo doc -D warnings; shellcheck" >&2
     cargo fmt --all -- --check || { rc=$?; echo "test.sh: FAILED cargo fmt --check (run cargo fmt --all)" >&2; ((status)) || status=$rc; }
+    # Both: a feature-gated item can be dead code in one build and not in the other.
+    cargo clippy --all-targets -- -D warnings || { rc=$?; ((status)) || status=$rc; }
     cargo clippy --all-targets --all-features -- -D warnings || { rc=$?; ((status)) || status=$rc; }
     RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features || { rc=$?; ((status)) || status=$rc; }
     shellcheck scripts/*.sh .ci/run || { rc=$?; ((status)) || status=$rc; }

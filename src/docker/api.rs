@@ -245,7 +245,10 @@ impl Client {
     }
 
     /// The negotiated API version, e.g. `"1.41"`.
-    #[cfg_attr(not(any(test, feature = "bench")), allow(dead_code))]
+    #[cfg_attr(
+        not(any(all(test, feature = "engine-tests"), feature = "bench")),
+        allow(dead_code)
+    )]
     pub(crate) fn api_version(&self) -> &str {
         self.prefix.trim_start_matches("/v")
     }
@@ -446,7 +449,7 @@ impl Client {
     }
 
     // Used by the client's real-daemon tests, which drive the daemon directly.
-    #[cfg_attr(not(test), allow(dead_code))]
+    #[cfg_attr(not(all(test, feature = "engine-tests")), allow(dead_code))]
     /// Tags `image` as `repo:tag`.
     pub(crate) fn image_tag(&self, image: &str, repo: &str, tag: &str) -> Result<()> {
         let path = format!(
@@ -460,7 +463,7 @@ impl Client {
     }
 
     // Used by the client's real-daemon tests, which drive the daemon directly.
-    #[cfg_attr(not(test), allow(dead_code))]
+    #[cfg_attr(not(all(test, feature = "engine-tests")), allow(dead_code))]
     /// Removes an image reference (the tag; the layers go when nothing else names them).
     pub(crate) fn image_remove(&self, image: &str) -> Result<()> {
         let resp = self
@@ -501,7 +504,7 @@ impl Client {
     }
 
     // Used by the client's real-daemon tests, which drive the daemon directly.
-    #[cfg_attr(not(test), allow(dead_code))]
+    #[cfg_attr(not(all(test, feature = "engine-tests")), allow(dead_code))]
     /// Waits for a container to stop; returns its exit code.
     pub(crate) fn container_wait(&self, id: &str) -> Result<i64> {
         let resp = self.post("container wait", &format!("/containers/{id}/wait"), None)?;
@@ -542,7 +545,7 @@ impl Client {
     }
 
     // Used by the client's real-daemon tests, which drive the daemon directly.
-    #[cfg_attr(not(test), allow(dead_code))]
+    #[cfg_attr(not(all(test, feature = "engine-tests")), allow(dead_code))]
     /// Sends `signal` (e.g. `"KILL"`) to a container's PID 1.
     pub(crate) fn container_kill(&self, id: &str, signal: &str) -> Result<()> {
         let path = format!("/containers/{id}/kill?signal={}", encode_query(signal));
@@ -575,7 +578,7 @@ impl Client {
     }
 
     // Used by the client's real-daemon tests, which drive the daemon directly.
-    #[cfg_attr(not(test), allow(dead_code))]
+    #[cfg_attr(not(all(test, feature = "engine-tests")), allow(dead_code))]
     /// Lists all containers (running or not) carrying `label` (`key` or `key=value`).
     pub(crate) fn container_list(&self, label: &str) -> Result<Vec<ContainerSummary>> {
         self.container_list_all(&[label])
