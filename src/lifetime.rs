@@ -27,7 +27,7 @@
 //! The keeper also serves [`Executor::restart`](crate::Executor::restart): a container
 //! restart would clear the stdin it waits on and race `AutoRemove`, so instead the owner
 //! writes `restart N` and the keeper kills every other process in the container
-//! (`kill -9 -1`, which spares PID 1 and the caller), empties `/tmp`, and answers
+//! (`kill -9 -1`, which spares PID 1 and the caller), empties `/tmp` and `/dev/shm`, and answers
 //! `restarted N`. `kill N` does the kill alone, for the agent runner when its agent is lost
 //! (see [`KEEPER_SCRIPT`]).
 
@@ -52,7 +52,7 @@ use crate::output::Stream;
 /// so that it runs in any image, but for `rm`; `kill` must be the builtin, which spares the
 /// shell itself.
 ///
-/// `restart N` kills every other process, then empties `/tmp` as far as root can (the
+/// `restart N` kills every other process, then empties `/tmp` and `/dev/shm` as far as root can (the
 /// top-level entries, since root owns `/tmp`, and whatever root owns: without
 /// `DAC_OVERRIDE` it cannot enter a block user's directories, which
 /// [`Executor::restart`](crate::Executor::restart) empties as that user next). It runs
@@ -64,8 +64,10 @@ use crate::output::Stream;
 /// `/tmp`.
 pub(crate) const KEEPER_SCRIPT: &str = r#"while read -r line; do
   case "$line" in
-    "restart "*) kill -9 -1 2>/dev/null; rm -rf /tmp/* /tmp/.[!.]* /tmp/..?* 2>/dev/null
-      left=; for f in /tmp/* /tmp/.[!.]* /tmp/..?*; do [ -e "$f" ] || [ -L "$f" ] && left=" left"; done
+    "restart "*) kill -9 -1 2>/dev/null
+      for d in /tmp /dev/shm; do rm -rf "$d"/* "$d"/.[!.]* "$d"/..?* 2>/dev/null; done
+      left=; for f in /tmp/* /tmp/.[!.]* /tmp/..?* /dev/shm/* /dev/shm/.[!.]* /dev/shm/..?*; do
+        [ -e "$f" ] || [ -L "$f" ] && left=" left"; done
       echo "dockexec-keeper: restarted ${line#restart }$left" ;;
     "kill "*) kill -9 -1 2>/dev/null; echo "dockexec-keeper: killed ${line#kill }" ;;
   esac

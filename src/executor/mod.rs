@@ -28,7 +28,7 @@ pub use builder::{
 };
 pub use start::{PullPolicy, PullProgress};
 
-/// Bound on the exec that empties `/tmp` as the blocks' user at a restart.
+/// Bound on the exec that empties `/tmp` and `/dev/shm` as the blocks' user at a restart.
 const TMP_CLEAN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on the inspect that tells a paused container from a hung agent.
 const PAUSE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -345,11 +345,11 @@ impl Executor {
     }
 
     /// Restarts the executor: every process in the container is killed (running blocks
-    /// report [`cancelled`](crate::ExitStatus::cancelled), sessions are lost), `/tmp` is
-    /// emptied, and the strategy starts afresh; files in the workspace stay, and so does the
+    /// report [`cancelled`](crate::ExitStatus::cancelled), sessions are lost), `/tmp` and
+    /// `/dev/shm` are emptied, and the strategy starts afresh; files in the workspace stay, and so does the
     /// container (same id, same dead-man's switch).
     ///
-    /// `/tmp` is emptied after the kill (so no block races it), first by the keeper as root,
+    /// They are emptied after the kill (so no block races it), first by the keeper as root,
     /// then, if that left anything, by one `docker exec` as the blocks' user, which can open
     /// the directories a block closed to everyone (root here lacks `DAC_OVERRIDE`). Links are removed, never followed
     /// to their targets. Before, `/tmp` survived a restart: a full `/tmp` (whose pages count
@@ -517,15 +517,17 @@ impl Inner {
         Ok(execution)
     }
 
-    /// The second half of emptying `/tmp` at a restart (the keeper did what root can): as the
+    /// The second half of emptying `/tmp` and `/dev/shm` at a restart (the keeper did what root can): as the
     /// blocks' user, opens up the directories a block closed, then removes every entry. Best
     /// effort and bounded: what stays is what this user may not remove. `find` without `-L`
     /// never follows a link; `chmod` only touches directories `find` found as directories, as
     /// a user who owns them.
     fn empty_tmp_as_block_user(&self) {
-        const SCRIPT: &str = r#"cd /tmp 2>/dev/null || exit 0
-find /tmp -mindepth 1 -type d ! -perm -700 -exec chmod u+rwx {} \; 2>/dev/null
-rm -rf /tmp/* /tmp/.[!.]* /tmp/..?* 2>/dev/null
+        const SCRIPT: &str = r#"for d in /tmp /dev/shm; do
+  [ -d "$d" ] || continue
+  find "$d" -mindepth 1 -type d ! -perm -700 -exec chmod u+rwx {} \; 2>/dev/null
+  rm -rf "$d"/* "$d"/.[!.]* "$d"/..?* 2>/dev/null
+done
 exit 0"#;
         let body = serde_json::json!({
             "Cmd": ["sh", "-c", SCRIPT],
