@@ -56,7 +56,7 @@ pub mod __bench {
     impl BenchClient {
         /// Connects (ping + version negotiation).
         pub fn connect(socket: &Path) -> crate::Result<BenchClient> {
-            crate::docker::api::Client::connect(socket).map(BenchClient)
+            crate::docker::api::Client::connect(&crate::Engine::unix(socket)).map(BenchClient)
         }
 
         /// `GET /_ping` over a pooled connection.

@@ -95,6 +95,7 @@
 mod code;
 mod device;
 mod docker;
+mod engine;
 mod error;
 mod execution;
 mod executor;
@@ -117,6 +118,7 @@ pub use crossbeam_channel;
 
 pub use code::{CodeBlock, Language, extract_code_blocks, guess_language};
 pub use device::DeviceRequest;
+pub use engine::{Engine, Tls};
 pub use error::{Error, Result};
 pub use execution::{Execution, OutputLimit};
 pub use executor::{

@@ -33,13 +33,14 @@
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
-use std::os::unix::net::UnixStream;
+
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use crate::docker::api::Client;
 use crate::docker::frames::Demuxer;
+use crate::docker::transport::Duplex;
 use crate::error::{Error, Result};
 use crate::host::OwnerId;
 use crate::labels::{
@@ -87,14 +88,14 @@ pub(crate) struct Keeper {
     conn: Mutex<KeeperConn>,
     /// A handle on the same stream, so that `close` never waits for a command in flight
     /// (which holds `conn` for up to `RESTART_TIMEOUT`). Locked only to shut down or replace.
-    closer: Mutex<Option<UnixStream>>,
+    closer: Mutex<Option<Duplex>>,
     /// Set by `close`: later commands fail at once.
     closed: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug)]
 struct KeeperConn {
-    stream: UnixStream,
+    stream: Duplex,
     demux: Demuxer,
     /// Output bytes read but not yet looked at (the upgrade's leftover first).
     pending: Vec<u8>,

@@ -4,10 +4,11 @@
 //! owner holds a lock on it.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::docker::api::{self, Client};
+use crate::docker::api::Client;
+use crate::engine::Engine;
 use crate::error::Result;
 use crate::host;
 use crate::labels::{
@@ -124,14 +125,14 @@ fn sweep_temp_dirs(client: &Client) -> Result<()> {
 /// [`ExecutorBuilder::start`](crate::ExecutorBuilder::start) runs this first unless
 /// [`gc_orphans(false)`](crate::ExecutorBuilder::gc_orphans).
 ///
-/// `socket` defaults as for the builder (`DOCKER_HOST`, then `/var/run/docker.sock`).
+/// `engine` defaults as for the builder: [`Engine::from_env`].
 ///
 /// # Errors
 /// [`Error::Connect`](crate::Error::Connect) when the daemon is unreachable; a daemon error
 /// if listing or removing fails.
-pub fn gc(socket: Option<&Path>) -> Result<Vec<String>> {
+pub fn gc(engine: Option<&Engine>) -> Result<Vec<String>> {
     gc_with(&GcOptions {
-        socket: socket.map(Path::to_path_buf),
+        engine: engine.cloned(),
         ..GcOptions::default()
     })
 }
@@ -150,9 +151,8 @@ pub fn gc(socket: Option<&Path>) -> Result<Vec<String>> {
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct GcOptions {
-    /// The daemon's socket. Defaults to `None`: as for the builder (`DOCKER_HOST`, then
-    /// `/var/run/docker.sock`).
-    pub socket: Option<PathBuf>,
+    /// The engine. Defaults to `None`: as for the builder, [`Engine::from_env`].
+    pub engine: Option<Engine>,
     /// Also remove running containers: their blocks die and their executors report
     /// [`ContainerGone`](crate::Error::ContainerGone). For containers known to be
     /// abandoned that [`gc`] leaves, such as those of an owner that hangs without dying.
@@ -171,11 +171,11 @@ pub struct GcOptions {
 /// # Errors
 /// As [`gc`].
 pub fn gc_with(options: &GcOptions) -> Result<Vec<String>> {
-    let socket = match &options.socket {
-        Some(s) => s.clone(),
-        None => api::socket_from_env()?,
+    let engine = match &options.engine {
+        Some(e) => e.clone(),
+        None => Engine::from_env()?,
     };
-    sweep(&Client::connect(&socket)?, options.force, &options.labels)
+    sweep(&Client::connect(&engine)?, options.force, &options.labels)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -14,7 +14,9 @@ use serde_json::{Value, json};
 use ureq::http::Response;
 use ureq::{Agent, Body};
 
-use super::transport::{self, BASE_URL, Limits};
+use super::dial::dial_reason;
+use super::transport::{self, BASE_URL, Dialer, Limits};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 
 /// The oldest Engine API we speak (Docker 1.13). `Init` (1.25) and exec `WorkingDir` (1.35)
@@ -23,8 +25,8 @@ pub(crate) const MIN_API: (u32, u32) = (1, 25);
 /// The newest Engine API this code was written against; a newer daemon is asked for this one.
 pub(crate) const MAX_API: (u32, u32) = (1, 47);
 
-/// The API version negotiated with each socket's daemon, this process.
-static NEGOTIATED: parking_lot::Mutex<std::collections::BTreeMap<PathBuf, String>> =
+/// The API version negotiated with each engine's daemon, this process.
+static NEGOTIATED: parking_lot::Mutex<std::collections::BTreeMap<String, String>> =
     parking_lot::Mutex::new(std::collections::BTreeMap::new());
 
 /// How long an ordinary JSON call may take, body included, before it is abandoned (at least:
@@ -33,33 +35,10 @@ pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the daemon may take to answer any call: see `ExecutorBuilder::api_timeout`.
 pub(crate) const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Where the daemon's socket is: `DOCKER_HOST` when it is `unix://…`, else the default path.
-///
-/// # Errors
-/// `DOCKER_HOST` with another scheme (`tcp://`, `ssh://`, `npipe://`) gives [`Error::Connect`]:
-/// those transports are not supported yet.
-pub(crate) fn socket_from_env() -> Result<PathBuf> {
-    match std::env::var("DOCKER_HOST") {
-        Ok(host) if !host.is_empty() => parse_docker_host(&host),
-        _ => Ok(PathBuf::from("/var/run/docker.sock")),
-    }
-}
-
-fn parse_docker_host(host: &str) -> Result<PathBuf> {
-    match host.strip_prefix("unix://") {
-        Some(path) if !path.is_empty() => Ok(PathBuf::from(path)),
-        _ => Err(Error::Connect {
-            endpoint: host.to_string(),
-            reason: "only unix:// DOCKER_HOST values are supported yet".into(),
-            source: None,
-        }),
-    }
-}
-
 /// A connection to one daemon, with the API version negotiated.
 #[derive(Debug, Clone)]
 pub(crate) struct Client {
-    socket: PathBuf,
+    dialer: Arc<Dialer>,
     agent: Agent,
     /// What bounds `agent`'s calls.
     limits: Limits,
@@ -174,51 +153,56 @@ impl StreamCutter {
 
 impl Client {
     /// [`connect_with`](Client::connect_with) the default `api_timeout`.
-    pub(crate) fn connect(socket: &Path) -> Result<Client> {
-        Client::connect_with(socket, DEFAULT_API_TIMEOUT)
+    pub(crate) fn connect(engine: &Engine) -> Result<Client> {
+        Client::connect_with(engine, DEFAULT_API_TIMEOUT)
     }
 
-    /// Connects to the daemon at `socket`: pings it and negotiates the API version. Every
-    /// call of the client must be answered within `api_timeout`.
+    /// Connects to `engine`'s daemon: pings it and negotiates the API version. Every call of
+    /// the client must be answered within `api_timeout`.
     ///
     /// # Errors
-    /// [`Error::Connect`] when nothing listens there, or nothing answers the ping within
-    /// `api_timeout`; [`Error::Protocol`] when the daemon's API range and ours do not overlap.
-    pub(crate) fn connect_with(socket: &Path, api_timeout: Duration) -> Result<Client> {
+    /// [`Error::Connect`] when nothing listens there, the transport fails (TLS, ssh), or
+    /// nothing answers the ping within `api_timeout`, listing the places discovery tried;
+    /// [`Error::Protocol`] when the daemon's API range and ours do not overlap.
+    pub(crate) fn connect_with(engine: &Engine, api_timeout: Duration) -> Result<Client> {
         let limits = Limits {
             total: Some(CALL_TIMEOUT.max(api_timeout)),
             head: api_timeout,
             idle: None,
         };
+        let dialer = Arc::new(Dialer::new(engine)?);
         let mut client = Client {
-            socket: socket.to_path_buf(),
-            agent: transport::agent(socket, limits),
+            agent: transport::agent(&dialer, limits),
+            dialer,
             limits,
             api_timeout,
             prefix: String::new(),
         };
-        client.ping().map_err(|e| match e {
-            // Something listens there but does not answer: a hung daemon, or not a daemon.
-            Error::Timeout { .. } => Error::Connect {
-                endpoint: socket.display().to_string(),
-                reason: format!(
-                    "no answer to a ping within {}: is the docker daemon hung or overloaded, \
-                     and is this its socket?",
-                    secs(api_timeout)
-                ),
-                source: None,
-            },
-            e => e,
+        client.ping().map_err(|e| {
+            let e = match e {
+                // Something listens there but does not answer: a hung daemon, or not a daemon.
+                Error::Timeout { .. } => Error::Connect {
+                    endpoint: engine.endpoint(),
+                    reason: format!(
+                        "no answer to a ping within {}: is the docker daemon hung or \
+                         overloaded, and is this its endpoint?",
+                        secs(api_timeout)
+                    ),
+                    source: None,
+                },
+                e => e,
+            };
+            with_tried(e, engine)
         })?;
         // `GET /version` costs the daemon ~5 ms; the answer cannot change while it runs, so
         // it is asked once per socket per process. Held across the call: concurrent first
         // connections ask once, not each.
         let mut cache = NEGOTIATED.lock();
-        let version = match cache.get(socket) {
+        let version = match cache.get(&engine.key()) {
             Some(v) => v.clone(),
             None => {
                 let v = negotiate(&client.version()?)?;
-                cache.insert(socket.to_path_buf(), v.clone());
+                cache.insert(engine.key(), v.clone());
                 v
             }
         };
@@ -236,12 +220,17 @@ impl Client {
             idle: None,
         };
         Client {
-            socket: self.socket.clone(),
-            agent: transport::agent(&self.socket, limits),
+            dialer: Arc::clone(&self.dialer),
+            agent: transport::agent(&self.dialer, limits),
             limits,
             api_timeout: self.api_timeout,
             prefix: self.prefix.clone(),
         }
+    }
+
+    /// The engine this client talks to.
+    pub(crate) fn engine(&self) -> &Engine {
+        self.dialer.engine()
     }
 
     /// The negotiated API version, e.g. `"1.41"`.
@@ -266,7 +255,7 @@ impl Client {
     fn map_err_within(&self, what: &str, e: ureq::Error, limits: Limits) -> Error {
         match e {
             ureq::Error::Timeout(reason) => timeout_error(what, reason, limits),
-            e => map_ureq_error(&self.socket, what, e),
+            e => map_ureq_error(&self.dialer.describe(), what, e),
         }
     }
 
@@ -410,7 +399,7 @@ impl Client {
             head: self.api_timeout,
             idle: Some(self.api_timeout * 2),
         };
-        let agent = transport::agent(&self.socket, limits);
+        let agent = transport::agent(&self.dialer, limits);
         let resp = agent
             .post(self.url(&path))
             .send_empty()
@@ -630,7 +619,7 @@ impl Client {
             head: timeout.map_or(self.api_timeout, |t| t.min(self.api_timeout)),
             idle: None,
         };
-        let agent = transport::agent(&self.socket, limits);
+        let agent = transport::agent(&self.dialer, limits);
         let body = json!({ "Detach": false, "Tty": tty });
         let resp = agent
             .post(self.url(&format!("/exec/{exec}/start")))
@@ -679,13 +668,17 @@ impl Client {
         timeout: Duration,
         what: &str,
     ) -> Result<transport::Hijacked> {
-        match transport::upgrade(&self.socket, path, body, timeout) {
+        match transport::upgrade(&self.dialer, path, body, timeout) {
             Ok(transport::Upgrade::Switched(h)) => Ok(h),
             Ok(transport::Upgrade::Refused { status, body }) => Err(Error::Docker {
                 status,
                 message: error_message(&body, status, what),
             }),
-            Err(e) => Err(map_ureq_error(&self.socket, what, ureq::Error::Io(e))),
+            Err(e) => Err(map_ureq_error(
+                &self.dialer.describe(),
+                what,
+                ureq::Error::Io(e),
+            )),
         }
     }
 
@@ -856,12 +849,37 @@ fn from_io(e: io::Error) -> ureq::Error {
     }
 }
 
-/// Maps a ureq failure to our error, naming the socket when the daemon is not there.
-pub(crate) fn map_ureq_error(socket: &Path, what: &str, e: ureq::Error) -> Error {
+/// Adds the places discovery tried before `engine` to a connect error.
+fn with_tried(e: Error, engine: &Engine) -> Error {
     match e {
+        Error::Connect {
+            endpoint,
+            reason,
+            source,
+        } if !engine.tried().is_empty() => Error::Connect {
+            endpoint,
+            reason: format!(
+                "{reason} (also tried, in order: {}; see Engine::from_env)",
+                engine.tried().join("; ")
+            ),
+            source,
+        },
+        e => e,
+    }
+}
+
+/// Maps a ureq failure to our error, naming the endpoint when the daemon is not there.
+pub(crate) fn map_ureq_error(endpoint: &str, what: &str, e: ureq::Error) -> Error {
+    match e {
+        // What the transport said (TLS, ssh), in words that name the file or the peer.
+        ureq::Error::Io(io) if dial_reason(&io).is_some() => Error::Connect {
+            endpoint: endpoint.to_string(),
+            reason: dial_reason(&io).unwrap_or_default().to_string(),
+            source: Some(io),
+        },
         ureq::Error::Io(io) => match io.kind() {
             io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => Error::Connect {
-                endpoint: socket.display().to_string(),
+                endpoint: endpoint.to_string(),
                 reason: if io.kind() == io::ErrorKind::NotFound {
                     "no socket there: is the docker daemon running?".into()
                 } else {
@@ -873,7 +891,7 @@ pub(crate) fn map_ureq_error(socket: &Path, what: &str, e: ureq::Error) -> Error
                 what: format!("docker {what}"),
             },
             io::ErrorKind::PermissionDenied => Error::Connect {
-                endpoint: socket.display().to_string(),
+                endpoint: endpoint.to_string(),
                 reason: "permission denied: is this user allowed to use docker?".into(),
                 source: Some(io),
             },
@@ -1059,17 +1077,6 @@ pub(crate) fn untar_first_file(tar: &[u8]) -> Result<(String, Vec<u8>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn docker_host_parsing() {
-        assert_eq!(
-            parse_docker_host("unix:///run/user/1000/docker.sock").unwrap(),
-            PathBuf::from("/run/user/1000/docker.sock")
-        );
-        let err = parse_docker_host("tcp://127.0.0.1:2375").unwrap_err();
-        assert!(err.to_string().contains("only unix://"), "{err}");
-        assert!(parse_docker_host("unix://").is_err());
-    }
 
     #[test]
     fn version_negotiation() {

@@ -1,6 +1,7 @@
 //! The private Docker Engine client: transport, typed calls, stream demultiplexing.
 
 pub(crate) mod api;
+pub(crate) mod dial;
 pub(crate) mod frames;
 pub(crate) mod transport;
 

@@ -12,12 +12,9 @@ use crate::error::Error;
 
 const LABEL: &str = "dockexec.test";
 
-fn socket() -> std::path::PathBuf {
-    api::socket_from_env().expect("DOCKER_HOST, if set, is unix://")
-}
-
 fn client() -> Client {
-    Client::connect(&socket()).expect("the test daemon answers (run scripts/test-env.sh)")
+    let engine = crate::Engine::from_env().expect("DOCKER_HOST, if set, parses");
+    Client::connect(&engine).expect("the test daemon answers (run scripts/test-env.sh)")
 }
 
 fn image() -> String {
@@ -311,7 +308,7 @@ fn no_such_container_is_a_404_with_the_daemons_message() {
 #[test]
 fn a_socket_that_does_not_exist_names_the_socket() {
     let path = Path::new("/nonexistent/dockexec-test.sock");
-    let err = Client::connect(path).unwrap_err();
+    let err = Client::connect(&crate::Engine::unix(path)).unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, Error::Connect { .. }), "{err:?}");
     assert!(text.contains("/nonexistent/dockexec-test.sock"), "{text}");
@@ -325,7 +322,7 @@ fn a_refused_socket_says_connection_refused() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("d.sock");
     drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
-    let err = Client::connect(&path).unwrap_err();
+    let err = Client::connect(&crate::Engine::unix(&path)).unwrap_err();
     let _ = std::fs::remove_dir_all(&dir);
     assert!(matches!(err, Error::Connect { .. }), "{err:?}");
     assert!(err.to_string().contains("connection refused"), "{err}");

@@ -1,4 +1,5 @@
-//! HTTP/1.1 over the Engine's Unix socket: a `ureq` connector and transport.
+//! HTTP/1.1 to the Engine over any transport `dial.rs` opens: a `ureq` connector and
+//! transport, and the hand-written upgrade that hijacks a connection.
 //!
 //! This is the only file that names `ureq::unversioned`, whose API may change in minor
 //! releases; everything else talks to [`Agent`](ureq::Agent) through `api.rs`.
@@ -6,8 +7,6 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +18,9 @@ use ureq::unversioned::transport::{
     Buffers, ConnectionDetails, Connector, LazyBuffers, NextTimeout, ShutdownHandle, Transport,
 };
 
-/// The host every request names; the connector ignores it and dials the socket.
+pub(crate) use super::dial::{Dialer, Duplex, Raw, Stream};
+
+/// The host every request names; the connector ignores it and dials the engine.
 pub(crate) const BASE_URL: &str = "http://docker";
 
 /// How long a request may take, phase by phase.
@@ -35,9 +36,9 @@ pub(crate) struct Limits {
     pub(crate) idle: Option<Duration>,
 }
 
-/// Builds an agent whose every connection is a fresh or pooled `UnixStream` to `socket`,
-/// each request bounded by `limits`.
-pub(crate) fn agent(socket: &Path, limits: Limits) -> Agent {
+/// Builds an agent whose every connection is a fresh or pooled connection from `dialer`, each
+/// request bounded by `limits`.
+pub(crate) fn agent(dialer: &Arc<Dialer>, limits: Limits) -> Agent {
     let config = Config::builder()
         // Docker's error statuses carry a JSON message we want to read, not a bare error.
         .http_status_as_error(false)
@@ -61,49 +62,50 @@ pub(crate) fn agent(socket: &Path, limits: Limits) -> Agent {
         .build();
     Agent::with_parts(
         config,
-        UnixConnector {
-            path: socket.to_path_buf(),
+        EngineConnector {
+            dialer: Arc::clone(dialer),
         },
         NoResolver,
     )
 }
 
-/// Dials the Unix socket for every connection ureq asks for.
-struct UnixConnector {
-    path: PathBuf,
+/// Dials the engine for every connection ureq asks for.
+struct EngineConnector {
+    dialer: Arc<Dialer>,
 }
 
-impl fmt::Debug for UnixConnector {
+impl fmt::Debug for EngineConnector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UnixConnector")
-            .field("path", &self.path)
+        f.debug_struct("EngineConnector")
+            .field("engine", &self.dialer.describe())
             .finish()
     }
 }
 
-impl<In: Transport> Connector<In> for UnixConnector {
-    type Out = UnixTransport;
+impl<In: Transport> Connector<In> for EngineConnector {
+    type Out = EngineTransport;
 
     fn connect(
         &self,
         details: &ConnectionDetails,
         _chained: Option<In>,
     ) -> Result<Option<Self::Out>, ureq::Error> {
-        // Not bounded by `details.timeout`: std has no connect timeout for Unix sockets. The
-        // kernel completes a connect into the listener's backlog whatever the daemon does
-        // (even stopped), so only a full backlog (4096 pending connections) would block it;
-        // what a hung daemon delays is the answer, which the head limit bounds.
-        let stream = UnixStream::connect(&self.path).map_err(ureq::Error::Io)?;
+        let timeout = details
+            .timeout
+            .not_zero()
+            .map_or(Duration::from_secs(30), |d| *d);
+        let stream = self.dialer.dial(timeout).map_err(ureq::Error::Io)?;
         let buffers = LazyBuffers::new(
             details.config.input_buffer_size(),
             details.config.output_buffer_size(),
         );
-        let stream = Arc::new(Socket(stream));
-        // Registered so that `Agent::shutdown` can interrupt a read blocked on this socket from
-        // another thread: the backstop when the daemon hangs or a stream never ends.
-        (details.register_shutdown)(Arc::downgrade(&stream) as std::sync::Weak<dyn ShutdownHandle>)?;
-        Ok(Some(UnixTransport {
+        let raw = Arc::new(stream.raw().map_err(ureq::Error::Io)?);
+        // Registered so that `Agent::shutdown` can interrupt a read blocked on this connection
+        // from another thread: the backstop when the daemon hangs or a stream never ends.
+        (details.register_shutdown)(Arc::downgrade(&raw) as std::sync::Weak<dyn ShutdownHandle>)?;
+        Ok(Some(EngineTransport {
             stream,
+            _raw: raw,
             buffers,
             read_timeout: None,
             write_timeout: None,
@@ -111,27 +113,26 @@ impl<In: Transport> Connector<In> for UnixConnector {
     }
 }
 
-/// The socket, shared with the agent's shutdown list.
-struct Socket(UnixStream);
-
-impl ShutdownHandle for Socket {
+impl ShutdownHandle for Raw {
     /// Shuts both directions down; a `read` blocked in another thread returns at once.
     fn shutdown(&self) {
-        let _ = self.0.shutdown(Shutdown::Both);
+        let _ = Raw::shutdown(self, Shutdown::Both);
     }
 }
 
 /// One connection to the daemon.
-pub(crate) struct UnixTransport {
-    stream: Arc<Socket>,
+pub(crate) struct EngineTransport {
+    stream: Stream,
+    /// Kept alive while the connection is: the agent's shutdown list holds it weakly.
+    _raw: Arc<Raw>,
     buffers: LazyBuffers,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
 }
 
-impl fmt::Debug for UnixTransport {
+impl fmt::Debug for EngineTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UnixTransport").finish_non_exhaustive()
+        f.debug_struct("EngineTransport").finish_non_exhaustive()
     }
 }
 
@@ -151,7 +152,7 @@ fn map_io(e: io::Error, t: NextTimeout) -> ureq::Error {
     }
 }
 
-impl Transport for UnixTransport {
+impl Transport for EngineTransport {
     fn buffers(&mut self) -> &mut dyn Buffers {
         &mut self.buffers
     }
@@ -160,23 +161,24 @@ impl Transport for UnixTransport {
         let t = timeout.for_write();
         let wanted = socket_timeout(t)?;
         if wanted != self.write_timeout {
-            self.stream.0.set_write_timeout(wanted)?;
+            self.stream.set_write_timeout(wanted)?;
             self.write_timeout = wanted;
         }
         let output = &self.buffers.output()[..amount];
-        (&self.stream.0).write_all(output).map_err(|e| map_io(e, t))
+        self.stream.write_all(output).map_err(|e| map_io(e, t))?;
+        self.stream.flush().map_err(|e| map_io(e, t))
     }
 
     fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
         let t = timeout.for_read();
         let wanted = socket_timeout(t)?;
         if wanted != self.read_timeout {
-            self.stream.0.set_read_timeout(wanted)?;
+            self.stream.set_read_timeout(wanted)?;
             self.read_timeout = wanted;
         }
         let input = self.buffers.input_append_buf();
         let n = loop {
-            match (&self.stream.0).read(input) {
+            match self.stream.read(input) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 other => break other.map_err(|e| map_io(e, t))?,
             }
@@ -186,16 +188,7 @@ impl Transport for UnixTransport {
     }
 
     fn is_open(&mut self) -> bool {
-        // A pooled connection is reusable only if the daemon has neither closed it nor sent
-        // bytes we did not ask for: a non-blocking read must say "would block".
-        let stream = &self.stream.0;
-        if stream.set_nonblocking(true).is_err() {
-            return false;
-        }
-        let mut buf = [0u8; 1];
-        let open =
-            matches!((&*stream).read(&mut buf), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
-        open && stream.set_nonblocking(false).is_ok()
+        self.stream.is_open()
     }
 }
 
@@ -219,7 +212,7 @@ impl Resolver for NoResolver {
 
 /// A connection the daemon has handed over to a process's stdio (`101 Switching Protocols`).
 pub(crate) struct Hijacked {
-    pub(crate) stream: UnixStream,
+    pub(crate) stream: Duplex,
     /// Bytes of the process's output that arrived with the response head.
     pub(crate) leftover: Vec<u8>,
 }
@@ -252,12 +245,12 @@ const MAX_HEAD: usize = 64 * 1024;
 /// The connection's I/O errors; `TimedOut`/`WouldBlock` when the head does not come in time;
 /// `InvalidData` for an answer that is not HTTP.
 pub(crate) fn upgrade(
-    socket: &Path,
+    dialer: &Dialer,
     path: &str,
     body: &[u8],
     timeout: Duration,
 ) -> io::Result<Upgrade> {
-    let mut stream = UnixStream::connect(socket)?;
+    let mut stream = dialer.dial(timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     let head = format!(
@@ -269,6 +262,7 @@ pub(crate) fn upgrade(
     );
     stream.write_all(head.as_bytes())?;
     stream.write_all(body)?;
+    stream.flush()?;
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     let end = loop {
@@ -305,7 +299,7 @@ pub(crate) fn upgrade(
         stream.set_read_timeout(None)?;
         stream.set_write_timeout(None)?;
         return Ok(Upgrade::Switched(Hijacked {
-            stream,
+            stream: stream.into_duplex()?,
             leftover: rest,
         }));
     }

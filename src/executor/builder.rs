@@ -14,6 +14,7 @@ use super::start::{ProgressFn, PullPolicy};
 use super::{Executor, Parts, STOP_REMOVE_TIMEOUT};
 use crate::device::DeviceRequest;
 use crate::docker::api;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::execution::OutputLimit;
 use crate::host;
@@ -92,7 +93,7 @@ pub struct ExecutorBuilder {
     pub(crate) on_output_limit: OutputLimit,
     pub(crate) pull: PullPolicy,
     pub(crate) progress: Option<Mutex<ProgressFn>>,
-    pub(crate) socket: Option<PathBuf>,
+    pub(crate) engine: Option<Engine>,
     pub(crate) gc_orphans: bool,
     pub(crate) labels: BTreeMap<String, String>,
     pub(crate) strategy: Strategy,
@@ -161,7 +162,7 @@ impl Default for ExecutorBuilder {
             on_output_limit: OutputLimit::Discard,
             pull: PullPolicy::Missing,
             progress: None,
-            socket: None,
+            engine: None,
             gc_orphans: true,
             labels: BTreeMap::new(),
             strategy: Strategy::Auto,
@@ -323,13 +324,6 @@ impl ExecutorBuilder {
     /// [`OutputLimit::Discard`]: it keeps running, its further output is dropped.
     pub fn on_output_limit(&mut self, policy: OutputLimit) -> &mut Self {
         self.on_output_limit = policy;
-        self
-    }
-
-    /// The daemon's Unix socket. Defaults to `DOCKER_HOST` when it is `unix://…`, else
-    /// `/var/run/docker.sock`.
-    pub fn socket(&mut self, path: impl Into<PathBuf>) -> &mut Self {
-        self.socket = Some(path.into());
         self
     }
 

@@ -7,7 +7,8 @@ use parking_lot::Mutex;
 use serde_json::json;
 
 use super::ExecutorBuilder;
-use crate::docker::api::{self, Client, PullEvent};
+use crate::docker::api::{Client, PullEvent};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::host;
 use crate::labels;
@@ -51,6 +52,22 @@ pub struct PullProgress {
 pub(crate) type ProgressFn = Box<dyn FnMut(&PullProgress) + Send>;
 
 impl ExecutorBuilder {
+    /// The engine to run on. Defaults to [`Engine::from_env`]: `DOCKER_HOST`, the `docker`
+    /// CLI's context, then the default, rootless and Desktop sockets.
+    ///
+    /// On an engine that does not share this host's filesystem
+    /// ([`Engine::host_filesystem_shared`]), the workspace lives in the container and nothing
+    /// is bind-mounted from this host.
+    pub fn engine(&mut self, engine: Engine) -> &mut Self {
+        self.engine = Some(engine);
+        self
+    }
+
+    /// The daemon's Unix socket: [`engine`](Self::engine)`(Engine::unix(path))`.
+    pub fn socket(&mut self, path: impl Into<std::path::PathBuf>) -> &mut Self {
+        self.engine(Engine::unix(path))
+    }
+
     /// The container spec for executor `id` with its workspace at `workspace` on the host:
     /// these options, resolved (pure: no I/O).
     pub(crate) fn spec(&self, id: &str, workspace: &Path) -> ContainerSpec {
@@ -198,11 +215,25 @@ impl ExecutorBuilder {
 
     /// Connects to the daemon, and sweeps orphans first if asked to.
     pub(super) fn connect(&self) -> Result<Client> {
-        let socket = match &self.socket {
-            Some(s) => s.clone(),
-            None => api::socket_from_env()?,
+        let engine = match &self.engine {
+            Some(e) => e.clone(),
+            None => Engine::from_env()?,
         };
-        let client = Client::connect_with(&socket, self.api_timeout)?;
+        if !engine.host_filesystem_shared() {
+            let given = [("work_dir", &self.work_dir), ("bind_dir", &self.bind_dir)];
+            if let Some((what, Some(dir))) = given.iter().find(|(_, d)| d.is_some()) {
+                return Err(Error::InvalidInput(format!(
+                    "{what} {} is a directory of this host, but the engine {} ({}) does not \
+                     see this host's files, so it cannot be mounted: drop {what} (the workspace \
+                     then lives in the container; use put_file/get_file), or say the engine \
+                     shares them with Engine::shares_host_filesystem(true)",
+                    dir.display(),
+                    engine.endpoint(),
+                    engine.origin()
+                )));
+            }
+        }
+        let client = Client::connect_with(&engine, self.api_timeout)?;
         if self.gc_orphans {
             // Best effort: a failed sweep must not stop this executor from starting.
             let _ = sweep::sweep(&client, false, &[]);

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
-use std::os::unix::net::UnixStream;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle};
@@ -32,6 +32,7 @@ use super::protocol::{self, Decoder, Frame, Kind};
 use super::{Control, Launch, Reaped, Runner, Running, Source};
 use crate::docker::api::Client;
 use crate::docker::frames::Demuxer;
+use crate::docker::transport::Duplex;
 use crate::error::{Error, Result};
 use crate::output::Stream;
 use crate::workspace::{WORKSPACE, Workspace};
@@ -146,7 +147,7 @@ pub(crate) struct AgentConfig {
 /// One connection to one agent process.
 struct Conn {
     /// Frames from many threads must not interleave, so every write holds this.
-    writer: Mutex<UnixStream>,
+    writer: Mutex<Duplex>,
     /// Execution and session ids → their event channels. Locked briefly by the reader to
     /// route, and by launches to register.
     routes: Mutex<HashMap<u32, Sender<Event>>>,
@@ -376,7 +377,7 @@ fn transport(what: &str, source: io::Error) -> Error {
 /// them. Ends at EOF or on the first malformed frame; then every route learns the end.
 fn read_loop(
     conn: &Conn,
-    mut stream: UnixStream,
+    mut stream: Duplex,
     leftover: Vec<u8>,
     boot_tx: Sender<std::result::Result<(), String>>,
     ready_tx: Sender<()>,
