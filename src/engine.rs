@@ -581,9 +581,12 @@ fn parse_host(url: &str, tls: Option<Tls>) -> Result<Endpoint> {
     Err(bad("the scheme must be unix://, tcp:// or ssh://"))
 }
 
+/// Reads an environment variable, empty values being unset.
+type Vars = Box<dyn Fn(&str) -> Option<String>>;
+
 /// The environment, as discovery reads it: a seam for the unit tests.
 pub(crate) struct Env {
-    vars: Box<dyn Fn(&str) -> Option<String>>,
+    vars: Vars,
     home: Option<PathBuf>,
     /// Whether a Unix socket answers a connect (probed for the fallbacks).
     answers: Box<dyn Fn(&Path) -> bool>,

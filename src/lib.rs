@@ -96,6 +96,7 @@ mod code;
 mod device;
 mod docker;
 mod engine;
+mod engine_info;
 mod error;
 mod execution;
 mod executor;
@@ -119,6 +120,7 @@ pub use crossbeam_channel;
 pub use code::{CodeBlock, Language, extract_code_blocks, guess_language};
 pub use device::DeviceRequest;
 pub use engine::{Engine, Tls};
+pub use engine_info::EngineInfo;
 pub use error::{Error, Result};
 pub use execution::{Execution, OutputLimit};
 pub use executor::{

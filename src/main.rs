@@ -16,9 +16,15 @@ const HELP: &str = "\
 dockexec — run code blocks inside a Docker container
 
 USAGE:
-    dockexec run [OPTIONS] FILE|-
-    dockexec gc [--force] [--label KEY[=VALUE]]...
+    dockexec [-H HOST | -c CONTEXT] run [OPTIONS] FILE|-
+    dockexec [-H HOST | -c CONTEXT] gc [--force] [--label KEY[=VALUE]]...
+    dockexec [-H HOST | -c CONTEXT] engine
     dockexec --help | --version
+
+GLOBAL OPTIONS (as the docker CLI's; before or after the command):
+    -H, --host HOST        the engine: unix:///PATH, tcp://HOST[:PORT] (TLS with
+                           DOCKER_TLS_VERIFY and DOCKER_CERT_PATH), ssh://[USER@]HOST[:PORT][/SOCKET]
+    -c, --context NAME     the docker CLI's context NAME
 
 COMMANDS:
     run     Run FILE (or standard input, `-`). A markdown file (.md, .markdown), or input
@@ -31,6 +37,9 @@ COMMANDS:
             its owner is alive, since a container ends by itself once its owner is gone.
             --force also removes running ones, killing their blocks; --label (repeatable)
             keeps to the containers that carry it.
+    engine  Print the engine dockexec would use, why (which variable, context or socket),
+            what it is (version, OS, cgroups, rootless, runtimes, security options) and
+            whether it shares this host's filesystem; exits 125 if it cannot be reached.
 
 RUN OPTIONS:
     -l, --lang LANG        python (py), sh (shell), bash or pwsh; default: from the file's
@@ -66,8 +75,18 @@ SANDBOX OPTIONS (hardened by default; see ExecutorBuilder's docs for each reason
                            no-new-privileges, a writable root, no limits (the network stays
                            --network's); options after it still apply
 
-ENVIRONMENT:
-    DOCKER_HOST            unix:///path/to/docker.sock [default: /var/run/docker.sock]
+ENVIRONMENT (the engine is found as the docker CLI finds it, in this order):
+    DOCKER_HOST            unix://, tcp:// or ssh:// engine
+    DOCKER_TLS_VERIFY, DOCKER_CERT_PATH
+                           TLS for a tcp:// DOCKER_HOST: ca.pem, cert.pem, key.pem
+                           [default cert path: ~/.docker]
+    DOCKER_CONTEXT         a docker CLI context, else currentContext of
+                           $DOCKER_CONFIG/config.json [default: ~/.docker]
+                           then /var/run/docker.sock, $XDG_RUNTIME_DIR/docker.sock (rootless),
+                           ~/.docker/run/docker.sock (Docker Desktop): the first that answers
+    DOCKEXEC_SSH_OPTS      extra options for ssh:// engines' ssh, e.g. `-F ~/.ssh/dockexec`
+    DOCKEXEC_ALLOW_PLAINTEXT=1
+                           allow plain tcp:// beyond loopback (else refused: no TLS)
 
 EXIT STATUS:
     the last block's exit code; 124 timed out; 130 interrupted; 125 dockexec itself failed
@@ -106,10 +125,56 @@ enum Command {
     Version,
     Gc(dockexec::GcOptions),
     Run(Box<RunArgs>),
+    Engine,
+}
+
+/// `-H` / `-c`, wherever they were given.
+#[derive(Default)]
+struct EngineFlags {
+    host: Option<String>,
+    context: Option<String>,
+}
+
+impl EngineFlags {
+    /// Whether `arg` is `-H` (`Some(true)`) or `-c` (`Some(false)`).
+    fn which(arg: &lexopt::Arg<'_>) -> Option<bool> {
+        use lexopt::prelude::*;
+        match arg {
+            Short('H') | Long("host") => Some(true),
+            Short('c') | Long("context") => Some(false),
+            _ => None,
+        }
+    }
+
+    /// Takes the value of `-H` (`host`) or `-c`.
+    fn set(&mut self, host: bool, args: &mut lexopt::Parser) -> Result<(), lexopt::Error> {
+        use lexopt::ValueExt;
+        let v = Some(args.value()?.string()?);
+        if host {
+            self.host = v
+        } else {
+            self.context = v
+        }
+        Ok(())
+    }
+
+    fn engine(&self) -> dockexec::Result<dockexec::Engine> {
+        dockexec::Engine::from_flags(self.host.as_deref(), self.context.as_deref())
+    }
 }
 
 fn main() -> ExitCode {
-    match parse(lexopt::Parser::from_env()) {
+    let mut flags = EngineFlags::default();
+    let parsed = parse(lexopt::Parser::from_env(), &mut flags);
+    // The engine is resolved only for the commands that use one: --help needs none.
+    let engine = match &parsed {
+        Ok(Command::Gc(_) | Command::Run(_) | Command::Engine) => match flags.engine() {
+            Ok(e) => Some(e),
+            Err(e) => return fail(&e),
+        },
+        _ => None,
+    };
+    match parsed {
         Ok(Command::Help) => {
             print!("{}", help());
             ExitCode::SUCCESS
@@ -118,22 +183,83 @@ fn main() -> ExitCode {
             println!("dockexec {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Ok(Command::Gc(options)) => match dockexec::gc_with(&options) {
-            Ok(ids) => {
-                for id in &ids {
-                    println!("removed {id}");
-                }
-                eprintln!("dockexec gc: removed {} container(s)", ids.len());
-                ExitCode::SUCCESS
-            }
-            Err(e) => fail(&e),
-        },
-        Ok(Command::Run(run)) => run_command(*run),
+        Ok(Command::Engine) => engine_command(&engine.expect("resolved above")),
+        Ok(Command::Gc(mut options)) => {
+            options.engine = engine;
+            gc_command(&options)
+        }
+        Ok(Command::Run(mut run)) => {
+            run.builder.engine(engine.expect("resolved above"));
+            run_command(*run)
+        }
         Err(e) => {
             eprintln!("dockexec: {e}\nTry 'dockexec --help'.");
             ExitCode::from(OWN_FAILURE)
         }
     }
+}
+
+fn gc_command(options: &dockexec::GcOptions) -> ExitCode {
+    match dockexec::gc_with(options) {
+        Ok(ids) => {
+            for id in &ids {
+                println!("removed {id}");
+            }
+            eprintln!("dockexec gc: removed {} container(s)", ids.len());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+/// `dockexec engine`: which engine, why, and what it is.
+fn engine_command(engine: &dockexec::Engine) -> ExitCode {
+    println!("endpoint:    {}", engine.endpoint());
+    println!("transport:   {}", engine.transport());
+    println!("chosen by:   {}", engine.origin());
+    for t in engine.tried() {
+        println!("passed over: {t}");
+    }
+    let info = match dockexec::EngineInfo::probe(engine) {
+        Ok(i) => i,
+        Err(e) => return fail(&e),
+    };
+    let or_none = |s: &str| {
+        if s.is_empty() {
+            "(not said)".to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    println!("server:      {} {}", info.product, info.server_version);
+    println!("api:         {}", info.api_version);
+    println!(
+        "host:        {} ({}), kernel {}",
+        or_none(&info.name),
+        or_none(&info.operating_system),
+        or_none(&info.kernel_version)
+    );
+    println!(
+        "cgroups:     v{} ({})",
+        or_none(&info.cgroup_version),
+        or_none(&info.cgroup_driver)
+    );
+    println!("rootless:    {}", if info.rootless { "yes" } else { "no" });
+    println!(
+        "runtimes:    {} (default {})",
+        info.runtimes.join(", "),
+        or_none(&info.default_runtime)
+    );
+    println!("security:    {}", info.security_options.join("; "));
+    println!(
+        "filesystem:  {}",
+        if info.host_filesystem_shared {
+            "shared with this host: the workspace is a host directory bind-mounted at /workspace"
+        } else {
+            "not shared: the workspace lives in the container, code travels over the API"
+        }
+    );
+    ExitCode::SUCCESS
 }
 
 fn fail(e: &dockexec::Error) -> ExitCode {
@@ -147,20 +273,41 @@ fn fail(e: &dockexec::Error) -> ExitCode {
     ExitCode::from(OWN_FAILURE)
 }
 
-fn parse(mut args: lexopt::Parser) -> Result<Command, lexopt::Error> {
+fn parse(mut args: lexopt::Parser, flags: &mut EngineFlags) -> Result<Command, lexopt::Error> {
     use lexopt::prelude::*;
-    let command = match args.next()? {
-        None | Some(Short('h') | Long("help")) => return Ok(Command::Help),
-        Some(Short('V') | Long("version")) => return Ok(Command::Version),
-        Some(Value(command)) => command,
-        Some(other) => return Err(other.unexpected()),
+    let command = loop {
+        match args.next()? {
+            None | Some(Short('h') | Long("help")) => return Ok(Command::Help),
+            Some(Short('V') | Long("version")) => return Ok(Command::Version),
+            Some(Value(command)) => break command,
+            Some(other) => match EngineFlags::which(&other) {
+                Some(host) => flags.set(host, &mut args)?,
+                None => return Err(other.unexpected()),
+            },
+        }
     };
     match command.to_str() {
         Some("help") => Ok(Command::Help),
-        Some("run") => parse_run(args),
+        Some("run") => parse_run(args, flags),
+        Some("engine" | "info") => {
+            while let Some(arg) = args.next()? {
+                match arg {
+                    Short('h') | Long("help") => return Ok(Command::Help),
+                    other => match EngineFlags::which(&other) {
+                        Some(host) => flags.set(host, &mut args)?,
+                        None => return Err(other.unexpected()),
+                    },
+                }
+            }
+            Ok(Command::Engine)
+        }
         Some("gc") => {
             let mut options = dockexec::GcOptions::default();
             while let Some(arg) = args.next()? {
+                if let Some(host) = EngineFlags::which(&arg) {
+                    flags.set(host, &mut args)?;
+                    continue;
+                }
                 match arg {
                     Long("force") => options.force = true,
                     Long("label") => options.labels.push(args.value()?.string()?),
@@ -174,7 +321,7 @@ fn parse(mut args: lexopt::Parser) -> Result<Command, lexopt::Error> {
     }
 }
 
-fn parse_run(mut args: lexopt::Parser) -> Result<Command, lexopt::Error> {
+fn parse_run(mut args: lexopt::Parser, flags: &mut EngineFlags) -> Result<Command, lexopt::Error> {
     use lexopt::prelude::*;
     let mut builder = Executor::builder();
     let mut file = None;
@@ -182,6 +329,10 @@ fn parse_run(mut args: lexopt::Parser) -> Result<Command, lexopt::Error> {
     let mut session = false;
     let mut strategy = None;
     while let Some(arg) = args.next()? {
+        if let Some(host) = EngineFlags::which(&arg) {
+            flags.set(host, &mut args)?;
+            continue;
+        }
         match arg {
             Short('l') | Long("lang") => {
                 let v = args.value()?.string()?;

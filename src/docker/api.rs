@@ -229,6 +229,7 @@ impl Client {
     }
 
     /// The engine this client talks to.
+    #[allow(dead_code)] // the workspace's placement asks it (the no-shared-filesystem work)
     pub(crate) fn engine(&self) -> &Engine {
         self.dialer.engine()
     }
@@ -339,6 +340,19 @@ impl Client {
             .call()
             .map_err(|e| self.map_err("version", e))?;
         let resp = self.check("version", resp)?;
+        self.json("version", resp)
+    }
+
+    /// `GET /info`, as JSON: what the daemon says of its host (cgroups, security options,
+    /// runtimes). Kept as a `Value`: Docker and Podman fill different parts of it.
+    pub(crate) fn info(&self) -> Result<Value> {
+        let resp = self.get("info", "/info")?;
+        self.json("info", resp)
+    }
+
+    /// `GET /version`, whole, as JSON (its `Components` say whether it is Podman).
+    pub(crate) fn version_json(&self) -> Result<Value> {
+        let resp = self.get("version", "/version")?;
         self.json("version", resp)
     }
 

@@ -1,0 +1,154 @@
+//! What an engine says of itself: [`EngineInfo`], read once from `GET /version` and
+//! `GET /info`.
+
+use serde_json::Value;
+
+use crate::docker::api::Client;
+use crate::engine::Engine;
+use crate::error::Result;
+
+/// What an engine is and can do, as it says itself.
+///
+/// ```no_run
+/// # fn main() -> dockexec::Result<()> {
+/// let info = dockexec::EngineInfo::probe(&dockexec::Engine::from_env()?)?;
+/// println!("{} {} on {}", info.product, info.server_version, info.operating_system);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EngineInfo {
+    /// The endpoint, as a `DOCKER_HOST` value.
+    pub endpoint: String,
+    /// `unix`, `tcp+tls`, `tcp` or `ssh`.
+    pub transport: String,
+    /// Why this endpoint was chosen.
+    pub origin: String,
+    /// The places looked at before it, and why each was passed over.
+    pub tried: Vec<String>,
+    /// `"Docker Engine"` or `"Podman Engine"`: the first of the version's `Components`.
+    pub product: String,
+    /// The server's version, e.g. `"26.1.5+dfsg1"`.
+    pub server_version: String,
+    /// The Engine API version negotiated with it.
+    pub api_version: String,
+    /// The daemon host's OS, e.g. `"Debian GNU/Linux 12 (bookworm)"`.
+    pub operating_system: String,
+    /// The daemon host's kernel.
+    pub kernel_version: String,
+    /// The daemon host's name: compare it with this host's to see where containers run.
+    pub name: String,
+    /// `"1"` or `"2"`, empty when not said.
+    pub cgroup_version: String,
+    /// `"cgroupfs"`, `"systemd"`, or empty.
+    pub cgroup_driver: String,
+    /// The daemon runs rootless (a `name=rootless` security option, or Podman's own flag).
+    pub rootless: bool,
+    /// The daemon's security options, e.g. `name=seccomp,profile=builtin`.
+    pub security_options: Vec<String>,
+    /// The OCI runtimes it has (`runc`, `runsc`, …), sorted.
+    pub runtimes: Vec<String>,
+    /// The runtime a container gets by default.
+    pub default_runtime: String,
+    /// Whether a host path means the same file to the daemon (see
+    /// [`Engine::host_filesystem_shared`]): if not, nothing is bind-mounted from this host.
+    pub host_filesystem_shared: bool,
+}
+
+impl EngineInfo {
+    /// Connects to `engine` and asks it.
+    ///
+    /// # Errors
+    /// [`Error::Connect`](crate::Error::Connect) when it cannot be reached, with every place
+    /// discovery tried; a daemon error if it refuses.
+    pub fn probe(engine: &Engine) -> Result<EngineInfo> {
+        let client = Client::connect(engine)?;
+        let version = client.version_json()?;
+        let info = client.info()?;
+        Ok(EngineInfo::from_json(
+            engine,
+            client.api_version(),
+            &version,
+            &info,
+        ))
+    }
+
+    fn from_json(engine: &Engine, api: &str, version: &Value, info: &Value) -> EngineInfo {
+        let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let security_options: Vec<String> = info
+            .get("SecurityOptions")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut runtimes: Vec<String> = info
+            .get("Runtimes")
+            .and_then(Value::as_object)
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        runtimes.sort();
+        let product = version
+            .get("Components")
+            .and_then(Value::as_array)
+            .and_then(|c| c.first())
+            .map(|c| s(c, "Name"))
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "Docker Engine".into());
+        let podman_rootless = info
+            .pointer("/Host/Security/Rootless")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        EngineInfo {
+            endpoint: engine.endpoint(),
+            transport: engine.transport().into(),
+            origin: engine.origin().into(),
+            tried: engine.tried().to_vec(),
+            product,
+            server_version: s(version, "Version"),
+            api_version: api.into(),
+            operating_system: s(info, "OperatingSystem"),
+            kernel_version: s(info, "KernelVersion"),
+            name: s(info, "Name"),
+            cgroup_version: s(info, "CgroupVersion"),
+            cgroup_driver: s(info, "CgroupDriver"),
+            rootless: podman_rootless || security_options.iter().any(|o| o == "name=rootless"),
+            security_options,
+            runtimes,
+            default_runtime: s(info, "DefaultRuntime"),
+            host_filesystem_shared: engine.host_filesystem_shared(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn docker_and_podman_answers_are_read() {
+        let engine = Engine::unix("/var/run/docker.sock");
+        let version = json!({"Version": "26.1.5", "Components": [{"Name": "Engine"}]});
+        let info = json!({"OperatingSystem": "Debian", "CgroupVersion": "1",
+            "CgroupDriver": "cgroupfs", "SecurityOptions": ["name=seccomp,profile=builtin",
+            "name=rootless"], "Runtimes": {"runsc": {}, "runc": {}}, "DefaultRuntime": "runc"});
+        let i = EngineInfo::from_json(&engine, "1.45", &version, &info);
+        assert!(i.rootless);
+        assert_eq!(i.runtimes, ["runc", "runsc"]);
+        assert_eq!(
+            (i.product.as_str(), i.cgroup_version.as_str()),
+            ("Engine", "1")
+        );
+        assert!(i.host_filesystem_shared);
+        let podman = json!({"Version": "4.3.1", "Components": [{"Name": "Podman Engine"}]});
+        let info = json!({"Host": {"Security": {"Rootless": true}}});
+        let i = EngineInfo::from_json(&engine, "1.41", &podman, &info);
+        assert_eq!(i.product, "Podman Engine");
+        assert!(i.rootless);
+        assert!(i.runtimes.is_empty());
+    }
+}
