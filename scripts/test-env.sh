@@ -97,6 +97,7 @@ E2_LOG="$STATE/engine2.log"
 E2_TLS_PORT=${DOCKEXEC_TEST_ENGINE2_TLS_PORT:-23760}
 TLS_DIR="$STATE/tls"
 CERT_DAYS=365
+SSH_BIN=""
 SSH_DIR="$STATE/ssh"
 SSH_CONFIG="$SSH_DIR/ssh_config"
 SSHD_CONF="$SSH_DIR/sshd_config"
@@ -634,10 +635,15 @@ PrintMotd no
 PrintLastLog no
 UseDNS no
 LogLevel VERBOSE
+# A plain "docker system dial-stdio" (the docker CLI's ssh://host form, which takes no socket
+# path) reaches engine2 too, never the shared daemon.
+SetEnv DOCKER_HOST=unix://$E2_SOCK
 EOF
 }
 
 ensure_ssh_keys() {
+    SSH_BIN=$(command -v ssh) || die "ssh not found even after installing openssh-client"
+    [[ $SSH_BIN != "$SSH_DIR/bin/ssh" ]] || die "PATH finds our own ssh wrapper $SSH_BIN first; run with the system ssh in PATH"
     mkdir -p "$SSH_DIR"
     chmod 700 "$SSH_DIR"
     if [[ ! -s $SSH_DIR/ssh_host_ed25519_key || ! -s $SSH_DIR/ssh_host_ed25519_key.pub ]]; then
@@ -671,6 +677,13 @@ Host 127.0.0.1 localhost dockexec-test-engine2
     KbdInteractiveAuthentication no
     ConnectTimeout 10
 EOF
+        # For tools that run a plain `ssh` (the docker CLI's ssh:// helper, the library's
+        # default): this dir first in PATH makes them use the config above. (ssh reads
+        # ~/.ssh/config from the passwd entry's home, not $HOME, so HOME cannot do it.)
+        mkdir -p "$SSH_DIR/bin"
+        printf '#!/bin/sh\n# scripts/test-env.sh: the system ssh with the test config\nexec %q -F %q "$@"\n' \
+            "$SSH_BIN" "$SSH_CONFIG" >"$SSH_DIR/bin/ssh"
+        chmod 755 "$SSH_DIR/bin" "$SSH_DIR/bin/ssh"
     )
 }
 
@@ -686,7 +699,8 @@ ensure_sshd() {
     if sshd_owned && cmp -s "$conf_new" "$SSHD_CONF" && [[ "$(ssh_ping)" == *$'\r\n\r\nOK' ]]; then
         rm -f "$conf_new"
         SSHD_NOTE="reused pid $(cat "$SSHD_PID")"
-        log "sshd answers on 127.0.0.1:$SSHD_PORT and reaches engine2, reusing it"
+        # (that was check_ssh's whole check)
+        log "sshd answers on 127.0.0.1:$SSHD_PORT and reaches engine2 through dial-stdio, reusing it"
         return 0
     fi
     if sshd_owned; then
@@ -713,6 +727,7 @@ ensure_sshd() {
     port_busy "$SSHD_PORT" || { tail -n 20 "$SSHD_LOG" >&2; die "sshd did not listen on 127.0.0.1:$SSHD_PORT"; }
     SSHD_NOTE="started pid $pid"
     log "sshd is up ($SSHD_NOTE)"
+    check_ssh
 }
 
 # check_ssh: the whole ssh path the tests use: our key, our known_hosts, the docker CLI in
@@ -729,7 +744,13 @@ check_ssh() {
         tail -n 20 "$SSHD_LOG" >&2 || true
         exit 1
     fi
-    log "ssh -F $SSH_CONFIG root@127.0.0.1:$SSHD_PORT docker system dial-stdio reaches engine2 (/_ping: OK)"
+    log "ssh -F $SSH_CONFIG root@127.0.0.1:$SSHD_PORT docker --host unix://$E2_SOCK system dial-stdio reaches engine2 (/_ping: OK)"
+    # The docker CLI's own ssh:// (no socket path, plain `ssh` from PATH) lands on engine2.
+    out=$(PATH="$SSH_DIR/bin:$PATH" DOCKER_HOST="ssh://root@127.0.0.1:$SSHD_PORT" \
+        timeout 60 docker info --format '{{.DockerRootDir}}' 2>&1) || true
+    [[ $out == "$E2_DATA" ]] ||
+        die "DOCKER_HOST=ssh://root@127.0.0.1:$SSHD_PORT docker info (PATH=$SSH_DIR/bin:...) did not reach engine2 ($E2_DATA): $out"
+    log "DOCKER_HOST=ssh://root@127.0.0.1:$SSHD_PORT docker (with $SSH_DIR/bin first in PATH) reaches engine2"
 }
 
 write_engines_env() {
@@ -745,6 +766,8 @@ DOCKEXEC_TEST_SSH_HOST=ssh://root@127.0.0.1:$SSHD_PORT$E2_SOCK
 DOCKEXEC_TEST_SSH_CONFIG=$SSH_CONFIG
 DOCKEXEC_TEST_SSH_KEY=$SSH_DIR/id_ed25519
 DOCKEXEC_TEST_SSH_KNOWN_HOSTS=$SSH_DIR/known_hosts
+DOCKEXEC_TEST_SSH_HOST_CLI=ssh://root@127.0.0.1:$SSHD_PORT
+DOCKEXEC_TEST_SSH_BIN_DIR=$SSH_DIR/bin
 EOF
     mv "$tmp" "$ENGINES_ENV"
 }
@@ -757,7 +780,6 @@ ensure_engines() {
     check_tls
     ensure_engine2_images
     ensure_sshd
-    check_ssh
     write_engines_env
 }
 

@@ -40,6 +40,18 @@ pub struct TestEngines {
     pub ssh_key: PathBuf,
     /// A known_hosts file holding the sshd's host key (`DOCKEXEC_TEST_SSH_KNOWN_HOSTS`).
     pub ssh_known_hosts: PathBuf,
+    /// `ssh://root@127.0.0.1:<port>`, without the socket path, as the docker CLI takes it
+    /// (`DOCKEXEC_TEST_SSH_HOST_CLI`). It reaches engine2 too: the sshd sets `DOCKER_HOST`
+    /// to engine2's socket for its sessions, so a plain `docker system dial-stdio` never lands
+    /// on the shared daemon.
+    pub ssh_host_cli: String,
+    /// A dir holding an `ssh` that runs the system ssh with `-F` [`ssh_config`]: put it first
+    /// in a child's `PATH` to make a plain `ssh` (the docker CLI's, the library's default)
+    /// use the test key and known_hosts (`DOCKEXEC_TEST_SSH_BIN_DIR`). ssh takes `~` from
+    /// the passwd entry, not `$HOME`, so a temp `HOME` cannot do this.
+    ///
+    /// [`ssh_config`]: TestEngines::ssh_config
+    pub ssh_bin_dir: PathBuf,
 }
 
 /// `${TMPDIR:-/tmp}/dockexec-test-env/engines.env`, as scripts/test-env.sh spells it (an
@@ -119,6 +131,8 @@ pub fn parse_engines_env(text: &str, file: &Path) -> TestEngines {
         ssh_config: get("DOCKEXEC_TEST_SSH_CONFIG").into(),
         ssh_key: get("DOCKEXEC_TEST_SSH_KEY").into(),
         ssh_known_hosts: get("DOCKEXEC_TEST_SSH_KNOWN_HOSTS").into(),
+        ssh_host_cli: get("DOCKEXEC_TEST_SSH_HOST_CLI"),
+        ssh_bin_dir: get("DOCKEXEC_TEST_SSH_BIN_DIR").into(),
     }
 }
 

@@ -27,7 +27,8 @@ fn engine2_answers_ping_on_its_unix_socket() {
             assert!(dir.join(f).is_file(), "{} missing", dir.join(f).display());
         }
     }
-    for f in [&e.ssh_config, &e.ssh_key, &e.ssh_known_hosts] {
+    let ssh_wrapper = e.ssh_bin_dir.join("ssh");
+    for f in [&e.ssh_config, &e.ssh_key, &e.ssh_known_hosts, &ssh_wrapper] {
         assert!(f.is_file(), "{} missing", f.display());
     }
     assert!(e.tls_host.starts_with("tcp://127.0.0.1:"), "{}", e.tls_host);
@@ -46,13 +47,17 @@ fn engines_env_is_parsed_as_the_script_writes_it() {
         DOCKEXEC_TEST_SSH_HOST=ssh://root@127.0.0.1:2/run/x/engine2.sock\n\
         DOCKEXEC_TEST_SSH_CONFIG=/s/ssh/ssh_config\n\
         DOCKEXEC_TEST_SSH_KEY=/s/ssh/id_ed25519\n\
-        DOCKEXEC_TEST_SSH_KNOWN_HOSTS=/s/ssh/known_hosts\n";
+        DOCKEXEC_TEST_SSH_KNOWN_HOSTS=/s/ssh/known_hosts\n\
+        DOCKEXEC_TEST_SSH_HOST_CLI=ssh://root@127.0.0.1:2\n\
+        DOCKEXEC_TEST_SSH_BIN_DIR=/s/ssh/bin\n";
     let e = common::parse_engines_env(text, Path::new("engines.env"));
     assert_eq!(e.engine2_sock, Path::new("/run/x/engine2.sock"));
     assert_eq!(e.tls_host, "tcp://127.0.0.1:1");
     assert_eq!(e.wrong_ca_certs, Path::new("/s/tls/wrong-ca"));
     assert_eq!(e.ssh_host, "ssh://root@127.0.0.1:2/run/x/engine2.sock");
     assert_eq!(e.ssh_known_hosts, Path::new("/s/ssh/known_hosts"));
+    assert_eq!(e.ssh_host_cli, "ssh://root@127.0.0.1:2");
+    assert_eq!(e.ssh_bin_dir, Path::new("/s/ssh/bin"));
 }
 
 #[test]
