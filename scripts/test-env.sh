@@ -10,7 +10,20 @@
 #   3. dockexec-test/busybox:latest - FROM scratch + Debian's static busybox, no python;
 #   4. a loopback-only registry (Debian's docker-registry) on 127.0.0.1:5000 holding
 #      127.0.0.1:5000/dockexec/python:latest and 127.0.0.1:5000/dockexec/busybox:latest
-#      (local tags of those references are removed so tests really pull them).
+#      (local tags of those references are removed so tests really pull them);
+#   5. the remote engines of the engine tests (issue 16), all on loopback:
+#      - "engine2", a second, private dockerd (own data-root under the state dir, exec-root
+#        /run/dockexec-test/engine2-exec, containerd namespace dockexec-engine2, no bridge, no
+#        iptables) on unix:///run/dockexec-test/engine2.sock and, with --tlsverify (client
+#        certificates required), on tcp://127.0.0.1:23760 (DOCKEXEC_TEST_ENGINE2_TLS_PORT),
+#        holding the test images (and python:3-slim on the python image);
+#      - openssl-made certificates in the DOCKER_CERT_PATH layout (ca.pem, cert.pem, key.pem):
+#        tls/client, and tls/wrong-ca (another CA's ca.pem, a valid client cert and key);
+#        remade when missing or expiring within a day;
+#      - an sshd on 127.0.0.1:22220 (DOCKEXEC_TEST_SSHD_PORT; own config, host key and
+#        authorized_keys, key auth only) with a throwaway ed25519 client key, a known_hosts and
+#        an `ssh -F` config, checked to reach engine2 through `docker system dial-stdio`;
+#      - every fact the tests need in <state dir>/engines.env (tests/common/engines.rs).
 #
 # The names live in scripts/test-images.env (a variable of the same name in the environment
 # overrides a line). Each image carries a `dockexec.test.image` label naming its recipe: an
@@ -27,9 +40,10 @@
 # Usage: scripts/test-env.sh [--tag-slim]   set up / verify the environment
 #        scripts/test-env.sh --untag-slim   remove the python:3-slim tag this script made
 #        scripts/test-env.sh --down         that, and stop the dockerd / registry THIS script
-#                                           started
+#                                           started (engine2 and the sshd included)
 #
-# State (pid files, logs, registry storage, the tag record) lives in
+# State (pid files, logs, registry storage, the tag record, engine2's data, certificates,
+# ssh keys, engines.env) lives in
 # ${TMPDIR:-/tmp}/dockexec-test-env.
 # Optional overrides: DOCKEXEC_TEST_MIRROR, DOCKEXEC_TEST_SUITE (debootstrap source).
 set -euo pipefail
@@ -72,6 +86,25 @@ SLIM_RECORD="$STATE/slim-tag"
 MANIFEST_ACCEPT='application/vnd.docker.distribution.manifest.v2+json'
 DAEMON_WAIT=60
 REGISTRY_WAIT=30
+# engine2, its TLS certificates and the sshd (issue 16); see ensure_engines.
+E2_RUN=/run/dockexec-test
+E2_SOCK="$E2_RUN/engine2.sock"
+E2_EXEC="$E2_RUN/engine2-exec"
+E2_DIR="$STATE/engine2"
+E2_DATA="$E2_DIR/data"
+E2_PID="$STATE/engine2.pid"
+E2_LOG="$STATE/engine2.log"
+E2_TLS_PORT=${DOCKEXEC_TEST_ENGINE2_TLS_PORT:-23760}
+TLS_DIR="$STATE/tls"
+CERT_DAYS=365
+SSH_BIN=""
+SSH_DIR="$STATE/ssh"
+SSH_CONFIG="$SSH_DIR/ssh_config"
+SSHD_CONF="$SSH_DIR/sshd_config"
+SSHD_PID="$SSH_DIR/sshd.pid"
+SSHD_LOG="$STATE/sshd.log"
+SSHD_PORT=${DOCKEXEC_TEST_SSHD_PORT:-22220}
+ENGINES_ENV="$STATE/engines.env"
 
 log() { echo "test-env: $*" >&2; }
 die() { echo "test-env: ERROR: $*" >&2; exit 1; }
@@ -386,6 +419,407 @@ untag_slim() {
     rm -f "$SLIM_RECORD"
 }
 
+# ----------------------------------------------- engine2, TLS, sshd (issue 16) ---
+#
+# A second, private dockerd ("engine2") for the remote-engine tests: its own data-root,
+# exec-root, pid file and containerd namespace (dockerd starts its own containerd under the
+# exec-root), no bridge, no iptables. It listens on the unix socket $E2_SOCK and, with
+# --tlsverify (client certificates required), on 127.0.0.1:$E2_TLS_PORT. An sshd on
+# 127.0.0.1:$SSHD_PORT (own config, host key and authorized_keys, key auth only) lets
+# `ssh ... docker --host unix://$E2_SOCK system dial-stdio` reach it. The tests read every fact
+# from $ENGINES_ENV.
+
+# ssh_ping: /_ping through ssh and dial-stdio to engine2; prints the raw HTTP response.
+# (Was: does the sshd answer our key, and does dial-stdio reach engine2 through it?
+ssh_ping() {
+    printf 'GET /_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n' |
+        timeout 30 ssh -F "$SSH_CONFIG" -p "$SSHD_PORT" root@127.0.0.1 \
+            docker --host "unix://$E2_SOCK" system dial-stdio 2>>"$SSH_DIR/ssh-check.log"
+}
+
+# e2_ping: engine2's unix socket answers /_ping.
+e2_ping() { [[ -S $E2_SOCK ]] && [[ "$(curl -sf -m 5 --unix-socket "$E2_SOCK" http://d/_ping 2>/dev/null)" == OK ]]; }
+
+# tls_ping CERTDIR: /_ping over TLS with CERTDIR's ca.pem (and its cert.pem/key.pem, if any).
+tls_ping() {
+    local d=$1 args=(--cacert "$1/ca.pem")
+    [[ -f $d/cert.pem ]] && args+=(--cert "$d/cert.pem" --key "$d/key.pem")
+    [[ "$(curl -sf -m 5 "${args[@]}" "https://127.0.0.1:$E2_TLS_PORT/_ping" 2>/dev/null)" == OK ]]
+}
+
+# port_busy PORT: something accepts TCP connections on 127.0.0.1:PORT.
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+e2docker() { docker --host "unix://$E2_SOCK" "$@"; }
+
+# cert_ok CERT CA: CERT exists, is signed by CA and is valid for at least one more day.
+cert_ok() {
+    [[ -s $1 && -s $2 ]] && openssl x509 -checkend 86400 -noout -in "$1" >/dev/null 2>&1 &&
+        openssl verify -CAfile "$2" "$1" >/dev/null 2>&1
+}
+
+# new_ca DIR CN: a self-signed CA (P-256) as DIR/ca.pem + DIR/ca-key.pem.
+new_ca() {
+    mkdir -p "$1"
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1/ca-key.pem" 2>/dev/null
+    openssl req -x509 -new -key "$1/ca-key.pem" -sha256 -days "$CERT_DAYS" -subj "/CN=$2" \
+        -addext "basicConstraints=critical,CA:TRUE" \
+        -addext "keyUsage=critical,keyCertSign,cRLSign" \
+        -addext "subjectKeyIdentifier=hash" -out "$1/ca.pem"
+}
+
+# new_leaf CA_DIR OUT_DIR CN EXTENSIONS: OUT_DIR/{ca.pem,cert.pem,key.pem}, signed by CA_DIR.
+new_leaf() {
+    local ca=$1 out=$2 cn=$3 ext=$4
+    mkdir -p "$out"
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$out/key.pem" 2>/dev/null
+    openssl req -new -key "$out/key.pem" -subj "/CN=$cn" -out "$out/req.csr"
+    printf '%s\n' "$ext" >"$out/ext.cnf"
+    openssl x509 -req -in "$out/req.csr" -CA "$ca/ca.pem" -CAkey "$ca/ca-key.pem" \
+        -set_serial "0x$(openssl rand -hex 16)" -sha256 -days "$CERT_DAYS" \
+        -extfile "$out/ext.cnf" -out "$out/cert.pem" 2>/dev/null
+    rm -f "$out/req.csr" "$out/ext.cnf"
+    cp "$ca/ca.pem" "$out/ca.pem"
+}
+
+# ensure_certs: CA, server (SAN IP:127.0.0.1, DNS:localhost), client, and the "wrong CA" dir
+# (another CA's ca.pem + a valid client cert/key); all regenerated when one is missing,
+# expires within a day or does not verify. Sets CERTS_NEW=1 when it made new ones.
+CERTS_NEW=0
+ensure_certs() {
+    if cert_ok "$TLS_DIR/server/cert.pem" "$TLS_DIR/ca/ca.pem" &&
+        cert_ok "$TLS_DIR/client/cert.pem" "$TLS_DIR/ca/ca.pem" &&
+        cert_ok "$TLS_DIR/other-ca/ca.pem" "$TLS_DIR/other-ca/ca.pem" &&
+        cert_ok "$TLS_DIR/wrong-ca/cert.pem" "$TLS_DIR/ca/ca.pem" &&
+        [[ -s $TLS_DIR/client/key.pem && -s $TLS_DIR/server/key.pem && -s $TLS_DIR/wrong-ca/key.pem ]] &&
+        cmp -s "$TLS_DIR/wrong-ca/ca.pem" "$TLS_DIR/other-ca/ca.pem"; then
+        log "TLS certificates in $TLS_DIR are valid, reusing them"
+        return 0
+    fi
+    log "making TLS certificates in $TLS_DIR (openssl, P-256, $CERT_DAYS days)"
+    rm -rf "$TLS_DIR"
+    (
+        umask 077
+        new_ca "$TLS_DIR/ca" "dockexec test CA"
+        new_ca "$TLS_DIR/other-ca" "dockexec test wrong CA"
+        new_leaf "$TLS_DIR/ca" "$TLS_DIR/server" localhost \
+            "basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth
+subjectAltName=IP:127.0.0.1,DNS:localhost"
+        new_leaf "$TLS_DIR/ca" "$TLS_DIR/client" dockexec-test-client \
+            "basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature
+extendedKeyUsage=clientAuth"
+        # Only the CA is wrong: a valid client identity, and another CA to check the server.
+        mkdir -p "$TLS_DIR/wrong-ca"
+        cp "$TLS_DIR/client/cert.pem" "$TLS_DIR/client/key.pem" "$TLS_DIR/wrong-ca/"
+        cp "$TLS_DIR/other-ca/ca.pem" "$TLS_DIR/wrong-ca/ca.pem"
+    ) || die "making the TLS certificates failed"
+    CERTS_NEW=1
+}
+
+# e2_owned: the engine2 pid file names a live dockerd.
+e2_owned() { [[ -r $E2_PID ]] && alive "$(cat "$E2_PID")" dockerd; }
+
+# ensure_engine2: reuse a running engine2 (restarted when its certificates were remade or its
+# TLS port does not accept our client), else start it.
+ENGINE2_NOTE=""
+ensure_engine2() {
+    if e2_owned && ((CERTS_NEW == 0)) && e2_ping && tls_ping "$TLS_DIR/client"; then
+        ENGINE2_NOTE="reused pid $(cat "$E2_PID")"
+        log "engine2 answers on $E2_SOCK and tcp://127.0.0.1:$E2_TLS_PORT (TLS), reusing it"
+        return 0
+    fi
+    if e2_owned; then
+        log "engine2 needs a restart (new certificates, or it does not answer as it should)"
+        stop_engine2
+    elif e2_ping; then
+        die "something this script did not start answers on $E2_SOCK (no live pid in $E2_PID); stop it first"
+    fi
+    port_busy "$E2_TLS_PORT" &&
+        die "127.0.0.1:$E2_TLS_PORT is taken by something else (choose another with DOCKEXEC_TEST_ENGINE2_TLS_PORT)"
+    mkdir -p "$E2_RUN" "$E2_EXEC" "$E2_DATA"
+    chmod 755 "$E2_RUN"
+    rm -f "$E2_SOCK"
+    # An empty config file: /etc/docker/daemon.json is the shared daemon's.
+    echo '{}' >"$E2_DIR/daemon.json"
+    : >"$E2_LOG"
+    log "starting engine2: dockerd on unix://$E2_SOCK and tcp://127.0.0.1:$E2_TLS_PORT (--tlsverify; log: $E2_LOG)"
+    spawn "$E2_LOG" dockerd --config-file "$E2_DIR/daemon.json" \
+        --data-root "$E2_DATA" --exec-root "$E2_EXEC" --pidfile "$E2_PID" \
+        --containerd-namespace dockexec-engine2 --containerd-plugins-namespace dockexec-engine2-plugins \
+        --bridge=none --iptables=false --ip6tables=false \
+        -H "unix://$E2_SOCK" -H "tcp://127.0.0.1:$E2_TLS_PORT" \
+        --tlsverify --tlscacert "$TLS_DIR/server/ca.pem" \
+        --tlscert "$TLS_DIR/server/cert.pem" --tlskey "$TLS_DIR/server/key.pem"
+    local pid=$SPAWNED_PID i
+    for ((i = 0; i < DAEMON_WAIT * 4; i++)); do
+        e2_ping && tls_ping "$TLS_DIR/client" && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.25
+    done
+    if ! e2_ping || ! tls_ping "$TLS_DIR/client"; then
+        log "engine2 did not answer /_ping on $E2_SOCK and over TLS within ${DAEMON_WAIT}s; last lines of $E2_LOG:"
+        tail -n 40 "$E2_LOG" >&2 || true
+        exit 1
+    fi
+    ENGINE2_NOTE="started pid $(cat "$E2_PID")"
+    log "engine2 is up ($ENGINE2_NOTE)"
+}
+
+# check_tls: the TLS port requires a client certificate and rejects another CA's server check.
+check_tls() {
+    tls_ping "$TLS_DIR/client" || die "engine2 does not answer over TLS with the client certificate"
+    local nocert
+    nocert=$(mktemp -d "$STATE/nocert.XXXXXX")
+    WORKDIRS+=("$nocert")
+    cp "$TLS_DIR/ca/ca.pem" "$nocert/"
+    tls_ping "$nocert" && die "engine2 answers over TLS without a client certificate (want --tlsverify)"
+    tls_ping "$TLS_DIR/wrong-ca" && die "the server certificate verifies against the wrong CA"
+    remove_tree "$nocert"
+    log "engine2 TLS: client certificate required; the wrong CA is refused"
+}
+
+# ensure_engine2_images: the test images on engine2 with the shared daemon's image IDs, and
+# $SLIM_TAG on the python image (engine2 is ours alone, so the tag is always ours).
+ensure_engine2_images() {
+    local img want=() t0=$SECONDS
+    for img in "$PY_IMAGE" "$BB_IMAGE"; do
+        [[ "$(e2docker image inspect -f '{{.Id}}' "$img" 2>/dev/null)" == "$(image_id "$img")" ]] || want+=("$img")
+    done
+    if ((${#want[@]})); then
+        log "loading ${want[*]} into engine2 (docker save | docker --host unix://$E2_SOCK load)"
+        docker save "${want[@]}" | e2docker load >"$E2_DIR/load.log" 2>&1 ||
+            { tail -n 20 "$E2_DIR/load.log" >&2; die "loading the test images into engine2 failed"; }
+        log "loaded ${want[*]} into engine2 in $((SECONDS - t0)) s"
+        # Builds the load replaced are untagged now; engine2 is ours alone, so drop them.
+        e2docker image prune -f >/dev/null 2>&1 || true
+    else
+        log "engine2 has $PY_IMAGE and $BB_IMAGE"
+    fi
+    if [[ "$(e2docker image inspect -f '{{.Id}}' "$SLIM_TAG" 2>/dev/null)" != "$(image_id "$PY_IMAGE")" ]]; then
+        e2docker tag "$PY_IMAGE" "$SLIM_TAG"
+        log "engine2: tagged $PY_IMAGE as $SLIM_TAG"
+    fi
+}
+
+# sshd_config_text: our sshd's whole configuration.
+sshd_config_text() {
+    # UsePAM no: key auth needs no PAM, and PAM's session modules (pam_loginuid) fail in
+    # containers. Without PAM sshd refuses a locked account ("!" password), so then PAM it is.
+    local use_pam=no
+    [[ "$(getent shadow root 2>/dev/null | cut -d: -f2)" == '!'* ]] && use_pam=yes
+    cat <<EOF
+# dockexec test sshd (scripts/test-env.sh): loopback only, key auth only.
+Port $SSHD_PORT
+ListenAddress 127.0.0.1
+AddressFamily inet
+HostKey $SSH_DIR/ssh_host_ed25519_key
+PidFile $SSH_DIR/sshd.pid
+AuthorizedKeysFile $SSH_DIR/authorized_keys
+AuthorizedPrincipalsFile none
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+HostbasedAuthentication no
+PermitEmptyPasswords no
+PermitRootLogin prohibit-password
+AllowUsers root
+UsePAM $use_pam
+# The state dir may live under the world-writable /tmp, which StrictModes rejects.
+StrictModes no
+X11Forwarding no
+AllowAgentForwarding no
+AllowTcpForwarding no
+PermitTunnel no
+PrintMotd no
+PrintLastLog no
+UseDNS no
+# Tests open many connections at once (one per hijacked stream): no random early drops.
+MaxStartups 200
+LogLevel VERBOSE
+# A plain "docker system dial-stdio" (the docker CLI's ssh://host form, which takes no socket
+# path) reaches engine2 too, never the shared daemon.
+SetEnv DOCKER_HOST=unix://$E2_SOCK
+EOF
+}
+
+ensure_ssh_keys() {
+    SSH_BIN=$(command -v ssh) || die "ssh not found even after installing openssh-client"
+    [[ $SSH_BIN != "$SSH_DIR/bin/ssh" ]] || die "PATH finds our own ssh wrapper $SSH_BIN first; run with the system ssh in PATH"
+    mkdir -p "$SSH_DIR"
+    chmod 700 "$SSH_DIR"
+    if [[ ! -s $SSH_DIR/ssh_host_ed25519_key || ! -s $SSH_DIR/ssh_host_ed25519_key.pub ]]; then
+        rm -f "$SSH_DIR"/ssh_host_ed25519_key*
+        ssh-keygen -q -t ed25519 -N '' -C dockexec-test-sshd -f "$SSH_DIR/ssh_host_ed25519_key"
+        log "made the sshd host key $SSH_DIR/ssh_host_ed25519_key"
+    fi
+    if [[ ! -s $SSH_DIR/id_ed25519 || ! -s $SSH_DIR/id_ed25519.pub ]]; then
+        rm -f "$SSH_DIR"/id_ed25519*
+        ssh-keygen -q -t ed25519 -N '' -C dockexec-test-client -f "$SSH_DIR/id_ed25519"
+        log "made the client key $SSH_DIR/id_ed25519"
+    fi
+    (
+        umask 077
+        cp "$SSH_DIR/id_ed25519.pub" "$SSH_DIR/authorized_keys"
+        echo "[127.0.0.1]:$SSHD_PORT $(cut -d' ' -f1,2 "$SSH_DIR/ssh_host_ed25519_key.pub")" >"$SSH_DIR/known_hosts"
+        cat >"$SSH_CONFIG" <<EOF
+# ssh -F $SSH_CONFIG -p $SSHD_PORT root@127.0.0.1 (scripts/test-env.sh)
+Host 127.0.0.1 localhost dockexec-test-engine2
+    HostName 127.0.0.1
+    Port $SSHD_PORT
+    User root
+    IdentityFile $SSH_DIR/id_ed25519
+    IdentitiesOnly yes
+    UserKnownHostsFile $SSH_DIR/known_hosts
+    GlobalKnownHostsFile /dev/null
+    StrictHostKeyChecking yes
+    CheckHostIP no
+    BatchMode yes
+    PasswordAuthentication no
+    KbdInteractiveAuthentication no
+    ConnectTimeout 10
+EOF
+        # For tools that run a plain `ssh` (the docker CLI's ssh:// helper, the library's
+        # default): this dir first in PATH makes them use the config above. (ssh reads
+        # ~/.ssh/config from the passwd entry's home, not $HOME, so HOME cannot do it.)
+        mkdir -p "$SSH_DIR/bin"
+        printf '#!/bin/sh\n# scripts/test-env.sh: the system ssh with the test config\nexec %q -F %q "$@"\n' \
+            "$SSH_BIN" "$SSH_CONFIG" >"$SSH_DIR/bin/ssh"
+        chmod 755 "$SSH_DIR/bin" "$SSH_DIR/bin/ssh"
+    )
+}
+
+# sshd_owned: the sshd pid file names a live sshd.
+sshd_owned() { [[ -r $SSHD_PID ]] && alive "$(cat "$SSHD_PID")" sshd; }
+
+SSHD_NOTE=""
+ensure_sshd() {
+    local sshd_bin conf_new="$SSH_DIR/sshd_config.new"
+    sshd_bin=$(command -v sshd) || die "sshd not found even after installing openssh-server"
+    ensure_ssh_keys
+    sshd_config_text >"$conf_new"
+    # OpenSSH >= 9.8 penalizes a source address for failed logins by refusing it for a while;
+    # the failure tests fail logins on purpose from 127.0.0.1, and later tests must not pay.
+    if "$sshd_bin" -t -f "$conf_new" -o PerSourcePenalties=no >/dev/null 2>&1; then
+        echo "PerSourcePenalties no" >>"$conf_new"
+    fi
+    if sshd_owned && cmp -s "$conf_new" "$SSHD_CONF" && [[ "$(ssh_ping)" == *$'\r\n\r\nOK' ]]; then
+        rm -f "$conf_new"
+        SSHD_NOTE="reused pid $(cat "$SSHD_PID")"
+        # (that was check_ssh's whole check)
+        log "sshd answers on 127.0.0.1:$SSHD_PORT and reaches engine2 through dial-stdio, reusing it"
+        return 0
+    fi
+    if sshd_owned; then
+        log "sshd needs a restart (new config, or it does not reach engine2)"
+        stop_pidfile "$SSHD_PID" sshd sshd
+    fi
+    mv "$conf_new" "$SSHD_CONF"
+    port_busy "$SSHD_PORT" &&
+        die "127.0.0.1:$SSHD_PORT is taken by something else (choose another with DOCKEXEC_TEST_SSHD_PORT)"
+    # sshd's privilege separation directory (Debian's service makes it at boot)
+    mkdir -p /run/sshd
+    chmod 755 /run/sshd
+    "$sshd_bin" -t -f "$SSHD_CONF" || die "sshd rejects its config $SSHD_CONF"
+    : >"$SSHD_LOG"
+    log "starting sshd on 127.0.0.1:$SSHD_PORT (config: $SSHD_CONF, log: $SSHD_LOG)"
+    # sshd re-executes itself, hence the absolute path; -D: no fork, -e: log to stderr.
+    spawn "$SSHD_LOG" "$sshd_bin" -D -e -f "$SSHD_CONF"
+    local pid=$SPAWNED_PID i
+    for ((i = 0; i < 40; i++)); do
+        port_busy "$SSHD_PORT" && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.25
+    done
+    port_busy "$SSHD_PORT" || { tail -n 20 "$SSHD_LOG" >&2; die "sshd did not listen on 127.0.0.1:$SSHD_PORT"; }
+    SSHD_NOTE="started pid $pid"
+    log "sshd is up ($SSHD_NOTE)"
+    check_ssh
+}
+
+# check_ssh: the whole ssh path the tests use: our key, our known_hosts, the docker CLI in
+# root's non-interactive PATH on the far side, and dial-stdio to engine2.
+check_ssh() {
+    local out
+    : >"$SSH_DIR/ssh-check.log"
+    out=$(ssh_ping) || true
+    if [[ $out != *$'\r\n\r\nOK' ]]; then
+        log "ssh ... docker --host unix://$E2_SOCK system dial-stdio did not answer /_ping with OK; got:"
+        printf '%s\n' "$out" | head -n 20 >&2
+        tail -n 20 "$SSH_DIR/ssh-check.log" >&2 || true
+        log "last lines of $SSHD_LOG:"
+        tail -n 20 "$SSHD_LOG" >&2 || true
+        exit 1
+    fi
+    log "ssh -F $SSH_CONFIG root@127.0.0.1:$SSHD_PORT docker --host unix://$E2_SOCK system dial-stdio reaches engine2 (/_ping: OK)"
+    # The docker CLI's own ssh:// (no socket path, plain `ssh` from PATH) lands on engine2.
+    out=$(PATH="$SSH_DIR/bin:$PATH" DOCKER_HOST="ssh://root@127.0.0.1:$SSHD_PORT" \
+        timeout 60 docker info --format '{{.DockerRootDir}}' 2>&1) || true
+    [[ $out == "$E2_DATA" ]] ||
+        die "DOCKER_HOST=ssh://root@127.0.0.1:$SSHD_PORT docker info (PATH=$SSH_DIR/bin:...) did not reach engine2 ($E2_DATA): $out"
+    log "DOCKER_HOST=ssh://root@127.0.0.1:$SSHD_PORT docker (with $SSH_DIR/bin first in PATH) reaches engine2"
+}
+
+write_engines_env() {
+    local tmp="$ENGINES_ENV.tmp"
+    cat >"$tmp" <<EOF
+# Written by scripts/test-env.sh: the second engine (issue 16). KEY=VALUE, no quotes.
+DOCKEXEC_TEST_ENGINE2_SOCK=$E2_SOCK
+DOCKEXEC_TEST_ENGINE2_HOST=unix://$E2_SOCK
+DOCKEXEC_TEST_TLS_HOST=tcp://127.0.0.1:$E2_TLS_PORT
+DOCKEXEC_TEST_TLS_CERTS=$TLS_DIR/client
+DOCKEXEC_TEST_WRONG_CA_CERTS=$TLS_DIR/wrong-ca
+DOCKEXEC_TEST_SSH_HOST=ssh://root@127.0.0.1:$SSHD_PORT$E2_SOCK
+DOCKEXEC_TEST_SSH_CONFIG=$SSH_CONFIG
+DOCKEXEC_TEST_SSH_KEY=$SSH_DIR/id_ed25519
+DOCKEXEC_TEST_SSH_KNOWN_HOSTS=$SSH_DIR/known_hosts
+DOCKEXEC_TEST_SSH_HOST_CLI=ssh://root@127.0.0.1:$SSHD_PORT
+DOCKEXEC_TEST_SSH_BIN_DIR=$SSH_DIR/bin
+EOF
+    mv "$tmp" "$ENGINES_ENV"
+}
+
+ensure_engines() {
+    have openssl || die "openssl not found"
+    mkdir -p "$E2_DIR"
+    ensure_certs
+    ensure_engine2
+    check_tls
+    ensure_engine2_images
+    ensure_sshd
+    write_engines_env
+}
+
+# mounts_under DIR...: the mount points at or below any DIR, deepest first.
+mounts_under() {
+    local d
+    for d in "$@"; do
+        d=$(realpath -m "$d")
+        # field 5 of mountinfo is the mount point, with spaces etc. as octal escapes
+        awk -v d="$d" '{ m = $5; gsub(/\\040/, " ", m); if (m == d || index(m, d "/") == 1) print m }' /proc/self/mountinfo
+    done | awk '{ print length($0) "\t" $0 }' | sort -rn | cut -f2-
+}
+
+stop_engine2() {
+    stop_pidfile "$E2_PID" dockerd engine2
+    local m n=0
+    while IFS= read -r m; do
+        [[ -n $m ]] || continue
+        umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || log "engine2: could not unmount $m"
+        n=$((n + 1))
+    done < <(mounts_under "$E2_DATA" "$E2_EXEC")
+    ((n == 0)) || log "engine2: unmounted $n mount(s) under $E2_DATA and $E2_EXEC"
+}
+
+# down_engines: stop the engine2 and sshd this script started (by pid file); forget the env.
+down_engines() {
+    stop_pidfile "$SSHD_PID" sshd sshd
+    stop_engine2
+    rm -f "$ENGINES_ENV" "$E2_SOCK"
+}
+
 # ------------------------------------------------------------------ --down ---
 
 stop_pidfile() { # stop_pidfile FILE COMM NAME
@@ -411,6 +845,7 @@ down() {
     mkdir -p "$STATE"
     lock 600
     untag_slim
+    down_engines
     stop_pidfile "$STATE/registry.pid" docker-registry registry
     stop_pidfile "$STATE/dockerd.pid" dockerd dockerd
     log "down"
@@ -435,6 +870,10 @@ install_missing_packages() {
     if ! have docker-registry && [[ $(registry_status /v2/) != 200 ]]; then
         pkgs+=(docker-registry)
     fi
+    # engine2's certificates, the sshd and the ssh client of the remote-engine tests
+    have openssl || pkgs+=(openssl)
+    have sshd || pkgs+=(openssh-server)
+    { have ssh && have ssh-keygen; } || pkgs+=(openssh-client)
     # scripts/test.sh's lint gate checks the scripts with it.
     have shellcheck || pkgs+=(shellcheck)
     apt_install "${pkgs[@]+"${pkgs[@]}"}"
@@ -638,7 +1077,9 @@ summary() {
     slim_id=${slim_id:+${slim_id:7:12}}
     log "ready in $((SECONDS)) s: daemon $SOCK ($DAEMON_NOTE); images $PY_IMAGE=${py_id:7:12}" \
         "$SLIM_TAG=${slim_id:-absent} $BB_IMAGE=${bb_id:7:12};" \
-        "registry $REG_ADDR ($REGISTRY_NOTE) with ${REG_REPO[$PY_IMAGE]}:latest ${REG_REPO[$BB_IMAGE]}:latest"
+        "registry $REG_ADDR ($REGISTRY_NOTE) with ${REG_REPO[$PY_IMAGE]}:latest ${REG_REPO[$BB_IMAGE]}:latest;" \
+        "engine2 unix://$E2_SOCK + TLS tcp://127.0.0.1:$E2_TLS_PORT ($ENGINE2_NOTE), sshd 127.0.0.1:$SSHD_PORT ($SSHD_NOTE);" \
+        "engines env $ENGINES_ENV"
 }
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
@@ -655,6 +1096,8 @@ main() {
         --tag-slim) tag_slim=1 ;;
         --untag-slim) action=untag ;;
         --down) action=down ;;
+        # (not in the usage: stop only engine2 and the sshd, leaving the shared daemon alone)
+        --down-engines) action=down-engines ;;
         -h | --help) usage; return ;;
         *) die "unknown argument: $1 (usage: $0 [--tag-slim | --untag-slim | --down])" ;;
         esac
@@ -667,6 +1110,7 @@ main() {
     mkdir -p "$STATE"
     case $action in
     down) down; return ;;
+    down-engines) lock 600; down_engines; log "engines down"; return ;;
     untag) lock 600; untag_slim; return ;;
     esac
     trap cleanup EXIT
@@ -687,6 +1131,7 @@ main() {
     ensure_registry
     push_image "$PY_IMAGE"
     push_image "$BB_IMAGE"
+    ensure_engines
     summary
 }
 

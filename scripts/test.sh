@@ -4,7 +4,9 @@
 #   scripts/test.sh [extra cargo test args...]
 #
 # 1. scripts/test-env.sh --tag-slim  (docker daemon, test images, loopback registry, and the
-#    python:3-slim tag the README doctests need when that tag is absent; idempotent; undo the
+#    python:3-slim tag the README doctests need when that tag is absent; the remote-engine
+#    tests' second daemon on a unix socket and TLS 127.0.0.1 and an sshd reaching it, described
+#    to the tests in ${TMPDIR:-/tmp}/dockexec-test-env/engines.env; idempotent; undo the
 #    tag with scripts/test-env.sh --untag-slim)
 # 2. the lint gates, each of which fails the run: cargo fmt --check, cargo clippy
 #    --all-targets -D warnings with and without --all-features, cargo doc with

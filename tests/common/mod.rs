@@ -3,6 +3,7 @@
 //! - [`docker`]: the test images, builders, labels, guards and container helpers;
 //! - [`child`]: the child-process kit of the Ctrl-C and orphan tests;
 //! - [`owner`]: an executor's owner in a child process, to SIGKILL;
+//! - [`engines`]: the remote test engines (engine2 on a unix socket, TLS and SSH);
 //! - here: what any test uses (watchdog, polling, names, temp dirs, thread counts, output).
 //!
 //! Each test binary uses only part of this, hence the `allow`s.
@@ -10,12 +11,14 @@
 
 mod child;
 mod docker;
+mod engines;
 mod owner;
 mod proxy;
 mod test_images;
 
 pub use child::*;
 pub use docker::*;
+pub use engines::*;
 pub use owner::*;
 pub use proxy::*;
 
