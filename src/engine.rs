@@ -291,6 +291,25 @@ impl Engine {
         resolve(&Env::process(), Some(Pick::Context(name.to_string())))
     }
 
+    /// The context `name` of the store under the docker config dir `config` (what
+    /// `DOCKER_CONFIG` names), e.g. another user's or a test's.
+    ///
+    /// # Errors
+    /// As [`context`](Self::context).
+    pub fn context_in(config: impl AsRef<Path>, name: &str) -> Result<Engine> {
+        let mut env = Env::process();
+        let config = config.as_ref().to_string_lossy().into_owned();
+        let outer = env.vars;
+        env.vars = Box::new(move |k| {
+            if k == "DOCKER_CONFIG" {
+                Some(config.clone())
+            } else {
+                outer(k)
+            }
+        });
+        resolve(&env, Some(Pick::Context(name.to_string())))
+    }
+
     /// The engine the `docker` CLI would use: see the [module docs](self) for the order.
     ///
     /// # Errors

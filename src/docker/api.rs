@@ -190,6 +190,17 @@ impl Client {
                     ),
                     source: None,
                 },
+                // Plain HTTP to a TLS port: Go's server answers this 400.
+                Error::Docker {
+                    status: 400,
+                    message,
+                } if message.contains("HTTPS server") => Error::Connect {
+                    endpoint: engine.endpoint(),
+                    reason: "the daemon speaks TLS: set DOCKER_TLS_VERIFY=1 and \
+                                 DOCKER_CERT_PATH (or give Engine::tls)"
+                        .into(),
+                    source: None,
+                },
                 e => e,
             };
             with_tried(e, engine)
@@ -886,10 +897,11 @@ fn with_tried(e: Error, engine: &Engine) -> Error {
 pub(crate) fn map_ureq_error(endpoint: &str, what: &str, e: ureq::Error) -> Error {
     match e {
         // What the transport said (TLS, ssh), in words that name the file or the peer.
+        // No source: the reason is the whole of it, and a chain would say it twice.
         ureq::Error::Io(io) if dial_reason(&io).is_some() => Error::Connect {
             endpoint: endpoint.to_string(),
             reason: dial_reason(&io).unwrap_or_default().to_string(),
-            source: Some(io),
+            source: None,
         },
         ureq::Error::Io(io) => match io.kind() {
             io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => Error::Connect {

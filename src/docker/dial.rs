@@ -127,7 +127,8 @@ impl Dialer {
                     #[cfg(feature = "tls")]
                     Some(_) => {
                         let config = self.tls.as_ref().expect("made with the endpoint");
-                        tls::handshake(config, host, *port, tcp, timeout)
+                        let ca = tls.as_ref().and_then(|t| t.ca.as_deref());
+                        tls::handshake(config, host, *port, ca, tcp, timeout)
                             .map(|s| Stream::Tls(Box::new(s)))
                     }
                     #[cfg(not(feature = "tls"))]
@@ -661,6 +662,7 @@ mod tls {
         config: &Arc<ClientConfig>,
         host: &str,
         port: u16,
+        ca: Option<&std::path::Path>,
         mut tcp: TcpStream,
         timeout: Duration,
     ) -> io::Result<StreamOwned<ClientConnection, TcpStream>> {
@@ -679,7 +681,7 @@ mod tls {
                     ));
                 }
                 Ok(_) => {}
-                Err(e) => return Err(explain_handshake(e, host, port)),
+                Err(e) => return Err(explain_handshake(e, host, port, ca)),
             }
         }
         tcp.set_read_timeout(None)?;
@@ -687,7 +689,12 @@ mod tls {
         Ok(StreamOwned::new(conn, tcp))
     }
 
-    fn explain_handshake(e: io::Error, host: &str, port: u16) -> io::Error {
+    fn explain_handshake(
+        e: io::Error,
+        host: &str,
+        port: u16,
+        ca: Option<&std::path::Path>,
+    ) -> io::Error {
         let peer = format!("{host}:{port}");
         if matches!(
             e.kind(),
@@ -703,8 +710,9 @@ mod tls {
         };
         let reason = match tls {
             rustls::Error::InvalidCertificate(c) => format!(
-                "the daemon's certificate at {peer} is not accepted ({c:?}): is ca.pem the CA \
-                 that signed it, and is {host} in its names?"
+                "the daemon's certificate at {peer} is not accepted ({c:?}): is {} the CA \
+                 that signed it, and is {host} in its names?",
+                ca.map_or("ca.pem".into(), |p| p.display().to_string())
             ),
             rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
                 format!(

@@ -135,12 +135,19 @@ impl Drop for ImageGuard {
     }
 }
 
-/// Runs the docker CLI; returns (success, stdout).
+/// Runs the docker CLI; returns (success, stdout). It talks to `DOCKEXEC_TEST_CLI_HOST`
+/// when set: scripts/test.sh's remote-engine lanes point the library at engine2 over TLS or
+/// SSH (`DOCKER_HOST`, …), and the CLI at the same daemon's unix socket, so that the tests'
+/// own looks (inspect, ps, exec) are quick and cannot be wrong about the transport.
 pub fn docker(args: &[&str]) -> (bool, String) {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("run the docker CLI");
+    let mut cmd = Command::new("docker");
+    if let Some(host) = std::env::var_os("DOCKEXEC_TEST_CLI_HOST") {
+        cmd.env("DOCKER_HOST", host)
+            .env_remove("DOCKER_TLS_VERIFY")
+            .env_remove("DOCKER_CERT_PATH")
+            .env_remove("DOCKER_CONTEXT");
+    }
+    let out = cmd.args(args).output().expect("run the docker CLI");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).trim().to_string(),
