@@ -22,7 +22,9 @@
 #        remade when missing or expiring within a day;
 #      - an sshd on 127.0.0.1:22220 (DOCKEXEC_TEST_SSHD_PORT; own config, host key and
 #        authorized_keys, key auth only) with a throwaway ed25519 client key, a known_hosts and
-#        an `ssh -F` config, checked to reach engine2 through `docker system dial-stdio`;
+#        an `ssh -F` config, checked to reach engine2 through `docker system dial-stdio`; its
+#        sessions get DOCKER_HOST=engine2, so the docker CLI's path-less ssh:// lands there
+#        too, and ssh/bin/ssh (first in a child's PATH) is the system ssh with that config;
 #      - every fact the tests need in <state dir>/engines.env (tests/common/engines.rs).
 #
 # The names live in scripts/test-images.env (a variable of the same name in the environment
@@ -45,7 +47,8 @@
 # State (pid files, logs, registry storage, the tag record, engine2's data, certificates,
 # ssh keys, engines.env) lives in
 # ${TMPDIR:-/tmp}/dockexec-test-env.
-# Optional overrides: DOCKEXEC_TEST_MIRROR, DOCKEXEC_TEST_SUITE (debootstrap source).
+# Optional overrides: DOCKEXEC_TEST_MIRROR, DOCKEXEC_TEST_SUITE (debootstrap source),
+# DOCKEXEC_TEST_ENGINE2_TLS_PORT, DOCKEXEC_TEST_SSHD_PORT.
 set -euo pipefail
 
 # dockerd, debootstrap live in sbin; CI shells do not always have it in PATH.
