@@ -22,7 +22,9 @@
 #        remade when missing or expiring within a day;
 #      - an sshd on 127.0.0.1:22220 (DOCKEXEC_TEST_SSHD_PORT; own config, host key and
 #        authorized_keys, key auth only) with a throwaway ed25519 client key, a known_hosts and
-#        an `ssh -F` config, checked to reach engine2 through `docker system dial-stdio`;
+#        an `ssh -F` config, checked to reach engine2 through `docker system dial-stdio`; its
+#        sessions get DOCKER_HOST=engine2, so the docker CLI's path-less ssh:// lands there
+#        too, and ssh/bin/ssh (first in a child's PATH) is the system ssh with that config;
 #      - every fact the tests need in <state dir>/engines.env (tests/common/engines.rs).
 #
 # The names live in scripts/test-images.env (a variable of the same name in the environment
@@ -45,7 +47,8 @@
 # State (pid files, logs, registry storage, the tag record, engine2's data, certificates,
 # ssh keys, engines.env) lives in
 # ${TMPDIR:-/tmp}/dockexec-test-env.
-# Optional overrides: DOCKEXEC_TEST_MIRROR, DOCKEXEC_TEST_SUITE (debootstrap source).
+# Optional overrides: DOCKEXEC_TEST_MIRROR, DOCKEXEC_TEST_SUITE (debootstrap source),
+# DOCKEXEC_TEST_ENGINE2_TLS_PORT, DOCKEXEC_TEST_SSHD_PORT.
 set -euo pipefail
 
 # dockerd, debootstrap live in sbin; CI shells do not always have it in PATH.
@@ -536,6 +539,11 @@ ensure_engine2() {
         stop_engine2
     elif e2_ping; then
         die "something this script did not start answers on $E2_SOCK (no live pid in $E2_PID); stop it first"
+    else
+        # A dead engine2's pid file (its pid may be another process by now, which dockerd
+        # would take for a running daemon) and whatever that engine2 left behind.
+        rm -f "$E2_PID"
+        clean_engine2_remains
     fi
     port_busy "$E2_TLS_PORT" &&
         die "127.0.0.1:$E2_TLS_PORT is taken by something else (choose another with DOCKEXEC_TEST_ENGINE2_TLS_PORT)"
@@ -802,8 +810,49 @@ mounts_under() {
     done | awk '{ print length($0) "\t" $0 }' | sort -rn | cut -f2-
 }
 
+# reap_engine2_leftovers: what outlives a dockerd that died without shutting down (a crash, the
+# SIGKILL of stop_pidfile): its containers (runc's state dir for engine2's namespace), the
+# shims and its containerd. Every process whose command line names our exec-root is ours.
+reap_engine2_leftovers() {
+    local root="$E2_EXEC/runtime-runc/dockexec-engine2" id p cmd pids=() i
+    if [[ -d $root ]] && have runc; then
+        while read -r id; do
+            [[ -n $id ]] || continue
+            if runc --root "$root" delete -f "$id" >/dev/null 2>&1; then
+                log "engine2: removed leftover container ${id:0:12} (runc delete -f)"
+            fi
+        done < <(runc --root "$root" list -q 2>/dev/null || true)
+    fi
+    for p in /proc/[0-9]*; do
+        cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+        [[ $cmd == *" $E2_EXEC/containerd/"* ]] && pids+=("${p#/proc/}")
+    done
+    ((${#pids[@]})) || return 0
+    log "engine2: stopping leftover containerd/shim pid(s) ${pids[*]}"
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    for ((i = 0; i < 20; i++)); do
+        any_alive "${pids[@]}" || return 0
+        sleep 0.25
+    done
+    kill -KILL "${pids[@]}" 2>/dev/null || true
+}
+
+# any_alive PID...: at least one of the PIDs still exists.
+any_alive() {
+    local p
+    for p; do kill -0 "$p" 2>/dev/null && return 0; done
+    return 1
+}
+
 stop_engine2() {
     stop_pidfile "$E2_PID" dockerd engine2
+    clean_engine2_remains
+}
+
+# clean_engine2_remains: once no engine2 runs, its leftover processes and every mount under its
+# data-root and exec-root.
+clean_engine2_remains() {
+    reap_engine2_leftovers
     local m n=0
     while IFS= read -r m; do
         [[ -n $m ]] || continue
