@@ -853,24 +853,10 @@ mod tls {
         mut local: UnixStream,
     ) {
         let mut net = vec![0u8; 16 * 1024];
-        let mut plain = Vec::with_capacity(16 * 1024);
+        let mut plain = Vec::with_capacity(64 * 1024);
+        // What rustls already holds (the upgrade's answer may have brought more) goes first.
+        let mut closed = drain(&mut conn.lock(), &mut plain);
         'outer: loop {
-            // What rustls already holds (the handshake may have brought some) goes first.
-            let mut closed = false;
-            {
-                let mut c = conn.lock();
-                let mut chunk = [0u8; 16 * 1024];
-                loop {
-                    match c.reader().read(&mut chunk) {
-                        Ok(0) => {
-                            closed = true;
-                            break;
-                        }
-                        Ok(n) => plain.extend_from_slice(&chunk[..n]),
-                        Err(_) => break,
-                    }
-                }
-            }
             if !plain.is_empty() {
                 if local.write_all(&plain).is_err() {
                     break;
@@ -887,7 +873,10 @@ mod tls {
             let mut rd = &net[..n];
             while !rd.is_empty() {
                 let mut c = conn.lock();
-                if c.read_tls(&mut rd).is_err() || c.process_new_packets().is_err() {
+                // rustls takes records only while its plaintext buffer has room: each round
+                // feeds what it takes, then empties that buffer (written out below, unlocked).
+                let fed = c.read_tls(&mut rd);
+                if fed.is_err() || c.process_new_packets().is_err() {
                     // A bad record: the session is over; flush the alert rustls queued.
                     let _ = c.write_tls(tcp_w);
                     break 'outer;
@@ -897,9 +886,33 @@ mod tls {
                         break 'outer;
                     }
                 }
+                closed = drain(&mut c, &mut plain);
+                drop(c);
+                if !plain.is_empty() {
+                    if local.write_all(&plain).is_err() {
+                        break 'outer;
+                    }
+                    plain.clear();
+                }
+                if closed {
+                    break 'outer;
+                }
             }
         }
         let _ = local.shutdown(Shutdown::Write);
+    }
+
+    /// Moves the plaintext rustls holds into `plain`; true when the daemon closed the session.
+    fn drain(c: &mut ClientConnection, plain: &mut Vec<u8>) -> bool {
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            match c.reader().read(&mut chunk) {
+                Ok(0) => return true,
+                Ok(n) => plain.extend_from_slice(&chunk[..n]),
+                // WouldBlock: nothing more for now; any other error ends it on the next read.
+                Err(e) => return e.kind() != io::ErrorKind::WouldBlock,
+            }
+        }
     }
 
     /// Local end → daemon; at the local end's EOF, a close_notify and a half-close, which the

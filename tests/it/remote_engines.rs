@@ -336,3 +336,35 @@ fn a_host_work_dir_on_a_remote_engine_is_refused() {
         "{msg}"
     );
 }
+
+/// Regression: the TLS pump fed rustls every byte it read before taking the plaintext out,
+/// and rustls refuses records once its plaintext buffer is full: a block printing 200 KB over
+/// a TLS engine's agent ended "lost (container gone or daemon not answering)".
+#[test]
+fn megabytes_of_output_cross_tls_and_ssh_whole() {
+    let Some(e) = engines() else { return };
+    for engine in [tls_engine(&e), ssh_engine(&e)] {
+        for strategy in [dockexec::Strategy::Agent, dockexec::Strategy::Exec] {
+            let guard = common::CaseGuard::new("remote-bulk");
+            let _g2 = Engine2Guard(&e, guard.value.clone());
+            let ex = on(engine.clone(), &guard)
+                .strategy(strategy)
+                .start()
+                .unwrap();
+            let out = ex
+                .run(&CodeBlock::python(
+                    "import sys\nfor i in range(4096): sys.stdout.write('%0999d\\n' % i)",
+                ))
+                .unwrap();
+            common::assert_success(&out);
+            assert_eq!(
+                out.stdout.len(),
+                4096 * 1000,
+                "{} {strategy:?}",
+                engine.transport()
+            );
+            assert!(out.stdout.ends_with(format!("{:0999}\n", 4095).as_bytes()));
+            ex.stop().unwrap();
+        }
+    }
+}
