@@ -65,6 +65,55 @@ for strategy in ${DOCKEXEC_TEST_STRATEGIES:-exec agent}; do
     DOCKEXEC_TEST_STRATEGY=$strategy cargo test --no-fail-fast --all-features --all-targets "$@" ||
         { rc=$?; ((status)) || status=$rc; }
 done
+
+# The remote engines (issue 16): the contract suite (run, spawn, cancel, output, lifecycle,
+# files, secrets, sessions, stop under load, the SIGKILLed owner) once per transport and
+# strategy against engine2 over TLS and over SSH, with the library finding the engine as a
+# user's would, from DOCKER_HOST; the tests' own docker CLI looks go to engine2's unix socket.
+# Then the README's main command on examples/hello.md through TLS, SSH, DOCKER_CONTEXT and a
+# currentContext. DOCKEXEC_TEST_REMOTE=0 skips this.
+engines_env="${TMPDIR:-/tmp}/dockexec-test-env/engines.env"
+if [[ ${DOCKEXEC_TEST_REMOTE:-1} == 0 ]]; then
+    echo "test.sh: SKIP the remote-engine lanes (DOCKEXEC_TEST_REMOTE=0)" >&2
+else
+    # shellcheck disable=SC1090 # written by test-env.sh: KEY=VALUE lines
+    source "$engines_env"
+    contract=(smoke cancel streaming executor_lifecycle files secrets blocks output_bytes output_cap agent:: restart:: remote_engines orphans::a_sigkilled stop_with_16 stop_from_8 seed_scenario)
+    for transport in tls ssh; do
+        if [[ $transport == tls ]]; then
+            remote_env=(DOCKER_HOST="$DOCKEXEC_TEST_TLS_HOST" DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH="$DOCKEXEC_TEST_TLS_CERTS")
+        else
+            remote_env=(DOCKER_HOST="$DOCKEXEC_TEST_SSH_HOST" DOCKEXEC_SSH_OPTS="-F $DOCKEXEC_TEST_SSH_CONFIG")
+        fi
+        for strategy in ${DOCKEXEC_TEST_STRATEGIES:-exec agent}; do
+            echo "test.sh: [$transport] ${remote_env[*]} DOCKEXEC_TEST_STRATEGY=$strategy cargo test --test it --test stop -- ${contract[*]}" >&2
+            env "${remote_env[@]}" DOCKEXEC_TEST_CLI_HOST="$DOCKEXEC_TEST_ENGINE2_HOST" DOCKEXEC_TEST_STRATEGY="$strategy" \
+                cargo test --no-fail-fast --all-features --test it --test stop -- "${contract[@]}" ||
+                { rc=$?; ((status)) || status=$rc; }
+        done
+    done
+    # The README's main command, unchanged, once per way of naming an engine.
+    ctx_config=$(mktemp -d)
+    ctx_key=$(printf %s engine2 | sha256sum | cut -d' ' -f1)
+    mkdir -p "$ctx_config/contexts/meta/$ctx_key"
+    printf '{"Name":"engine2","Metadata":{},"Endpoints":{"docker":{"Host":"%s","SkipTLSVerify":false}}}' \
+        "$DOCKEXEC_TEST_ENGINE2_HOST" >"$ctx_config/contexts/meta/$ctx_key/meta.json"
+    printf '{"currentContext":"engine2"}' >"$ctx_config/config.json"
+    hello=(cargo run --release --features cli -- run examples/hello.md)
+    for how in tls ssh DOCKER_CONTEXT currentContext; do
+        case $how in
+        tls) how_env=(DOCKER_HOST="$DOCKEXEC_TEST_TLS_HOST" DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH="$DOCKEXEC_TEST_TLS_CERTS") ;;
+        ssh) how_env=(DOCKER_HOST="$DOCKEXEC_TEST_SSH_HOST" DOCKEXEC_SSH_OPTS="-F $DOCKEXEC_TEST_SSH_CONFIG") ;;
+        DOCKER_CONTEXT) how_env=(DOCKER_CONTEXT=engine2 DOCKER_CONFIG="$ctx_config") ;;
+        currentContext) how_env=(DOCKER_CONFIG="$ctx_config") ;;
+        esac
+        echo "test.sh: [$how] ${how_env[*]} ${hello[*]}" >&2
+        env -u DOCKER_HOST "${how_env[@]}" "${hello[@]}" >/dev/null ||
+            { rc=$?; echo "test.sh: FAILED the hello document through $how" >&2; ((status)) || status=$rc; }
+    done
+    rm -rf "$ctx_config"
+fi
+
 echo "test.sh: cargo test --all-features --doc $*" >&2
 cargo test --all-features --doc "$@" || { rc=$?; ((status)) || status=$rc; }
 

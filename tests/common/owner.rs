@@ -49,6 +49,11 @@ pub struct Owner {
 impl Owner {
     /// Starts an owner for `case` and waits until its block runs.
     pub fn start(case: &str, setup: OwnerSetup) -> Owner {
+        Owner::start_env(case, setup, &[])
+    }
+
+    /// [`start`](Owner::start), with `env` set for the owner (e.g. a `DOCKER_HOST`).
+    pub fn start_env(case: &str, setup: OwnerSetup, env: &[(String, String)]) -> Owner {
         let guard = CaseGuard::new(case);
         let image = match setup.image {
             "busybox" => busybox(),
@@ -61,7 +66,8 @@ impl Owner {
                 .env("DOCKEXEC_TEST_IMAGE", image)
                 .env("DOCKEXEC_TEST_STRATEGY", setup.strategy)
                 .env("DOCKEXEC_OWNER_KEEP", flag(setup.keep))
-                .env("DOCKEXEC_OWNER_RESTART", flag(setup.restart)),
+                .env("DOCKEXEC_OWNER_RESTART", flag(setup.restart))
+                .envs(env.iter().map(|(k, v)| (k, v))),
         );
         let container = child.expect_line("container ", LIMIT);
         let work_dir: PathBuf = child.expect_line("workdir ", LIMIT).into();

@@ -368,3 +368,43 @@ fn megabytes_of_output_cross_tls_and_ssh_whole() {
         }
     }
 }
+
+/// The dead-man's switch over each transport: the owner (a child process) is SIGKILLed, and
+/// its container on engine2 is gone within 5 s, with no gc.
+#[test]
+fn a_sigkilled_owners_container_goes_within_5_s_over_tls_and_ssh() {
+    let Some(e) = engines() else { return };
+    let tls = vec![
+        ("DOCKER_HOST".to_string(), e.tls_host.clone()),
+        ("DOCKER_TLS_VERIFY".into(), "1".into()),
+        ("DOCKER_CERT_PATH".into(), e.tls_certs.display().to_string()),
+    ];
+    let ssh = vec![
+        ("DOCKER_HOST".to_string(), e.ssh_host.clone()),
+        (
+            "DOCKEXEC_SSH_OPTS".into(),
+            format!("-F {}", e.ssh_config.display()),
+        ),
+    ];
+    for (name, env) in [("tls", tls), ("ssh", ssh)] {
+        for strategy in ["exec", "agent"] {
+            let mut owner = common::Owner::start_env(
+                "remote-owner",
+                common::OwnerSetup::python(strategy),
+                &env,
+            );
+            let _g2 = Engine2Guard(&e, owner.guard.value.clone());
+            let id = owner.container.clone();
+            assert!(on_engine2(&e, &id), "{name}: {id} is not on engine2");
+            let t0 = Instant::now();
+            owner.sigkill();
+            let gone = common::eventually(Duration::from_secs(5), || !on_engine2(&e, &id));
+            assert!(
+                gone,
+                "{name} {strategy}: the SIGKILLed owner's container is still on engine2 after {:?}",
+                t0.elapsed()
+            );
+            eprintln!("{name} {strategy}: gone in {:?}", t0.elapsed());
+        }
+    }
+}
