@@ -310,7 +310,7 @@ impl Engine {
         resolve(&env, Some(Pick::Context(name.to_string())))
     }
 
-    /// The engine the `docker` CLI would use: see the [module docs](self) for the order.
+    /// The engine the `docker` CLI would use: see the table in the README (`DOCKER_HOST`, `DOCKER_CONTEXT`, `currentContext`, then the system, rootless and Desktop sockets).
     ///
     /// # Errors
     /// [`Error::Connect`] when `DOCKER_HOST`, the context or its files are unusable (a bad
