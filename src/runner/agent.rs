@@ -1,6 +1,6 @@
 //! The warm agent: one long-lived Python process per executor that starts every block itself.
 //!
-//! The agent (`agent.py`, shipped in the crate) is started by a single `docker exec` as root,
+//! The agent (the Python files under `agent/`, joined into one script and shipped in the crate) is started by a single `docker exec` as root,
 //! whose stdin and stdout are hijacked onto one connection (see [`Client::exec_attach`]). Over
 //! it go the length-prefixed frames of [`protocol`](super::protocol); its stderr carries the
 //! agent's diagnostics. Per block the agent forks a subreaper shepherd, drops to the block's
@@ -36,9 +36,33 @@ use crate::error::{Error, Result};
 use crate::output::Stream;
 use crate::workspace::{WORKSPACE, Workspace};
 
-/// The agent's source. It travels on the exec's stdin (see [`agent_preamble`]), never in argv:
-/// Linux refuses one argument of 128 KiB or more, and the agent grows.
-pub(crate) const AGENT_SOURCE: &str = include_str!("agent.py");
+/// Joins the agent's files (`src/runner/agent/*.py`, one per concept) into [`AGENT_SOURCE`], in
+/// the order given, and keeps each file's name and text for the unit tests that check that order
+/// against `agent/order.txt` (which the Python harness reads to join them the same way).
+macro_rules! agent_source {
+    ($($file:literal),+ $(,)?) => {
+        /// The agent's source: one script, its files joined in order. It travels on the exec's
+        /// stdin (see [`agent_preamble`]), never in argv: Linux refuses one argument of 128 KiB
+        /// or more, and the agent grows.
+        pub(crate) const AGENT_SOURCE: &str = concat!($(include_str!(concat!("agent/", $file))),+);
+
+        /// `(file name, text)` of each part of [`AGENT_SOURCE`], in order.
+        #[cfg(test)]
+        const AGENT_PARTS: &[(&str, &str)] = &[$(($file, include_str!(concat!("agent/", $file)))),+];
+    };
+}
+
+// Module-level names are defined before use: prelude (imports), protocol, users, shepherd,
+// zygote, sessions, then the loop and the top level. Keep `agent/order.txt` the same list.
+agent_source!(
+    "prelude.py",
+    "protocol.py",
+    "users.py",
+    "shepherd.py",
+    "zygote.py",
+    "sessions.py",
+    "main.py",
+);
 
 /// What starts the agent's stdin, before the source's length and the source (`agent_boot.py`'s
 /// `_MAGIC`).
@@ -936,5 +960,45 @@ mod tests {
         assert_eq!(&pre[12..], AGENT_SOURCE.as_bytes());
         // The bootstrap's side of the contract.
         assert!(BOOT_SOURCE.contains("_MAGIC = b\"DXAGENT1\""));
+    }
+
+    /// The agent is authored as several files joined in one order (`agent_source!`); the
+    /// harness and the latency script join them by `agent/order.txt`. The two lists must be the
+    /// same, every `.py` file there must be in them, and each file must end its last line (else
+    /// the join would glue it to the next file's first).
+    #[test]
+    fn the_agents_files_join_in_order_txts_order() {
+        let listed: Vec<&str> = include_str!("agent/order.txt")
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        let joined: Vec<&str> = AGENT_PARTS.iter().map(|(name, _)| *name).collect();
+        assert_eq!(listed, joined, "agent/order.txt and agent_source! disagree");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/runner/agent");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .expect("src/runner/agent")
+            .map(|e| {
+                e.expect("a dir entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .filter(|n| n.ends_with(".py"))
+            .collect();
+        on_disk.sort();
+        let mut sorted = joined.clone();
+        sorted.sort_unstable();
+        assert_eq!(
+            on_disk, sorted,
+            "a .py file under src/runner/agent is not joined"
+        );
+        for (name, text) in AGENT_PARTS {
+            assert!(text.ends_with('\n'), "{name} does not end with a newline");
+        }
+        assert_eq!(
+            AGENT_SOURCE,
+            AGENT_PARTS.iter().map(|(_, t)| *t).collect::<String>()
+        );
     }
 }

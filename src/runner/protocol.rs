@@ -38,9 +38,9 @@ use std::fmt;
 /// The largest `len` either side accepts: 64 MiB of payload and the header.
 pub(crate) const MAX_FRAME: u32 = 64 * 1024 * 1024 + 5;
 
-/// A frame's kind: the one source of the protocol's kind numbers. agent.py and the harness
-/// (`tests/agent/harness.py`) spell each as a constant of the same name, and a unit test
-/// reads both files to check that they agree with this enum.
+/// A frame's kind: the one source of the protocol's kind numbers. The agent
+/// (`agent/protocol.py`) and the harness (`tests/agent/harness.py`) spell each as a constant of
+/// the same name, and a unit test reads both to check that they agree with this enum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub(crate) enum Kind {
@@ -322,7 +322,10 @@ mod tests {
             .map(|k| (k.python_name().to_string(), *k as u8))
             .collect();
         for (file, source) in [
-            ("src/runner/agent.py", crate::runner::agent::AGENT_SOURCE),
+            (
+                "src/runner/agent/ (AGENT_SOURCE)",
+                crate::runner::agent::AGENT_SOURCE,
+            ),
             (
                 "tests/agent/harness.py",
                 include_str!("../../tests/agent/harness.py"),

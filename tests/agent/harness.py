@@ -1,12 +1,16 @@
-"""Tests for the dockexec warm agent (src/runner/agent.py), speaking protocol v1 to it.
+"""Tests for the dockexec warm agent (src/runner/agent/), speaking protocol v1 to it.
 
     python3 tests/agent/harness.py [-v] [-k NAME] [--boot BOOT_PATH] AGENT_PATH
+
+AGENT_PATH is the agent's dir, src/runner/agent: its files are joined in agent/order.txt's order,
+as agent.rs's AGENT_SOURCE joins them (a unit test there checks that the two orders agree), or one
+file holding the whole joined script.
 
 Runs on the host (as root: all tests) and inside dockexec-test/python (python3-minimal: no
 json/ctypes/multiprocessing, so the subreaper and multiprocessing tests skip there), e.g.
 
     docker run -i --rm --network none -v "$PWD":/src:ro dockexec-test/python \\
-        python3 /src/tests/agent/harness.py /src/src/runner/agent.py
+        python3 /src/tests/agent/harness.py /src/src/runner/agent
 
 Standard library only (python3-minimal has no unittest, queue or shutil). The agent is started the
 way the host starts it: argv `python3 -c SRC`, pipes on 0/1/2; with `--boot src/runner/agent_boot.py`
@@ -95,11 +99,26 @@ class Frames(object):
         self.eof = False
 
 
+def agent_source(path):
+    """The agent's script: a dir's files joined in its order.txt's order (as agent.rs joins them),
+    or one file's text."""
+    if not os.path.isdir(path):
+        with open(path) as f:
+            return f.read()
+    with open(os.path.join(path, "order.txt")) as f:
+        names = [l.strip() for l in f if l.strip() and not l.startswith("#")]
+    parts = []
+    for name in names:
+        with open(os.path.join(path, name)) as f:
+            parts.append(f.read())
+    return "".join(parts)
+
+
 class Agent(object):
     """One agent process, started like the host starts it."""
 
     def __init__(self, path, prefix="", cwd=None, extra_env=None):
-        self.src = prefix + open(path).read()
+        self.src = prefix + agent_source(path)
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
         # `python3` in blocks is this very interpreter (pyenv shims would pick another).
