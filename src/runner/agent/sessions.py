@@ -1,7 +1,8 @@
 # ==== src/runner/agent/sessions.py (agent.rs joins these files into one script, in
 # order.txt's order)
 # The session process's loop, and what the agent keeps of a session: its records, why it is lost,
-# and the kill of what a session block started.
+# the kill of what a session block started, and the agent's session half (_AgentSessions, which
+# main.py's _Agent inherits).
 
 # Sessions. The control pipes (cmd: agent -> session, intr: agent -> session, ctl: session ->
 # agent) are fds the user code is not told about, but it runs in the same process as this loop, so
@@ -343,3 +344,304 @@ def _sess_kill_block(p, old, interrupt):
                 os.kill(sess_pid, sig)
             except OSError:
                 pass
+
+
+class _AgentSessions(object):
+    """The agent's session half, mixed into _Agent (main.py): SESSION_OPEN, the session process's
+    start and readiness, its queue of blocks, its output and control pipes, a block's grace
+    deadline, and the session's end (closed, reset or lost). Uses _Agent's channel and fd
+    registry (send, error, watch, unwatch, ...)."""
+
+    def on_session_open(self, sid, payload):
+        if sid == 0:
+            raise _ProtocolError("SESSION_OPEN with session id 0")
+        if sid in self.sessions:
+            self.error(sid, "session %d is already open" % sid)
+            return
+        try:
+            req = _json_object(payload, "SESSION_OPEN")
+            user = req.get("user")
+            cred = _resolve_user(user)
+            cwd = _field(req, "cwd", (str,), "/workspace")
+            env = _env_field(req)
+        except _Refusal as e:
+            self.error(sid, str(e))
+            return
+        s = _Session(sid, user, cwd, env, cred)
+        self.sessions[sid] = s
+        self.sess_start(s)
+
+    def sess_start(self, s):
+        s.lost = None
+        p = _SessProc(s)
+        pipes = [os.pipe() for _ in range(5)]
+        (out_r, out_w), (err_r, err_w), (cmd_r, cmd_w), (intr_r, intr_w), (ctl_r, ctl_w) = pipes
+        child_fds = (out_w, err_w, cmd_r, intr_r, ctl_w)
+        p.oom0 = _oom_count()
+        try:
+            pid, rep = _spawn(_session_child((s.cwd, s.env, s.cred, s.user) + child_fds), child_fds, ())
+        except OSError as e:
+            for pr in pipes:
+                os.close(pr[0])
+                os.close(pr[1])
+            del self.sessions[s.id]
+            self.error(s.id, "cannot fork: %s" % os.strerror(e.errno))
+            return
+        for fd in child_fds:
+            os.close(fd)
+        for fd in (out_r, err_r, cmd_w, intr_w, ctl_r, rep):
+            os.set_blocking(fd, False)
+        p.out, p.err, p.cmd, p.intr, p.ctl = out_r, err_r, cmd_w, intr_w, ctl_r
+        p.shep = _Shep(pid, rep, p)
+        s.proc = p
+        self.sheps[rep] = p.shep
+        self.watch(rep, "report", p.shep)
+        self.watch(out_r, "sout", p)
+        self.watch(err_r, "serr", p)
+        self.watch(ctl_r, "ctl", p)
+        self.fds[cmd_w] = ("cmd", p)  # polled for POLLOUT only while cmdbuf is not empty
+        self.fds[intr_w] = ("intr", p)  # never polled: 4-byte non-blocking writes
+
+    def sess_ready(self, p):
+        s = p.sess
+        if s.proc is not p:
+            return
+        p.ready = True
+        self.send(SESSION_READY, s.id)
+        self.sess_pump(s)
+
+    def sess_failed(self, p, msg):
+        s = p.sess
+        if s.proc is not p:
+            return
+        self.sess_close_proc(p)
+        s.proc = None
+        if self.sessions.get(s.id) is s:
+            del self.sessions[s.id]
+        self.error(s.id, msg)
+        for e in s.queue:
+            self.error(e.id, "the session could not start: " + msg)
+        s.queue = []
+
+    def sess_pump(self, s):
+        p = s.proc
+        if p is None or not p.ready or p.dying or s.running is not None or not s.queue:
+            return
+        e = s.queue.pop(0)
+        s.running = e
+        e.oom0 = _oom_count()
+        e.old = _sess_snapshot(p)  # what is already running is not this block's
+        body = _jdumps(e.req)
+        e.req = None
+        was_empty = not p.cmdbuf
+        p.cmdbuf += _U32.pack(len(body)) + body
+        if was_empty:
+            self.poll.register(p.cmd, select.POLLOUT)
+        self.on_cmd(p, p.cmd, 0)
+
+    def on_cmd(self, p, fd, ev):
+        try:
+            n = os.write(fd, p.cmdbuf[:1 << 20])
+            del p.cmdbuf[:n]
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # the session died; its report will say so
+            p.cmdbuf = bytearray()
+        if not p.cmdbuf:
+            try:
+                self.poll.unregister(fd)
+            except KeyError:
+                pass
+
+    def sess_forward(self, p, fd, kind):
+        """One read of a session's stdout/stderr, framed with the block that wrote it: 1 = read,
+        0 = nothing yet, -1 = EOF."""
+        data = _read_chunk(fd)
+        if data is None:
+            return 0
+        if not data:
+            return -1
+        s = p.sess
+        e = s.running if s.proc is p else None
+        if e is not None and e.started:
+            self.send(kind, e.id, data)
+        elif e is not None:
+            # The session writes STARTED before it runs a block: if these bytes are the block's,
+            # that record is already waiting in the control pipe. Its handler sends them.
+            p.pending.append((kind, data))
+            for _ in range(64):
+                if not p.pending or p.ctl < 0 or s.proc is not p or not self.on_ctl(p, p.ctl, 0):
+                    break
+            p.pending = []  # not a block's (e.g. a thread left running by an earlier one)
+        return 1
+
+    def on_sout(self, p, fd, ev):
+        if self.sess_forward(p, fd, STDOUT) < 0:
+            p.out = self.unwatch(fd)
+
+    def on_serr(self, p, fd, ev):
+        if self.sess_forward(p, fd, STDERR) < 0:
+            p.err = self.unwatch(fd)
+
+    def sess_drain(self, p):
+        # Everything the block wrote before its DONE is already in the pipes.
+        for name, kind in (("out", STDOUT), ("err", STDERR)):
+            for _ in range(1024):  # bounded: a background writer could go on forever
+                fd = getattr(p, name)
+                if fd < 0:
+                    break
+                r = self.sess_forward(p, fd, kind)
+                if r < 0:
+                    setattr(p, name, self.unwatch(fd))
+                if r <= 0:
+                    break
+
+    def on_ctl(self, p, fd, ev):
+        """Returns True if it read something (there may be more)."""
+        try:
+            data = os.read(fd, 65536)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            data = b""
+        if not data:
+            p.ctl = self.unwatch(fd)
+            f = _stat_fields(p.shep.cpid) if p.shep.cpid else None
+            # PF_EXITING (flags, field 9): it is exiting, which closes the pipe; its status says why.
+            try:
+                exiting = f is None or f[0] in (b"Z", b"X") or int(f[6]) & 0x4
+            except (ValueError, IndexError):
+                exiting = True
+            if not exiting and p.cause is None:
+                p.cause = "a block closed the session's control pipe, so its process was killed"
+                p.killed = True
+            self.sess_kill(p)  # its report (X) finishes the job
+            return False
+        self.ctl_records(p, data)
+        return True
+
+    def ctl_records(self, p, data):
+        p.ctlbuf += data
+        s = p.sess
+        while len(p.ctlbuf) >= 4:
+            n = _U32.unpack_from(p.ctlbuf, 0)[0]
+            if n < 5 or n > 65536 + 5:
+                return self.sess_bad_ctl(p)
+            if len(p.ctlbuf) < 4 + n:
+                break
+            bid = _U32.unpack_from(p.ctlbuf, 4)[0]
+            kind = p.ctlbuf[8]
+            rec = p.ctlbuf[9:4 + n]
+            p.ctlbuf = p.ctlbuf[4 + n:]
+            e = s.running
+            if s.proc is not p or e is None or e.id != bid:
+                return self.sess_bad_ctl(p)
+            if kind == 1 and not e.started and not rec:
+                e.started = True
+                self.send_json(STARTED, bid, {"pid": p.shep.cpid})
+                for k, d in p.pending:
+                    self.send(k, bid, d)
+                p.pending = []
+            elif kind == 2 and e.started and len(rec) == 4:
+                self.sess_drain(p)
+                s.running = None
+                self.send_json(EXIT, bid, {"code": _I32.unpack(rec)[0], "signal": None, "oom": False,
+                                           "session_lost": False})
+                self.sess_pump(s)
+            elif kind == 3 and not e.started:
+                s.running = None
+                self.error(bid, rec.decode("utf-8", "replace"))
+                self.sess_pump(s)
+            else:
+                return self.sess_bad_ctl(p)
+
+    def sess_bad_ctl(self, p):
+        _diag("session %d: malformed control record: the session is lost" % p.sess.id)
+        p.ctlbuf = b""
+        if p.cause is None:
+            p.cause = ("the session's control pipe carried a malformed record (a block wrote to it), "
+                       "so its process was killed")
+        self.sess_kill(p, killed=True)
+
+    def sess_kill(self, p, killed=False):
+        if killed:
+            p.killed = True
+        if not p.dying:
+            p.dying = True
+            _kill_trees([p.shep.pid], [] if _SUBREAPER else [p.shep.cpid])
+
+    def check_deadlines(self):
+        now = None
+        for s in list(self.sessions.values()):
+            e = s.running
+            if e is not None and e.deadline is not None and s.proc is not None:
+                now = now or _now()
+                if now >= e.deadline:
+                    p = s.proc
+                    for _ in range(64):  # a DONE already waiting wins (the loop may have been busy)
+                        if p.ctl < 0 or s.proc is not p or not self.on_ctl(p, p.ctl, 0):
+                            break
+                    if s.running is e and s.proc is p:
+                        e.deadline = None
+                        if p.cause is None:
+                            p.cause = ("a block did not stop within %g s of an interrupt, so the "
+                                       "session's process was killed" % (e.grace / 1000.0))
+                        self.sess_kill(p, killed=True)
+
+    def sess_proc_exit(self, p, status):
+        """The session process exited (status) or its shepherd is gone (None)."""
+        s = p.sess
+        if s.proc is not p:
+            return
+        if not p.ready and not p.dying:
+            return self.sess_failed(p, "the session process died while starting")
+        for _ in range(64):  # what it said before dying (e.g. STARTED) comes first
+            if p.ctl < 0 or s.proc is not p or not self.on_ctl(p, p.ctl, 0):
+                break
+        if s.proc is not p:
+            return
+        self.sess_kill(p)
+        self.sess_drain(p)
+        e = s.running
+        s.running = None
+        cause = _sess_cause(p, status, e)
+        if e is not None:
+            if e.started:
+                self.send_json(EXIT, e.id, _exit_json(status, p.killed, e.oom0, session_lost=cause,
+                                                      culled=p.shep.pid in self.culled))
+            else:
+                self.error_lost(e.id, cause)
+        for q in s.queue:
+            self.error_lost(q.id, cause)
+        s.queue = []
+        s.lost = cause
+        self.culled.discard(p.shep.pid)
+        self.sess_close_proc(p)
+        s.proc = None
+
+    def sess_close_proc(self, p):
+        for name in ("out", "err", "cmd", "intr", "ctl"):
+            setattr(p, name, self.unwatch(getattr(p, name)))
+        p.cmdbuf = bytearray()
+
+    def sess_end(self, s, why, lost=True):
+        """SESSION_CLOSE / SESSION_RESET: kill the session's tree now; its blocks end (killed; with
+        the session lost if `lost`)."""
+        p = s.proc
+        if p is not None:
+            self.sess_kill(p, killed=True)
+            self.sess_drain(p)
+            e = s.running
+            if e is not None:
+                if e.started:
+                    self.send_json(EXIT, e.id, _exit_json(None, True, None,
+                                                          session_lost=why if lost else None))
+                else:
+                    self.error(e.id, why)
+            self.sess_close_proc(p)
+            s.proc = None
+        s.running = None
+        for q in s.queue:
+            self.error(q.id, why)
+        s.queue = []
+
