@@ -79,8 +79,9 @@ class _Agent(_AgentSessions):
     def send_json(self, kind, fid, obj):
         self.send(kind, fid, _jdumps(obj))
 
-    def error(self, fid, msg):
-        self.send_json(ERROR, fid, {"message": _clean(msg)})
+    def error(self, fid, code, msg):
+        """ERROR: code (an ERR_*) for the host to branch on, message for people."""
+        self.send_json(ERROR, fid, {"message": _clean(msg), "code": code})
 
     def error_lost(self, fid, cause):
         """ERROR for a block refused because its session is lost."""
@@ -251,7 +252,7 @@ class _Agent(_AgentSessions):
     def protocol_error(self, msg):
         _diag("protocol error: " + msg)
         try:
-            self.error(0, "protocol error: " + msg)
+            self.error(0, ERR_PROTOCOL, "protocol error: " + msg)
         except _HostGone:
             pass
         return self.shutdown(2)
@@ -288,7 +289,7 @@ class _Agent(_AgentSessions):
         elif kind == SESSION_RESET:
             s = self.sessions.get(fid)
             if s is None:
-                self.error(fid, "unknown session %d" % fid)
+                self.error(fid, ERR_UNKNOWN_SESSION, "unknown session %d" % fid)
             else:
                 # Not "lost": the host would mark the session lost after the reset, when the
                 # running block's EXIT reached its worker after SESSION_READY reached reset().
@@ -320,25 +321,25 @@ class _Agent(_AgentSessions):
             req = _json_object(payload, "RUN")
             lang = req.get("lang")
             if lang not in LANGS:
-                raise _Refusal("unknown language %r" % (lang,))
+                raise _Refusal(ERR_UNKNOWN_LANGUAGE, "unknown language %r" % (lang,))
             path = _field(req, "file", (str,), None)
             if not path.startswith("/") or "\0" in path or path.endswith("/"):
-                raise _Refusal("the code file path must be absolute: %r" % path)
+                raise _Refusal(ERR_BAD_REQUEST, "the code file path must be absolute: %r" % path)
             code = _field(req, "code", (str,), None)
             cwd = _field(req, "cwd", (str,), "/workspace")
             env = _env_field(req)
             sid = req.get("session")
             if sid is not None:
                 if not isinstance(sid, int) or isinstance(sid, bool):
-                    raise _Refusal("bad 'session' in request")
+                    raise _Refusal(ERR_BAD_REQUEST, "bad 'session' in request")
                 s = self.sessions.get(sid)
                 if s is None:
-                    raise _Refusal("unknown session %d" % sid)
+                    raise _Refusal(ERR_UNKNOWN_SESSION, "unknown session %d" % sid)
                 if s.lost is not None:
                     self.error_lost(bid, s.lost)
                     return
                 if lang != "python":
-                    raise _Refusal("a %s block cannot run in a session (python only)" % lang)
+                    raise _Refusal(ERR_BAD_REQUEST, "a %s block cannot run in a session (python only)" % lang)
                 grace = req.get("grace_ms", 2000)
                 if not isinstance(grace, (int, float)) or isinstance(grace, bool) or grace < 0:
                     grace = 2000
@@ -351,7 +352,7 @@ class _Agent(_AgentSessions):
             zygote = lang == "python" and req.get("zygote") is True and _zygote_faithful(env)
             src = code.encode("utf-8", "surrogatepass")
         except _Refusal as e:
-            self.error(bid, str(e))
+            self.error(bid, e.code, str(e))
             return
         b = _Block(bid)
         b.file, b.delete, b.cred = path, bool(req.get("delete")), cred
@@ -371,7 +372,7 @@ class _Agent(_AgentSessions):
         except OSError as e:
             for fd in (out_r, out_w, err_r, err_w):
                 os.close(fd)
-            self.error(bid, "cannot fork: %s" % os.strerror(e.errno))
+            self.error(bid, ERR_SPAWN_FAILED, "cannot fork: %s" % os.strerror(e.errno))
             return
         os.close(out_w)
         os.close(err_w)
@@ -480,10 +481,15 @@ class _Agent(_AgentSessions):
                     self.sess_ready(owner)
             elif kind == b"E":
                 msg = rec.decode("utf-8", "replace")
+                code, _, text = msg.partition(" ")  # _child_fail's "CODE MESSAGE"
+                if code in _ERR_CODES:
+                    msg = text
+                else:  # not _child_fail's: never expected
+                    code = ERR_SPAWN_FAILED
                 if isinstance(owner, _Block):
-                    self.block_failed(owner, msg)
+                    self.block_failed(owner, code, msg)
                 else:
-                    self.sess_failed(owner, msg)
+                    self.sess_failed(owner, code, msg)
             elif kind == b"X":
                 status = _I32.unpack(rec)[0]
                 if isinstance(owner, _Block):
@@ -517,7 +523,7 @@ class _Agent(_AgentSessions):
                 _diag("the shepherd of execution %d died" % owner.id)
                 _kill_trees([], [shep.cpid])
                 if not owner.started:
-                    return self.block_failed(owner, "the block's shepherd died")
+                    return self.block_failed(owner, ERR_SPAWN_FAILED, "the block's shepherd died")
                 del self.blocks[owner.id]
                 owner.out = self.unwatch(owner.out)
                 owner.err = self.unwatch(owner.err)
@@ -533,7 +539,7 @@ class _Agent(_AgentSessions):
             self.watch(b.out, "out", b)
             self.watch(b.err, "err", b)
 
-    def block_failed(self, b, msg):
+    def block_failed(self, b, code, msg):
         if self.blocks.get(b.id) is not b:
             return
         del self.blocks[b.id]
@@ -542,7 +548,7 @@ class _Agent(_AgentSessions):
         if b.killed:  # cancelled while it was being set up: it never started
             self.send_json(EXIT, b.id, _exit_json(None, True, None))
         else:
-            self.error(b.id, msg)
+            self.error(b.id, code, msg)
 
     def block_maybe_done(self, b):
         if b.status is None or self.blocks.get(b.id) is not b:
@@ -670,7 +676,7 @@ def _main():
         _diag("internal error: %r" % (e,))
         try:
             sys.excepthook(type(e), e, e.__traceback__)
-            agent.error(0, "internal agent error: %r" % (e,))
+            agent.error(0, ERR_INTERNAL, "internal agent error: %r" % (e,))
         except BaseException:
             pass
         return agent.shutdown(3)

@@ -9,6 +9,25 @@ RUN, CANCEL, SESSION_OPEN, SESSION_CLOSE, SHUTDOWN, PING, SESSION_RESET = 1, 2, 
 READY, STARTED, STDOUT, STDERR, EXIT, ERROR, SESSION_READY, PONG = (
     0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88)
 
+# Error codes: every ERROR's "code", what the host branches on (its "message" is for people).
+# src/runner/protocol.rs's ErrorCode is their one source: a unit test there reads this block, up
+# to its blank line, and checks it. ERR_SESSION_LOST comes with a "cause" (why the session is lost);
+# the host maps it to Error::SessionLost.
+ERR_PROTOCOL = "protocol_error"  # id 0: the host's stream broke the protocol; the agent exits
+ERR_INTERNAL = "internal_error"  # id 0: a bug in the agent; it exits
+ERR_BAD_REQUEST = "bad_request"  # a malformed payload or field
+ERR_UNKNOWN_LANGUAGE = "unknown_language"
+ERR_UNKNOWN_USER = "unknown_user"  # the user or group is not in the image's /etc/passwd, /etc/group
+ERR_UNKNOWN_SESSION = "unknown_session"
+ERR_SESSION_EXISTS = "session_exists"  # SESSION_OPEN of an open session
+ERR_SESSION_LOST = "session_lost"
+ERR_SESSION_ENDED = "session_ended"  # a queued block's session was closed or reset
+ERR_SPAWN_FAILED = "spawn_failed"  # fork, the user switch, the code file, the working directory
+
+_ERR_CODES = frozenset((ERR_PROTOCOL, ERR_INTERNAL, ERR_BAD_REQUEST, ERR_UNKNOWN_LANGUAGE,
+                        ERR_UNKNOWN_USER, ERR_UNKNOWN_SESSION, ERR_SESSION_EXISTS, ERR_SESSION_LOST,
+                        ERR_SESSION_ENDED, ERR_SPAWN_FAILED))
+
 MAX_FRAME = 64 * 1024 * 1024 + 5
 SPARE_DELAY = 0.025  # see _Agent.spare_wait
 SPARES = 2  # a RUN that follows the last block's end at once still finds one ready
@@ -60,7 +79,12 @@ def _write_all(fd, data):
 
 
 class _Refusal(Exception):
-    """A block or session cannot be started; the message goes to the host in ERROR."""
+    """A block or session cannot be started; ERROR tells the host why: code (an ERR_*), and the
+    message (str(e))."""
+
+    def __init__(self, code, msg):
+        Exception.__init__(self, msg)
+        self.code = code
 
 
 class _Become(BaseException):
@@ -249,9 +273,9 @@ def _json_object(payload, kind):
     try:
         req = _jloads(payload)
     except ValueError as e:
-        raise _Refusal("bad %s payload: %s" % (kind, e))
+        raise _Refusal(ERR_BAD_REQUEST, "bad %s payload: %s" % (kind, e))
     if not isinstance(req, dict):
-        raise _Refusal("bad %s payload: not an object" % kind)
+        raise _Refusal(ERR_BAD_REQUEST, "bad %s payload: not an object" % kind)
     return req
 
 
@@ -267,7 +291,7 @@ class _ProtocolError(Exception):
 def _field(req, key, types, default):
     v = req.get(key, default)
     if not isinstance(v, types) or isinstance(v, bool) and bool not in types:
-        raise _Refusal("bad %r in request: %r" % (key, v))
+        raise _Refusal(ERR_BAD_REQUEST, "bad %r in request: %r" % (key, v))
     return v
 
 
@@ -276,7 +300,7 @@ def _env_field(req):
     if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) and k
                                             and "=" not in k and "\0" not in k + v
                                             for k, v in env.items()):
-        raise _Refusal("bad 'env' in request")
+        raise _Refusal(ERR_BAD_REQUEST, "bad 'env' in request")
     return env
 
 

@@ -129,7 +129,7 @@ def _sess_loop(cmd_r, intr_r, ctl_w):
             try:
                 os.chdir(req["cwd"])
             except OSError as e:
-                raise _Refusal(_oserr("cannot enter the working directory", e, req["cwd"]))
+                raise _Refusal(ERR_SPAWN_FAILED, _oserr("cannot enter the working directory", e, req["cwd"]))
         except _Refusal as e:
             ctl(bid, 3, _clean(str(e)).encode("utf-8"))
             continue
@@ -214,11 +214,6 @@ class _Session(object):
         self.queue = []
         self.running = None
         self.lost = None  # why the session's process is gone (SESSION_RESET starts a new one)
-
-
-# ERROR's "code" for a block refused because its session is lost (its "cause" says why); the host
-# maps it to Error::SessionLost. Must match protocol::ERR_SESSION_LOST.
-ERR_SESSION_LOST = "session_lost"
 
 
 def _sig_name(sig):
@@ -356,7 +351,7 @@ class _AgentSessions(object):
         if sid == 0:
             raise _ProtocolError("SESSION_OPEN with session id 0")
         if sid in self.sessions:
-            self.error(sid, "session %d is already open" % sid)
+            self.error(sid, ERR_SESSION_EXISTS, "session %d is already open" % sid)
             return
         try:
             req = _json_object(payload, "SESSION_OPEN")
@@ -365,7 +360,7 @@ class _AgentSessions(object):
             cwd = _field(req, "cwd", (str,), "/workspace")
             env = _env_field(req)
         except _Refusal as e:
-            self.error(sid, str(e))
+            self.error(sid, e.code, str(e))
             return
         s = _Session(sid, user, cwd, env, cred)
         self.sessions[sid] = s
@@ -385,7 +380,7 @@ class _AgentSessions(object):
                 os.close(pr[0])
                 os.close(pr[1])
             del self.sessions[s.id]
-            self.error(s.id, "cannot fork: %s" % os.strerror(e.errno))
+            self.error(s.id, ERR_SPAWN_FAILED, "cannot fork: %s" % os.strerror(e.errno))
             return
         for fd in child_fds:
             os.close(fd)
@@ -410,7 +405,7 @@ class _AgentSessions(object):
         self.send(SESSION_READY, s.id)
         self.sess_pump(s)
 
-    def sess_failed(self, p, msg):
+    def sess_failed(self, p, code, msg):
         s = p.sess
         if s.proc is not p:
             return
@@ -418,9 +413,9 @@ class _AgentSessions(object):
         s.proc = None
         if self.sessions.get(s.id) is s:
             del self.sessions[s.id]
-        self.error(s.id, msg)
+        self.error(s.id, code, msg)
         for e in s.queue:
-            self.error(e.id, "the session could not start: " + msg)
+            self.error(e.id, code, "the session could not start: " + msg)
         s.queue = []
 
     def sess_pump(self, s):
@@ -550,7 +545,7 @@ class _AgentSessions(object):
                 self.sess_pump(s)
             elif kind == 3 and not e.started:
                 s.running = None
-                self.error(bid, rec.decode("utf-8", "replace"))
+                self.error(bid, ERR_SPAWN_FAILED, rec.decode("utf-8", "replace"))
                 self.sess_pump(s)
             else:
                 return self.sess_bad_ctl(p)
@@ -594,7 +589,7 @@ class _AgentSessions(object):
         if s.proc is not p:
             return
         if not p.ready and not p.dying:
-            return self.sess_failed(p, "the session process died while starting")
+            return self.sess_failed(p, ERR_SPAWN_FAILED, "the session process died while starting")
         for _ in range(64):  # what it said before dying (e.g. STARTED) comes first
             if p.ctl < 0 or s.proc is not p or not self.on_ctl(p, p.ctl, 0):
                 break
@@ -637,11 +632,11 @@ class _AgentSessions(object):
                     self.send_json(EXIT, e.id, _exit_json(None, True, None,
                                                           session_lost=why if lost else None))
                 else:
-                    self.error(e.id, why)
+                    self.error(e.id, ERR_SESSION_ENDED, why)
             self.sess_close_proc(p)
             s.proc = None
         s.running = None
         for q in s.queue:
-            self.error(q.id, why)
+            self.error(q.id, ERR_SESSION_ENDED, why)
         s.queue = []
 

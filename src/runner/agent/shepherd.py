@@ -257,9 +257,11 @@ def _spawn(child, child_fds, keep_in_shepherd):
         os._exit(0)
 
 
-def _child_fail(status_w, msg):
+def _child_fail(status_w, code, msg):
+    """Tells the agent (through the shepherd's E record) that the child could not start: "CODE
+    MESSAGE", CODE an ERR_*."""
     try:
-        _write_all(status_w, _clean(msg).encode("utf-8") or b"?")
+        _write_all(status_w, ("%s %s" % (code, _clean(msg) or "?")).encode("utf-8"))
     finally:
         os._exit(1)
 
@@ -331,7 +333,7 @@ def _block_body(spec, status_w):
         try:
             os.chdir(cwd)
         except OSError as e:
-            raise _Refusal(_oserr("cannot enter the working directory", e, cwd))
+            raise _Refusal(ERR_SPAWN_FAILED, _oserr("cannot enter the working directory", e, cwd))
         if zygote:
             os.environ.update(env)
             if _user_site_differs():
@@ -357,9 +359,9 @@ def _block_body(spec, status_w):
     except _Become:
         raise
     except _Refusal as e:
-        _child_fail(status_w, str(e))
+        _child_fail(status_w, e.code, str(e))
     except BaseException as e:
-        _child_fail(status_w, "cannot start the block: %r" % (e,))
+        _child_fail(status_w, ERR_SPAWN_FAILED, "cannot start the block: %r" % (e,))
     try:
         _t("exec")
         for prog, args in cands:
@@ -407,7 +409,7 @@ def _block_child(spec, out_w, err_w):
         try:
             _block_prologue(out_w, err_w, {status_w})
         except BaseException as e:
-            _child_fail(status_w, "cannot start the block: %r" % (e,))
+            _child_fail(status_w, ERR_SPAWN_FAILED, "cannot start the block: %r" % (e,))
         _block_body(spec, status_w)
     return run
 
@@ -421,7 +423,7 @@ def _spare_child(out_w, err_w, spec_r):
         try:
             _block_prologue(out_w, err_w, {status_w, spec_r})
         except BaseException as e:
-            _child_fail(status_w, "cannot start the block: %r" % (e,))
+            _child_fail(status_w, ERR_SPAWN_FAILED, "cannot start the block: %r" % (e,))
         raise _Become(("spare", status_w, spec_r))
     return run
 
@@ -446,7 +448,7 @@ def _spare_wait(status_w, spec_r):
                 None if cred is None else (cred[0], cred[1], cred[2]), d["user"], d["zygote"])
         d = None
     except BaseException as e:
-        _child_fail(status_w, "cannot start the block: %r" % (e,))
+        _child_fail(status_w, ERR_SPAWN_FAILED, "cannot start the block: %r" % (e,))
     try:
         _block_body(spec, status_w)
     except _Become as b:
@@ -469,7 +471,7 @@ def _session_child(sp):
             try:
                 os.chdir(cwd)
             except OSError as e:
-                raise _Refusal(_oserr("cannot enter the working directory", e, cwd))
+                raise _Refusal(ERR_SPAWN_FAILED, _oserr("cannot enter the working directory", e, cwd))
             os.environ.update(env)
             os.set_blocking(intr_r, False)
             os.close(status_w)  # -> SESSION_READY
@@ -477,7 +479,7 @@ def _session_child(sp):
         except _Become:
             raise
         except _Refusal as e:
-            _child_fail(status_w, str(e))
+            _child_fail(status_w, e.code, str(e))
         except BaseException as e:
-            _child_fail(status_w, "cannot start the session: %r" % (e,))
+            _child_fail(status_w, ERR_SPAWN_FAILED, "cannot start the session: %r" % (e,))
     return run

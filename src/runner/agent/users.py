@@ -51,7 +51,7 @@ def _lookup_user(spec):
     if spec is None:
         return None
     if not isinstance(spec, str) or spec == "":
-        raise _Refusal("bad user %r" % (spec,))
+        raise _Refusal(ERR_BAD_REQUEST, "bad user %r" % (spec,))
     u, _, g = spec.partition(":")
     passwd = [r for r in _read_db("/etc/passwd") if len(r) >= 4]
     ent = None
@@ -61,7 +61,7 @@ def _lookup_user(spec):
     else:
         ent = next((r for r in passwd if r[0] == u), None)
         if ent is None or not _num(ent[2]):
-            raise _Refusal("unknown user %r (not in /etc/passwd)" % u)
+            raise _Refusal(ERR_UNKNOWN_USER, "unknown user %r (not in /etc/passwd)" % u)
         uid = int(ent[2])
     groups_db = [r for r in _read_db("/etc/group") if len(r) >= 3]
     if g == "":
@@ -71,7 +71,7 @@ def _lookup_user(spec):
     else:
         row = next((r for r in groups_db if r[0] == g and _num(r[2])), None)
         if row is None:
-            raise _Refusal("unknown group %r (not in /etc/group)" % g)
+            raise _Refusal(ERR_UNKNOWN_USER, "unknown group %r (not in /etc/group)" % g)
         gid = int(row[2])
     groups = [gid]
     if ent is not None:
@@ -99,7 +99,7 @@ def _drop_privileges(cred, spec):
             os.setgid(gid)
             os.setuid(uid)
     except OSError as e:
-        raise _Refusal("cannot switch to user %s: %s" % (spec, os.strerror(e.errno)))
+        raise _Refusal(ERR_SPAWN_FAILED, "cannot switch to user %s: %s" % (spec, os.strerror(e.errno)))
 
 
 def _oserr(what, e, path):
@@ -115,7 +115,7 @@ def _write_code(path, data):
         os.makedirs(d, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     except OSError as e:
-        raise _Refusal(_oserr("cannot write the code file", e, path))
+        raise _Refusal(ERR_SPAWN_FAILED, _oserr("cannot write the code file", e, path))
     try:
         try:
             _write_all(fd, data)
@@ -128,7 +128,7 @@ def _write_code(path, data):
             os.unlink(tmp)
         except OSError:
             pass
-        raise _Refusal(_oserr("cannot write the code file", e, path))
+        raise _Refusal(ERR_SPAWN_FAILED, _oserr("cannot write the code file", e, path))
 
 
 def _close_all_except(keep):
