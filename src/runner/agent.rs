@@ -1,9 +1,10 @@
 //! The warm agent: one long-lived Python process per executor that starts every block itself.
 //!
-//! The agent (the Python files under `agent/`, joined into one script and shipped in the crate) is started by a single `docker exec` as root,
-//! whose stdin and stdout are hijacked onto one connection (see [`Client::exec_attach`]). Over
-//! it go the length-prefixed frames of [`protocol`](super::protocol); its stderr carries the
-//! agent's diagnostics. Per block the agent forks a subreaper shepherd, drops to the block's
+//! The agent (the Python files under `agent/`, joined into one script by `agent_source!` and
+//! shipped in the crate) is started by a single `docker exec` as root, whose stdin and stdout
+//! are hijacked onto one connection (see [`Client::exec_attach`]). Over it go the
+//! length-prefixed frames of [`protocol`](super::protocol); its stderr carries the agent's
+//! diagnostics. Per block the agent forks a subreaper shepherd, drops to the block's
 //! user, writes the code file *inside* the container, and runs the interpreter with its own
 //! pipes (or, for Python, forks its own warm interpreter: the zygote). A cancel freezes and
 //! kills the shepherd's whole tree, which nothing in the block can leave.
@@ -48,7 +49,8 @@ macro_rules! agent_source {
 
         /// `(file name, text)` of each part of [`AGENT_SOURCE`], in order.
         #[cfg(test)]
-        const AGENT_PARTS: &[(&str, &str)] = &[$(($file, include_str!(concat!("agent/", $file)))),+];
+        const AGENT_PARTS: &[(&str, &str)] =
+            &[$(($file, include_str!(concat!("agent/", $file)))),+];
     };
 }
 
