@@ -3,7 +3,7 @@ breakdown from the agent's own trace (DOCKEXEC_AGENT_TRACE).
 
     docker run --rm -i --network none --init --cap-drop ALL --cap-add SETUID --cap-add SETGID \\
         --cap-add KILL -v "$PWD":/src:ro -v "$(mktemp -d)":/workspace -w /workspace \\
-        dockexec-test/python:latest python3 /src/scripts/agent-latency.py /src/src/runner/agent.py 40 sh,zygote,fresh
+        dockexec-test/python:latest python3 /src/scripts/agent-latency.py /src/src/runner/agent 40 sh,zygote,fresh
 
 Starts the agent as the host does (`python3 -c SOURCE`, root, cwd /workspace), runs N blocks of each
 kind one after another (sh `true`, python `print` through the zygote, through a fresh python3) as
@@ -25,7 +25,16 @@ TRACE = "/workspace/.agent-trace"
 open(TRACE, "w").close()
 os.chmod(TRACE, 0o666)  # block processes (user 65534) append to it too
 env = dict(os.environ, DOCKEXEC_AGENT_TRACE=TRACE, PYTHONUNBUFFERED="1")
-agent = subprocess.Popen(["python3", "-c", open(AGENT).read()], stdin=subprocess.PIPE,
+
+
+def agent_source(path):
+    """The agent's files joined in its order.txt's order, as agent.rs (and the harness) join them."""
+    with open(os.path.join(path, "order.txt")) as f:
+        names = [n.strip() for n in f if n.strip() and not n.startswith("#")]
+    return "".join(open(os.path.join(path, n)).read() for n in names)
+
+
+agent = subprocess.Popen(["python3", "-c", agent_source(AGENT)], stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, cwd="/workspace", env=env, bufsize=0)
 
 

@@ -1,9 +1,10 @@
 //! The warm agent: one long-lived Python process per executor that starts every block itself.
 //!
-//! The agent (`agent.py`, shipped in the crate) is started by a single `docker exec` as root,
-//! whose stdin and stdout are hijacked onto one connection (see [`Client::exec_attach`]). Over
-//! it go the length-prefixed frames of [`protocol`](super::protocol); its stderr carries the
-//! agent's diagnostics. Per block the agent forks a subreaper shepherd, drops to the block's
+//! The agent (the Python files under `agent/`, joined into one script by `agent_source!` and
+//! shipped in the crate) is started by a single `docker exec` as root, whose stdin and stdout
+//! are hijacked onto one connection (see [`Client::exec_attach`]). Over it go the
+//! length-prefixed frames of [`protocol`](super::protocol); its stderr carries the agent's
+//! diagnostics. Per block the agent forks a subreaper shepherd, drops to the block's
 //! user, writes the code file *inside* the container, and runs the interpreter with its own
 //! pipes (or, for Python, forks its own warm interpreter: the zygote). A cancel freezes and
 //! kills the shepherd's whole tree, which nothing in the block can leave.
@@ -28,7 +29,7 @@ use parking_lot::{Mutex, RwLock};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::protocol::{self, Decoder, Frame, Kind};
+use super::protocol::{self, Decoder, ErrorCode, Frame, Kind};
 use super::{Control, Launch, Reaped, Runner, Running, Source};
 use crate::docker::api::Client;
 use crate::docker::frames::Demuxer;
@@ -37,9 +38,34 @@ use crate::error::{Error, Result};
 use crate::output::Stream;
 use crate::workspace::{WORKSPACE, Workspace};
 
-/// The agent's source. It travels on the exec's stdin (see [`agent_preamble`]), never in argv:
-/// Linux refuses one argument of 128 KiB or more, and the agent grows.
-pub(crate) const AGENT_SOURCE: &str = include_str!("agent.py");
+/// Joins the agent's files (`src/runner/agent/*.py`, one per concept) into [`AGENT_SOURCE`], in
+/// the order given, and keeps each file's name and text for the unit tests that check that order
+/// against `agent/order.txt` (which the Python harness reads to join them the same way).
+macro_rules! agent_source {
+    ($($file:literal),+ $(,)?) => {
+        /// The agent's source: one script, its files joined in order. It travels on the exec's
+        /// stdin (see [`agent_preamble`]), never in argv: Linux refuses one argument of 128 KiB
+        /// or more, and the agent grows.
+        pub(crate) const AGENT_SOURCE: &str = concat!($(include_str!(concat!("agent/", $file))),+);
+
+        /// `(file name, text)` of each part of [`AGENT_SOURCE`], in order.
+        #[cfg(test)]
+        const AGENT_PARTS: &[(&str, &str)] =
+            &[$(($file, include_str!(concat!("agent/", $file)))),+];
+    };
+}
+
+// Module-level names are defined before use: prelude (imports), protocol, users, shepherd,
+// zygote, sessions, then the loop and the top level. Keep `agent/order.txt` the same list.
+agent_source!(
+    "prelude.py",
+    "protocol.py",
+    "users.py",
+    "shepherd.py",
+    "zygote.py",
+    "sessions.py",
+    "main.py",
+);
 
 /// What starts the agent's stdin, before the source's length and the source (`agent_boot.py`'s
 /// `_MAGIC`).
@@ -104,16 +130,61 @@ struct ExitInfo {
     cause: Option<String>,
 }
 
-/// An ERROR's payload.
-#[derive(Debug, Default, Deserialize)]
-struct Refusal {
-    #[serde(default)]
+/// An ERROR's payload, field by field (a field of a type this crate does not expect, from a
+/// newer agent, spoils no other): `message`, for people; `code`, an [`ErrorCode`]'s name (one
+/// this crate does not know comes from a newer agent); `cause`, with
+/// [`ErrorCode::SessionLost`], why the session is lost.
+struct ErrorFrame {
     message: Option<String>,
-    /// [`protocol::ERR_SESSION_LOST`] for a block refused because its session is lost.
-    #[serde(default)]
-    code: Option<String>,
-    #[serde(default)]
+    code: Option<ErrorCode>,
     cause: Option<String>,
+}
+
+impl ErrorFrame {
+    fn parse(payload: &[u8]) -> ErrorFrame {
+        let v = serde_json::from_slice::<Value>(payload).unwrap_or(Value::Null);
+        let text = |key: &str| v[key].as_str().map(str::to_string);
+        ErrorFrame {
+            message: text("message"),
+            code: v["code"].as_str().and_then(ErrorCode::parse),
+            cause: text("cause"),
+        }
+    }
+}
+
+/// What the host makes of an ERROR for a block or session. It branches on the frame's code,
+/// never on its message, which is for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Refusal {
+    /// [`ErrorCode::SessionLost`]: the block's session is lost, and why.
+    SessionLost(String),
+    /// Any other code, one this crate does not know (a newer agent's), or none: the agent's
+    /// message, which the user sees in an [`Error::Agent`].
+    Other(String),
+}
+
+impl Refusal {
+    /// An ERROR's payload, whatever it holds: a bad one is a refusal without a message.
+    fn parse(payload: &[u8]) -> Refusal {
+        let r = ErrorFrame::parse(payload);
+        match r.code {
+            Some(ErrorCode::SessionLost) => {
+                Refusal::SessionLost(r.cause.unwrap_or_else(|| "no cause given".into()))
+            }
+            Some(_) | None => Refusal::Other(r.message.unwrap_or_else(|| "no message".into())),
+        }
+    }
+}
+
+/// What an ERROR with id 0 (about the agent itself, which then exits) ends the connection
+/// with.
+fn agent_error(payload: &[u8]) -> String {
+    let r = ErrorFrame::parse(payload);
+    let msg = r.message.unwrap_or_else(|| "no message".into());
+    match r.code {
+        Some(ErrorCode::Internal) => format!("the agent failed: {msg}"),
+        _ => format!("the agent reported a protocol error: {msg}"),
+    }
 }
 
 /// Session ids whose process is gone → why.
@@ -125,9 +196,8 @@ enum Event {
     Started,
     Out(Stream, Vec<u8>),
     Exit(ExitInfo),
-    /// The agent could not start the block or session: its message, and, for a block whose
-    /// session is lost, why the session is.
-    Refused(String, Option<String>),
+    /// The agent could not start the block or session.
+    Refused(Refusal),
     SessionReady,
     /// The connection to the agent ended.
     Lost(String),
@@ -475,7 +545,6 @@ fn route(
     ready_tx: &mut Option<Sender<()>>,
     boot_tx: &mut Option<Sender<std::result::Result<(), String>>>,
 ) -> std::result::Result<(), String> {
-    let json = |p: &[u8]| serde_json::from_slice::<Value>(p).unwrap_or(Value::Null);
     let event = match Kind::from_u8(f.kind) {
         Some(Kind::Ready) => {
             let ready = serde_json::from_slice::<Ready>(&f.payload)
@@ -486,13 +555,7 @@ fn route(
             let _ = boot_tx.take().map(|tx| tx.send(Ok(())));
             return Ok(());
         }
-        Some(Kind::Error) if f.id == 0 => {
-            let msg = json(&f.payload)["message"]
-                .as_str()
-                .unwrap_or("no message")
-                .to_string();
-            return Err(format!("the agent reported a protocol error: {msg}"));
-        }
+        Some(Kind::Error) if f.id == 0 => return Err(agent_error(&f.payload)),
         Some(Kind::Pong) => return Ok(()),
         Some(Kind::Started) => Event::Started,
         Some(Kind::Stdout) => Event::Out(Stream::Stdout, f.payload),
@@ -501,12 +564,7 @@ fn route(
             serde_json::from_slice(&f.payload)
                 .map_err(|e| format!("bad EXIT from the agent: {e}"))?,
         ),
-        Some(Kind::Error) => {
-            let r: Refusal = serde_json::from_slice(&f.payload).unwrap_or_default();
-            let lost = (r.code.as_deref() == Some(protocol::ERR_SESSION_LOST))
-                .then(|| r.cause.unwrap_or_else(|| "no cause given".into()));
-            Event::Refused(r.message.unwrap_or_else(|| "no message".into()), lost)
-        }
+        Some(Kind::Error) => Event::Refused(Refusal::parse(&f.payload)),
         Some(Kind::SessionReady) => Event::SessionReady,
         _ => {
             return Err(format!("unknown frame kind {:#04x} from the agent", f.kind));
@@ -714,13 +772,13 @@ impl AgentRunner {
         match rx.recv_timeout(START_TIMEOUT) {
             Ok(Event::Started) => {}
             Ok(e @ (Event::Out(..) | Event::Exit(_))) => first = Some(e),
-            Ok(Event::Refused(_, Some(cause))) => {
+            Ok(Event::Refused(Refusal::SessionLost(cause))) => {
                 if let Some(s) = session {
                     self.lost_sessions.lock().insert(s, cause.clone());
                 }
                 return Err(Error::SessionLost(cause));
             }
-            Ok(Event::Refused(msg, None)) => {
+            Ok(Event::Refused(Refusal::Other(msg))) => {
                 return Err(Error::Agent(format!(
                     "the agent could not start the block: {msg}"
                 )));
@@ -759,8 +817,12 @@ impl AgentRunner {
 fn await_session(conn: &Conn, id: u32, rx: &Receiver<Event>) -> Result<()> {
     let r = match rx.recv_timeout(START_TIMEOUT) {
         Ok(Event::SessionReady) => Ok(()),
-        Ok(Event::Refused(msg, _)) => Err(Error::Agent(format!(
+        Ok(Event::Refused(Refusal::Other(msg))) => Err(Error::Agent(format!(
             "the agent could not start the session: {msg}"
+        ))),
+        // Not sent for a session (only for its blocks); a newer agent's would still be an error.
+        Ok(Event::Refused(Refusal::SessionLost(cause))) => Err(Error::Agent(format!(
+            "the agent could not start the session: session lost: {cause}"
         ))),
         Ok(Event::Lost(why)) => Err(Error::Agent(format!("the agent is gone: {why}"))),
         Ok(other) => Err(Error::Agent(format!(
@@ -937,5 +999,101 @@ mod tests {
         assert_eq!(&pre[12..], AGENT_SOURCE.as_bytes());
         // The bootstrap's side of the contract.
         assert!(BOOT_SOURCE.contains("_MAGIC = b\"DXAGENT1\""));
+    }
+
+    /// Issue 20 §5: the host branches on an ERROR's code, never on its message. A session
+    /// block's refusal is `SessionLost` only by its code (a message that says so is not); any
+    /// other code, one from a newer agent, or none, is the agent's message for an
+    /// `Error::Agent`.
+    #[test]
+    fn an_error_frame_is_read_by_its_code() {
+        let lost = br#"{"message":"session lost: killed","code":"session_lost","cause":"killed"}"#;
+        assert_eq!(Refusal::parse(lost), Refusal::SessionLost("killed".into()));
+        assert_eq!(
+            Refusal::parse(br#"{"code":"session_lost"}"#),
+            Refusal::SessionLost("no cause given".into())
+        );
+        for payload in [
+            &br#"{"message":"session lost: a block said so","code":"spawn_failed"}"#[..],
+            br#"{"message":"session lost: a block said so"}"#,
+            br#"{"message":"session lost: a block said so","code":"a_code_from_a_newer_agent"}"#,
+            br#"{"message":"session lost: a block said so","code":7}"#,
+        ] {
+            assert_eq!(
+                Refusal::parse(payload),
+                Refusal::Other("session lost: a block said so".into()),
+                "{}",
+                payload.escape_ascii()
+            );
+        }
+        for code in ErrorCode::ALL {
+            let payload = json!({"message": "m", "code": code.as_str(), "cause": "c"});
+            let want = if code == ErrorCode::SessionLost {
+                Refusal::SessionLost("c".into())
+            } else {
+                Refusal::Other("m".into())
+            };
+            assert_eq!(Refusal::parse(payload.to_string().as_bytes()), want);
+        }
+        assert_eq!(
+            Refusal::parse(b"not json"),
+            Refusal::Other("no message".into())
+        );
+        assert_eq!(
+            agent_error(
+                br#"{"message":"protocol error: bad frame length 3","code":"protocol_error"}"#
+            ),
+            "the agent reported a protocol error: protocol error: bad frame length 3"
+        );
+        assert_eq!(
+            agent_error(
+                br#"{"message":"internal agent error: KeyError(1)","code":"internal_error"}"#
+            ),
+            "the agent failed: internal agent error: KeyError(1)"
+        );
+        assert_eq!(
+            agent_error(br#"{"message":"m","code":"a_code_from_a_newer_agent"}"#),
+            "the agent reported a protocol error: m"
+        );
+    }
+
+    /// The agent is authored as several files joined in one order (`agent_source!`); the
+    /// harness and the latency script join them by `agent/order.txt`. The two lists must be the
+    /// same, every `.py` file there must be in them, and each file must end its last line (else
+    /// the join would glue it to the next file's first).
+    #[test]
+    fn the_agents_files_join_in_order_txts_order() {
+        let listed: Vec<&str> = include_str!("agent/order.txt")
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        let joined: Vec<&str> = AGENT_PARTS.iter().map(|(name, _)| *name).collect();
+        assert_eq!(listed, joined, "agent/order.txt and agent_source! disagree");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/runner/agent");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .expect("src/runner/agent")
+            .map(|e| {
+                e.expect("a dir entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .filter(|n| n.ends_with(".py"))
+            .collect();
+        on_disk.sort();
+        let mut sorted = joined.clone();
+        sorted.sort_unstable();
+        assert_eq!(
+            on_disk, sorted,
+            "a .py file under src/runner/agent is not joined"
+        );
+        for (name, text) in AGENT_PARTS {
+            assert!(text.ends_with('\n'), "{name} does not end with a newline");
+        }
+        assert_eq!(
+            AGENT_SOURCE,
+            AGENT_PARTS.iter().map(|(_, t)| *t).collect::<String>()
+        );
     }
 }

@@ -20,8 +20,8 @@ import os, sys
 # The agent closes both memfds (S's number then held by /dev/null, so that reading its own file by
 # name never opens another file as root) and drops sys.path[0] (the memfd's dir, "/") first thing,
 # before it forks anything: no block ever inherits them. PAD ("dockexec warm agent" and spaces)
-# makes the argv area big enough for a zygote block's `python3 FILE` (see agent.py's _set_cmdline),
-# and names the agent in ps.
+# makes the argv area big enough for a zygote block's `python3 FILE` (see _set_cmdline in
+# agent/zygote.py), and names the agent in ps.
 
 # glibc's list of variables it ignores for setuid programs (paths it would load or read), plus
 # what makes Python read a path: the agent's start never sees them.

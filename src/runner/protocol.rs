@@ -26,7 +26,7 @@
 //! | `0x83` STDOUT | agent → host | execution | bytes |
 //! | `0x84` STDERR | agent → host | execution | bytes |
 //! | `0x85` EXIT | agent → host | execution | JSON: code, signal, oom, session_lost, cause (why the session is lost, with session_lost) |
-//! | `0x86` ERROR | agent → host | execution, session, or 0 | JSON: message, and for a block refused because its session is lost: code [`ERR_SESSION_LOST`], cause |
+//! | `0x86` ERROR | agent → host | execution, session, or 0 | JSON: code (an [`ErrorCode`]), message (for people), and with [`ErrorCode::SessionLost`]: cause |
 //! | `0x87` SESSION_READY | agent → host | session | empty |
 //! | `0x88` PONG | agent → host | as PING | as PING |
 //!
@@ -38,9 +38,9 @@ use std::fmt;
 /// The largest `len` either side accepts: 64 MiB of payload and the header.
 pub(crate) const MAX_FRAME: u32 = 64 * 1024 * 1024 + 5;
 
-/// A frame's kind: the one source of the protocol's kind numbers. agent.py and the harness
-/// (`tests/agent/harness.py`) spell each as a constant of the same name, and a unit test
-/// reads both files to check that they agree with this enum.
+/// A frame's kind: the one source of the protocol's kind numbers. The agent
+/// (`agent/protocol.py`) and the harness (`tests/agent/harness.py`) spell each as a constant of
+/// the same name, and a unit test reads both to check that they agree with this enum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub(crate) enum Kind {
@@ -110,9 +110,95 @@ impl Kind {
     }
 }
 
-/// ERROR's `code` for a session block refused because its session is lost (agent.py's
-/// `ERR_SESSION_LOST`).
-pub(crate) const ERR_SESSION_LOST: &str = "session_lost";
+/// An ERROR frame's `code`: why the agent refused or could not do what a frame asked. The host
+/// branches on it, never on the message, which is for people. The one source of the codes: the
+/// agent (`agent/protocol.py`) and the harness spell each as `ERR_<NAME> = "code"` in their
+/// `# Error codes` block, and a unit test checks that they agree with this enum. A code this
+/// enum does not know (a newer agent's) parses to `None`, and is handled as a plain refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorCode {
+    /// Id 0: the host's byte stream broke the protocol; the agent exits.
+    Protocol,
+    /// Id 0: a bug in the agent; it exits.
+    Internal,
+    /// A malformed RUN or SESSION_OPEN payload, or a field of it.
+    BadRequest,
+    /// RUN's `lang` is none the agent runs.
+    UnknownLanguage,
+    /// The user or group a block or session runs as is not in the image's `/etc/passwd` or
+    /// `/etc/group`.
+    UnknownUser,
+    /// RUN or SESSION_RESET names a session that is not open.
+    UnknownSession,
+    /// SESSION_OPEN of a session that is already open.
+    SessionExists,
+    /// A session block refused because its session's process is gone; `cause` says why.
+    SessionLost,
+    /// A session block still queued when its session was closed or reset.
+    SessionEnded,
+    /// The block or session could not be started: fork, the user switch, the code file, the
+    /// working directory, or a shepherd or session process that died first.
+    SpawnFailed,
+}
+
+impl ErrorCode {
+    /// Every code.
+    pub(crate) const ALL: [ErrorCode; 10] = [
+        ErrorCode::Protocol,
+        ErrorCode::Internal,
+        ErrorCode::BadRequest,
+        ErrorCode::UnknownLanguage,
+        ErrorCode::UnknownUser,
+        ErrorCode::UnknownSession,
+        ErrorCode::SessionExists,
+        ErrorCode::SessionLost,
+        ErrorCode::SessionEnded,
+        ErrorCode::SpawnFailed,
+    ];
+
+    /// The code as the frame spells it.
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Protocol => "protocol_error",
+            ErrorCode::Internal => "internal_error",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownLanguage => "unknown_language",
+            ErrorCode::UnknownUser => "unknown_user",
+            ErrorCode::UnknownSession => "unknown_session",
+            ErrorCode::SessionExists => "session_exists",
+            ErrorCode::SessionLost => "session_lost",
+            ErrorCode::SessionEnded => "session_ended",
+            ErrorCode::SpawnFailed => "spawn_failed",
+        }
+    }
+
+    /// The code a frame's `code` names; `None` for one this crate does not know.
+    pub(crate) fn parse(code: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| c.as_str() == code)
+    }
+
+    /// The constant's name on the Python side (`ERR_BAD_REQUEST`, …).
+    #[cfg(test)]
+    fn python_name(self) -> &'static str {
+        match self {
+            ErrorCode::Protocol => "ERR_PROTOCOL",
+            ErrorCode::Internal => "ERR_INTERNAL",
+            ErrorCode::BadRequest => "ERR_BAD_REQUEST",
+            ErrorCode::UnknownLanguage => "ERR_UNKNOWN_LANGUAGE",
+            ErrorCode::UnknownUser => "ERR_UNKNOWN_USER",
+            ErrorCode::UnknownSession => "ERR_UNKNOWN_SESSION",
+            ErrorCode::SessionExists => "ERR_SESSION_EXISTS",
+            ErrorCode::SessionLost => "ERR_SESSION_LOST",
+            ErrorCode::SessionEnded => "ERR_SESSION_ENDED",
+            ErrorCode::SpawnFailed => "ERR_SPAWN_FAILED",
+        }
+    }
+}
+
+/// ERROR's `code` for a session block refused because its session is lost
+/// ([`ErrorCode::SessionLost`]; the agent's `ERR_SESSION_LOST`), as a test spells it.
+#[cfg(test)]
+pub(crate) const ERR_SESSION_LOST: &str = ErrorCode::SessionLost.as_str();
 
 /// One frame.
 #[derive(Clone, PartialEq, Eq)]
@@ -322,7 +408,10 @@ mod tests {
             .map(|k| (k.python_name().to_string(), *k as u8))
             .collect();
         for (file, source) in [
-            ("src/runner/agent.py", crate::runner::agent::AGENT_SOURCE),
+            (
+                "src/runner/agent/ (AGENT_SOURCE)",
+                crate::runner::agent::AGENT_SOURCE,
+            ),
             (
                 "tests/agent/harness.py",
                 include_str!("../../tests/agent/harness.py"),
@@ -336,6 +425,57 @@ mod tests {
             assert_eq!(Kind::from_u8(k as u8), Some(k));
         }
         assert_eq!(Kind::from_u8(0x80), None);
+    }
+
+    /// The `NAME = "value"` lines of a Python source's block that starts at its
+    /// `# Error codes` comment and ends at the first blank line.
+    fn python_error_codes(source: &str) -> Vec<(String, String)> {
+        let start = source
+            .find("# Error codes")
+            .expect("a '# Error codes' block");
+        let block = &source[start..];
+        let block = &block[..block.find("\n\n").unwrap_or(block.len())];
+        block
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| {
+                let (name, value) = l.split_once('=').expect("NAME = \"value\"");
+                let value = value.split('#').next().unwrap_or("").trim();
+                let value = value
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .unwrap_or_else(|| panic!("a quoted code, not {value:?}"));
+                (name.trim().to_string(), value.to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_python_sides_spell_the_error_codes_as_this_enum_does() {
+        let mut expected: Vec<(String, String)> = ErrorCode::ALL
+            .iter()
+            .map(|c| (c.python_name().to_string(), c.as_str().to_string()))
+            .collect();
+        expected.sort();
+        for (file, source) in [
+            (
+                "src/runner/agent/ (AGENT_SOURCE)",
+                crate::runner::agent::AGENT_SOURCE,
+            ),
+            (
+                "tests/agent/harness.py",
+                include_str!("../../tests/agent/harness.py"),
+            ),
+        ] {
+            let mut got = python_error_codes(source);
+            got.sort();
+            assert_eq!(got, expected, "{file} disagrees with protocol::ErrorCode");
+        }
+        for c in ErrorCode::ALL {
+            assert_eq!(ErrorCode::parse(c.as_str()), Some(c));
+        }
+        assert_eq!(ErrorCode::parse("a_code_from_a_newer_agent"), None);
+        assert_eq!(ErrorCode::parse(""), None);
     }
 
     #[test]

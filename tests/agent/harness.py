@@ -1,12 +1,16 @@
-"""Tests for the dockexec warm agent (src/runner/agent.py), speaking protocol v1 to it.
+"""Tests for the dockexec warm agent (src/runner/agent/), speaking protocol v1 to it.
 
     python3 tests/agent/harness.py [-v] [-k NAME] [--boot BOOT_PATH] AGENT_PATH
+
+AGENT_PATH is the agent's dir, src/runner/agent: its files are joined in agent/order.txt's order,
+as agent.rs's AGENT_SOURCE joins them (a unit test there checks that the two orders agree), or one
+file holding the whole joined script.
 
 Runs on the host (as root: all tests) and inside dockexec-test/python (python3-minimal: no
 json/ctypes/multiprocessing, so the subreaper and multiprocessing tests skip there), e.g.
 
     docker run -i --rm --network none -v "$PWD":/src:ro dockexec-test/python \\
-        python3 /src/tests/agent/harness.py /src/src/runner/agent.py
+        python3 /src/tests/agent/harness.py /src/src/runner/agent
 
 Standard library only (python3-minimal has no unittest, queue or shutil). The agent is started the
 way the host starts it: argv `python3 -c SRC`, pipes on 0/1/2; with `--boot src/runner/agent_boot.py`
@@ -33,6 +37,25 @@ except ImportError:
 RUN, CANCEL, SESSION_OPEN, SESSION_CLOSE, SHUTDOWN, PING, SESSION_RESET = 1, 2, 3, 4, 5, 6, 7
 READY, STARTED, STDOUT, STDERR, EXIT, ERROR, SESSION_READY, PONG = (
     0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88)
+
+# Error codes: every ERROR's "code" (src/runner/protocol.rs's ErrorCode is their one source; a
+# unit test there checks these).
+ERR_PROTOCOL = "protocol_error"
+ERR_INTERNAL = "internal_error"
+ERR_BAD_REQUEST = "bad_request"
+ERR_UNKNOWN_LANGUAGE = "unknown_language"
+ERR_UNKNOWN_USER = "unknown_user"
+ERR_UNKNOWN_SESSION = "unknown_session"
+ERR_SESSION_EXISTS = "session_exists"
+ERR_SESSION_LOST = "session_lost"
+ERR_SESSION_ENDED = "session_ended"
+ERR_SPAWN_FAILED = "spawn_failed"
+
+ERR_CODES = frozenset((ERR_PROTOCOL, ERR_INTERNAL, ERR_BAD_REQUEST, ERR_UNKNOWN_LANGUAGE,
+                       ERR_UNKNOWN_USER, ERR_UNKNOWN_SESSION, ERR_SESSION_EXISTS, ERR_SESSION_LOST,
+                       ERR_SESSION_ENDED, ERR_SPAWN_FAILED))
+# Every ERROR frame any agent of this run sent without a known code (checked at the end of main).
+UNCODED_ERRORS = []
 
 NAMES = {READY: "READY", STARTED: "STARTED", STDOUT: "STDOUT", STDERR: "STDERR", EXIT: "EXIT",
          ERROR: "ERROR", SESSION_READY: "SESSION_READY", PONG: "PONG"}
@@ -95,11 +118,26 @@ class Frames(object):
         self.eof = False
 
 
+def agent_source(path):
+    """The agent's script: a dir's files joined in its order.txt's order (as agent.rs joins them),
+    or one file's text."""
+    if not os.path.isdir(path):
+        with open(path) as f:
+            return f.read()
+    with open(os.path.join(path, "order.txt")) as f:
+        names = [l.strip() for l in f if l.strip() and not l.startswith("#")]
+    parts = []
+    for name in names:
+        with open(os.path.join(path, name)) as f:
+            parts.append(f.read())
+    return "".join(parts)
+
+
 class Agent(object):
     """One agent process, started like the host starts it."""
 
     def __init__(self, path, prefix="", cwd=None, extra_env=None):
-        self.src = prefix + open(path).read()
+        self.src = prefix + agent_source(path)
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
         # `python3` in blocks is this very interpreter (pyenv shims would pick another).
@@ -149,6 +187,13 @@ class Agent(object):
                 break
             kind, fid = body[0], struct.unpack(">I", body[1:5])[0]
             fr = (kind, fid, body[5:])
+            if kind == ERROR:
+                try:
+                    code = jloads(body[5:]).get("code")
+                except Exception:
+                    code = None
+                if code not in ERR_CODES:
+                    UNCODED_ERRORS.append(body[5:])
             with f.cond:
                 f.all.append(fr)
                 f.by_id.setdefault(fid, []).append(fr)
@@ -667,8 +712,10 @@ def users():
     eq(r.out, b"nobody\n", "by name")
     r = A.run("true", user="no-such-user-x")
     check(r.error and "unknown user" in r.error and r.exit is None, "unknown user: %r", r)
+    eq(r.error_obj.get("code"), ERR_UNKNOWN_USER, "code of an unknown user")
     r = A.run("true", user="0:no-such-group-x")
     check(r.error and "unknown group" in r.error, "unknown group: %r", r)
+    eq(r.error_obj.get("code"), ERR_UNKNOWN_USER, "code of an unknown group")
 
 
 @test
@@ -699,18 +746,23 @@ def users_follow_etc_passwd_changes():
 def errors_and_missing_interpreters():
     r = A.run("x", lang="cobol")
     check(r.error and "unknown language" in r.error and r.exit is None and r.started is None, "%r", r)
+    eq(r.error_obj.get("code"), ERR_UNKNOWN_LANGUAGE, "code of an unknown language")
     r = A.run("true", file="relative/x.sh")
     check(r.error and "absolute" in r.error, "%r", r)
+    eq(r.error_obj.get("code"), ERR_BAD_REQUEST, "code of a relative path")
     r = A.run("Write-Output 1", lang="pwsh")
     if r.code == 127:
         eq(r.err, b"dockexec: the image has no pwsh\n", "pwsh missing")
         check(r.started is not None, "STARTED before a 127")
     r = A.run("true", file="/proc/nope/x.sh")
     check(r.error and "cannot write the code file /proc/nope/x.sh" in r.error, "%r", r)
+    eq(r.error_obj.get("code"), ERR_SPAWN_FAILED, "code of an unwritable code file")
     r = A.run("true", cwd="/nonexistent-dir")
     check(r.error and "working directory" in r.error, "%r", r)
+    eq(r.error_obj.get("code"), ERR_SPAWN_FAILED, "code of a missing working directory")
     r = A.run("print(1)", lang="sh", session=424242)
     check(r.error and "unknown session" in r.error, "%r", r)
+    eq(r.error_obj.get("code"), ERR_UNKNOWN_SESSION, "code of an unknown session")
 
 
 @test
@@ -992,9 +1044,11 @@ def session_state():
     eq(r.out, b"__main__\n", "__name__")
     r = A.run("echo", lang="sh", session=sid)
     check(r.error and "python" in r.error, "non-python block in a session: %r", r)
+    eq(r.error_obj.get("code"), ERR_BAD_REQUEST, "code of a non-python block in a session")
     A.send(SESSION_CLOSE, sid)
     r = srun(sid, "print(1)")
     check(r.error and "unknown session" in r.error, "after close: %r", r)
+    eq(r.error_obj.get("code"), ERR_UNKNOWN_SESSION, "code after close")
 
 
 @test
@@ -1173,6 +1227,7 @@ def session_streams_and_broken_pipes():
                   "    except OSError:\n        pass\n")
     r = srun(sid, "print('d')")
     check(r.error and "closed the session's stdout" in r.error, "%r", r)
+    eq(r.error_obj.get("code"), ERR_SPAWN_FAILED, "code of a session block that could not start")
     A.send(SESSION_CLOSE, sid)
     # D9c: closing (or replacing) the control pipe shows no agent internals; the session is lost
     for how in ("os.close(fd)", "os.dup2(os.open('/dev/null', os.O_WRONLY), fd)"):
@@ -1200,11 +1255,34 @@ def session_streams_and_broken_pipes():
 
 
 @test
+def session_error_codes():
+    # Issue 20: ERROR says why in a code. A second SESSION_OPEN of an open session: session_exists
+    # (the session lives on); a block still queued when its session is closed: session_ended.
+    sid = A.open_session()
+    A.send(SESSION_OPEN, sid, jdumps({"user": None, "cwd": WS, "env": {}}))
+    fr = A.wait_kind(ERROR, sid)
+    eq(jloads(fr[2]).get("code"), ERR_SESSION_EXISTS, "code of a second SESSION_OPEN")
+    check("already open" in jloads(fr[2])["message"], "%r", fr)
+    running = A.start("import time\nprint('up', flush=True)\ntime.sleep(100)", lang="python",
+                      session=sid)
+    A.wait(lambda f: b"up" in b"".join(x[2] for x in f.by_id.get(running, ()) if x[0] == STDOUT)
+           or None, TIMEOUT, "up")
+    queued = A.start("print('never')", lang="python", session=sid)
+    A.send(SESSION_CLOSE, sid)
+    r = A.result(queued)
+    check(r.error and r.exit is None and r.started is None, "queued block at close: %r", r)
+    eq(r.error_obj.get("code"), ERR_SESSION_ENDED, "code of a queued block at close")
+    r = A.result(running)
+    check(r.exit is not None and r.exit["signal"] == 9, "running block at close: %r", r)
+
+
+@test
 def session_unknown_user():
     sid = A.new_id()
     A.send(SESSION_OPEN, sid, jdumps({"user": "no-such-user-y", "cwd": WS, "env": {}}))
     fr = A.wait_kind(ERROR, sid)
     check("unknown user" in jloads(fr[2])["message"], "%r", fr)
+    eq(jloads(fr[2]).get("code"), ERR_UNKNOWN_USER, "code of a session's unknown user")
 
 
 # -- the channel
@@ -1216,6 +1294,7 @@ def _fresh_agent():
 def _expect_protocol_error(ag, what):
     fr = ag.wait_kind(ERROR, 0, 10)
     check("protocol error" in jloads(fr[2])["message"], "%s: %r", what, fr)
+    eq(jloads(fr[2]).get("code"), ERR_PROTOCOL, "%s: code" % what)
     rc = ag.close(10)
     eq(rc, 2, "%s: exit code" % what)
     check("Traceback" not in ag.err_text(), "%s: traceback on stderr: %s", what, ag.err_text())
@@ -1555,6 +1634,8 @@ def main(argv):
             failed.append("shutdown (rc %r)" % rc)
         if diag.strip():
             print("agent stderr:\n" + diag)
+        if UNCODED_ERRORS:  # issue 20: every ERROR carries a code from protocol.rs's ErrorCode
+            failed.append("ERROR frames without a known code: %r" % (UNCODED_ERRORS[:5],))
     finally:
         rmtree(TMP)
     for name, why in skipped:

@@ -1,5 +1,6 @@
 //! The agent on its own, spoken to frame by frame: `tests/agent/harness.py` runs inside the
-//! test image (with a memory limit, so its OOM case runs too) and drives `src/runner/agent.py`
+//! test image (with a memory limit, so its OOM case runs too) and drives the agent
+//! (`src/runner/agent/`'s files, joined as `AGENT_SOURCE` joins them)
 //! through its stdin and stdout, exactly as the host does. It covers what the executor cannot
 //! provoke: malformed and truncated frames from the host, unknown kinds, RUN/CANCEL races,
 //! floods, a forged session control record, and EOF with blocks still running.
@@ -41,7 +42,7 @@ fn harness(case: &str, extra: &[&str]) {
         .args(["-v", &format!("{root}:/src:ro"), &common::image()])
         .args(["python3", "/src/tests/agent/harness.py"])
         .args(extra)
-        .arg("/src/src/runner/agent.py")
+        .arg("/src/src/runner/agent")
         .output()
         .expect("run docker");
     let text = format!(
