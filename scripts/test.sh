@@ -78,7 +78,8 @@ if [[ ${DOCKEXEC_TEST_REMOTE:-1} == 0 ]]; then
 else
     # shellcheck disable=SC1090 # written by test-env.sh: KEY=VALUE lines
     source "$engines_env"
-    contract=(smoke cancel streaming executor_lifecycle files secrets blocks output_bytes output_cap agent:: restart:: remote_engines orphans::a_sigkilled stop_with_16 stop_from_8 seed_scenario)
+    # Module paths end in `::`: a bare word would match test names across the suite.
+    contract=(smoke:: cancel:: streaming:: executor_lifecycle:: files:: secrets:: blocks:: output_bytes:: output_cap:: agent:: restart:: remote_engines:: orphans::a_sigkilled stop_with_16 stop_from_8 seed_scenario)
     for transport in tls ssh; do
         if [[ $transport == tls ]]; then
             remote_env=(DOCKER_HOST="$DOCKEXEC_TEST_TLS_HOST" DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH="$DOCKEXEC_TEST_TLS_CERTS")
