@@ -1,6 +1,9 @@
 //! What an engine says of itself: [`EngineInfo`], read once from `GET /version` and
 //! `GET /info`.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use crate::docker::api::Client;
@@ -56,21 +59,58 @@ pub struct EngineInfo {
 }
 
 impl EngineInfo {
+    /// Whether this is Podman's Docker-compatible service.
+    pub fn is_podman(&self) -> bool {
+        self.product.to_ascii_lowercase().contains("podman")
+    }
+
+    /// Whether the daemon has the OCI runtime `name` registered.
+    pub fn has_runtime(&self, name: &str) -> bool {
+        self.runtimes.iter().any(|r| r == name)
+    }
+}
+
+/// What each engine said, this process: asked once per engine (two calls, ~10 ms), since
+/// the answers cannot change while the daemon runs.
+static KNOWN: parking_lot::Mutex<BTreeMap<String, Arc<EngineInfo>>> =
+    parking_lot::Mutex::new(BTreeMap::new());
+
+/// The facts of `client`'s engine, asked once per process and engine: the one place that
+/// `start()` consults for what the engine is and can do (runtimes, cgroups, rootless,
+/// Podman).
+///
+/// # Errors
+/// The daemon's, when it cannot answer `/version` or `/info`.
+pub(crate) fn facts(client: &Client) -> Result<Arc<EngineInfo>> {
+    let key = client.engine().key();
+    if let Some(known) = KNOWN.lock().get(&key) {
+        return Ok(Arc::clone(known));
+    }
+    // Not held across the calls: two first starts may both ask, and the answers agree.
+    let info = Arc::new(EngineInfo::from_client(client)?);
+    KNOWN.lock().insert(key, Arc::clone(&info));
+    Ok(info)
+}
+
+impl EngineInfo {
+    fn from_client(client: &Client) -> Result<EngineInfo> {
+        let version = client.version_json()?;
+        let info = client.info()?;
+        Ok(EngineInfo::from_json(
+            client.engine(),
+            client.api_version(),
+            &version,
+            &info,
+        ))
+    }
+
     /// Connects to `engine` and asks it.
     ///
     /// # Errors
     /// [`Error::Connect`](crate::Error::Connect) when it cannot be reached, with every place
     /// discovery tried; a daemon error if it refuses.
     pub fn probe(engine: &Engine) -> Result<EngineInfo> {
-        let client = Client::connect(engine)?;
-        let version = client.version_json()?;
-        let info = client.info()?;
-        Ok(EngineInfo::from_json(
-            engine,
-            client.api_version(),
-            &version,
-            &info,
-        ))
+        EngineInfo::from_client(&Client::connect(engine)?)
     }
 
     fn from_json(engine: &Engine, api: &str, version: &Value, info: &Value) -> EngineInfo {

@@ -240,7 +240,6 @@ impl Client {
     }
 
     /// The engine this client talks to.
-    #[allow(dead_code)] // the workspace's placement asks it (the no-shared-filesystem work)
     pub(crate) fn engine(&self) -> &Engine {
         self.dialer.engine()
     }

@@ -101,7 +101,6 @@ impl Dialer {
     }
 
     /// The engine dialled.
-    #[allow(dead_code)] // through Client::engine
     pub(crate) fn engine(&self) -> &Engine {
         &self.engine
     }

@@ -9,6 +9,7 @@ use serde_json::json;
 use super::ExecutorBuilder;
 use crate::docker::api::{Client, PullEvent};
 use crate::engine::Engine;
+use crate::engine_info;
 use crate::error::{Error, Result};
 use crate::host;
 use crate::labels;
@@ -234,6 +235,9 @@ impl ExecutorBuilder {
             }
         }
         let client = Client::connect_with(&engine, self.api_timeout)?;
+        // What the engine is and can do, asked once per process: the Podman and runtime
+        // checks read it from here.
+        let _facts = engine_info::facts(&client)?;
         if self.gc_orphans {
             // Best effort: a failed sweep must not stop this executor from starting.
             let _ = sweep::sweep(&client, false, &[]);
