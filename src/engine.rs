@@ -94,7 +94,14 @@ pub(crate) struct Ssh {
 
 impl Ssh {
     /// `ssh`'s arguments, as the `docker` CLI's connection helper builds them.
+    #[cfg(test)]
     pub(crate) fn args(&self) -> Vec<String> {
+        self.args_with(&[], None)
+    }
+
+    /// `ssh`'s arguments: `control` (the multiplexing options) before the destination, and
+    /// `remote` as the far side's command (`None`: `docker … system dial-stdio`).
+    pub(crate) fn args_with(&self, control: &[String], remote: Option<&str>) -> Vec<String> {
         let mut args: Vec<String> = vec![
             // No tty: the connection is binary.
             "-T".into(),
@@ -107,6 +114,7 @@ impl Ssh {
             "ServerAliveCountMax=3".into(),
         ];
         args.extend(self.options.iter().cloned());
+        args.extend(control.iter().cloned());
         if let Some(port) = self.port {
             args.extend(["-p".into(), port.to_string()]);
         }
@@ -115,6 +123,10 @@ impl Ssh {
             None => self.host.clone(),
         });
         args.push("--".into());
+        if let Some(remote) = remote {
+            args.push(remote.into());
+            return args;
+        }
         args.push("docker".into());
         if let Some(s) = &self.socket {
             args.extend(["--host".into(), format!("unix://{s}")]);
