@@ -202,8 +202,10 @@ fn main() -> ExitCode {
 fn gc_command(options: &dockexec::GcOptions) -> ExitCode {
     match dockexec::gc_with(options) {
         Ok(ids) => {
+            // A closed stdout (`| head`) is no failure: never a panic.
+            let mut out = io::stdout().lock();
             for id in &ids {
-                println!("removed {id}");
+                let _ = writeln!(out, "removed {id}");
             }
             eprintln!("dockexec gc: removed {} container(s)", ids.len());
             ExitCode::SUCCESS
@@ -214,15 +216,21 @@ fn gc_command(options: &dockexec::GcOptions) -> ExitCode {
 
 /// `dockexec engine`: which engine, why, and what it is.
 fn engine_command(engine: &dockexec::Engine) -> ExitCode {
-    println!("endpoint:    {}", engine.endpoint());
-    println!("transport:   {}", engine.transport());
-    println!("chosen by:   {}", engine.origin());
+    use std::fmt::Write as _;
+    // Written at once, and a closed stdout (`| head`) is no failure: never a panic.
+    let mut text = String::new();
+    let _ = writeln!(text, "endpoint:    {}", engine.endpoint());
+    let _ = writeln!(text, "transport:   {}", engine.transport());
+    let _ = writeln!(text, "chosen by:   {}", engine.origin());
     for t in engine.tried() {
-        println!("passed over: {t}");
+        let _ = writeln!(text, "passed over: {t}");
     }
     let info = match dockexec::EngineInfo::probe(engine) {
         Ok(i) => i,
-        Err(e) => return fail(&e),
+        Err(e) => {
+            let _ = io::stdout().write_all(text.as_bytes());
+            return fail(&e);
+        }
     };
     let or_none = |s: &str| {
         if s.is_empty() {
@@ -231,27 +239,39 @@ fn engine_command(engine: &dockexec::Engine) -> ExitCode {
             s.to_string()
         }
     };
-    println!("server:      {} {}", info.product, info.server_version);
-    println!("api:         {}", info.api_version);
-    println!(
+    let _ = writeln!(
+        text,
+        "server:      {} {}",
+        info.product, info.server_version
+    );
+    let _ = writeln!(text, "api:         {}", info.api_version);
+    let _ = writeln!(
+        text,
         "host:        {} ({}), kernel {}",
         or_none(&info.name),
         or_none(&info.operating_system),
         or_none(&info.kernel_version)
     );
-    println!(
+    let _ = writeln!(
+        text,
         "cgroups:     v{} ({})",
         or_none(&info.cgroup_version),
         or_none(&info.cgroup_driver)
     );
-    println!("rootless:    {}", if info.rootless { "yes" } else { "no" });
-    println!(
+    let _ = writeln!(
+        text,
+        "rootless:    {}",
+        if info.rootless { "yes" } else { "no" }
+    );
+    let _ = writeln!(
+        text,
         "runtimes:    {} (default {})",
         info.runtimes.join(", "),
         or_none(&info.default_runtime)
     );
-    println!("security:    {}", info.security_options.join("; "));
-    println!(
+    let _ = writeln!(text, "security:    {}", info.security_options.join("; "));
+    let _ = writeln!(
+        text,
         "filesystem:  {}",
         if info.host_filesystem_shared {
             "shared with this host: the workspace is a host directory bind-mounted at /workspace"
@@ -259,6 +279,7 @@ fn engine_command(engine: &dockexec::Engine) -> ExitCode {
             "not shared: the workspace lives in the container, code travels over the API"
         }
     );
+    let _ = io::stdout().write_all(text.as_bytes());
     ExitCode::SUCCESS
 }
 

@@ -475,3 +475,78 @@ fn sandbox_options_reach_the_container() {
         );
     }
 }
+
+/// The binary with `args` as given.
+fn cli(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the dockexec binary")
+}
+
+/// `dockexec engine` says which engine and why; `-H` and `-c` name one as `docker` takes
+/// them (global, before the command, or after it), both at once is a usage error, and an
+/// unknown context or an unusable endpoint exits 125 with the reason. A closed stdout
+/// (`| head -1`) is no panic.
+#[test]
+fn engine_command_and_the_host_and_context_flags() {
+    let out = cli(&["engine"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("endpoint:") && said.contains("filesystem:"),
+        "{said}"
+    );
+    let out = cli(&["-H", "unix:///var/run/docker.sock", "engine"]);
+    assert!(
+        text(&out.stdout).contains("chosen by:   --host"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = cli(&["engine", "--host", "unix:///var/run/docker.sock"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = cli(&["-H", "unix:///x.sock", "-c", "y", "engine"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("either specify --host or --context"),
+        "{}",
+        text(&out.stderr)
+    );
+    let config = std::env::temp_dir().join(format!("dockexec-cli-ctx-{}", std::process::id()));
+    std::fs::create_dir_all(&config).unwrap();
+    let out = Command::new(BIN)
+        .args(["-c", "nope", "engine"])
+        .env("DOCKER_CONFIG", &config)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&config);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("no such context"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = cli(&["-H", "ftp://x", "engine"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("unix://, tcp:// or ssh://"),
+        "{}",
+        text(&out.stderr)
+    );
+    // stdout closed at once: the output is lost, the exit is not a panic (101).
+    let mut child = Command::new(BIN)
+        .arg("engine")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
+}
