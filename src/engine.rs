@@ -876,6 +876,18 @@ fn default_engine(env: &Env) -> Engine {
 }
 
 #[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+
+    /// An engine whose discovery passed over `tried`.
+    pub(crate) fn engine_with_tried(tried: Vec<String>) -> Engine {
+        let mut e = Engine::unix(DEFAULT_SOCKET);
+        e.tried = tried;
+        e
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;

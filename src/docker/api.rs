@@ -1104,6 +1104,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_connect_error_lists_the_places_tried() {
+        let engine = crate::engine::tests_support::engine_with_tried(vec![
+            "unix:///var/run/docker.sock (the default socket): no answer".into(),
+            "unix:///run/user/1/docker.sock (rootless): no answer".into(),
+        ]);
+        let e = with_tried(
+            Error::Connect {
+                endpoint: engine.endpoint(),
+                reason: "no socket there".into(),
+                source: None,
+            },
+            &engine,
+        )
+        .to_string();
+        assert!(
+            e.contains("also tried, in order") && e.contains("rootless"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn version_negotiation() {
         let v = |api: &str, min: Option<&str>| Version {
             version: "x".into(),

@@ -1054,3 +1054,39 @@ mod tls {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every TCP connection to an engine probes a silent peer: keepalive on, 10 s idle, then
+    /// every 5 s, 3 probes (a vanished peer is dropped within ~25 s).
+    #[test]
+    fn tcp_connections_have_keepalive() {
+        use rustix::net::sockopt;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let s = tcp_connect("127.0.0.1", port, Duration::from_secs(5)).unwrap();
+        assert!(sockopt::socket_keepalive(&s).unwrap());
+        assert_eq!(sockopt::tcp_keepidle(&s).unwrap(), KEEPALIVE.0);
+        assert_eq!(sockopt::tcp_keepintvl(&s).unwrap(), KEEPALIVE.1);
+        assert_eq!(sockopt::tcp_keepcnt(&s).unwrap(), KEEPALIVE.2);
+        assert!(s.nodelay().unwrap());
+    }
+
+    /// A refused TCP port is refused (no name is resolved here: a lookup could leave the
+    /// machine).
+    #[test]
+    fn dial_failures_say_what_happened() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let e = tcp_connect("127.0.0.1", port, Duration::from_secs(5)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
+        let e = tcp_connect("no-such-host.invalid", 1, Duration::from_secs(5)).unwrap_err();
+        assert!(
+            dial_reason(&e).is_some_and(|r| r.contains("cannot resolve")),
+            "{e}"
+        );
+    }
+}
