@@ -255,9 +255,9 @@ impl Keeper {
     pub(crate) fn close(&self) {
         self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         match &*self.closer.lock() {
-            Some(s) => {
-                let _ = s.shutdown(Shutdown::Both);
-            }
+            // Closed, not only shut down: a TLS pump's threads or an ssh process end here,
+            // before stop() returns.
+            Some(s) => s.close(),
             // No clone could be made: the command in flight ends within its timeout.
             None => {
                 let _ = self.conn.lock().stream.shutdown(Shutdown::Both);

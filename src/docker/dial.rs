@@ -350,7 +350,7 @@ impl Stream {
                 let raw = Raw::Unix(s.sock.try_clone()?);
                 Ok(Duplex {
                     raw,
-                    _guard: Some(Arc::new(Guard::Ssh(s))),
+                    _guard: Some(Guard::new(GuardKind::Ssh(s))),
                 })
             }
         }
@@ -397,10 +397,26 @@ impl Write for Stream {
 /// What must live as long as a hijacked connection: the `ssh` process, or the TLS pump.
 /// Never read: held for its `Drop`, which reaps the process or stops the pump.
 #[allow(dead_code)]
-enum Guard {
+enum GuardKind {
     Ssh(SshConn),
     #[cfg(feature = "tls")]
     Pump(tls::Pump),
+}
+
+/// A [`GuardKind`] that any clone of the connection can end at once ([`Duplex::close`]),
+/// or that ends with the last clone. Locked only to take it out: the drop (a kill and reap,
+/// or a pump's joins) runs unlocked.
+struct Guard(Mutex<Option<GuardKind>>);
+
+impl Guard {
+    fn new(kind: GuardKind) -> Arc<Guard> {
+        Arc::new(Guard(Mutex::new(Some(kind))))
+    }
+
+    fn end(&self) {
+        let taken = self.0.lock().take();
+        drop(taken);
+    }
 }
 
 /// A hijacked connection: a socket that can be cloned, read from one thread and written from
@@ -430,6 +446,16 @@ impl Duplex {
 
     pub(crate) fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         self.raw.shutdown(how)
+    }
+
+    /// Ends the connection now, for every clone: shuts it down both ways, and stops what
+    /// carries it (an `ssh` process is killed and reaped, a TLS pump's threads are joined),
+    /// so that nothing of it outlives the call, whoever still holds a clone.
+    pub(crate) fn close(&self) {
+        let _ = self.raw.shutdown(Shutdown::Both);
+        if let Some(g) = &self._guard {
+            g.end();
+        }
     }
 
     pub(crate) fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
@@ -947,7 +973,7 @@ mod tls {
         };
         Ok(Duplex {
             raw: Raw::Unix(mine),
-            _guard: Some(Arc::new(Guard::Pump(Pump {
+            _guard: Some(Guard::new(GuardKind::Pump(Pump {
                 tcp: tcp_guard,
                 local: local_guard,
                 threads: vec![reader, writer],

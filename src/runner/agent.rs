@@ -400,6 +400,9 @@ impl Conn {
                 let _ = r.join();
             }
         }
+        // Then what carries the connection (a TLS pump, an ssh process) ends too, now: the
+        // agent reads the end of its stdin either way.
+        self.writer.lock().close();
     }
 }
 
