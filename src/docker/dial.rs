@@ -645,9 +645,16 @@ impl SshConn {
     }
 
     /// When the connection ends or fails: if ssh exited with an error, an error with its
-    /// words. Waits a moment for ssh to exit, since it closes its end first.
+    /// words. A connection that never carried a byte waits a moment for ssh to exit (it
+    /// closes its end before it exits, so its status lags); one that did is looked at once:
+    /// its ssh stays until the far side's command ends, which is no failure to wait for.
     fn ssh_failure(&self) -> Option<io::Error> {
-        let deadline = Instant::now() + Duration::from_secs(2);
+        let wait = if self.got == 0 {
+            Duration::from_secs(2)
+        } else {
+            Duration::ZERO
+        };
+        let deadline = Instant::now() + wait;
         let mut c = self.child.lock();
         let status = loop {
             match c.child.try_wait() {
