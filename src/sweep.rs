@@ -76,6 +76,12 @@ pub(crate) fn sweep(client: &Client, force: bool, labels: &[String]) -> Result<V
 /// [`workspace::sweep_temp_dirs`]), except those that a container still there names: a kept
 /// container's dir goes with it, at the sweep that takes it.
 fn sweep_temp_dirs(client: &Client) -> Result<()> {
+    // The labels that name this host's dirs are on engines that see this host's files; an
+    // engine that does not (its workspaces live in its containers) lists none, so a local
+    // kept container's dir would look unnamed.
+    if !client.engine().host_filesystem_shared() {
+        return Ok(());
+    }
     let keep: HashSet<PathBuf> = client
         .container_list_all(&[LABEL_TEMP_WORKSPACE])?
         .into_iter()

@@ -228,6 +228,11 @@ impl Client {
         }
     }
 
+    /// How long the daemon may take to answer (see `ExecutorBuilder::api_timeout`).
+    pub(crate) fn api_timeout(&self) -> Duration {
+        self.api_timeout
+    }
+
     /// The engine this client talks to.
     pub(crate) fn engine(&self) -> &Engine {
         self.dialer.engine()

@@ -21,10 +21,7 @@ use crate::host;
 use crate::lifetime::Keeper;
 use crate::redact::{REDACTED, Redactor};
 use crate::runner::Strategy;
-use crate::spec::{
-    DEFAULT_MEMORY, DEFAULT_NOFILE, DEFAULT_PIDS, TmpSize, UserChoice, Volume, numeric_ids,
-};
-use crate::workspace::Workspace;
+use crate::spec::{DEFAULT_MEMORY, DEFAULT_NOFILE, DEFAULT_PIDS, TmpSize, UserChoice, Volume};
 
 /// Default for [`ExecutorBuilder::image`].
 pub const DEFAULT_IMAGE: &str = "python:3-slim";
@@ -83,6 +80,7 @@ pub struct ExecutorBuilder {
     pub(crate) seccomp: bool,
     pub(crate) read_only_root: bool,
     pub(crate) tmp_size: TmpSize,
+    pub(crate) workspace_size: TmpSize,
     pub(crate) nofile: Option<u64>,
     pub(crate) memory: Option<u64>,
     /// In CPUs, as given: checked by `validate`, converted to Docker's `NanoCpus` there.
@@ -153,6 +151,7 @@ impl Default for ExecutorBuilder {
             seccomp: true,
             read_only_root: true,
             tmp_size: TmpSize::Auto,
+            workspace_size: TmpSize::Auto,
             nofile: Some(DEFAULT_NOFILE),
             memory: Some(DEFAULT_MEMORY),
             cpus: None,
@@ -435,11 +434,7 @@ impl ExecutorBuilder {
         self.ensure_image(&client)?;
         let user = self.block_user(&client)?;
         let id = host::random_id();
-        let workspace = Arc::new(Workspace::create(
-            self.work_dir.as_deref(),
-            &id,
-            numeric_ids(user.as_deref().unwrap_or("0")),
-        )?);
+        let workspace = Arc::new(self.workspace(&client, &id, user.as_deref())?);
         let container = self
             .create_container(&client, &id, &workspace)
             .inspect_err(|_| workspace.teardown())?;

@@ -242,8 +242,13 @@ impl Executor {
         &self.inner.image
     }
 
-    /// The host directory mounted at `/workspace`.
-    pub fn work_dir(&self) -> &Path {
+    /// The host directory mounted at `/workspace`; `None` when the workspace lives in the
+    /// container, which is so on an engine that does not share this host's filesystem
+    /// ([`Engine::host_filesystem_shared`](crate::Engine::host_filesystem_shared)): there
+    /// `/workspace` is a tmpfs on the engine's side, reached with
+    /// [`put_file`](Self::put_file) and [`get_file`](Self::get_file), and each code file's
+    /// path ([`Output::code_file`](crate::Output::code_file)) is its path in the container.
+    pub fn work_dir(&self) -> Option<&Path> {
         self.inner.workspace.path()
     }
 
