@@ -207,7 +207,10 @@ impl ExecutorBuilder {
     /// fresh temporary directory `dockexec-<id>` under the host's temp dir, mode `0711` and the
     /// block user's, removed at stop; this process holds a `flock` on it until then, and
     /// [`gc`](crate::gc) (or the next `start()`) removes it once that lock is free, when this
-    /// process died without stopping.
+    /// process died without stopping. On an engine that does not share this host's filesystem
+    /// ([`Engine::host_filesystem_shared`]) there is no host dir: the workspace is a tmpfs in
+    /// the container (see [`workspace_size`](Self::workspace_size)), and `start()` refuses
+    /// this option with [`Error::InvalidInput`] saying why.
     pub fn work_dir(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
         self.work_dir = Some(dir.into());
         self
@@ -215,7 +218,8 @@ impl ExecutorBuilder {
 
     /// The work dir's path as the *daemon* sees it, when that differs from ours (dockexec
     /// itself running in a container, with the daemon's socket mounted). Defaults to the work
-    /// dir.
+    /// dir. Refused, as [`work_dir`](Self::work_dir) is, on an engine without a shared
+    /// filesystem.
     pub fn bind_dir(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
         self.bind_dir = Some(dir.into());
         self

@@ -260,6 +260,10 @@ impl Executor {
     /// volumes take files this way: the daemon refuses the root filesystem, and would write
     /// beneath the `/tmp` tmpfs, where no process sees the file.
     ///
+    /// When the workspace lives in the container (no [`work_dir`](Self::work_dir)), it is a
+    /// volume of the engine's, which the archive API reaches as it reaches a host work dir,
+    /// with the same guarantees.
+    ///
     /// # Errors
     /// [`Error::InvalidInput`] for a path without a file name;
     /// [`Error::Docker`] when the directory does not exist or cannot be written (status 500
@@ -309,6 +313,10 @@ impl Executor {
     ///
     /// The code is saved in the work dir (named by its `# filename:` line, else uniquely),
     /// and the exec is created and started before this returns, so a bad request fails here.
+    /// When the workspace lives in the container (no [`work_dir`](Self::work_dir)), the code
+    /// is written there inside the container, as the block's user; with the exec strategy a
+    /// file that cannot be written there fails the block itself (exit code 126, a
+    /// `dockexec:` line on stderr) rather than this call.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for an unknown language or a file name outside the workspace

@@ -164,7 +164,8 @@ impl ExecutorBuilder {
     }
 
     /// The size of the workspace when it lives in the container: on an engine that does not
-    /// share this host's filesystem ([`Engine::host_filesystem_shared`](crate::Engine::host_filesystem_shared)),
+    /// share this host's filesystem
+    /// ([`Engine::host_filesystem_shared`](crate::Engine::host_filesystem_shared)),
     /// `/workspace` is a tmpfs on the engine's side (`nosuid`, `nodev`, executables allowed),
     /// the block user's, and its pages count against the memory limit like `/tmp`'s. `None`
     /// for the kernel's default (half the engine host's memory). Defaults to

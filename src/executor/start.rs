@@ -238,8 +238,8 @@ impl ExecutorBuilder {
 
     /// The workspace for executor `id` whose blocks run as `user`: a host directory (the
     /// [`work_dir`](Self::work_dir), else a temporary one) when the engine sees this host's
-    /// files, else a tmpfs on the engine's side, and nothing on this host ([`connect`](Self::connect)
-    /// has refused a `work_dir` there).
+    /// files, else a tmpfs on the engine's side, and nothing on this host
+    /// ([`connect`](Self::connect) has refused a `work_dir` there).
     pub(super) fn workspace(
         &self,
         client: &Client,
@@ -368,6 +368,40 @@ mod tests {
         let mut spec = b.spec("0123456789abcdef", WorkspaceMount::Host("/w".into()));
         crate::runner::prepare(b.strategy, &mut spec);
         spec.to_create_body()
+    }
+
+    /// No shared filesystem: nothing of this host in the body, the workspace a tmpfs volume.
+    #[test]
+    fn an_in_container_workspace_is_an_engine_side_tmpfs_volume() {
+        let mut b = ExecutorBuilder::new();
+        b.volume("/data", "/data", true);
+        let ws = Workspace::in_container(b.workspace_size.bytes(b.memory), Some((1000, None)));
+        let mut spec = b.spec("0123456789abcdef", ws.mount(None));
+        crate::runner::prepare(b.strategy, &mut spec);
+        let body = spec.to_create_body();
+        let mounts = body["HostConfig"]["Mounts"].as_array().unwrap().clone();
+        assert_eq!(mounts.len(), 2, "{mounts:?}");
+        let w = &mounts[0];
+        assert_eq!(w["Type"], json!("volume"));
+        assert_eq!(w["Target"], json!(WORKSPACE));
+        assert!(w.get("Source").is_none(), "{w}");
+        assert_eq!(
+            w["VolumeOptions"]["DriverConfig"],
+            json!({ "Name": "local", "Options": { "type": "tmpfs", "device": "tmpfs",
+                "o": format!("nosuid,nodev,uid=1000,mode=0711,size={}", crate::DEFAULT_TMP_SIZE) } })
+        );
+        assert_eq!(
+            w["VolumeOptions"]["Labels"],
+            json!({ labels::EXECUTOR: "0123456789abcdef" })
+        );
+        assert_eq!(mounts[1]["Type"], json!("bind"), "the caller's own volume");
+        b.memory_limit(Some(256 << 20)).workspace_size(None);
+        assert_eq!(b.workspace_size.bytes(b.memory), None);
+        b.workspace_size(Some(1 << 20));
+        assert_eq!(b.workspace_size.bytes(b.memory), Some(1 << 20));
+        let mut auto = ExecutorBuilder::new();
+        auto.memory_limit(Some(256 << 20));
+        assert_eq!(auto.workspace_size.bytes(auto.memory), Some(128 << 20));
     }
 
     #[test]

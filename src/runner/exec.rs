@@ -1,5 +1,15 @@
 //! One `docker exec` per block, under a POSIX `sh` wrapper; killed by a second exec.
 //!
+//! # The code file
+//!
+//! With a host workspace, the host writes each code file into it before the exec, by a walk
+//! that follows no link ([`Workspace::write_code_file`]). When the workspace lives in the
+//! container (an engine that does not share this host's files), the exec's stdin carries the
+//! code instead, and the wrapper, **as the block's user**, writes it before it runs it
+//! ([`STDIN_WRITE_SCRIPT`]): no root process writes in the block-writable workspace, and the
+//! daemon's archive API (which extracts as root) is not used for code. Its output then comes
+//! on the exec's hijacked connection rather than a plain stream; nothing else changes.
+//!
 //! # A control plane out of the block's reach
 //!
 //! The block is hostile, runs as a non-root user, and shares the workspace with the host.
@@ -226,8 +236,8 @@ pub(crate) const STDIN_WRITE_SCRIPT: &str = r#"[ -e "$1" ] && exit 137
 if ! (
   f=$3; n=$4; d=${f%/*}; b=${f##*/}
   w() { echo "dockexec: cannot write the code file $f: $1" >&2; exit 1; }
-  mkdir -p -- "$d" 2>/dev/null && cd -P -- "$d" 2>/dev/null || w "cannot make or enter its directory"
-  case $(pwd -P)/ in /workspace/*) ;; *) w "a directory on its way is a link out of /workspace" ;; esac
+  mkdir -p -- "$d" 2>/dev/null && cd -P -- "$d" 2>/dev/null || w "cannot make or enter its dir"
+  case $(pwd -P)/ in /workspace/*) ;; *) w "a dir on its way is a link out of /workspace" ;; esac
   [ -d "$b" ] && [ ! -L "$b" ] && w "a directory is in its place"
   t=".$b.dockexec-$$"
   rm -rf -- "$t" 2>/dev/null
@@ -432,23 +442,28 @@ impl Runner for ExecRunner {
 impl ExecRunner {
     /// Starts the exec `exec_id` with its stdio hijacked, and writes `code` to its stdin (the
     /// exec's [`STDIN_WRITE_SCRIPT`] reads exactly that many bytes); returns its output and
-    /// the means to cut it. The write is bounded by the client's `api_timeout`.
+    /// the means to cut it.
+    ///
+    /// The write is bounded by the client's `api_timeout`. When it fails (the script already
+    /// ended, refusing the file, or the connection broke), the stdin is closed and the output
+    /// is handed over all the same: the script never runs code that did not arrive whole, and
+    /// says why on stderr, which the caller then sees in the block's output.
     fn send_code(&self, exec_id: &str, code: &str) -> Result<(Box<dyn Read + Send>, Cut)> {
         let limit = self.client.api_timeout();
         let hijacked = self.client.exec_attach(exec_id, limit)?;
         let stream = hijacked.stream;
-        let io_err = |e: io::Error| crate::error::Error::Transport {
-            what: "sending the code to the exec's stdin".into(),
-            source: e,
-        };
-        let cut = stream.try_clone().map_err(io_err)?;
+        let cut = stream
+            .try_clone()
+            .map_err(|e| crate::error::Error::Transport {
+                what: "the exec's hijacked stream".into(),
+                source: e,
+            })?;
         let sent = stream
             .set_write_timeout(Some(limit))
             .and_then(|()| (&stream).write_all(code.as_bytes()))
             .and_then(|()| stream.set_write_timeout(None));
-        if let Err(e) = sent {
-            let _ = stream.shutdown(Shutdown::Both);
-            return Err(io_err(e));
+        if sent.is_err() {
+            let _ = stream.shutdown(Shutdown::Write);
         }
         let output = io::Cursor::new(hijacked.leftover).chain(stream);
         Ok((Box::new(output), Cut::Socket(cut)))

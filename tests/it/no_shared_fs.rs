@@ -148,7 +148,10 @@ fn put_file_and_get_file_round_trip() {
 
 #[test]
 fn restart_keeps_the_workspace_files() {
-    let (ex, _guard) = start("nofs-restart");
+    let (mut b, _guard) = common::engine_case_builder("nofs-restart", engine());
+    // The init command runs in the in-container workspace too.
+    let ex = b.init_command("echo init > init.txt").start().unwrap();
+    assert_eq!(ex.get_file("init.txt").unwrap(), b"init\n");
     ex.put_file("put.txt", b"put\n").unwrap();
     let out = ex
         .run(&CodeBlock::sh(
@@ -277,6 +280,31 @@ fn a_planted_link_leads_the_code_write_nowhere_the_block_cannot_write() {
     }
     let (ok, left) = common::docker(&["exec", "-u", "0", id, "ls", "-A", "/workspace/rootdir"]);
     assert!(ok && left.is_empty(), "written in root's dir: {left:?}");
+}
+
+/// A large code file arrives whole over the exec's stdin (or the agent's channel), and one the
+/// writer refuses (its directory a planted link) fails as the block's, whatever its size.
+#[test]
+fn a_large_code_file_arrives_whole() {
+    let (ex, _guard) = start("nofs-large");
+    let filler = "# ".to_string() + &"x".repeat(1 << 20) + "\n";
+    let code = format!("{filler}import os\nprint(os.path.getsize(__file__))");
+    let out = ex.run(&CodeBlock::python(code.clone())).unwrap();
+    assert_eq!(
+        out.stdout,
+        format!("{}\n", code.len()).into_bytes(),
+        "{:?}",
+        out.stderr
+    );
+    let plant = ex.run(&CodeBlock::sh("ln -s /dev/null/x linkdir")).unwrap();
+    assert!(plant.status.success(), "{plant:?}");
+    let refused = format!("# filename: linkdir/big.py\n{code}");
+    match ex.run(&CodeBlock::python(refused)) {
+        Err(e) => assert!(!e.to_string().is_empty()),
+        Ok(out) => assert!(!out.status.success() && out.stdout.is_empty(), "{out:?}"),
+    }
+    let out = ex.run(&CodeBlock::sh("echo still")).unwrap();
+    assert_eq!(out.stdout, b"still\n");
 }
 
 #[test]
