@@ -236,11 +236,12 @@ pub(crate) const STDIN_WRITE_SCRIPT: &str = r#"[ -e "$1" ] && exit 137
 if ! (
   f=$3; n=$4; d=${f%/*}; b=${f##*/}
   w() { echo "dockexec: cannot write the code file $f: $1" >&2; exit 1; }
-  mkdir -p -- "$d" 2>/dev/null && cd -P -- "$d" 2>/dev/null || w "cannot make or enter its dir"
+  { [ -d "$d" ] || mkdir -p -- "$d" 2>/dev/null; } && cd -P -- "$d" 2>/dev/null ||
+    w "cannot make or enter its dir"
   case $(pwd -P)/ in /workspace/*) ;; *) w "a dir on its way is a link out of /workspace" ;; esac
   [ -d "$b" ] && [ ! -L "$b" ] && w "a directory is in its place"
   t=".$b.dockexec-$$"
-  rm -rf -- "$t" 2>/dev/null
+  { [ -e "$t" ] || [ -L "$t" ]; } && rm -rf -- "$t" 2>/dev/null
   if head -c "$n" > "$t" && [ "$(($(wc -c < "$t")))" -eq "$n" ] && mv -f -- "$t" "$b"; then
     exit 0
   fi
