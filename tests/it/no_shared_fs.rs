@@ -329,3 +329,46 @@ fn deleted_code_files_go_and_a_timeout_still_kills() {
     let left = common::processes_matching(ex.container_id(), "sleep 30");
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// A user only the image can name has no uid to give the tmpfs: the workspace is `1777`, like
+/// `/tmp`, and blocks run there all the same.
+#[test]
+fn a_named_block_user_gets_a_sticky_workspace() {
+    let (mut b, _guard) = common::engine_case_builder("nofs-named", engine());
+    let ex = b.user("nobody").start().unwrap();
+    let out = ex
+        .run(&CodeBlock::sh(
+            "# filename: d/x.sh\nid -un; stat -c %a /workspace",
+        ))
+        .unwrap();
+    assert_eq!(out.stdout, b"nobody\n1777\n", "{out:?}");
+    if ex.strategy() == Strategy::Agent {
+        let session = ex.session().unwrap();
+        session.run("x = 41").unwrap();
+        assert_eq!(session.run("print(x + 1)").unwrap().stdout, b"42\n");
+    }
+}
+
+/// A container that dies (its keeper ends it when the owner goes) takes its workspace volume
+/// with it: `AutoRemove` removes anonymous volumes.
+#[test]
+fn a_dead_containers_workspace_volume_goes_with_it() {
+    let (ex, _guard) = start("nofs-dies");
+    let info = inspect(ex.container_id());
+    let volume = info["Mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["Destination"] == "/workspace")
+        .and_then(|m| m["Name"].as_str())
+        .unwrap()
+        .to_string();
+    let (ok, out) = common::docker(&["kill", ex.container_id()]);
+    assert!(ok, "{out}");
+    assert!(
+        common::eventually(Duration::from_secs(10), || {
+            !common::docker(&["volume", "inspect", &volume]).0
+        }),
+        "the workspace volume {volume} outlived its container"
+    );
+}
