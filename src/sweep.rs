@@ -68,8 +68,22 @@ pub(crate) fn sweep(client: &Client, force: bool, labels: &[String]) -> Result<V
             removed.push(c.id);
         }
     }
+    sweep_volumes(client);
     sweep_temp_dirs(client)?;
     Ok(removed)
+}
+
+/// Removes the workspace volumes (see
+/// [`ExecutorBuilder::workspace_size`](crate::ExecutorBuilder::workspace_size)) that no
+/// container uses any more: the daemon removes one with its container, unless that container
+/// was removed from outside without its volumes (`docker rm` without `-v`). Best effort.
+fn sweep_volumes(client: &Client) {
+    for name in client
+        .volume_list_dangling(LABEL_EXECUTOR)
+        .unwrap_or_default()
+    {
+        let _ = client.volume_remove(&name);
+    }
 }
 
 /// Removes the temporary work dirs whose owners are gone (see
@@ -127,6 +141,11 @@ fn sweep_temp_dirs(client: &Client) -> Result<()> {
 /// [`ExecutorBuilder::work_dir`](crate::ExecutorBuilder::work_dir)) and another host user
 /// could hold its lock and so keep it. Failures to remove a dir are ignored (the next sweep
 /// tries again); the ids returned are containers only.
+///
+/// The workspace volumes of executors whose engine does not share this host's filesystem
+/// go with their containers; gc also removes those that no container uses any more (one
+/// removed from outside without `-v`). On such an engine the host's temporary work dirs are
+/// left alone: the containers that name them live on the engines that share this host's files.
 ///
 /// [`ExecutorBuilder::start`](crate::ExecutorBuilder::start) runs this first unless
 /// [`gc_orphans(false)`](crate::ExecutorBuilder::gc_orphans).

@@ -372,3 +372,32 @@ fn a_dead_containers_workspace_volume_goes_with_it() {
         "the workspace volume {volume} outlived its container"
     );
 }
+
+/// Removes a volume on drop, should the test fail before gc does.
+struct VolumeGuard(String);
+
+impl Drop for VolumeGuard {
+    fn drop(&mut self) {
+        let _ = common::docker(&["volume", "rm", "-f", &self.0]);
+    }
+}
+
+/// gc removes a workspace volume no container uses (its container was removed from outside
+/// without `-v`), and leaves a live executor's.
+#[test]
+fn gc_removes_orphaned_workspace_volumes_only() {
+    let (ex, _guard) = start("nofs-gc");
+    let label = format!("dockexec.executor={}", common::unique_name("nofs-gc"));
+    let (ok, name) = common::docker(&["volume", "create", "--label", &label]);
+    assert!(ok, "{name}");
+    let _volume = VolumeGuard(name.clone());
+    dockexec::gc(Some(&engine())).unwrap();
+    assert!(
+        !common::docker(&["volume", "inspect", &name]).0,
+        "the orphaned volume {name} stayed"
+    );
+    ex.put_file("still.txt", b"here\n").unwrap();
+    assert_eq!(ex.get_file("still.txt").unwrap(), b"here\n");
+    let out = ex.run(&CodeBlock::sh("cat still.txt")).unwrap();
+    assert_eq!(out.stdout, b"here\n");
+}
