@@ -386,12 +386,17 @@ impl Drop for VolumeGuard {
 /// without `-v`), and leaves a live executor's.
 #[test]
 fn gc_removes_orphaned_workspace_volumes_only() {
-    let (ex, _guard) = start("nofs-gc");
+    let (ex, guard) = start("nofs-gc");
     let label = format!("dockexec.executor={}", common::unique_name("nofs-gc"));
     let (ok, name) = common::docker(&["volume", "create", "--label", &label]);
     assert!(ok, "{name}");
     let _volume = VolumeGuard(name.clone());
-    dockexec::gc(Some(&engine())).unwrap();
+    // Scoped to this case's containers, so that no other test's orphans go; volumes no
+    // container uses go whatever the labels.
+    let mut options = dockexec::GcOptions::default();
+    options.engine = Some(engine());
+    options.labels = vec![format!("{}={}", common::CASE_LABEL, guard.value)];
+    dockexec::gc_with(&options).unwrap();
     assert!(
         !common::docker(&["volume", "inspect", &name]).0,
         "the orphaned volume {name} stayed"
