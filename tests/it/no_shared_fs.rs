@@ -198,6 +198,15 @@ fn the_container_has_no_bind_mount_and_its_volume_goes_with_it() {
     assert_eq!(options["type"], "tmpfs", "{asked}");
     let o = options["o"].as_str().unwrap();
     assert!(o.contains("size=") && o.contains("nosuid"), "{o}");
+    // Labelled with its executor, which is how gc finds one left behind.
+    let (ok, labels) = common::docker(&[
+        "volume",
+        "inspect",
+        "-f",
+        "{{index .Labels \"dockexec.executor\"}}",
+        &volume,
+    ]);
+    assert!(ok && labels == ex.id(), "{labels}");
     assert_no_host_dir(&ex);
     ex.stop().unwrap();
     assert!(
