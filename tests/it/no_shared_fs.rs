@@ -4,8 +4,10 @@
 //!
 //! Run here against the local daemon said not to share the filesystem
 //! ([`common::local_engine_without_shared_fs`]); every test takes its engine from [`engine`],
-//! so the same module runs against a real TLS or SSH engine. The checks made with the docker
-//! CLI (`inspect`) then need `DOCKER_HOST` pointed at that engine.
+//! so the same module runs against a real TLS or SSH engine: with
+//! `DOCKEXEC_TEST_NOFS_ENGINE=env` the engine is [`Engine::from_env`], and the same
+//! environment (`DOCKER_HOST`, `DOCKER_TLS_VERIFY`, `DOCKER_CERT_PATH`; for `ssh://`, an
+//! `ssh` on `PATH` that knows the host) points the docker CLI the checks use at it too.
 use crate::common;
 
 use std::path::Path;
@@ -14,9 +16,20 @@ use std::time::Duration;
 use dockexec::{CodeBlock, Engine, Error, Executor, Strategy};
 use serde_json::Value;
 
-/// The engine these tests run on.
+/// The engine these tests run on: see the module docs.
 fn engine() -> Engine {
-    common::local_engine_without_shared_fs()
+    match std::env::var("DOCKEXEC_TEST_NOFS_ENGINE").as_deref() {
+        Ok("env") => {
+            let e = Engine::from_env().expect("DOCKEXEC_TEST_NOFS_ENGINE=env: the engine");
+            assert!(
+                !e.host_filesystem_shared(),
+                "{} shares this host's files",
+                e.endpoint()
+            );
+            e
+        }
+        _ => common::local_engine_without_shared_fs(),
+    }
 }
 
 fn start(case: &str) -> (Executor, common::CaseGuard) {
