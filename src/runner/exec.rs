@@ -236,6 +236,7 @@ pub(crate) const STDIN_WRITE_SCRIPT: &str = r#"[ -e "$1" ] && exit 137
 if ! (
   f=$3; n=$4; d=${f%/*}; b=${f##*/}
   w() { echo "dockexec: cannot write the code file $f: $1" >&2; exit 1; }
+  for c in head wc mv mkdir; do command -v "$c" >/dev/null 2>&1 || w "the image has no $c"; done
   { [ -d "$d" ] || mkdir -p -- "$d" 2>/dev/null; } && cd -P -- "$d" 2>/dev/null ||
     w "cannot make or enter its dir"
   case $(pwd -P)/ in /workspace/*) ;; *) w "a dir on its way is a link out of /workspace" ;; esac
