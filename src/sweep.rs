@@ -144,8 +144,9 @@ fn sweep_temp_dirs(client: &Client) -> Result<()> {
 ///
 /// The workspace volumes of executors whose engine does not share this host's filesystem
 /// go with their containers; gc also removes those that no container uses any more (one
-/// removed from outside without `-v`), whatever [`GcOptions::labels`] says. On such an engine the host's temporary work dirs are
-/// left alone: the containers that name them live on the engines that share this host's files.
+/// removed from outside without `-v`), whatever [`GcOptions::labels`] says. On such an
+/// engine the host's temporary work dirs are left alone: the containers that name them live
+/// on the engines that share this host's files.
 ///
 /// [`ExecutorBuilder::start`](crate::ExecutorBuilder::start) runs this first unless
 /// [`gc_orphans(false)`](crate::ExecutorBuilder::gc_orphans).
