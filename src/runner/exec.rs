@@ -228,8 +228,8 @@ esac"#;
 /// It reads exactly that many bytes (`head -c`), into a fresh name in the file's directory,
 /// checks the count (a connection cut short gives a short file, never run), and renames it
 /// into place, which replaces a link at the file's name rather than writing through it. A
-/// directory on the way that resolves outside `/workspace` (a link a block planted) is
-/// refused, as the host-side writer refuses it. Any failure is the block's: exit code 126
+/// directory on the way that resolves outside `/workspace` (a link a block planted; `cd -P`
+/// sets `PWD` to the physical path) is refused, as the host-side writer refuses it. Any failure is the block's: exit code 126
 /// with a `dockexec:` line on stderr. Then the shell's stdin becomes `/dev/null`, so the block
 /// reads EOF there, as an exec without stdin gives it.
 pub(crate) const STDIN_WRITE_SCRIPT: &str = r#"[ -e "$1" ] && exit 137
@@ -239,7 +239,7 @@ if ! (
   for c in head wc mv mkdir; do command -v "$c" >/dev/null 2>&1 || w "the image has no $c"; done
   { [ -d "$d" ] || mkdir -p -- "$d" 2>/dev/null; } && cd -P -- "$d" 2>/dev/null ||
     w "cannot make or enter its dir"
-  case $(pwd -P)/ in /workspace/*) ;; *) w "a dir on its way is a link out of /workspace" ;; esac
+  case $PWD/ in /workspace/*) ;; *) w "a dir on its way is a link out of /workspace" ;; esac
   [ -d "$b" ] && [ ! -L "$b" ] && w "a directory is in its place"
   t=".$b.dockexec-$$"
   { [ -e "$t" ] || [ -L "$t" ]; } && rm -rf -- "$t" 2>/dev/null

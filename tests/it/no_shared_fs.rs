@@ -302,6 +302,25 @@ fn a_planted_link_leads_the_code_write_nowhere_the_block_cannot_write() {
     }
     let (ok, left) = common::docker(&["exec", "-u", "0", id, "ls", "-A", "/workspace/rootdir"]);
     assert!(ok && left.is_empty(), "written in root's dir: {left:?}");
+    // The exec path refuses a directory link out of /workspace outright, as with a host
+    // workspace (the agent follows it as the block's user, who may write there anyway).
+    if ex.strategy() == Strategy::Exec {
+        let plant = ex
+            .run(&CodeBlock::sh("mkdir /tmp/out && ln -s /tmp/out outlink"))
+            .unwrap();
+        assert!(plant.status.success(), "{plant:?}");
+        let out = ex
+            .run(&CodeBlock::sh(
+                "# filename: outlink/x.sh
+echo ran",
+            ))
+            .unwrap();
+        assert_eq!(out.status.code(), Some(126), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("link out of /workspace"), "{stderr}");
+        let left = ex.run(&CodeBlock::sh("ls -A /tmp/out")).unwrap();
+        assert_eq!(left.stdout, b"", "{left:?}");
+    }
 }
 
 /// A large code file arrives whole over the exec's stdin (or the agent's channel), and one the
