@@ -385,10 +385,14 @@ mod tests {
         assert_eq!(w["Type"], json!("volume"));
         assert_eq!(w["Target"], json!(WORKSPACE));
         assert!(w.get("Source").is_none(), "{w}");
+        let o = format!(
+            "nosuid,nodev,uid=1000,mode=0711,size={}",
+            crate::DEFAULT_TMP_SIZE
+        );
         assert_eq!(
             w["VolumeOptions"]["DriverConfig"],
-            json!({ "Name": "local", "Options": { "type": "tmpfs", "device": "tmpfs",
-                "o": format!("nosuid,nodev,uid=1000,mode=0711,size={}", crate::DEFAULT_TMP_SIZE) } })
+            json!({ "Name": "local",
+                    "Options": { "type": "tmpfs", "device": "tmpfs", "o": o } })
         );
         assert_eq!(
             w["VolumeOptions"]["Labels"],

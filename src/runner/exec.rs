@@ -229,9 +229,10 @@ esac"#;
 /// checks the count (a connection cut short gives a short file, never run), and renames it
 /// into place, which replaces a link at the file's name rather than writing through it. A
 /// directory on the way that resolves outside `/workspace` (a link a block planted; `cd -P`
-/// sets `PWD` to the physical path) is refused, as the host-side writer refuses it. Any failure is the block's: exit code 126
-/// with a `dockexec:` line on stderr. Then the shell's stdin becomes `/dev/null`, so the block
-/// reads EOF there, as an exec without stdin gives it.
+/// sets `PWD` to the physical path) is refused, as the host-side writer refuses it. Any
+/// failure is the block's: exit code 126 with a `dockexec:` line on stderr. Then the shell's
+/// stdin becomes `/dev/null`, so the block reads EOF there, as an exec without stdin gives
+/// it.
 pub(crate) const STDIN_WRITE_SCRIPT: &str = r#"[ -e "$1" ] && exit 137
 if ! (
   f=$3; n=$4; d=${f%/*}; b=${f##*/}
