@@ -226,30 +226,36 @@ esac"#;
 /// code's length in bytes.
 ///
 /// It reads exactly that many bytes (`head -c`), into a fresh name in the file's directory,
-/// checks the count (a connection cut short gives a short file, never run), and renames it
-/// into place, which replaces a link at the file's name rather than writing through it. A
+/// checks the count (a connection cut short, or a full workspace, gives a short file, never
+/// run), and renames it into place, which replaces a link at the file's name rather than
+/// writing through it. Every path reads all the bytes, the failures too: unread, they would
+/// stop the daemon's stdin copy, and with it the end of the exec's stream. A
 /// directory on the way that resolves outside `/workspace` (a link a block planted; `cd -P`
 /// sets `PWD` to the physical path) is refused, as the host-side writer refuses it. Any
 /// failure is the block's: exit code 126 with a `dockexec:` line on stderr. Then the shell's
 /// stdin becomes `/dev/null`, so the block reads EOF there, as an exec without stdin gives
 /// it.
-pub(crate) const STDIN_WRITE_SCRIPT: &str = r#"[ -e "$1" ] && exit 137
-if ! (
-  f=$3; n=$4; d=${f%/*}; b=${f##*/}
+pub(crate) const STDIN_WRITE_SCRIPT: &str = r#"n=$4
+drain() { head -c "$n" > /dev/null 2>&1 || dd bs=1 count="$n" > /dev/null 2>&1; }
+[ -e "$1" ] && { drain; exit 137; }
+(
+  f=$3; d=${f%/*}; b=${f##*/}
   w() { echo "dockexec: cannot write the code file $f: $1" >&2; exit 1; }
-  for c in head wc mv mkdir; do command -v "$c" >/dev/null 2>&1 || w "the image has no $c"; done
+  for c in head cat wc mv mkdir; do
+    command -v "$c" >/dev/null 2>&1 || { drain; w "the image has no $c"; }
+  done
   { [ -d "$d" ] || mkdir -p -- "$d" 2>/dev/null; } && cd -P -- "$d" 2>/dev/null ||
-    w "cannot make or enter its dir"
-  case $PWD/ in /workspace/*) ;; *) w "a dir on its way is a link out of /workspace" ;; esac
-  [ -d "$b" ] && [ ! -L "$b" ] && w "a directory is in its place"
+    { drain; w "cannot make or enter its dir"; }
+  case $PWD/ in /workspace/*) ;; *) drain; w "a dir on its way is a link out of /workspace" ;; esac
+  [ -d "$b" ] && [ ! -L "$b" ] && { drain; w "a directory is in its place"; }
   t=".$b.dockexec-$$"
   { [ -e "$t" ] || [ -L "$t" ]; } && rm -rf -- "$t" 2>/dev/null
-  if head -c "$n" > "$t" && [ "$(($(wc -c < "$t")))" -eq "$n" ] && mv -f -- "$t" "$b"; then
-    exit 0
-  fi
+  : 2>/dev/null > "$t" || { drain; w "cannot create a file in its dir"; }
+  head -c "$n" | { cat > "$t"; cat > /dev/null; }
+  [ "$(($(wc -c < "$t")))" -eq "$n" ] && mv -f -- "$t" "$b" && exit 0
   rm -f -- "$t" 2>/dev/null
-  w "the code did not arrive whole"
-); then exit 126; fi
+  w "it did not arrive whole, or the workspace is full"
+) || exit 126
 exec < /dev/null
 "#;
 

@@ -327,7 +327,9 @@ echo ran",
 /// writer refuses (its directory a planted link) fails as the block's, whatever its size.
 #[test]
 fn a_large_code_file_arrives_whole() {
-    let (ex, _guard) = start("nofs-large");
+    let (mut b, _guard) = common::engine_case_builder("nofs-large", engine());
+    // Shorter than the api_timeout: a write that stalls shows as a timeout.
+    let ex = b.timeout(Some(Duration::from_secs(20))).start().unwrap();
     let filler = "# ".to_string() + &"x".repeat(1 << 20) + "\n";
     let code = format!("{filler}import os\nprint(os.path.getsize(__file__))");
     let out = ex.run(&CodeBlock::python(code.clone())).unwrap();
@@ -339,13 +341,60 @@ fn a_large_code_file_arrives_whole() {
     );
     let plant = ex.run(&CodeBlock::sh("ln -s /dev/null/x linkdir")).unwrap();
     assert!(plant.status.success(), "{plant:?}");
+    // The exec path's writer reads all the code even when it refuses it: unread, it once kept
+    // the exec's stream open until the block timed out (seen: `end: TimedOut` after 60 s).
     let refused = format!("# filename: linkdir/big.py\n{code}");
     match ex.run(&CodeBlock::python(refused)) {
-        Err(e) => assert!(!e.to_string().is_empty()),
-        Ok(out) => assert!(!out.status.success() && out.stdout.is_empty(), "{out:?}"),
+        Err(e) => assert!(ex.strategy() == Strategy::Agent, "{e}"),
+        Ok(out) => {
+            assert!(!out.status.success() && !out.status.timed_out(), "{out:?}");
+            assert!(out.stdout.is_empty(), "{out:?}");
+            if ex.strategy() == Strategy::Exec {
+                assert_eq!(out.status.code(), Some(126), "{out:?}");
+            }
+        }
     }
     let out = ex.run(&CodeBlock::sh("echo still")).unwrap();
     assert_eq!(out.stdout, b"still\n");
+    // And a large output comes back whole on the exec's hijacked connection.
+    let out = ex
+        .run(&CodeBlock::python(
+            "import sys\nsys.stdout.write('y' * (2 << 20))",
+        ))
+        .unwrap();
+    assert!(out.status.success(), "{:?}", out.status);
+    assert_eq!(out.stdout.len(), 2 << 20);
+}
+
+/// A workspace too small for the code fails that block (the exec path's writer sees a short
+/// file and says so), not the executor.
+#[test]
+fn a_full_workspace_fails_the_block_not_the_executor() {
+    let (mut b, _guard) = common::engine_case_builder("nofs-full", engine());
+    let ex = b
+        .workspace_size(Some(256 << 10))
+        .timeout(Some(Duration::from_secs(20)))
+        .start()
+        .unwrap();
+    let code = format!("# {}\nprint('ran')", "x".repeat(1 << 20));
+    match ex.run(&CodeBlock::python(code)) {
+        Err(e) => assert!(ex.strategy() == Strategy::Agent, "{e}"),
+        Ok(out) => {
+            assert!(!out.status.success() && !out.status.timed_out(), "{out:?}");
+            assert!(out.stdout.is_empty(), "{out:?}");
+            if ex.strategy() == Strategy::Exec {
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                assert!(stderr.contains("workspace is full"), "{stderr}");
+            }
+        }
+    }
+    let out = ex
+        .run(&CodeBlock::sh("echo next; ls -A | grep -v '[.]sh$'"))
+        .unwrap();
+    assert_eq!(
+        out.stdout, b"next\n",
+        "nothing half-written is left: {out:?}"
+    );
 }
 
 #[test]
