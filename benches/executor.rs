@@ -84,8 +84,11 @@ fn main() {
         // Diagnostic: the same floor, but running the block the way dockexec does (its sh
         // wrapper, a code file, the same exec body), to split client overhead from the
         // wrapper's own cost inside the container.
-        std::fs::write(ex.work_dir().join("bench_hello.py"), "print(\"hello\")")
-            .expect("write the wrapper's code file");
+        std::fs::write(
+            ex.work_dir().unwrap().join("bench_hello.py"),
+            "print(\"hello\")",
+        )
+        .expect("write the wrapper's code file");
         let mut k = 0;
         let (o, b) = interleave(
             runs(mode, 50),

@@ -283,7 +283,8 @@ impl Execution {
         self.shared.id
     }
 
-    /// The block's code file on the host (inside the executor's work dir).
+    /// The block's code file on the host (inside the executor's work dir); its path in the
+    /// container when the workspace lives there (see [`Executor::work_dir`](crate::Executor::work_dir)).
     pub fn code_file(&self) -> &Path {
         &self.shared.code_file
     }

@@ -41,7 +41,8 @@ pub mod __bench {
         id: &str,
         workspace: &Path,
     ) -> serde_json::Value {
-        let mut spec = builder.spec(id, workspace);
+        let dir = builder.bind_dir.as_deref().unwrap_or(workspace);
+        let mut spec = builder.spec(id, crate::spec::WorkspaceMount::Host(dir.to_path_buf()));
         crate::runner::prepare(builder.strategy, &mut spec);
         spec.to_create_body()
     }

@@ -287,6 +287,8 @@ pub struct Output {
     /// Everything written to standard error (up to the output limit).
     pub stderr: Vec<u8>,
     /// The code file on the host, inside the work dir; `None` if it was deleted after the run.
+    /// When the workspace lives in the container (no [`work_dir`](crate::Executor::work_dir)),
+    /// its path in the container, under `/workspace`.
     pub code_file: Option<PathBuf>,
     /// From the start of the execution to the end of its output.
     pub duration: Duration,

@@ -107,6 +107,19 @@ impl TmpSize {
     }
 }
 
+/// What is mounted at [`WORKSPACE`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum WorkspaceMount {
+    /// A host directory (its path as the daemon sees it), bind-mounted.
+    Host(PathBuf),
+    /// Nothing of this host: an anonymous volume of the engine's `local` driver whose device is
+    /// a tmpfs, with these mount options (`size`, `mode`, `uid`, ...). A volume, not a
+    /// container tmpfs, because the daemon's archive API (`put_file`/`get_file`) sees
+    /// volumes and, before Docker 25, not a container's tmpfs mounts. The daemon removes it
+    /// with the container (`AutoRemove`, and dockexec's own removals ask for it).
+    Engine(String),
+}
+
 /// A read-only or read-write bind mount added with [`ExecutorBuilder::volume`](crate::ExecutorBuilder::volume).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Volume {
@@ -131,7 +144,9 @@ pub(crate) struct ContainerSpec {
     /// `KEY=VALUE`, in order: dockexec's defaults, the caller's env, the secrets.
     pub(crate) env: Vec<String>,
     pub(crate) labels: BTreeMap<String, String>,
-    /// Bind mounts: the workspace first, then the volumes.
+    /// What `/workspace` is.
+    pub(crate) workspace: WorkspaceMount,
+    /// The caller's bind mounts ([`ExecutorBuilder::volume`](crate::ExecutorBuilder::volume)).
     pub(crate) mounts: Vec<Volume>,
     pub(crate) network: String,
     pub(crate) auto_remove: bool,
@@ -159,17 +174,36 @@ pub(crate) struct ContainerSpec {
 impl ContainerSpec {
     /// The body of `POST /containers/create`.
     pub(crate) fn to_create_body(&self) -> Value {
-        let mounts: Vec<Value> = self
-            .mounts
-            .iter()
-            .map(|m| {
+        let workspace = match &self.workspace {
+            WorkspaceMount::Host(dir) => json!({
+                "Type": "bind",
+                "Source": dir,
+                "Target": WORKSPACE,
+                "ReadOnly": false,
+            }),
+            WorkspaceMount::Engine(options) => json!({
+                "Type": "volume",
+                "Target": WORKSPACE,
+                "VolumeOptions": {
+                    "Labels": self.labels.get(crate::labels::EXECUTOR)
+                        .map(|id| json!({ crate::labels::EXECUTOR: id }))
+                        .unwrap_or_else(|| json!({})),
+                    "DriverConfig": {
+                        "Name": "local",
+                        "Options": { "type": "tmpfs", "device": "tmpfs", "o": options },
+                    },
+                },
+            }),
+        };
+        let mounts: Vec<Value> = std::iter::once(workspace)
+            .chain(self.mounts.iter().map(|m| {
                 json!({
                     "Type": "bind",
                     "Source": m.host,
                     "Target": m.container,
                     "ReadOnly": m.read_only,
                 })
-            })
+            }))
             .collect();
         let mut host = json!({
             // docker-init as PID 1: signals are forwarded and orphans reaped.

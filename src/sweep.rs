@@ -68,14 +68,34 @@ pub(crate) fn sweep(client: &Client, force: bool, labels: &[String]) -> Result<V
             removed.push(c.id);
         }
     }
+    sweep_volumes(client);
     sweep_temp_dirs(client)?;
     Ok(removed)
+}
+
+/// Removes the workspace volumes (see
+/// [`ExecutorBuilder::workspace_size`](crate::ExecutorBuilder::workspace_size)) that no
+/// container uses any more: the daemon removes one with its container, unless that container
+/// was removed from outside without its volumes (`docker rm` without `-v`). Best effort.
+fn sweep_volumes(client: &Client) {
+    for name in client
+        .volume_list_dangling(LABEL_EXECUTOR)
+        .unwrap_or_default()
+    {
+        let _ = client.volume_remove(&name);
+    }
 }
 
 /// Removes the temporary work dirs whose owners are gone (see
 /// [`workspace::sweep_temp_dirs`]), except those that a container still there names: a kept
 /// container's dir goes with it, at the sweep that takes it.
 fn sweep_temp_dirs(client: &Client) -> Result<()> {
+    // The labels that name this host's dirs are on engines that see this host's files; an
+    // engine that does not (its workspaces live in its containers) lists none, so a local
+    // kept container's dir would look unnamed.
+    if !client.engine().host_filesystem_shared() {
+        return Ok(());
+    }
     let keep: HashSet<PathBuf> = client
         .container_list_all(&[LABEL_TEMP_WORKSPACE])?
         .into_iter()
@@ -121,6 +141,12 @@ fn sweep_temp_dirs(client: &Client) -> Result<()> {
 /// [`ExecutorBuilder::work_dir`](crate::ExecutorBuilder::work_dir)) and another host user
 /// could hold its lock and so keep it. Failures to remove a dir are ignored (the next sweep
 /// tries again); the ids returned are containers only.
+///
+/// The workspace volumes of executors whose engine does not share this host's filesystem
+/// go with their containers; gc also removes those that no container uses any more (one
+/// removed from outside without `-v`), whatever [`GcOptions::labels`] says. On such an
+/// engine the host's temporary work dirs are left alone: the containers that name them live
+/// on the engines that share this host's files.
 ///
 /// [`ExecutorBuilder::start`](crate::ExecutorBuilder::start) runs this first unless
 /// [`gc_orphans(false)`](crate::ExecutorBuilder::gc_orphans).

@@ -1,4 +1,8 @@
-//! The workspace: the host directory mounted at [`WORKSPACE`] in the container.
+//! The workspace: what is mounted at [`WORKSPACE`] in the container. On an engine that shares
+//! this host's filesystem, a host directory; on one that does not
+//! ([`Engine::host_filesystem_shared`](crate::Engine::host_filesystem_shared)), a tmpfs volume
+//! that lives on the engine's side only ([`Workspace::in_container`]), and nothing of this
+//! host is mounted.
 //!
 //! [`Workspace`] owns the directory's creation, permissions and teardown, the safe writing of
 //! code files into it, and the mapping between workspace-relative, host and container paths.
@@ -15,17 +19,22 @@ use std::path::{Component, Path, PathBuf};
 use rustix::fs::{self as rfs, Mode, OFlags};
 
 use crate::error::{Error, Result};
+use crate::spec::WorkspaceMount;
 
 /// Where the workspace is mounted inside the container.
 pub const WORKSPACE: &str = "/workspace";
 /// dockexec's own directory inside the workspace, for the runners that keep state there.
 pub(crate) const STATE_DIR: &str = ".dockexec";
 
-/// The host side of `/workspace`.
+/// The host side of `/workspace`, or the options of the engine-side tmpfs that is
+/// `/workspace` when there is no host side.
 #[derive(Debug)]
 pub(crate) struct Workspace {
-    /// Canonical, so that "inside the workspace" can be checked by prefix.
-    path: PathBuf,
+    /// Canonical, so that "inside the workspace" can be checked by prefix. `None`: the
+    /// workspace lives in the container (see [`Workspace::in_container`]).
+    path: Option<PathBuf>,
+    /// With no host side, the tmpfs mount options of the engine-side volume.
+    tmpfs: Option<String>,
     /// Created by dockexec (and removed at teardown), not given by the user.
     temp: bool,
     /// A temporary directory's own fd, holding an exclusive `flock` on it for the workspace's
@@ -80,7 +89,8 @@ impl Workspace {
                     grant(&path, block)?;
                 }
                 Ok(Workspace {
-                    path,
+                    path: Some(path),
+                    tmpfs: None,
                     temp: false,
                     _alive: None,
                 })
@@ -89,9 +99,56 @@ impl Workspace {
         }
     }
 
-    /// The directory on the host.
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
+    /// A workspace with no host side, for an engine that does not see this host's files: a
+    /// tmpfs of `size` bytes (`None`: the kernel's default, half the engine host's memory)
+    /// that the engine mounts as an anonymous volume, `nosuid`, `nodev`, executables allowed
+    /// as in a host work dir. Nothing is created on this host.
+    ///
+    /// It is the block user's, mode `0711`, as a temporary host work dir is (see
+    /// [`create`](Self::create)), when that user is numeric (`block`); a named user (the
+    /// image's `app`), whose uid only the image knows, gets `1777`, like `/tmp`. Its pages
+    /// count against the memory limit of the process that writes them: the blocks'
+    /// container.
+    pub(crate) fn in_container(size: Option<u64>, block: Option<(u32, Option<u32>)>) -> Workspace {
+        let mut options = vec!["nosuid".to_string(), "nodev".to_string()];
+        match block {
+            Some((uid, gid)) => {
+                options.push(format!("uid={uid}"));
+                options.extend(gid.map(|g| format!("gid={g}")));
+                options.push("mode=0711".into());
+            }
+            None => options.push("mode=1777".into()),
+        }
+        options.extend(size.map(|s| format!("size={s}")));
+        Workspace {
+            path: None,
+            tmpfs: Some(options.join(",")),
+            temp: false,
+            _alive: None,
+        }
+    }
+
+    /// The directory on the host; `None` when the workspace lives in the container.
+    pub(crate) fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// What the container mounts at [`WORKSPACE`]; `bind_dir` is the host directory's path as
+    /// the daemon sees it, when that differs.
+    pub(crate) fn mount(&self, bind_dir: Option<&Path>) -> WorkspaceMount {
+        match (&self.path, &self.tmpfs) {
+            (Some(path), _) => WorkspaceMount::Host(bind_dir.unwrap_or(path).to_path_buf()),
+            (None, options) => WorkspaceMount::Engine(options.clone().unwrap_or_default()),
+        }
+    }
+
+    /// The code file `rel` as shown to the caller ([`Output::code_file`](crate::Output)): its
+    /// host path, or its path in the container when the workspace lives there.
+    pub(crate) fn shown_path(&self, rel: &Path) -> PathBuf {
+        match &self.path {
+            Some(path) => path.join(rel),
+            None => PathBuf::from(Self::container_path(rel)),
+        }
     }
 
     /// True when dockexec created the directory (and removes it at teardown).
@@ -127,7 +184,7 @@ impl Workspace {
     /// a directory or the file cannot be written, including when a component is a link
     /// ("too many levels of symbolic links" or "not a directory").
     pub(crate) fn write_code_file(&self, rel: &Path, code: &str) -> Result<PathBuf> {
-        let final_path = self.path.join(rel);
+        let final_path = self.shown_path(rel);
         let (parent, name) = self
             .open_parent(rel, true)
             .map_err(|e| e.into_error(&final_path))?;
@@ -176,8 +233,13 @@ impl Workspace {
             Some(Component::Normal(name)) => name,
             _ => return Err(not_plain()),
         };
+        let Some(root) = &self.path else {
+            return Err(WalkError::Invalid(
+                "the workspace lives in the container: no host file to walk to".into(),
+            ));
+        };
         let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let mut dir = rfs::openat(rfs::CWD, &self.path, dir_flags, Mode::empty())
+        let mut dir = rfs::openat(rfs::CWD, root, dir_flags, Mode::empty())
             .map_err(|e| WalkError::Io(e.into()))?;
         for part in rel.parent().into_iter().flat_map(Path::components) {
             let Component::Normal(part) = part else {
@@ -202,7 +264,8 @@ impl Workspace {
         Ok((dir, name))
     }
 
-    /// Removes what dockexec put here: a temporary workspace whole; otherwise the `.dockexec`
+    /// Removes what dockexec put here: nothing when the workspace lives in the container (it
+    /// goes with the container); a temporary workspace whole; otherwise the `.dockexec`
     /// state dir that versions before the root-only `/run/dockexec` kept markers in, if empty
     /// (`rmdir` never follows a link). No runner keeps state in the workspace any more.
     ///
@@ -210,10 +273,13 @@ impl Workspace {
     /// so no sweep can take the directory while it is being removed. `remove_dir_all` does
     /// not follow the links a block may have planted in it.
     pub(crate) fn teardown(&self) {
+        let Some(path) = &self.path else {
+            return;
+        };
         if self.temp {
-            let _ = remove_tree(&self.path);
+            let _ = remove_tree(path);
         } else {
-            let _ = fs::remove_dir(self.path.join(STATE_DIR));
+            let _ = fs::remove_dir(path.join(STATE_DIR));
         }
     }
 }
@@ -281,7 +347,8 @@ fn create_temp(id: &str, block: Option<(u32, Option<u32>)>) -> Result<Workspace>
     };
     match made() {
         Ok(lock) => Ok(Workspace {
-            path: dir,
+            path: Some(dir),
+            tmpfs: None,
             temp: true,
             _alive: Some(lock),
         }),
@@ -522,7 +589,8 @@ mod tests {
         fs::write(outside.join("x.py"), "host").unwrap();
         std::os::unix::fs::symlink(&outside, inside.join("sub")).unwrap();
         let ws = Workspace {
-            path: fs::canonicalize(&inside).unwrap(),
+            path: Some(fs::canonicalize(&inside).unwrap()),
+            tmpfs: None,
             temp: false,
             _alive: None,
         };
@@ -563,14 +631,15 @@ mod tests {
     fn a_temp_workspace_is_locked_under_its_final_name() {
         let id = crate::host::random_id();
         let ws = Workspace::create(None, &id, None).unwrap();
-        assert!(ws.is_temp() && ws.path().is_dir());
-        assert!(ws.path().ends_with(format!("dockexec-{id}")));
-        assert!(!ws.path().with_extension("new").exists());
-        let probe = fs::File::open(ws.path()).unwrap();
+        let path = ws.path().unwrap().to_path_buf();
+        assert!(ws.is_temp() && path.is_dir());
+        assert!(path.ends_with(format!("dockexec-{id}")));
+        assert!(!path.with_extension("new").exists());
+        let probe = fs::File::open(&path).unwrap();
         let held = lock_now(&probe).unwrap_err();
         assert_eq!(held.kind(), std::io::ErrorKind::WouldBlock, "{held}");
         ws.teardown();
-        assert!(!ws.path().exists());
+        assert!(!path.exists());
         drop(ws);
         assert!(
             lock_now(&probe).is_ok(),
@@ -601,6 +670,30 @@ mod tests {
         remove_tree(&root).unwrap();
         assert!(!root.exists() && outside.is_dir());
         fs::remove_dir_all(&outside).unwrap();
+    }
+
+    #[test]
+    fn an_in_container_workspace_has_no_host_side() {
+        let ws = Workspace::in_container(Some(1 << 20), Some((1000, Some(100))));
+        assert_eq!(ws.path(), None);
+        assert!(!ws.is_temp());
+        assert_eq!(
+            ws.mount(None),
+            WorkspaceMount::Engine("nosuid,nodev,uid=1000,gid=100,mode=0711,size=1048576".into())
+        );
+        assert_eq!(
+            ws.shown_path(Path::new("a/x.py")),
+            Path::new("/workspace/a/x.py")
+        );
+        let err = ws.write_code_file(Path::new("x.py"), "x").unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+        ws.remove_code_file(Path::new("x.py"));
+        ws.teardown();
+        let named = Workspace::in_container(None, None);
+        assert_eq!(
+            named.mount(Some(Path::new("/ignored"))),
+            WorkspaceMount::Engine("nosuid,nodev,mode=1777".into())
+        );
     }
 
     #[test]

@@ -239,6 +239,11 @@ impl Client {
         }
     }
 
+    /// How long the daemon may take to answer (see `ExecutorBuilder::api_timeout`).
+    pub(crate) fn api_timeout(&self) -> Duration {
+        self.api_timeout
+    }
+
     /// The engine this client talks to.
     pub(crate) fn engine(&self) -> &Engine {
         self.dialer.engine()
@@ -606,6 +611,45 @@ impl Client {
         );
         let resp = self.get("container list", &path)?;
         self.json("container list", resp)
+    }
+
+    /// Names of the volumes carrying `label` that no container uses (Docker's `dangling`): a
+    /// volume created with its container is referenced from the start, so these are orphans.
+    pub(crate) fn volume_list_dangling(&self, label: &str) -> Result<Vec<String>> {
+        let filters = json!({ "label": [label], "dangling": ["true"] }).to_string();
+        let path = format!("/volumes?filters={}", encode_query(&filters));
+        let resp = self.get("volume list", &path)?;
+        #[derive(Deserialize)]
+        struct Listed {
+            #[serde(rename = "Volumes", default)]
+            volumes: Option<Vec<Named>>,
+        }
+        #[derive(Deserialize)]
+        struct Named {
+            #[serde(rename = "Name")]
+            name: String,
+        }
+        let listed: Listed = self.json("volume list", resp)?;
+        Ok(listed
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.name)
+            .collect())
+    }
+
+    /// Removes a volume; one already gone is no error (a volume in use is: the daemon's 409).
+    pub(crate) fn volume_remove(&self, name: &str) -> Result<()> {
+        let resp = self
+            .agent
+            .delete(self.url(&format!("/volumes/{}", encode_path(name))))
+            .call()
+            .map_err(|e| self.map_err("volume remove", e))?;
+        match self.check("volume remove", resp) {
+            Ok(resp) => self.drain("volume remove", resp),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Creates an exec; returns its id.

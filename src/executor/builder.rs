@@ -21,10 +21,7 @@ use crate::host;
 use crate::lifetime::Keeper;
 use crate::redact::{REDACTED, Redactor};
 use crate::runner::Strategy;
-use crate::spec::{
-    DEFAULT_MEMORY, DEFAULT_NOFILE, DEFAULT_PIDS, TmpSize, UserChoice, Volume, numeric_ids,
-};
-use crate::workspace::Workspace;
+use crate::spec::{DEFAULT_MEMORY, DEFAULT_NOFILE, DEFAULT_PIDS, TmpSize, UserChoice, Volume};
 
 /// Default for [`ExecutorBuilder::image`].
 pub const DEFAULT_IMAGE: &str = "python:3-slim";
@@ -83,6 +80,7 @@ pub struct ExecutorBuilder {
     pub(crate) seccomp: bool,
     pub(crate) read_only_root: bool,
     pub(crate) tmp_size: TmpSize,
+    pub(crate) workspace_size: TmpSize,
     pub(crate) nofile: Option<u64>,
     pub(crate) memory: Option<u64>,
     /// In CPUs, as given: checked by `validate`, converted to Docker's `NanoCpus` there.
@@ -153,6 +151,7 @@ impl Default for ExecutorBuilder {
             seccomp: true,
             read_only_root: true,
             tmp_size: TmpSize::Auto,
+            workspace_size: TmpSize::Auto,
             nofile: Some(DEFAULT_NOFILE),
             memory: Some(DEFAULT_MEMORY),
             cpus: None,
@@ -208,7 +207,10 @@ impl ExecutorBuilder {
     /// fresh temporary directory `dockexec-<id>` under the host's temp dir, mode `0711` and the
     /// block user's, removed at stop; this process holds a `flock` on it until then, and
     /// [`gc`](crate::gc) (or the next `start()`) removes it once that lock is free, when this
-    /// process died without stopping.
+    /// process died without stopping. On an engine that does not share this host's filesystem
+    /// ([`Engine::host_filesystem_shared`]) there is no host dir: the workspace is a tmpfs in
+    /// the container (see [`workspace_size`](Self::workspace_size)), and `start()` refuses
+    /// this option with [`Error::InvalidInput`] saying why.
     pub fn work_dir(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
         self.work_dir = Some(dir.into());
         self
@@ -216,7 +218,8 @@ impl ExecutorBuilder {
 
     /// The work dir's path as the *daemon* sees it, when that differs from ours (dockexec
     /// itself running in a container, with the daemon's socket mounted). Defaults to the work
-    /// dir.
+    /// dir. Refused, as [`work_dir`](Self::work_dir) is, on an engine without a shared
+    /// filesystem.
     pub fn bind_dir(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
         self.bind_dir = Some(dir.into());
         self
@@ -435,11 +438,7 @@ impl ExecutorBuilder {
         self.ensure_image(&client)?;
         let user = self.block_user(&client)?;
         let id = host::random_id();
-        let workspace = Arc::new(Workspace::create(
-            self.work_dir.as_deref(),
-            &id,
-            numeric_ids(user.as_deref().unwrap_or("0")),
-        )?);
+        let workspace = Arc::new(self.workspace(&client, &id, user.as_deref())?);
         let container = self
             .create_container(&client, &id, &workspace)
             .inspect_err(|_| workspace.teardown())?;

@@ -242,8 +242,13 @@ impl Executor {
         &self.inner.image
     }
 
-    /// The host directory mounted at `/workspace`.
-    pub fn work_dir(&self) -> &Path {
+    /// The host directory mounted at `/workspace`; `None` when the workspace lives in the
+    /// container, which is so on an engine that does not share this host's filesystem
+    /// ([`Engine::host_filesystem_shared`](crate::Engine::host_filesystem_shared)): there
+    /// `/workspace` is a tmpfs on the engine's side, reached with
+    /// [`put_file`](Self::put_file) and [`get_file`](Self::get_file), and each code file's
+    /// path ([`Output::code_file`](crate::Output::code_file)) is its path in the container.
+    pub fn work_dir(&self) -> Option<&Path> {
         self.inner.workspace.path()
     }
 
@@ -254,6 +259,10 @@ impl Executor {
     /// ([`read_only_root`](ExecutorBuilder::read_only_root)), only `/workspace` and the
     /// volumes take files this way: the daemon refuses the root filesystem, and would write
     /// beneath the `/tmp` tmpfs, where no process sees the file.
+    ///
+    /// When the workspace lives in the container (no [`work_dir`](Self::work_dir)), it is a
+    /// volume of the engine's, which the archive API reaches as it reaches a host work dir,
+    /// with the same guarantees.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for a path without a file name;
@@ -304,6 +313,10 @@ impl Executor {
     ///
     /// The code is saved in the work dir (named by its `# filename:` line, else uniquely),
     /// and the exec is created and started before this returns, so a bad request fails here.
+    /// When the workspace lives in the container (no [`work_dir`](Self::work_dir)), the code
+    /// is written there inside the container, as the block's user; with the exec strategy a
+    /// file that cannot be written there fails the block itself (exit code 126, a
+    /// `dockexec:` line on stderr) rather than this call.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for an unknown language or a file name outside the workspace

@@ -163,6 +163,20 @@ impl ExecutorBuilder {
         self
     }
 
+    /// The size of the workspace when it lives in the container: on an engine that does not
+    /// share this host's filesystem
+    /// ([`Engine::host_filesystem_shared`](crate::Engine::host_filesystem_shared)),
+    /// `/workspace` is a tmpfs on the engine's side (`nosuid`, `nodev`, executables allowed),
+    /// the block user's, and its pages count against the memory limit like `/tmp`'s. `None`
+    /// for the kernel's default (half the engine host's memory). Defaults to
+    /// [`DEFAULT_TMP_SIZE`] (512 MiB), or half the [`memory_limit`](Self::memory_limit) when
+    /// that is less. Ignored when the workspace is a host directory (whose size is the
+    /// host disk's).
+    pub fn workspace_size(&mut self, bytes: Option<u64>) -> &mut Self {
+        self.workspace_size = TmpSize::Set(bytes);
+        self
+    }
+
     /// The open-file limit (`RLIMIT_NOFILE`, soft and hard) of every process in the
     /// container; `None` for Docker's. Defaults to [`DEFAULT_NOFILE`] (4096).
     pub fn nofile(&mut self, limit: Option<u64>) -> &mut Self {

@@ -17,11 +17,10 @@ use crate::lifetime::Keeper;
 use crate::runner::agent::{AgentConfig, AgentRunner, KillAll};
 use crate::runner::exec::ExecRunner;
 use crate::runner::{Runner, Strategy};
-use crate::spec::ContainerSpec;
+use crate::spec::{ContainerSpec, WorkspaceMount, numeric_ids};
 use crate::sweep;
 use crate::workspace::{WORKSPACE, Workspace};
 use std::collections::BTreeMap;
-use std::path::Path;
 
 /// When [`ExecutorBuilder::start`] pulls the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -69,9 +68,9 @@ impl ExecutorBuilder {
         self.engine(Engine::unix(path))
     }
 
-    /// The container spec for executor `id` with its workspace at `workspace` on the host:
-    /// these options, resolved (pure: no I/O).
-    pub(crate) fn spec(&self, id: &str, workspace: &Path) -> ContainerSpec {
+    /// The container spec for executor `id` with `workspace` at `/workspace`: these options,
+    /// resolved (pure: no I/O).
+    pub(crate) fn spec(&self, id: &str, workspace: WorkspaceMount) -> ContainerSpec {
         let o = self;
         let mut env: Vec<String> = vec!["PYTHONUNBUFFERED=1".into()];
         if !o.env.contains_key("HOME") {
@@ -88,12 +87,7 @@ impl ExecutorBuilder {
         let mut all_labels = o.labels.clone();
         all_labels.insert(labels::EXECUTOR.into(), id.into());
         all_labels.extend(crate::lifetime::owner_labels());
-        let mut mounts = vec![crate::spec::Volume {
-            host: o.bind_dir.as_deref().unwrap_or(workspace).to_path_buf(),
-            container: WORKSPACE.into(),
-            read_only: false,
-        }];
-        mounts.extend(o.volumes.iter().cloned());
+        let mounts = o.volumes.clone();
         let capabilities = if o.drop_caps {
             let mut kept: Vec<String> = crate::KEPT_CAPABILITIES
                 .iter()
@@ -108,6 +102,7 @@ impl ExecutorBuilder {
             image: o.image.clone(),
             env,
             labels: all_labels,
+            workspace,
             mounts,
             network: o.network.clone(),
             auto_remove: o.auto_remove,
@@ -245,6 +240,27 @@ impl ExecutorBuilder {
         Ok(client)
     }
 
+    /// The workspace for executor `id` whose blocks run as `user`: a host directory (the
+    /// [`work_dir`](Self::work_dir), else a temporary one) when the engine sees this host's
+    /// files, else a tmpfs on the engine's side, and nothing on this host
+    /// ([`connect`](Self::connect) has refused a `work_dir` there).
+    pub(super) fn workspace(
+        &self,
+        client: &Client,
+        id: &str,
+        user: Option<&str>,
+    ) -> Result<Workspace> {
+        let block = numeric_ids(user.unwrap_or("0"));
+        if client.engine().host_filesystem_shared() {
+            Workspace::create(self.work_dir.as_deref(), id, block)
+        } else {
+            Ok(Workspace::in_container(
+                self.workspace_size.bytes(self.memory),
+                block,
+            ))
+        }
+    }
+
     /// Creates (does not start) the container; returns its id.
     pub(super) fn create_container(
         &self,
@@ -256,11 +272,11 @@ impl ExecutorBuilder {
             .name
             .clone()
             .unwrap_or_else(|| format!("dockexec-{id}"));
-        let mut spec = self.spec(id, workspace.path());
-        if workspace.is_temp() {
+        let mut spec = self.spec(id, workspace.mount(self.bind_dir.as_deref()));
+        if let Some(dir) = workspace.path().filter(|_| workspace.is_temp()) {
             spec.labels.insert(
                 labels::TEMP_WORKSPACE.into(),
-                workspace.path().to_string_lossy().into_owned(),
+                dir.to_string_lossy().into_owned(),
             );
         }
         crate::runner::prepare(self.strategy, &mut spec);
@@ -353,9 +369,47 @@ mod tests {
     /// The create body `start()` would send for `b`, with the runners' additions as for its
     /// strategy.
     fn body(b: &ExecutorBuilder) -> Value {
-        let mut spec = b.spec("0123456789abcdef", Path::new("/w"));
+        let mut spec = b.spec("0123456789abcdef", WorkspaceMount::Host("/w".into()));
         crate::runner::prepare(b.strategy, &mut spec);
         spec.to_create_body()
+    }
+
+    /// No shared filesystem: nothing of this host in the body, the workspace a tmpfs volume.
+    #[test]
+    fn an_in_container_workspace_is_an_engine_side_tmpfs_volume() {
+        let mut b = ExecutorBuilder::new();
+        b.volume("/data", "/data", true);
+        let ws = Workspace::in_container(b.workspace_size.bytes(b.memory), Some((1000, None)));
+        let mut spec = b.spec("0123456789abcdef", ws.mount(None));
+        crate::runner::prepare(b.strategy, &mut spec);
+        let body = spec.to_create_body();
+        let mounts = body["HostConfig"]["Mounts"].as_array().unwrap().clone();
+        assert_eq!(mounts.len(), 2, "{mounts:?}");
+        let w = &mounts[0];
+        assert_eq!(w["Type"], json!("volume"));
+        assert_eq!(w["Target"], json!(WORKSPACE));
+        assert!(w.get("Source").is_none(), "{w}");
+        let o = format!(
+            "nosuid,nodev,uid=1000,mode=0711,size={}",
+            crate::DEFAULT_TMP_SIZE
+        );
+        assert_eq!(
+            w["VolumeOptions"]["DriverConfig"],
+            json!({ "Name": "local",
+                    "Options": { "type": "tmpfs", "device": "tmpfs", "o": o } })
+        );
+        assert_eq!(
+            w["VolumeOptions"]["Labels"],
+            json!({ labels::EXECUTOR: "0123456789abcdef" })
+        );
+        assert_eq!(mounts[1]["Type"], json!("bind"), "the caller's own volume");
+        b.memory_limit(Some(256 << 20)).workspace_size(None);
+        assert_eq!(b.workspace_size.bytes(b.memory), None);
+        b.workspace_size(Some(1 << 20));
+        assert_eq!(b.workspace_size.bytes(b.memory), Some(1 << 20));
+        let mut auto = ExecutorBuilder::new();
+        auto.memory_limit(Some(256 << 20));
+        assert_eq!(auto.workspace_size.bytes(auto.memory), Some(128 << 20));
     }
 
     #[test]

@@ -811,7 +811,7 @@ impl AgentRunner {
                 session: session.map(|s| (s, Arc::clone(&self.lost_sessions))),
             }),
             control: Box::new(AgentControl { conn, id, exit }),
-            code_file: self.workspace.path().join(l.file),
+            code_file: self.workspace.shown_path(l.file),
         })
     }
 }

@@ -1,5 +1,15 @@
 //! One `docker exec` per block, under a POSIX `sh` wrapper; killed by a second exec.
 //!
+//! # The code file
+//!
+//! With a host workspace, the host writes each code file into it before the exec, by a walk
+//! that follows no link ([`Workspace::write_code_file`]). When the workspace lives in the
+//! container (an engine that does not share this host's files), the exec's stdin carries the
+//! code instead, and the wrapper, **as the block's user**, writes it before it runs it
+//! ([`STDIN_WRITE_SCRIPT`]): no root process writes in the block-writable workspace, and the
+//! daemon's archive API (which extracts as root) is not used for code. Its output then comes
+//! on the exec's hijacked connection rather than a plain stream; nothing else changes.
+//!
 //! # A control plane out of the block's reach
 //!
 //! The block is hostile, runs as a non-root user, and shares the workspace with the host.
@@ -61,7 +71,8 @@
 //! its container. See [`ExecutorBuilder::user`](crate::ExecutorBuilder::user).
 
 use std::fmt;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -71,8 +82,9 @@ use parking_lot::Mutex;
 use serde_json::json;
 
 use super::{Control, Launch, Reaped, Runner, Running, Source};
-use crate::docker::api::{Client, ExecStream, StreamCutter};
+use crate::docker::api::{Client, StreamCutter};
 use crate::docker::frames::Demuxer;
+use crate::docker::transport::Duplex;
 use crate::error::Result;
 use crate::lifetime::Keeper;
 use crate::output::Stream;
@@ -205,6 +217,63 @@ pwsh)
 *) echo "dockexec: unknown language $l" >&2; exit 127 ;;
 esac"#;
 
+/// Put before [`RUN_SCRIPT`] when the workspace lives in the container (the engine does not
+/// see this host's files): the code arrives on the exec's stdin, and this part, run **as the
+/// block's user** like the rest, writes it to the code file before the interpreter starts.
+/// No root process writes in the block-writable workspace (see "Root in the container is
+/// control plane" in the README): a link or directory a block planted there can lead the
+/// write only where the block could write itself. Arguments as [`RUN_SCRIPT`]'s, then the
+/// code's length in bytes.
+///
+/// It reads exactly that many bytes (`head -c`), into a fresh name in the file's directory,
+/// checks the count (a connection cut short, or a full workspace, gives a short file, never
+/// run), and renames it into place, which replaces a link at the file's name rather than
+/// writing through it. Every path reads all the bytes, the failures too: unread, they would
+/// stop the daemon's stdin copy, and with it the end of the exec's stream. A
+/// directory on the way that resolves outside `/workspace` (a link a block planted; `cd -P`
+/// sets `PWD` to the physical path) is refused, as the host-side writer refuses it. Any
+/// failure is the block's: exit code 126 with a `dockexec:` line on stderr. Then the shell's
+/// stdin becomes `/dev/null`, so the block reads EOF there, as an exec without stdin gives
+/// it.
+pub(crate) const STDIN_WRITE_SCRIPT: &str = r#"n=$4
+drain() { head -c "$n" > /dev/null 2>&1 || dd bs=1 count="$n" > /dev/null 2>&1; }
+[ -e "$1" ] && { drain; exit 137; }
+(
+  f=$3; d=${f%/*}; b=${f##*/}
+  w() { echo "dockexec: cannot write the code file $f: $1" >&2; exit 1; }
+  for c in head cat wc mv mkdir; do
+    command -v "$c" >/dev/null 2>&1 || { drain; w "the image has no $c"; }
+  done
+  { [ -d "$d" ] || mkdir -p -- "$d" 2>/dev/null; } && cd -P -- "$d" 2>/dev/null ||
+    { drain; w "cannot make or enter its dir"; }
+  case $PWD/ in /workspace/*) ;; *) drain; w "a dir on its way is a link out of /workspace" ;; esac
+  [ -d "$b" ] && [ ! -L "$b" ] && { drain; w "a directory is in its place"; }
+  t=".$b.dockexec-$$"
+  { [ -e "$t" ] || [ -L "$t" ]; } && rm -rf -- "$t" 2>/dev/null
+  : 2>/dev/null > "$t" || { drain; w "cannot create a file in its dir"; }
+  head -c "$n" | { cat > "$t"; cat > /dev/null; }
+  [ "$(($(wc -c < "$t")))" -eq "$n" ] && mv -f -- "$t" "$b" && exit 0
+  rm -f -- "$t" 2>/dev/null
+  w "it did not arrive whole, or the workspace is full"
+) || exit 126
+exec < /dev/null
+"#;
+
+/// The command of a block's exec when its code arrives on stdin (see [`STDIN_WRITE_SCRIPT`]):
+/// as [`run_command`], with the code's length in bytes.
+pub(crate) fn stdin_run_command(
+    marker: &str,
+    language: &str,
+    path: &str,
+    len: usize,
+) -> Vec<String> {
+    let script = format!("{STDIN_WRITE_SCRIPT}{RUN_SCRIPT}");
+    let mut cmd = run_command(marker, language, path);
+    cmd[2] = script;
+    cmd.push(len.to_string());
+    cmd
+}
+
 /// The marker prefix of the execution tagged `tag`: `<CONTROL_DIR>/<tag>`.
 pub(crate) fn marker_prefix(tag: &str) -> String {
     format!("{CONTROL_DIR}/{tag}")
@@ -292,7 +361,12 @@ impl ExecRunner {
 
 impl Runner for ExecRunner {
     fn launch(&self, l: &Launch<'_>) -> Result<Running> {
-        let code_file = self.workspace.write_code_file(l.file, l.code)?;
+        // With no host side, the code goes over the exec's stdin (see `STDIN_WRITE_SCRIPT`).
+        let on_host = self.workspace.path().is_some();
+        let code_file = match on_host {
+            true => self.workspace.write_code_file(l.file, l.code)?,
+            false => self.workspace.shown_path(l.file),
+        };
         // The random part: no block can name a later block's tag ahead of time.
         let tag = format!(
             "{}{}_{}",
@@ -301,8 +375,14 @@ impl Runner for ExecRunner {
             &crate::host::random_id()[..8]
         );
         let marker = marker_prefix(&tag);
+        let path = Workspace::container_path(l.file);
+        let cmd = match on_host {
+            true => run_command(&marker, l.language.name(), &path),
+            false => stdin_run_command(&marker, l.language.name(), &path, l.code.len()),
+        };
         let mut body = json!({
-            "Cmd": run_command(&marker, l.language.name(), &Workspace::container_path(l.file)),
+            "Cmd": cmd,
+            "AttachStdin": !on_host,
             "AttachStdout": true,
             "AttachStderr": true,
             "WorkingDir": WORKSPACE,
@@ -337,10 +417,15 @@ impl Runner for ExecRunner {
             .client
             .exec_create(&self.container, &body)
             .map_err(fail)?;
-        let (stream, cutter) = self
-            .client
-            .exec_start(&exec_id, false, None)
-            .map_err(fail)?;
+        let (stream, cutter): (Box<dyn Read + Send>, Cut) = if on_host {
+            let (stream, cutter) = self
+                .client
+                .exec_start(&exec_id, false, None)
+                .map_err(fail)?;
+            (Box::new(stream), Cut::Http(cutter))
+        } else {
+            self.send_code(&exec_id, l.code).map_err(fail)?
+        };
         Ok(Running {
             output: Box::new(ExecSource {
                 stream,
@@ -363,9 +448,48 @@ impl Runner for ExecRunner {
     }
 }
 
+impl ExecRunner {
+    /// Starts the exec `exec_id` with its stdio hijacked, and writes `code` to its stdin (the
+    /// exec's [`STDIN_WRITE_SCRIPT`] reads exactly that many bytes); returns its output and
+    /// the means to cut it.
+    ///
+    /// The write is bounded by the client's `api_timeout`. When it fails (the script already
+    /// ended, refusing the file, or the connection broke), the stdin is closed and the output
+    /// is handed over all the same: the script never runs code that did not arrive whole, and
+    /// says why on stderr, which the caller then sees in the block's output.
+    fn send_code(&self, exec_id: &str, code: &str) -> Result<(Box<dyn Read + Send>, Cut)> {
+        let limit = self.client.api_timeout();
+        let hijacked = self.client.exec_attach(exec_id, limit)?;
+        let stream = hijacked.stream;
+        let cut = stream
+            .try_clone()
+            .map_err(|e| crate::error::Error::Transport {
+                what: "the exec's hijacked stream".into(),
+                source: e,
+            })?;
+        let sent = stream
+            .set_write_timeout(Some(limit))
+            .and_then(|()| (&stream).write_all(code.as_bytes()))
+            .and_then(|()| stream.set_write_timeout(None));
+        if sent.is_err() {
+            let _ = stream.shutdown(Shutdown::Write);
+        }
+        let output = io::Cursor::new(hijacked.leftover).chain(stream);
+        Ok((Box::new(output), Cut::Socket(cut)))
+    }
+}
+
+/// How a block's output stream is cut.
+enum Cut {
+    /// The plain exec stream: its connection's agent.
+    Http(StreamCutter),
+    /// The hijacked one (code on stdin): the socket, shut down both ways.
+    Socket(Duplex),
+}
+
 /// The exec's multiplexed stdout/stderr stream.
 struct ExecSource {
-    stream: ExecStream,
+    stream: Box<dyn Read + Send>,
     demux: Demuxer,
     buf: Vec<u8>,
 }
@@ -411,7 +535,7 @@ struct ExecControl {
     workspace: Arc<Workspace>,
     /// The code file, relative to the workspace.
     code_rel: PathBuf,
-    cutter: Option<StreamCutter>,
+    cutter: Option<Cut>,
 }
 
 impl Control for ExecControl {
@@ -447,8 +571,12 @@ impl Control for ExecControl {
     }
 
     fn cut(&self) {
-        if let Some(c) = &self.cutter {
-            c.cut();
+        match &self.cutter {
+            Some(Cut::Http(c)) => c.cut(),
+            Some(Cut::Socket(s)) => {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+            None => {}
         }
     }
 
@@ -513,9 +641,11 @@ impl Control for ExecControl {
             // Short and never held across a call: the next kill takes the whole list.
             self.spent.lock().push(self.tag.clone());
         }
-        if delete_code_file {
+        if delete_code_file && self.workspace.path().is_some() {
             // Never by host path: the container may have made a directory on the way a link.
             self.workspace.remove_code_file(&self.code_rel);
+        } else if delete_code_file {
+            self.remove_in_container();
         }
     }
 }
@@ -529,6 +659,24 @@ done
 echo 0"#;
 
 impl ExecControl {
+    /// Removes the code file when the workspace lives in the container: one exec **as the
+    /// block's user** (`rm` removes a link in the file's place, never its target), so no root
+    /// process touches the block-writable workspace. Best effort, bounded.
+    fn remove_in_container(&self) {
+        let mut body = json!({
+            "Cmd": ["sh", "-c", r#"rm -f -- "$1""#, "dockexec-rm",
+                    Workspace::container_path(&self.code_rel)],
+            "AttachStdout": true,
+            "AttachStderr": true,
+        });
+        if let Some(user) = &self.user {
+            body["User"] = json!(user);
+        }
+        let _ = self
+            .client
+            .exec_collect(&self.container, &body, Some(HOUSEKEEPING_TIMEOUT));
+    }
+
     /// The backstop: the keeper kills every other process in the container (see the module
     /// docs), and keeps `/tmp` (a cancel is no user's restart). Bounded by the keeper's own
     /// answer timeout.

@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use dockexec::{Executor, ExecutorBuilder, PullPolicy};
+use dockexec::{Engine, Executor, ExecutorBuilder, PullPolicy};
 
 use super::{test_images, unique_name};
 
@@ -92,6 +92,20 @@ pub fn case_builder(case: &str) -> (ExecutorBuilder, CaseGuard) {
     (b, guard)
 }
 
+/// The local daemon, said not to share this host's filesystem: the workspace then lives in
+/// the container, as on a remote engine (TLS, SSH, a VM's socket).
+pub fn local_engine_without_shared_fs() -> Engine {
+    Engine::unix("/var/run/docker.sock").shares_host_filesystem(false)
+}
+
+/// [`case_builder`] on `engine` (e.g. [`local_engine_without_shared_fs`], or a TLS or SSH
+/// engine), with the suite's strategy and image.
+pub fn engine_case_builder(case: &str, engine: Engine) -> (ExecutorBuilder, CaseGuard) {
+    let (mut b, guard) = case_builder(case);
+    b.engine(engine);
+    (b, guard)
+}
+
 /// Removes every container labelled `dockexec.test.case=<value>` when dropped, so a test
 /// that panics or hangs (its executor stuck in a watchdog thread) still leaves nothing.
 #[derive(Debug)]
@@ -117,7 +131,8 @@ impl Drop for CaseGuard {
     fn drop(&mut self) {
         // No panic here: this drop also runs while a failed test unwinds.
         for id in try_labelled(CASE_LABEL, &self.value).unwrap_or_default() {
-            let _ = docker(&["rm", "-f", &id]);
+            // `-v`: with the anonymous volume an in-container workspace is.
+            let _ = docker(&["rm", "-f", "-v", &id]);
         }
     }
 }

@@ -33,7 +33,7 @@ fn two_blocks_run_in_order_with_combined_output() {
     let code_file = res.code_file().expect("the first block's code file");
     assert_eq!(Some(code_file), res.outputs[0].code_file.as_deref());
     assert!(
-        code_file.starts_with(ex.work_dir()),
+        code_file.starts_with(ex.work_dir().unwrap()),
         "{}",
         code_file.display()
     );
@@ -56,7 +56,7 @@ fn execute_stops_at_the_first_failing_block() {
     assert_eq!(res.outputs.len(), 2, "the third block must not run");
     assert_eq!(res.exit_code(), 3);
     assert_eq!(res.output(), "first\nsecond\n");
-    assert!(!ex.work_dir().join("third_ran").exists());
+    assert!(!ex.work_dir().unwrap().join("third_ran").exists());
 }
 
 #[test]
@@ -91,7 +91,7 @@ fn multi_line_file_is_saved_exactly() {
     common::assert_success(&out);
     assert_eq!(out.stdout_lossy(), "héllo world ✓\n1\n");
     let file = out.code_file.as_deref().unwrap();
-    assert_eq!(file, ex.work_dir().join("multi_line.py"));
+    assert_eq!(file, ex.work_dir().unwrap().join("multi_line.py"));
     assert_eq!(fs::read(file).unwrap(), code.as_bytes());
 
     // An unnamed block's generated file holds its source byte for byte too.
@@ -148,7 +148,7 @@ fn filename_inside_the_workspace_creates_sub_directories() {
     let out = ex.run(&CodeBlock::python(code)).unwrap();
     common::assert_success(&out);
     assert_eq!(out.stdout, b"hello from sub/dir\n");
-    let expected = ex.work_dir().join("sub/dir/test.py");
+    let expected = ex.work_dir().unwrap().join("sub/dir/test.py");
     assert!(expected.is_file(), "{} missing", expected.display());
     assert_eq!(out.code_file.as_deref(), Some(expected.as_path()));
     assert_eq!(fs::read_to_string(&expected).unwrap(), code);
@@ -216,7 +216,7 @@ fn writing_to_a_wrong_path_reports_no_such_file() {
 fn stop_removes_container_and_temp_work_dir() {
     let ex = common::start();
     let id = ex.container_id().to_string();
-    let work = ex.work_dir().to_path_buf();
+    let work = ex.work_dir().unwrap().to_path_buf();
     assert!(common::container_exists(&id));
     assert!(work.is_dir());
     let out = ex.run(&CodeBlock::sh("echo hi > file.txt")).unwrap();
@@ -297,7 +297,7 @@ fn init_command_runs_before_blocks() {
         .start()
         .unwrap();
     assert_eq!(
-        fs::read_to_string(ex.work_dir().join("init.txt")).unwrap(),
+        fs::read_to_string(ex.work_dir().unwrap().join("init.txt")).unwrap(),
         "initialised\n"
     );
     let out = ex
@@ -403,7 +403,7 @@ fn delete_code_files_removes_them_after_the_run() {
     assert!(out.status.success());
     assert_eq!(out.stdout, b"ran\n");
     assert_eq!(out.code_file, None);
-    assert!(!ex.work_dir().join("gone.py").exists());
+    assert!(!ex.work_dir().unwrap().join("gone.py").exists());
 
     let res = ex
         .execute(&[CodeBlock::sh("echo a"), CodeBlock::python("print('b')")])
@@ -412,7 +412,7 @@ fn delete_code_files_removes_them_after_the_run() {
     assert_eq!(res.code_file(), None);
     assert!(res.outputs.iter().all(|o| o.code_file.is_none()));
     assert_eq!(
-        common::files_under(ex.work_dir()),
+        common::files_under(ex.work_dir().unwrap()),
         Vec::<std::path::PathBuf>::new()
     );
 }

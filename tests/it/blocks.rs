@@ -54,7 +54,7 @@ fn exit_code_of_a_signalled_block() {
 #[test]
 fn unknown_language_is_invalid_input_and_writes_no_file() {
     let ex = common::start();
-    let before = common::files_under(ex.work_dir());
+    let before = common::files_under(ex.work_dir().unwrap());
     let block = CodeBlock::new("cobol", "DISPLAY 'HELLO'.");
     for result in [
         ex.run(&block).map(|_| ()),
@@ -67,8 +67,11 @@ fn unknown_language_is_invalid_input_and_writes_no_file() {
             other => panic!("expected InvalidInput, got {other:?}"),
         }
     }
-    assert_eq!(common::files_under(ex.work_dir()), before);
-    assert!(!ex.work_dir().join("ran").exists(), "execute ran a block");
+    assert_eq!(common::files_under(ex.work_dir().unwrap()), before);
+    assert!(
+        !ex.work_dir().unwrap().join("ran").exists(),
+        "execute ran a block"
+    );
 }
 
 #[test]

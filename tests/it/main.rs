@@ -25,6 +25,7 @@ mod hostile;
 mod images;
 mod layout;
 mod limits;
+mod no_shared_fs;
 mod orphans;
 mod output_bytes;
 mod output_cap;

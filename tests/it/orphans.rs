@@ -284,7 +284,7 @@ fn gc_leaves_running_containers_alone_whoever_owns_them() {
             "gc removed a live owner's work dir"
         );
         assert!(common::container_exists(mine.container_id()));
-        assert!(mine.work_dir().is_dir());
+        assert!(mine.work_dir().unwrap().is_dir());
         assert!(
             running.try_wait().unwrap().is_none(),
             "the block was disturbed"

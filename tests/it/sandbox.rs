@@ -247,7 +247,7 @@ fn the_temporary_workspace_is_the_block_users_and_closed_to_others() {
             &ex,
             "echo data > /workspace/made-by-block.txt; mkdir /workspace/sub",
         );
-        let dir = ex.work_dir().to_path_buf();
+        let dir = ex.work_dir().unwrap().to_path_buf();
         let meta = std::fs::metadata(&dir).unwrap();
         assert_eq!(meta.uid(), default_uid());
         assert_eq!(meta.permissions().mode() & 0o7777, 0o711);

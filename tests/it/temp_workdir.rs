@@ -95,7 +95,7 @@ fn a_sigkilled_owners_temp_dir_is_removed_by_gc_and_by_start() {
             "start() left the SIGKILLed owner's work dir {}",
             owner.work_dir.display()
         );
-        assert!(ex.work_dir().is_dir());
+        assert!(ex.work_dir().unwrap().is_dir());
         ex.stop().unwrap();
     });
 }
@@ -119,14 +119,14 @@ fn a_live_owners_temp_dir_is_never_removed() {
             "gc removed a live owner's work dir"
         );
         assert!(
-            mine.work_dir().is_dir(),
+            mine.work_dir().unwrap().is_dir(),
             "gc removed this process's work dir"
         );
-        assert!(mine2.work_dir().is_dir());
+        assert!(mine2.work_dir().unwrap().is_dir());
         assert!(common::container_exists(&owner.container));
         // The lock itself, not only the label of a running container, says so: the owner
         // holds it from another process (a running container's label also spares its dir).
-        for dir in [&owner.work_dir, &mine.work_dir().to_path_buf()] {
+        for dir in [&owner.work_dir, &mine.work_dir().unwrap().to_path_buf()] {
             let probe = fs::File::open(dir).unwrap();
             assert_eq!(
                 lock_now(&probe),
@@ -158,8 +158,8 @@ fn a_live_owners_temp_dir_is_never_removed() {
             !owner.work_dir.exists(),
             "gc left the dead owner's work dir"
         );
-        assert!(mine.work_dir().is_dir());
-        assert!(mine2.work_dir().is_dir());
+        assert!(mine.work_dir().unwrap().is_dir());
+        assert!(mine2.work_dir().unwrap().is_dir());
         assert!(
             mine.run(&CodeBlock::sh("echo fine"))
                 .unwrap()
@@ -167,8 +167,8 @@ fn a_live_owners_temp_dir_is_never_removed() {
                 .success()
         );
         let dirs = [
-            mine.work_dir().to_path_buf(),
-            mine2.work_dir().to_path_buf(),
+            mine.work_dir().unwrap().to_path_buf(),
+            mine2.work_dir().unwrap().to_path_buf(),
         ];
         mine.stop().unwrap();
         mine2.stop().unwrap();
