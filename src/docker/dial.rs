@@ -56,6 +56,10 @@ pub(crate) struct Dialer {
     /// master's start: concurrent first dials wait for the one master rather than each
     /// starting one.
     ssh_master: Mutex<Option<Arc<SshMaster>>>,
+    /// An `ssh://` engine's next connection, spawned ahead: its `ssh` and the far side's
+    /// `docker system dial-stdio` start while the caller works, so a dial takes a connection
+    /// that is (nearly) ready. Locked only to swap it.
+    ssh_spare: Mutex<Option<SshConn>>,
 }
 
 impl fmt::Debug for Dialer {
@@ -97,6 +101,7 @@ impl Dialer {
             #[cfg(feature = "tls")]
             tls,
             ssh_master: Mutex::new(None),
+            ssh_spare: Mutex::new(None),
         })
     }
 
@@ -156,7 +161,18 @@ impl Dialer {
             }
             Endpoint::Ssh(ssh) => {
                 let master = self.ssh_master(ssh, timeout)?;
-                SshConn::spawn(ssh, master).map(Stream::Ssh)
+                let spare = self.ssh_spare.lock().take();
+                let conn = match spare {
+                    // A spare whose ssh already ended (its master died, the far side
+                    // refused) is dropped, reaped, and replaced by a fresh connection.
+                    Some(s) if s.running() => s,
+                    _ => SshConn::spawn(ssh, master.clone())?,
+                };
+                // Best effort: without a spare the next dial spawns its own.
+                if let Ok(next) = SshConn::spawn(ssh, master) {
+                    *self.ssh_spare.lock() = Some(next);
+                }
+                Ok(Stream::Ssh(conn))
             }
         }
     }
@@ -642,6 +658,10 @@ impl SshConn {
             got: 0,
             _master: master,
         })
+    }
+
+    fn running(&self) -> bool {
+        matches!(self.child.lock().child.try_wait(), Ok(None))
     }
 
     /// When the connection ends or fails: if ssh exited with an error, an error with its
