@@ -79,7 +79,7 @@ else
     # shellcheck disable=SC1090 # written by test-env.sh: KEY=VALUE lines
     source "$engines_env"
     # Module paths end in `::`: a bare word would match test names across the suite.
-    contract=(smoke:: cancel:: streaming:: executor_lifecycle:: files:: secrets:: blocks:: output_bytes:: output_cap:: agent:: restart:: remote_engines:: orphans::a_sigkilled stop_with_16 stop_from_8 seed_scenario)
+    contract=(smoke:: cancel:: streaming:: executor_lifecycle:: files:: secrets:: blocks:: output_bytes:: output_cap:: agent:: restart:: no_shared_fs:: remote_engines:: orphans::a_sigkilled stop_with_16 stop_from_8 seed_scenario)
     for transport in tls ssh; do
         if [[ $transport == tls ]]; then
             remote_env=(DOCKER_HOST="$DOCKEXEC_TEST_TLS_HOST" DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH="$DOCKEXEC_TEST_TLS_CERTS")
@@ -88,7 +88,7 @@ else
         fi
         for strategy in ${DOCKEXEC_TEST_STRATEGIES:-exec agent}; do
             echo "test.sh: [$transport] ${remote_env[*]} DOCKEXEC_TEST_STRATEGY=$strategy cargo test --test it --test stop -- ${contract[*]}" >&2
-            env "${remote_env[@]}" DOCKEXEC_TEST_CLI_HOST="$DOCKEXEC_TEST_ENGINE2_HOST" DOCKEXEC_TEST_STRATEGY="$strategy" \
+            env "${remote_env[@]}" DOCKEXEC_TEST_CLI_HOST="$DOCKEXEC_TEST_ENGINE2_HOST" DOCKEXEC_TEST_NOFS_ENGINE=env DOCKEXEC_TEST_STRATEGY="$strategy" \
                 cargo test --no-fail-fast --all-features --test it --test stop -- "${contract[@]}" ||
                 { rc=$?; ((status)) || status=$rc; }
         done
