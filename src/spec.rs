@@ -11,7 +11,6 @@ use serde_json::{Value, json};
 
 use crate::device::DeviceRequest;
 use crate::lifetime::KEEPER_SCRIPT;
-use crate::workspace::WORKSPACE;
 
 /// Default for [`ExecutorBuilder::memory_limit`](crate::ExecutorBuilder::memory_limit): 2 GiB, swap included (no swap on top).
 ///
@@ -106,6 +105,9 @@ impl TmpSize {
         }
     }
 }
+
+/// Where the workspace is mounted inside the container.
+pub const WORKSPACE: &str = "/workspace";
 
 /// What is mounted at [`WORKSPACE`].
 #[derive(Debug, Clone, PartialEq, Eq)]

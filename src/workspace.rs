@@ -21,8 +21,7 @@ use rustix::fs::{self as rfs, Mode, OFlags};
 use crate::error::{Error, Result};
 use crate::spec::WorkspaceMount;
 
-/// Where the workspace is mounted inside the container.
-pub const WORKSPACE: &str = "/workspace";
+pub use crate::spec::WORKSPACE;
 /// dockexec's own directory inside the workspace, for the runners that keep state there.
 pub(crate) const STATE_DIR: &str = ".dockexec";
 
