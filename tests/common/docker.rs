@@ -243,3 +243,41 @@ pub fn kill_agent(id: &str) -> u32 {
     assert!(ok, "kill -9 {pid} in {id}: {out}");
     pid
 }
+
+/// The files under the executor's workspace, relative and sorted: on the host when the
+/// workspace is a host dir, else listed in the container by the docker CLI (not by a block,
+/// which would add a code file of its own).
+pub fn workspace_files(ex: &Executor) -> Vec<String> {
+    match ex.work_dir() {
+        Some(dir) => {
+            let mut v: Vec<String> = super::files_under(dir)
+                .into_iter()
+                .map(|p| p.strip_prefix(dir).unwrap().display().to_string())
+                .collect();
+            v.sort();
+            v
+        }
+        None => {
+            let (ok, out) = docker(&[
+                "exec",
+                ex.container_id(),
+                "sh",
+                "-c",
+                "cd /workspace && find . -mindepth 1 ! -type d | sed 's|^./||' | sort",
+            ]);
+            assert!(ok, "listing /workspace: {out}");
+            out.lines().map(str::to_string).collect()
+        }
+    }
+}
+
+/// A code file's bytes (`Output::code_file`): read on the host, or out of the container when
+/// the workspace lives there.
+pub fn read_code_file(ex: &Executor, path: &std::path::Path) -> Vec<u8> {
+    match ex.work_dir() {
+        Some(_) => std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        None => ex
+            .get_file(path.to_str().unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    }
+}

@@ -2,7 +2,6 @@
 use crate::common;
 
 use std::collections::HashSet;
-use std::fs;
 use std::time::{Duration, Instant};
 
 use dockexec::{CodeBlock, Error, Language};
@@ -54,7 +53,7 @@ fn exit_code_of_a_signalled_block() {
 #[test]
 fn unknown_language_is_invalid_input_and_writes_no_file() {
     let ex = common::start();
-    let before = common::files_under(ex.work_dir().unwrap());
+    let before = common::workspace_files(&ex);
     let block = CodeBlock::new("cobol", "DISPLAY 'HELLO'.");
     for result in [
         ex.run(&block).map(|_| ()),
@@ -67,11 +66,8 @@ fn unknown_language_is_invalid_input_and_writes_no_file() {
             other => panic!("expected InvalidInput, got {other:?}"),
         }
     }
-    assert_eq!(common::files_under(ex.work_dir().unwrap()), before);
-    assert!(
-        !ex.work_dir().unwrap().join("ran").exists(),
-        "execute ran a block"
-    );
+    // No file, not even `ran`: execute ran no block.
+    assert_eq!(common::workspace_files(&ex), before);
 }
 
 #[test]
@@ -113,7 +109,7 @@ fn empty_code_runs_and_exits_zero() {
         assert!(out.status.success(), "{:?}: {}", block, out.status);
         assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
         let file = out.code_file.as_deref().unwrap();
-        assert_eq!(fs::read_to_string(file).unwrap(), block.code());
+        assert_eq!(common::read_code_file(&ex, file), block.code().as_bytes());
     }
 }
 
@@ -145,8 +141,7 @@ fn eight_threads_run_identical_blocks_at_once() {
             out.stderr_lossy()
         );
         let file = out.code_file.clone().unwrap();
-        assert!(file.is_file(), "{}", file.display());
-        assert_eq!(fs::read_to_string(&file).unwrap(), block.code());
+        assert_eq!(common::read_code_file(&ex, &file), block.code().as_bytes());
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
         assert_eq!(
             out.stdout_lossy(),

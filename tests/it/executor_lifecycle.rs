@@ -2,6 +2,7 @@
 //! thread-safety contract.
 use crate::common;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use dockexec::{BlocksResult, CodeBlock, Error, Execution, ExecutorBuilder, Output};
@@ -86,11 +87,12 @@ fn container_removed_from_outside_gives_container_gone() {
         other => panic!("expected ContainerGone, got {other:?}"),
     }
     // stop() still cleans up what is left, in bounded time, whatever it reports.
-    let work = ex.work_dir().unwrap().to_path_buf();
+    // None on an engine that shares no filesystem: no host dir to remove.
+    let work = ex.work_dir().map(Path::to_path_buf);
     let t0 = Instant::now();
     let _ = ex.stop();
     assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
-    assert!(!work.exists());
+    assert!(!work.is_some_and(|w| w.exists()));
     ex.stop().expect("a second stop() is no error");
 }
 
@@ -125,11 +127,11 @@ fn dropping_the_executor_removes_its_container() {
     {
         let ex = common::start();
         id = ex.container_id().to_string();
-        work = ex.work_dir().unwrap().to_path_buf();
+        work = ex.work_dir().map(Path::to_path_buf);
         ex.run(&CodeBlock::sh("true")).unwrap();
     }
     assert!(!common::container_exists(&id));
-    assert!(!work.exists());
+    assert!(!work.is_some_and(|w| w.exists()));
 }
 
 /// Dropping a session whose agent died returns at once and starts no agent: before, the drop
