@@ -104,6 +104,8 @@ pub struct ExecutorBuilder {
     pub(crate) device_requests: Vec<DeviceRequest>,
     /// Merged over the `HostConfig` built from the options above, last.
     pub(crate) host_config: Option<Value>,
+    /// Run even where the engine says it cannot enforce a limit asked for (`podman`).
+    pub(crate) allow_unenforced: bool,
 }
 
 impl fmt::Debug for ExecutorBuilder {
@@ -171,6 +173,7 @@ impl Default for ExecutorBuilder {
             secret_env: BTreeMap::new(),
             device_requests: Vec::new(),
             host_config: None,
+            allow_unenforced: false,
         }
     }
 }
