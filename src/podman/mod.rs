@@ -8,8 +8,8 @@
 //!   limit and why, unless the caller opted out
 //!   ([`allow_unenforced_limits`](crate::ExecutorBuilder::allow_unenforced_limits)).
 //! * [`adapt_create_body`]: on Podman only, the create body rewritten where Podman reads it
-//!   otherwise than Docker (the seccomp profile, the read-only root's tmpfs set, the
-//!   rlimits, device requests). On Docker it changes nothing.
+//!   otherwise than Docker (the seccomp profile, the read-only root's tmpfs set, the default
+//!   pids limit, the rlimits). On Docker it changes nothing.
 
 use std::fs;
 use std::io::Write;
@@ -181,7 +181,10 @@ pub(crate) fn adapt_create_body(body: &mut Value, facts: &EngineInfo) -> Result<
             }
         }
     }
-    // 3. Rlimits: Podman asks the runtime for RLIMIT_NPROC and RLIMIT_NOFILE of 1048576 (its
+    // 3. No pids limit asked (trusted(), pids_limit(None)): Docker sets none, Podman its own
+    //    2048; -1 (Docker's "unlimited") makes Podman set none too.
+    host.entry("PidsLimit").or_insert_with(|| json!(-1));
+    // 4. Rlimits: Podman asks the runtime for RLIMIT_NPROC and RLIMIT_NOFILE of 1048576 (its
     //    compat API takes no "the daemon's own" for an unnamed one), which fails the start
     //    where root lacks CAP_SYS_RESOURCE; Docker's containers inherit the daemon's. So each
     //    one the body does not name is named: nproc at most NPROC_CAP (what a Podman that

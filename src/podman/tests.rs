@@ -154,6 +154,8 @@ fn podman_bodies_get_a_profile_file_read_only_tmpfs_and_named_rlimits() {
     assert_eq!(host["Tmpfs"]["/run/dockexec"], json!("rw,mode=1777"));
     assert_eq!(host["Tmpfs"]["/run"], json!(READ_ONLY_TMPFS));
     assert_eq!(host["Tmpfs"]["/var/tmp"], json!(READ_ONLY_TMPFS));
+    // No pids limit asked: none (Podman's default would be 2048).
+    assert_eq!(host["PidsLimit"], json!(-1));
     // nofile as asked; nproc at this host's hard limit (when it has one).
     let ulimits = host["Ulimits"].as_array().unwrap();
     assert_eq!(ulimits[0]["Hard"], json!(4096));
