@@ -1,12 +1,14 @@
-//! The Podman seams on recorded `/info` bodies: this machine's rootful Podman 4.3.1 and
-//! Docker 20.10 (both cgroup v1, cgroupfs), and the rootless case built from the rootful one
-//! as Podman reports it (`Rootless: true`), since rootless Podman cannot run here (see the
-//! README's "Docker and Podman").
+//! The Podman seams on recorded `/info` bodies: this machine's Podman 4.3.1, rootful and
+//! rootless (a user with subuid ranges), and Docker 20.10, all on cgroup v1 with cgroupfs.
+//! The rootless one says `PidsLimit: true` and `MemoryLimit: true`, yet drops both ("Resource
+//! limits are not supported and ignored on cgroups V1 rootless systems"): the refusal reads
+//! rootless and the cgroup version, not those flags. Variants for cgroup v2 are made from it.
 
 use super::*;
 use crate::engine::Engine;
 
 const PODMAN_ROOTFUL: &str = include_str!("podman-4.3.1-rootful-cgroupv1.info.json");
+const PODMAN_ROOTLESS: &str = include_str!("podman-4.3.1-rootless-cgroupv1.info.json");
 const DOCKER: &str = include_str!("docker-20.10-cgroupv1.info.json");
 
 fn facts(info: &Value, product: &str, engine: &Engine) -> EngineInfo {
@@ -62,9 +64,9 @@ fn rootful_podman_and_docker_enforce_every_limit() {
 
 #[test]
 fn rootless_podman_on_cgroup_v1_is_refused_naming_each_limit() {
-    let info: Value = serde_json::from_str(PODMAN_ROOTFUL).unwrap();
-    let p = rootless(info.clone(), "1", "cgroupfs");
-    assert!(p.rootless);
+    let p = podman(PODMAN_ROOTLESS);
+    assert!(p.rootless && p.pids_limit && p.memory_limit, "{p:?}");
+    let info: Value = serde_json::from_str(PODMAN_ROOTLESS).unwrap();
     let e = check_enforceable(&p, ALL).unwrap_err().to_string();
     for want in [
         "pids_limit:",
