@@ -32,7 +32,9 @@
 #      manager, file events and a registries.conf of its own (no search registries, the
 #      loopback registry as insecure); the test images loaded into it from the Docker daemon
 #      offline (docker save | docker --host <podman> load: the same image IDs), python:3-slim
-#      tagged on the python image; DOCKEXEC_TEST_PODMAN_SOCK/_HOST appended to engines.env.
+#      tagged on the python image; DOCKEXEC_TEST_PODMAN_SOCK/_HOST appended to engines.env;
+#      and a rootless one (user dockexec-podman, subuid ranges, no images) on
+#      /run/dockexec-test/podman-rootless/podman/podman.sock (DOCKEXEC_TEST_PODMAN_ROOTLESS_HOST).
 #      DOCKEXEC_TEST_PODMAN=0 skips it.
 #
 # The names live in scripts/test-images.env (a variable of the same name in the environment
@@ -125,6 +127,10 @@ PODMAN_DIR="$STATE/podman"
 PODMAN_PID="$STATE/podman.pid"
 PODMAN_LOG="$STATE/podman.log"
 PODMAN_NOTE="skipped"
+PODMAN_RL_USER=dockexec-podman
+PODMAN_RL_RUN="$E2_RUN/podman-rootless"
+PODMAN_RL_SOCK="$PODMAN_RL_RUN/podman/podman.sock"
+PODMAN_RL_PID="$STATE/podman-rootless.pid"
 # --- end Podman ---
 
 log() { echo "test-env: $*" >&2; }
@@ -979,6 +985,54 @@ ensure_podman_images() {
     done
 }
 
+# A rootless Podman service as well (issue 17: the fail-closed refusal on a real engine): user
+# $PODMAN_RL_USER with subuid/subgid ranges, its runtime dir under $E2_RUN, on cgroup v1 here,
+# where it cannot enforce pids, memory or CPU limits (it says so only in a warning). No images:
+# dockexec refuses before it needs one. Written to engines.env as DOCKEXEC_TEST_PODMAN_ROOTLESS_HOST.
+ensure_podman_rootless() {
+    local user=$PODMAN_RL_USER uid pid i
+    if ! id "$user" >/dev/null 2>&1; then
+        useradd --create-home --shell /usr/sbin/nologin "$user" || die "useradd $user failed"
+        log "podman rootless: made the user $user"
+    fi
+    uid=$(id -u "$user")
+    grep -q "^$user:" /etc/subuid || echo "$user:400000:65536" >>/etc/subuid
+    grep -q "^$user:" /etc/subgid || echo "$user:400000:65536" >>/etc/subgid
+    if [[ -r $PODMAN_RL_PID ]] && alive "$(cat "$PODMAN_RL_PID")" podman &&
+        [[ "$(curl -sf -m 5 --unix-socket "$PODMAN_RL_SOCK" http://d/_ping 2>/dev/null)" == OK ]]; then
+        log "rootless podman answers on $PODMAN_RL_SOCK, reusing it"
+        return 0
+    fi
+    down_podman_rootless
+    install -d -m 0700 -o "$user" -g "$user" "$PODMAN_RL_RUN" "$PODMAN_RL_RUN/podman"
+    log "starting a rootless podman system service --time=0 (user $user) on unix://$PODMAN_RL_SOCK"
+    # setpriv execs: the pid is podman's own, for the pid file.
+    spawn "$STATE/podman-rootless.log" setpriv --reuid "$uid" --regid "$(id -g "$user")" --init-groups \
+        env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="$(getent passwd "$user" | cut -d: -f6)" \
+        XDG_RUNTIME_DIR="$PODMAN_RL_RUN" podman --events-backend file \
+        system service --time=0 "unix://$PODMAN_RL_SOCK"
+    pid=$SPAWNED_PID
+    echo "$pid" >"$PODMAN_RL_PID"
+    for ((i = 0; i < DAEMON_WAIT * 4; i++)); do
+        [[ "$(curl -sf -m 5 --unix-socket "$PODMAN_RL_SOCK" http://d/_ping 2>/dev/null)" == OK ]] && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.25
+    done
+    [[ "$(curl -sf -m 5 --unix-socket "$PODMAN_RL_SOCK" http://d/_ping 2>/dev/null)" == OK ]] ||
+        { tail -n 20 "$STATE/podman-rootless.log" >&2; die "the rootless podman service did not answer on $PODMAN_RL_SOCK"; }
+    log "rootless podman is up (pid $pid)"
+}
+
+# down_podman_rootless: the rootless service (pid file) and its pause process.
+down_podman_rootless() {
+    stop_pidfile "$PODMAN_RL_PID" podman "rootless podman"
+    local pause="$PODMAN_RL_RUN/libpod/tmp/pause.pid"
+    if [[ -r $pause ]] && alive "$(cat "$pause")" catatonit; then
+        kill -KILL "$(cat "$pause")" 2>/dev/null || true
+    fi
+    rm -rf "$PODMAN_RL_RUN"
+}
+
 # write_podman_env: podman's lines appended to engines.env (written whole by write_engines_env).
 write_podman_env() {
     local tmp="$ENGINES_ENV.podman.tmp"
@@ -987,6 +1041,7 @@ write_podman_env() {
 # Podman (issue 17): a rootful podman system service, Docker-compatible API.
 DOCKEXEC_TEST_PODMAN_SOCK=$PODMAN_SOCK
 DOCKEXEC_TEST_PODMAN_HOST=unix://$PODMAN_SOCK
+DOCKEXEC_TEST_PODMAN_ROOTLESS_HOST=unix://$PODMAN_RL_SOCK
 EOF
     mv "$tmp" "$ENGINES_ENV"
 }
@@ -1004,6 +1059,7 @@ ensure_podman() {
     mkdir -p "$PODMAN_DIR"
     ensure_podman_service
     ensure_podman_images
+    ensure_podman_rootless
     write_podman_env
 }
 
@@ -1014,6 +1070,7 @@ down_podman() {
     fi
     stop_pidfile "$PODMAN_PID" podman podman
     rm -f "$PODMAN_SOCK"
+    down_podman_rootless
 }
 
 # ------------------------------------------------------------------ --down ---

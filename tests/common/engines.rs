@@ -58,6 +58,9 @@ pub struct TestEngines {
     pub podman_sock: Option<PathBuf>,
     /// The same as a `DOCKER_HOST` value, `unix://...` (`DOCKEXEC_TEST_PODMAN_HOST`).
     pub podman_host: Option<String>,
+    /// A rootless Podman service on this cgroup v1 machine, with no images
+    /// (`DOCKEXEC_TEST_PODMAN_ROOTLESS_HOST`).
+    pub podman_rootless_host: Option<String>,
     // --- end Podman ---
 }
 
@@ -152,6 +155,7 @@ pub fn parse_engines_env(text: &str, file: &Path) -> TestEngines {
         ssh_bin_dir: get("DOCKEXEC_TEST_SSH_BIN_DIR").into(),
         podman_sock: maybe("DOCKEXEC_TEST_PODMAN_SOCK").map(PathBuf::from),
         podman_host: maybe("DOCKEXEC_TEST_PODMAN_HOST"),
+        podman_rootless_host: maybe("DOCKEXEC_TEST_PODMAN_ROOTLESS_HOST"),
     }
 }
 

@@ -170,3 +170,44 @@ fn a_sigkilled_owners_container_goes_within_5_s_on_podman() {
         eprintln!("podman {strategy}: gone in {:?}", t0.elapsed());
     }
 }
+
+/// Rootless Podman on this cgroup v1 machine drops the pids and memory limits (with a warning
+/// in its log at most), though its `/info` says `PidsLimit: true`: dockexec refuses to start
+/// with them, naming each, before it creates anything; without them it would go on.
+#[test]
+fn rootless_podman_on_cgroup_v1_is_refused_the_limits_it_would_drop() {
+    let Some((e, _)) = podman() else { return };
+    let host = e
+        .podman_rootless_host
+        .clone()
+        .expect("engines.env names the rootless Podman with the rootful one");
+    let engine = Engine::host(&host).unwrap();
+    let info = EngineInfo::probe(&engine).unwrap();
+    assert!(info.is_podman() && info.rootless, "{info:?}");
+    assert_eq!(info.cgroup_version, "1", "{info:?}");
+    let guard = common::CaseGuard::new("podman-rootless");
+    let err = on(&host, &guard)
+        .start()
+        .map(|_| ())
+        .expect_err("rootless Podman on cgroup v1 cannot enforce the default limits");
+    let shown = err.to_string();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
+    for want in [
+        "pids_limit:",
+        "memory_limit:",
+        "rootless Podman on cgroup v1",
+    ] {
+        assert!(shown.contains(want), "{want:?} not in {shown}");
+    }
+    assert!(!shown.contains("cpu_limit"), "not asked: {shown}");
+    // Without the limits, the check passes: start() gets as far as the image (which this
+    // Podman, holding no images, does not have, and may not pull).
+    let err = on(&host, &guard)
+        .pids_limit(None)
+        .memory_limit(None)
+        .pull_policy(dockexec::PullPolicy::Never)
+        .start()
+        .map(|_| ())
+        .expect_err("no image there");
+    assert!(matches!(err, Error::ImageNotFound { .. }), "{err:?}");
+}
