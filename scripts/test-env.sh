@@ -1055,6 +1055,8 @@ ensure_podman() {
     have podman || pkgs+=(podman)
     # Podman's init for HostConfig.Init (what docker-init is to Docker).
     [[ -x /usr/libexec/podman/catatonit || -x /usr/bin/catatonit ]] || pkgs+=(catatonit)
+    # The rootless service's user namespace maps the subuid ranges with these.
+    have newuidmap || pkgs+=(uidmap)
     apt_install "${pkgs[@]+"${pkgs[@]}"}"
     mkdir -p "$PODMAN_DIR"
     ensure_podman_service
