@@ -1023,12 +1023,20 @@ ensure_podman_rootless() {
     log "rootless podman is up (pid $pid)"
 }
 
-# down_podman_rootless: the rootless service (pid file) and its pause process.
+# down_podman_rootless: the rootless service (pid file), then every process left of its user,
+# which this script made for it alone: rootless podman re-executes itself inside its user
+# namespace (the pid file names the outer one) and keeps a pause process (catatonit) there.
 down_podman_rootless() {
     stop_pidfile "$PODMAN_RL_PID" podman "rootless podman"
-    local pause="$PODMAN_RL_RUN/libpod/tmp/pause.pid"
-    if [[ -r $pause ]] && alive "$(cat "$pause")" catatonit; then
-        kill -KILL "$(cat "$pause")" 2>/dev/null || true
+    local pids=()
+    if id "$PODMAN_RL_USER" >/dev/null 2>&1; then
+        mapfile -t pids < <(ps -o pid= -u "$PODMAN_RL_USER" 2>/dev/null | tr -d ' ')
+    fi
+    if ((${#pids[@]})); then
+        log "rootless podman: stopping the rest of $PODMAN_RL_USER's processes: ${pids[*]}"
+        kill -TERM "${pids[@]}" 2>/dev/null || true
+        sleep 1
+        kill -KILL "${pids[@]}" 2>/dev/null || true
     fi
     rm -rf "$PODMAN_RL_RUN"
 }
