@@ -1,6 +1,7 @@
 //! What each transport costs: `start()` and a Python `print` block on the local socket, on
-//! engine2's unix socket, over TLS and over SSH (scripts/test-env.sh's engines), interleaved
-//! in one run so that the ratios to the local socket hold on a noisy machine.
+//! engine2's unix socket, over TLS and over SSH, and on Podman's compat socket
+//! (scripts/test-env.sh's engines), interleaved in one run so that the ratios to the local
+//! socket hold on a noisy machine.
 //!
 //! ```text
 //! cargo run --release --example transport_cost [-- ROUNDS [PRINTS]]   # defaults: 5 and 20
@@ -38,7 +39,7 @@ fn main() -> dockexec::Result<()> {
     let text = std::fs::read_to_string(&file)
         .unwrap_or_else(|e| panic!("{file}: {e} (run scripts/test-env.sh)"));
     let env: HashMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).collect();
-    let engines = [
+    let mut engines = vec![
         ("local unix", Engine::unix("/var/run/docker.sock")),
         (
             "engine2 unix",
@@ -55,6 +56,10 @@ fn main() -> dockexec::Result<()> {
                 .ssh_options(["-F", env["DOCKEXEC_TEST_SSH_CONFIG"]]),
         ),
     ];
+    // Podman's Docker-compatible service (issue 17), when test-env.sh started one.
+    if let Some(host) = env.get("DOCKEXEC_TEST_PODMAN_HOST") {
+        engines.push(("podman unix", Engine::host(host)?));
+    }
     let image = test_images::get("DOCKEXEC_TEST_IMAGE");
     let print = CodeBlock::python("print('hello')");
     println!(

@@ -26,6 +26,16 @@
 #        sessions get DOCKER_HOST=engine2, so the docker CLI's path-less ssh:// lands there
 #        too, and ssh/bin/ssh (first in a child's PATH) is the system ssh with that config;
 #      - every fact the tests need in <state dir>/engines.env (tests/common/engines.rs).
+#   6. Podman (issue 17): Debian's podman (with catatonit, its init) and a rootful
+#      `podman system service --time=0` on unix:///run/dockexec-test/podman.sock, with its own
+#      storage under the state dir, runroot /run/dockexec-test/podman-run, the cgroupfs
+#      manager, file events and a registries.conf of its own (no search registries, the
+#      loopback registry as insecure); the test images loaded into it from the Docker daemon
+#      offline (docker save | docker --host <podman> load: the same image IDs), python:3-slim
+#      tagged on the python image; DOCKEXEC_TEST_PODMAN_SOCK/_HOST appended to engines.env;
+#      and a rootless one (user dockexec-podman, subuid ranges, no images) on
+#      /run/dockexec-test/podman-rootless/podman/podman.sock (DOCKEXEC_TEST_PODMAN_ROOTLESS_HOST).
+#      DOCKEXEC_TEST_PODMAN=0 skips it.
 #
 # The names live in scripts/test-images.env (a variable of the same name in the environment
 # overrides a line). Each image carries a `dockexec.test.image` label naming its recipe: an
@@ -42,7 +52,8 @@
 # Usage: scripts/test-env.sh [--tag-slim]   set up / verify the environment
 #        scripts/test-env.sh --untag-slim   remove the python:3-slim tag this script made
 #        scripts/test-env.sh --down         that, and stop the dockerd / registry THIS script
-#                                           started (engine2 and the sshd included)
+#                                           started (engine2, the sshd and podman included)
+#        scripts/test-env.sh --down-podman  stop only the podman service (and its containers)
 #
 # State (pid files, logs, registry storage, the tag record, engine2's data, certificates,
 # ssh keys, engines.env) lives in
@@ -108,6 +119,19 @@ SSHD_PID="$SSH_DIR/sshd.pid"
 SSHD_LOG="$STATE/sshd.log"
 SSHD_PORT=${DOCKEXEC_TEST_SSHD_PORT:-22220}
 ENGINES_ENV="$STATE/engines.env"
+# --- Podman (issue 17); see ensure_podman ---
+PODMAN_SOCK="$E2_RUN/podman.sock"
+PODMAN_RUN="$E2_RUN/podman-run"
+PODMAN_TMP="$E2_RUN/podman-tmp"
+PODMAN_DIR="$STATE/podman"
+PODMAN_PID="$STATE/podman.pid"
+PODMAN_LOG="$STATE/podman.log"
+PODMAN_NOTE="skipped"
+PODMAN_RL_USER=dockexec-podman
+PODMAN_RL_RUN="$E2_RUN/podman-rootless"
+PODMAN_RL_SOCK="$PODMAN_RL_RUN/podman/podman.sock"
+PODMAN_RL_PID="$STATE/podman-rootless.pid"
+# --- end Podman ---
 
 log() { echo "test-env: $*" >&2; }
 die() { echo "test-env: ERROR: $*" >&2; exit 1; }
@@ -869,6 +893,196 @@ down_engines() {
     rm -f "$ENGINES_ENV" "$E2_SOCK"
 }
 
+# ------------------------------------------------------------- Podman (issue 17) ---
+#
+# A rootful `podman system service --time=0` (without --time=0 it exits after 5 s idle) on
+# $PODMAN_SOCK, with storage, runroot and tmpdir of its own, so that nothing here touches
+# another Podman's containers or images. The library and the tests' docker CLI reach it
+# through its Docker-compatible API, as a user's DOCKER_HOST would.
+
+# podman_cli ARGS...: the podman CLI on our service's storage (for --down's cleanup).
+podman_cli() {
+    CONTAINERS_REGISTRIES_CONF="$PODMAN_DIR/registries.conf" podman --root "$PODMAN_DIR/storage" \
+        --runroot "$PODMAN_RUN" --tmpdir "$PODMAN_TMP" --cgroup-manager cgroupfs --events-backend file "$@"
+}
+
+pmdocker() { docker --host "unix://$PODMAN_SOCK" "$@"; }
+
+# podman_ping: the service answers /_ping on its socket.
+podman_ping() { [[ -S $PODMAN_SOCK ]] && [[ "$(curl -sf -m 5 --unix-socket "$PODMAN_SOCK" http://d/_ping 2>/dev/null)" == OK ]]; }
+
+# podman_owned: the pid file names our live service.
+podman_owned() { [[ -r $PODMAN_PID ]] && alive "$(cat "$PODMAN_PID")" podman; }
+
+ensure_podman_service() {
+    if podman_owned && podman_ping; then
+        PODMAN_NOTE="reused pid $(cat "$PODMAN_PID")"
+        log "podman answers on $PODMAN_SOCK, reusing it"
+        return 0
+    fi
+    if podman_owned; then
+        log "podman (pid $(cat "$PODMAN_PID")) does not answer, restarting it"
+        stop_pidfile "$PODMAN_PID" podman podman
+    elif podman_ping; then
+        die "something this script did not start answers on $PODMAN_SOCK (no live pid in $PODMAN_PID); stop it first"
+    fi
+    rm -f "$PODMAN_PID" "$PODMAN_SOCK"
+    mkdir -p "$PODMAN_DIR/storage" "$PODMAN_RUN" "$PODMAN_TMP"
+    cat >"$PODMAN_DIR/registries.conf" <<EOF
+# Written by scripts/test-env.sh: short names resolve locally only (never a pull from the
+# internet); the loopback test registry speaks plain HTTP.
+unqualified-search-registries = []
+[[registry]]
+location = "$REG_ADDR"
+insecure = true
+EOF
+    : >"$PODMAN_LOG"
+    log "starting podman system service --time=0 on unix://$PODMAN_SOCK (rootful; log: $PODMAN_LOG)"
+    spawn "$PODMAN_LOG" env CONTAINERS_REGISTRIES_CONF="$PODMAN_DIR/registries.conf" \
+        podman --root "$PODMAN_DIR/storage" --runroot "$PODMAN_RUN" --tmpdir "$PODMAN_TMP" \
+        --cgroup-manager cgroupfs --events-backend file \
+        system service --time=0 "unix://$PODMAN_SOCK"
+    local pid=$SPAWNED_PID i
+    echo "$pid" >"$PODMAN_PID"
+    for ((i = 0; i < DAEMON_WAIT * 4; i++)); do
+        podman_ping && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.25
+    done
+    if ! podman_ping; then
+        log "podman did not answer /_ping on $PODMAN_SOCK within ${DAEMON_WAIT}s; last lines of $PODMAN_LOG:"
+        tail -n 40 "$PODMAN_LOG" >&2 || true
+        kill -0 "$pid" 2>/dev/null || rm -f "$PODMAN_PID"
+        exit 1
+    fi
+    PODMAN_NOTE="started pid $pid"
+    log "podman is up ($PODMAN_NOTE)"
+}
+
+# ensure_podman_images: the test images with the Docker daemon's image IDs (loaded offline),
+# and $SLIM_TAG on the python one (Podman stores them as localhost/<name> and
+# docker.io/library/python:3-slim; the compat API resolves the tests' short names to those).
+ensure_podman_images() {
+    local img want=() t0=$SECONDS
+    for img in "$PY_IMAGE" "$BB_IMAGE"; do
+        [[ "$(pmdocker image inspect -f '{{.Id}}' "$img" 2>/dev/null)" == "$(image_id "$img")" ]] || want+=("$img")
+    done
+    if ((${#want[@]})); then
+        log "loading ${want[*]} into podman (docker save | docker --host unix://$PODMAN_SOCK load)"
+        docker save "${want[@]}" | pmdocker load >"$PODMAN_DIR/load.log" 2>&1 ||
+            { tail -n 20 "$PODMAN_DIR/load.log" >&2; die "loading the test images into podman failed"; }
+        log "loaded ${want[*]} into podman in $((SECONDS - t0)) s"
+    else
+        log "podman has $PY_IMAGE and $BB_IMAGE"
+    fi
+    if [[ "$(pmdocker image inspect -f '{{.Id}}' "$SLIM_TAG" 2>/dev/null)" != "$(image_id "$PY_IMAGE")" ]]; then
+        pmdocker tag "$PY_IMAGE" "$SLIM_TAG"
+        log "podman: tagged $PY_IMAGE as $SLIM_TAG"
+    fi
+    for img in "$PY_IMAGE" "$BB_IMAGE" "$SLIM_TAG"; do
+        [[ "$(pmdocker image inspect -f '{{.Id}}' "$img" 2>/dev/null)" == "$(image_id "$img")" ]] ||
+            die "podman does not resolve $img to the Docker daemon's image"
+    done
+}
+
+# A rootless Podman service as well (issue 17: the fail-closed refusal on a real engine): user
+# $PODMAN_RL_USER with subuid/subgid ranges, its runtime dir under $E2_RUN, on cgroup v1 here,
+# where it cannot enforce pids, memory or CPU limits (it says so only in a warning). No images:
+# dockexec refuses before it needs one. Written to engines.env as DOCKEXEC_TEST_PODMAN_ROOTLESS_HOST.
+ensure_podman_rootless() {
+    local user=$PODMAN_RL_USER uid pid i
+    if ! id "$user" >/dev/null 2>&1; then
+        useradd --create-home --shell /usr/sbin/nologin "$user" || die "useradd $user failed"
+        log "podman rootless: made the user $user"
+    fi
+    uid=$(id -u "$user")
+    grep -q "^$user:" /etc/subuid || echo "$user:400000:65536" >>/etc/subuid
+    grep -q "^$user:" /etc/subgid || echo "$user:400000:65536" >>/etc/subgid
+    if [[ -r $PODMAN_RL_PID ]] && alive "$(cat "$PODMAN_RL_PID")" podman &&
+        [[ "$(curl -sf -m 5 --unix-socket "$PODMAN_RL_SOCK" http://d/_ping 2>/dev/null)" == OK ]]; then
+        log "rootless podman answers on $PODMAN_RL_SOCK, reusing it"
+        return 0
+    fi
+    down_podman_rootless
+    install -d -m 0700 -o "$user" -g "$user" "$PODMAN_RL_RUN" "$PODMAN_RL_RUN/podman"
+    log "starting a rootless podman system service --time=0 (user $user) on unix://$PODMAN_RL_SOCK"
+    # setpriv execs: the pid is podman's own, for the pid file.
+    spawn "$STATE/podman-rootless.log" setpriv --reuid "$uid" --regid "$(id -g "$user")" --init-groups \
+        env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="$(getent passwd "$user" | cut -d: -f6)" \
+        XDG_RUNTIME_DIR="$PODMAN_RL_RUN" podman --events-backend file \
+        system service --time=0 "unix://$PODMAN_RL_SOCK"
+    pid=$SPAWNED_PID
+    echo "$pid" >"$PODMAN_RL_PID"
+    for ((i = 0; i < DAEMON_WAIT * 4; i++)); do
+        [[ "$(curl -sf -m 5 --unix-socket "$PODMAN_RL_SOCK" http://d/_ping 2>/dev/null)" == OK ]] && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.25
+    done
+    [[ "$(curl -sf -m 5 --unix-socket "$PODMAN_RL_SOCK" http://d/_ping 2>/dev/null)" == OK ]] ||
+        { tail -n 20 "$STATE/podman-rootless.log" >&2; die "the rootless podman service did not answer on $PODMAN_RL_SOCK"; }
+    log "rootless podman is up (pid $pid)"
+}
+
+# down_podman_rootless: the rootless service (pid file), then every process left of its user,
+# which this script made for it alone: rootless podman re-executes itself inside its user
+# namespace (the pid file names the outer one) and keeps a pause process (catatonit) there.
+down_podman_rootless() {
+    stop_pidfile "$PODMAN_RL_PID" podman "rootless podman"
+    local pids=()
+    if id "$PODMAN_RL_USER" >/dev/null 2>&1; then
+        mapfile -t pids < <(ps -o pid= -u "$PODMAN_RL_USER" 2>/dev/null | tr -d ' ')
+    fi
+    if ((${#pids[@]})); then
+        log "rootless podman: stopping the rest of $PODMAN_RL_USER's processes: ${pids[*]}"
+        kill -TERM "${pids[@]}" 2>/dev/null || true
+        sleep 1
+        kill -KILL "${pids[@]}" 2>/dev/null || true
+    fi
+    rm -rf "$PODMAN_RL_RUN"
+}
+
+# write_podman_env: podman's lines appended to engines.env (written whole by write_engines_env).
+write_podman_env() {
+    local tmp="$ENGINES_ENV.podman.tmp"
+    cp "$ENGINES_ENV" "$tmp"
+    cat >>"$tmp" <<EOF
+# Podman (issue 17): a rootful podman system service, Docker-compatible API.
+DOCKEXEC_TEST_PODMAN_SOCK=$PODMAN_SOCK
+DOCKEXEC_TEST_PODMAN_HOST=unix://$PODMAN_SOCK
+DOCKEXEC_TEST_PODMAN_ROOTLESS_HOST=unix://$PODMAN_RL_SOCK
+EOF
+    mv "$tmp" "$ENGINES_ENV"
+}
+
+ensure_podman() {
+    if [[ ${DOCKEXEC_TEST_PODMAN:-1} == 0 ]]; then
+        log "SKIP podman (DOCKEXEC_TEST_PODMAN=0): engines.env names no podman, the podman lane skips"
+        return 0
+    fi
+    local pkgs=()
+    have podman || pkgs+=(podman)
+    # Podman's init for HostConfig.Init (what docker-init is to Docker).
+    [[ -x /usr/libexec/podman/catatonit || -x /usr/bin/catatonit ]] || pkgs+=(catatonit)
+    # The rootless service's user namespace maps the subuid ranges with these.
+    have newuidmap || pkgs+=(uidmap)
+    apt_install "${pkgs[@]+"${pkgs[@]}"}"
+    mkdir -p "$PODMAN_DIR"
+    ensure_podman_service
+    ensure_podman_images
+    ensure_podman_rootless
+    write_podman_env
+}
+
+# down_podman: our service's containers, then the service (by pid file).
+down_podman() {
+    if podman_owned; then
+        podman_cli rm -af -t 0 >/dev/null 2>&1 || true
+    fi
+    stop_pidfile "$PODMAN_PID" podman podman
+    rm -f "$PODMAN_SOCK"
+    down_podman_rootless
+}
+
 # ------------------------------------------------------------------ --down ---
 
 stop_pidfile() { # stop_pidfile FILE COMM NAME
@@ -895,6 +1109,7 @@ down() {
     lock 600
     untag_slim
     down_engines
+    down_podman
     stop_pidfile "$STATE/registry.pid" docker-registry registry
     stop_pidfile "$STATE/dockerd.pid" dockerd dockerd
     log "down"
@@ -1128,7 +1343,7 @@ summary() {
         "$SLIM_TAG=${slim_id:-absent} $BB_IMAGE=${bb_id:7:12};" \
         "registry $REG_ADDR ($REGISTRY_NOTE) with ${REG_REPO[$PY_IMAGE]}:latest ${REG_REPO[$BB_IMAGE]}:latest;" \
         "engine2 unix://$E2_SOCK + TLS tcp://127.0.0.1:$E2_TLS_PORT ($ENGINE2_NOTE), sshd 127.0.0.1:$SSHD_PORT ($SSHD_NOTE);" \
-        "engines env $ENGINES_ENV"
+        "podman unix://$PODMAN_SOCK ($PODMAN_NOTE); engines env $ENGINES_ENV"
 }
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
@@ -1147,6 +1362,7 @@ main() {
         --down) action=down ;;
         # (not in the usage: stop only engine2 and the sshd, leaving the shared daemon alone)
         --down-engines) action=down-engines ;;
+        --down-podman) action=down-podman ;;
         -h | --help) usage; return ;;
         *) die "unknown argument: $1 (usage: $0 [--tag-slim | --untag-slim | --down])" ;;
         esac
@@ -1160,6 +1376,7 @@ main() {
     case $action in
     down) down; return ;;
     down-engines) lock 600; down_engines; log "engines down"; return ;;
+    down-podman) lock 600; down_podman; log "podman down"; return ;;
     untag) lock 600; untag_slim; return ;;
     esac
     trap cleanup EXIT
@@ -1181,6 +1398,7 @@ main() {
     push_image "$PY_IMAGE"
     push_image "$BB_IMAGE"
     ensure_engines
+    ensure_podman
     summary
 }
 

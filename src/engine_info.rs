@@ -56,6 +56,14 @@ pub struct EngineInfo {
     /// Whether a host path means the same file to the daemon (see
     /// [`Engine::host_filesystem_shared`]): if not, nothing is bind-mounted from this host.
     pub host_filesystem_shared: bool,
+    // --- Podman (issue 17): the limits the daemon says it can enforce ---
+    /// The daemon can enforce a pids limit (`/info` `PidsLimit`; `true` when not said).
+    pub pids_limit: bool,
+    /// The daemon can enforce a memory limit (`/info` `MemoryLimit`; `true` when not said).
+    pub memory_limit: bool,
+    /// The daemon can enforce a CPU quota (`/info` `CpuCfsQuota`; `true` when not said).
+    pub cpu_quota: bool,
+    // --- end Podman ---
 }
 
 impl EngineInfo {
@@ -113,7 +121,12 @@ impl EngineInfo {
         EngineInfo::from_client(&Client::connect(engine)?)
     }
 
-    fn from_json(engine: &Engine, api: &str, version: &Value, info: &Value) -> EngineInfo {
+    pub(crate) fn from_json(
+        engine: &Engine,
+        api: &str,
+        version: &Value,
+        info: &Value,
+    ) -> EngineInfo {
         let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
         let security_options: Vec<String> = info
             .get("SecurityOptions")
@@ -138,10 +151,14 @@ impl EngineInfo {
             .map(|c| s(c, "Name"))
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| "Docker Engine".into());
-        let podman_rootless = info
-            .pointer("/Host/Security/Rootless")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+        // Podman's compat `/info` says `Rootless` at the top; its own API under `Host`.
+        let podman_rootless = [
+            info.get("Rootless"),
+            info.pointer("/Host/Security/Rootless"),
+        ]
+        .into_iter()
+        .any(|v| v.and_then(Value::as_bool) == Some(true));
+        let can = |k: &str| info.get(k).and_then(Value::as_bool).unwrap_or(true);
         EngineInfo {
             endpoint: engine.endpoint(),
             transport: engine.transport().into(),
@@ -160,6 +177,9 @@ impl EngineInfo {
             runtimes,
             default_runtime: s(info, "DefaultRuntime"),
             host_filesystem_shared: engine.host_filesystem_shared(),
+            pids_limit: can("PidsLimit"),
+            memory_limit: can("MemoryLimit"),
+            cpu_quota: can("CpuCfsQuota"),
         }
     }
 }

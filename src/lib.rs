@@ -104,6 +104,7 @@ mod host;
 pub mod labels;
 mod lifetime;
 mod output;
+mod podman;
 mod redact;
 mod registry;
 mod runner;

@@ -102,6 +102,8 @@ pub struct ExecutorBuilder {
     pub(crate) device_requests: Vec<DeviceRequest>,
     /// Merged over the `HostConfig` built from the options above, last.
     pub(crate) host_config: Option<Value>,
+    /// Run even where the engine says it cannot enforce a limit asked for (`podman`).
+    pub(crate) allow_unenforced: bool,
 }
 
 impl fmt::Debug for ExecutorBuilder {
@@ -170,6 +172,7 @@ impl Default for ExecutorBuilder {
             secret_env: BTreeMap::new(),
             device_requests: Vec::new(),
             host_config: None,
+            allow_unenforced: false,
         }
     }
 }

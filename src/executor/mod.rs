@@ -683,11 +683,15 @@ impl crate::registry::Stop for Inner {
 /// not gone: see [`says_container_paused`].
 fn says_container_gone(status: u16, message: &str) -> bool {
     match status {
-        404 => message.contains("No such container"),
+        // Podman says it in lower case: "no container with name or ID … found: no such
+        // container".
+        404 => message.to_ascii_lowercase().contains("no such container"),
         409 | 500 => {
             message.contains("not running")
                 || message.contains("Removal In Progress")
                 || message.contains("marked for removal")
+                // Podman's exec create on a stopped container (issue 17).
+                || message.contains("can only create exec sessions on running containers")
         }
         _ => false,
     }
@@ -727,6 +731,15 @@ mod gone_tests {
             "container is marked for removal and cannot be started"
         ));
         assert!(!says_container_gone(500, "could not select device driver"));
+        // Podman (issue 17): its 404, and its exec create on a stopped container.
+        assert!(says_container_gone(
+            404,
+            "no container with name or ID \"0dd4\" found: no such container"
+        ));
+        assert!(says_container_gone(
+            500,
+            "can only create exec sessions on running containers: container state improper"
+        ));
         assert!(!says_container_gone(400, "not running"));
     }
 }

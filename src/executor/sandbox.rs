@@ -275,4 +275,33 @@ impl ExecutorBuilder {
         self.host_config = Some(config);
         self
     }
+
+    // --- Podman (issue 17): the opt-out of the fail-closed limits ---
+    /// Whether [`start`](Self::start) may run where the engine says it cannot enforce a
+    /// limit this executor asks for. Defaults to `false`: `start()` then fails with
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) naming each limit and the reason,
+    /// since dockexec never runs with a limit silently missing. The cases known:
+    /// - rootless Podman on cgroup v1 or with the cgroupfs manager drops
+    ///   [`pids_limit`](Self::pids_limit) (without a warning),
+    ///   [`memory_limit`](Self::memory_limit) and [`cpu_limit`](Self::cpu_limit);
+    /// - any engine whose `/info` says `PidsLimit`, `MemoryLimit` or `CpuCfsQuota` is `false`;
+    /// - Podman drops every [`device_request`](Self::device_request) without an error.
+    ///
+    /// With `true` the executor runs without those limits (or devices): your explicit choice.
+    /// See the README's "Docker and Podman" table.
+    pub fn allow_unenforced_limits(&mut self, yes: bool) -> &mut Self {
+        self.allow_unenforced = yes;
+        self
+    }
+
+    /// What this executor asks the engine to enforce, for `podman::check_enforceable`.
+    pub(crate) fn asked(&self) -> crate::podman::Asked {
+        crate::podman::Asked {
+            pids_limit: self.pids_limit.is_some_and(|p| p > 0),
+            memory: self.memory.is_some(),
+            cpus: self.cpus.is_some(),
+            devices: !self.device_requests.is_empty(),
+        }
+    }
+    // --- end Podman ---
 }

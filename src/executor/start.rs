@@ -232,7 +232,12 @@ impl ExecutorBuilder {
         let client = Client::connect_with(&engine, self.api_timeout)?;
         // What the engine is and can do, asked once per process: the Podman and runtime
         // checks read it from here.
-        let _facts = engine_info::facts(&client)?;
+        let facts = engine_info::facts(&client)?;
+        // --- Podman (issue 17): fail closed on a limit the engine cannot enforce ---
+        if !self.allow_unenforced {
+            crate::podman::check_enforceable(&facts, self.asked())?;
+        }
+        // --- end Podman ---
         if self.gc_orphans {
             // Best effort: a failed sweep must not stop this executor from starting.
             let _ = sweep::sweep(&client, false, &[]);
@@ -280,7 +285,10 @@ impl ExecutorBuilder {
             );
         }
         crate::runner::prepare(self.strategy, &mut spec);
-        client.container_create(Some(&name), &spec.to_create_body())
+        let mut body = spec.to_create_body();
+        // Podman (issue 17): the body as Podman reads it (the facts are cached by connect()).
+        crate::podman::adapt_create_body(&mut body, &*engine_info::facts(client)?)?;
+        client.container_create(Some(&name), &body)
     }
 
     /// Runs `init_command`, if any; a non-zero exit is [`Error::InitCommand`].

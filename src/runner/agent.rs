@@ -299,6 +299,7 @@ impl Conn {
             },
             Ok(Err(why)) => {
                 conn.shutdown();
+                let why = explain_boot_failure(client, &exec, why);
                 Err(Error::Agent(format!("the agent did not start: {why}")))
             }
             Err(_) => {
@@ -422,6 +423,32 @@ fn exec_body() -> Value {
         // No block can write `/`; the bootstrap goes there anyway.
         "WorkingDir": "/",
     })
+}
+
+/// `why` the agent did not start, with the launcher's reason when the engine lost it: Podman
+/// can drop a short-lived exec's output, its attach saying only `read unixpacket …:
+/// connection reset by peer` (issue 17), so the launcher's exit code 127 (no Python) is read
+/// from the exec instead. Bounded: ten looks, 50 ms apart.
+fn explain_boot_failure(client: &Client, exec: &str, why: String) -> String {
+    if why.contains("neither python3 nor python") {
+        return why;
+    }
+    for _ in 0..10 {
+        match client.exec_inspect(exec) {
+            Ok(i) if !i.running => {
+                return match i.exit_code {
+                    Some(127) => format!(
+                        "{why} (exit code 127: the image has neither python3 nor python in \
+                         /usr/local/bin, /usr/bin or /bin)"
+                    ),
+                    _ => why,
+                };
+            }
+            Ok(_) => thread::sleep(Duration::from_millis(50)),
+            Err(_) => return why,
+        }
+    }
+    why
 }
 
 /// What the host writes on the agent's stdin first: the magic, the source's length (4 bytes,

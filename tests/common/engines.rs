@@ -52,6 +52,16 @@ pub struct TestEngines {
     ///
     /// [`ssh_config`]: TestEngines::ssh_config
     pub ssh_bin_dir: PathBuf,
+    // --- Podman (issue 17) ---
+    /// The rootful Podman service's socket (`DOCKEXEC_TEST_PODMAN_SOCK`); `None` when
+    /// test-env.sh ran with `DOCKEXEC_TEST_PODMAN=0` (see [`TestEngines::podman`]).
+    pub podman_sock: Option<PathBuf>,
+    /// The same as a `DOCKER_HOST` value, `unix://...` (`DOCKEXEC_TEST_PODMAN_HOST`).
+    pub podman_host: Option<String>,
+    /// A rootless Podman service on this cgroup v1 machine, with no images
+    /// (`DOCKEXEC_TEST_PODMAN_ROOTLESS_HOST`).
+    pub podman_rootless_host: Option<String>,
+    // --- end Podman ---
 }
 
 /// `${TMPDIR:-/tmp}/dockexec-test-env/engines.env`, as scripts/test-env.sh spells it (an
@@ -120,6 +130,16 @@ pub fn parse_engines_env(text: &str, file: &Path) -> TestEngines {
                 )
             })
     };
+    // Optional: test-env.sh leaves Podman out with DOCKEXEC_TEST_PODMAN=0.
+    let maybe = |key: &str| -> Option<String> {
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split_once('='))
+            .find(|(k, _)| k.trim() == key)
+            .map(|(_, v)| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
     TestEngines {
         file: file.to_path_buf(),
         engine2_sock: get("DOCKEXEC_TEST_ENGINE2_SOCK").into(),
@@ -133,10 +153,35 @@ pub fn parse_engines_env(text: &str, file: &Path) -> TestEngines {
         ssh_known_hosts: get("DOCKEXEC_TEST_SSH_KNOWN_HOSTS").into(),
         ssh_host_cli: get("DOCKEXEC_TEST_SSH_HOST_CLI"),
         ssh_bin_dir: get("DOCKEXEC_TEST_SSH_BIN_DIR").into(),
+        podman_sock: maybe("DOCKEXEC_TEST_PODMAN_SOCK").map(PathBuf::from),
+        podman_host: maybe("DOCKEXEC_TEST_PODMAN_HOST"),
+        podman_rootless_host: maybe("DOCKEXEC_TEST_PODMAN_ROOTLESS_HOST"),
     }
 }
 
 impl TestEngines {
+    /// The Podman service's `DOCKER_HOST` value; `None` (with a SKIP line) when engines.env
+    /// names none, except in CI, where that panics: the Podman lane never passes as a skip.
+    ///
+    /// # Panics
+    ///
+    /// In CI when engines.env has no `DOCKEXEC_TEST_PODMAN_HOST`.
+    pub fn podman(&self) -> Option<String> {
+        if self.podman_host.is_none() {
+            assert!(
+                !in_ci(),
+                "{} has no DOCKEXEC_TEST_PODMAN_HOST and CI is set: run scripts/test-env.sh \
+                 without DOCKEXEC_TEST_PODMAN=0",
+                self.file.display()
+            );
+            eprintln!(
+                "SKIP: {} names no Podman (test-env.sh ran with DOCKEXEC_TEST_PODMAN=0)",
+                self.file.display()
+            );
+        }
+        self.podman_host.clone()
+    }
+
     /// `GET path` on engine2's unix socket with std only; returns (HTTP status, body).
     /// `Connection: close` and no chunked bodies expected: for small answers such as
     /// `/_ping` (a chunked body comes back with its chunk framing).
@@ -165,6 +210,15 @@ impl TestEngines {
         Ok((status, body.to_string()))
     }
 
+    /// Runs the docker CLI against the Podman service (its Docker-compatible socket); returns
+    /// (success, stdout), or (false, "") when engines.env names no Podman.
+    pub fn podman_docker(&self, args: &[&str]) -> (bool, String) {
+        match &self.podman_host {
+            Some(host) => cli_at(host, args),
+            None => (false, String::new()),
+        }
+    }
+
     /// Runs the docker CLI against engine2 (`--host unix://...`); returns (success, stdout).
     pub fn engine2_docker(&self, args: &[&str]) -> (bool, String) {
         let out = Command::new("docker")
@@ -182,4 +236,21 @@ impl TestEngines {
             String::from_utf8_lossy(&out.stdout).trim().to_string(),
         )
     }
+}
+
+/// The docker CLI against `host`, whatever the test's own engine settings; (success, stdout).
+fn cli_at(host: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new("docker")
+        .env_remove("DOCKER_CONTEXT")
+        .env_remove("DOCKER_TLS_VERIFY")
+        .env_remove("DOCKER_CERT_PATH")
+        .arg("--host")
+        .arg(host)
+        .args(args)
+        .output()
+        .expect("run the docker CLI");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+    )
 }

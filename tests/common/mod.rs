@@ -3,7 +3,8 @@
 //! - [`docker`]: the test images, builders, labels, guards and container helpers;
 //! - [`child`]: the child-process kit of the Ctrl-C and orphan tests;
 //! - [`owner`]: an executor's owner in a child process, to SIGKILL;
-//! - [`engines`]: the remote test engines (engine2 on a unix socket, TLS and SSH);
+//! - [`engines`]: the remote test engines (engine2 on a unix socket, TLS and SSH, Podman);
+//! - [`podman`]: the tests that cannot hold on Podman, and why ([`podman_skips`]);
 //! - here: what any test uses (watchdog, polling, names, temp dirs, thread counts, output).
 //!
 //! Each test binary uses only part of this, hence the `allow`s.
@@ -13,6 +14,7 @@ mod child;
 mod docker;
 mod engines;
 mod owner;
+mod podman;
 mod proxy;
 mod test_images;
 
@@ -20,6 +22,7 @@ pub use child::*;
 pub use docker::*;
 pub use engines::*;
 pub use owner::*;
+pub use podman::*;
 pub use proxy::*;
 
 use std::sync::mpsc;

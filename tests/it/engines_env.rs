@@ -70,3 +70,27 @@ fn engines_env_without_a_key_panics() {
         Path::new("engines.env"),
     );
 }
+
+/// Podman's lines (issue 17) are optional: test-env.sh leaves them out with
+/// DOCKEXEC_TEST_PODMAN=0, and then the Podman tests skip (panic in CI).
+#[test]
+fn podman_lines_are_read_when_present() {
+    let base = "DOCKEXEC_TEST_ENGINE2_SOCK=/a\nDOCKEXEC_TEST_ENGINE2_HOST=unix:///a\n\
+         DOCKEXEC_TEST_TLS_HOST=tcp://127.0.0.1:1\nDOCKEXEC_TEST_TLS_CERTS=/c\n\
+         DOCKEXEC_TEST_WRONG_CA_CERTS=/w\nDOCKEXEC_TEST_SSH_HOST=ssh://h\n\
+         DOCKEXEC_TEST_SSH_CONFIG=/s\nDOCKEXEC_TEST_SSH_KEY=/k\nDOCKEXEC_TEST_SSH_KNOWN_HOSTS=/kh\n\
+         DOCKEXEC_TEST_SSH_HOST_CLI=ssh://h\nDOCKEXEC_TEST_SSH_BIN_DIR=/b\n";
+    let e = common::parse_engines_env(base, Path::new("engines.env"));
+    assert!(e.podman_sock.is_none() && e.podman_host.is_none());
+    let with = format!(
+        "{base}DOCKEXEC_TEST_PODMAN_SOCK=/run/p.sock\nDOCKEXEC_TEST_PODMAN_HOST=unix:///run/p.sock\n\
+         DOCKEXEC_TEST_PODMAN_ROOTLESS_HOST=unix:///run/r.sock\n"
+    );
+    let e = common::parse_engines_env(&with, Path::new("engines.env"));
+    assert_eq!(e.podman_sock.as_deref(), Some(Path::new("/run/p.sock")));
+    assert_eq!(e.podman_host.as_deref(), Some("unix:///run/p.sock"));
+    assert_eq!(
+        e.podman_rootless_host.as_deref(),
+        Some("unix:///run/r.sock")
+    );
+}

@@ -30,6 +30,7 @@ mod orphans;
 mod output_bytes;
 mod output_cap;
 mod outside_interference;
+mod podman;
 mod remote_engines;
 mod restart;
 mod sandbox;

@@ -325,6 +325,9 @@ fn gc_removes_exited_and_long_created_containers_and_only_force_takes_running_on
         .map(str::to_string);
         let create = |extra: &[&str]| -> String {
             let mut args = vec!["create", "--network", "none"];
+            // Named, as dockexec names them on Podman: Podman's own defaults (1048576) are
+            // above this machine's hard limits, where root lacks CAP_SYS_RESOURCE.
+            args.extend(["--ulimit", "nproc=1024", "--ulimit", "nofile=1024"]);
             args.extend(labels.iter().map(String::as_str));
             args.push(&bb);
             args.extend(extra);
