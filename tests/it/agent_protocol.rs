@@ -58,6 +58,7 @@ fn harness(case: &str, extra: &[&str]) {
         .to_string();
     assert!(
         out.status.success() && summary.contains(", 0 failed"),
-        "the harness failed ({summary}):\n{text}"
+        "the harness failed ({}; {summary}):\n{text}",
+        out.status
     );
 }
