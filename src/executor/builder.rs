@@ -104,6 +104,8 @@ pub struct ExecutorBuilder {
     pub(crate) device_requests: Vec<DeviceRequest>,
     /// Merged over the `HostConfig` built from the options above, last.
     pub(crate) host_config: Option<Value>,
+    /// The OCI runtime; `None`: the daemon's default.
+    pub(crate) runtime: Option<crate::Runtime>,
 }
 
 impl fmt::Debug for ExecutorBuilder {
@@ -126,6 +128,7 @@ impl fmt::Debug for ExecutorBuilder {
             )
             .field("device_requests", &self.device_requests)
             .field("host_config_json", &self.host_config)
+            .field("runtime", &self.runtime)
             .finish_non_exhaustive()
     }
 }
@@ -171,6 +174,7 @@ impl Default for ExecutorBuilder {
             secret_env: BTreeMap::new(),
             device_requests: Vec::new(),
             host_config: None,
+            runtime: None,
         }
     }
 }

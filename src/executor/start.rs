@@ -127,6 +127,7 @@ impl ExecutorBuilder {
             nofile: o.nofile,
             devices: o.device_requests.clone(),
             host_config: o.host_config.clone(),
+            runtime: o.runtime.as_ref().map(|r| r.name().to_string()),
             machinery_tmpfs: BTreeMap::new(),
         }
     }
@@ -237,7 +238,10 @@ impl ExecutorBuilder {
         let client = Client::connect_with(&engine, self.api_timeout)?;
         // What the engine is and can do, asked once per process: the Podman and runtime
         // checks read it from here.
-        let _facts = engine_info::facts(&client)?;
+        let facts = engine_info::facts(&client)?;
+        if let Some(runtime) = &self.runtime {
+            engine_info::check_runtime(&client, facts, runtime)?;
+        }
         if self.gc_orphans {
             // Best effort: a failed sweep must not stop this executor from starting.
             let _ = sweep::sweep(&client, false, &[]);
@@ -356,6 +360,18 @@ mod tests {
         let mut spec = b.spec("0123456789abcdef", Path::new("/w"));
         crate::runner::prepare(b.strategy, &mut spec);
         spec.to_create_body()
+    }
+
+    #[test]
+    fn the_runtime_is_asked_for_by_name_and_the_passthrough_still_wins() {
+        let mut b = ExecutorBuilder::new();
+        assert_eq!(body(&b)["HostConfig"].get("Runtime"), None);
+        b.runtime(crate::Runtime::Gvisor);
+        assert_eq!(body(&b)["HostConfig"]["Runtime"], json!("runsc"));
+        b.runtime("kata");
+        assert_eq!(body(&b)["HostConfig"]["Runtime"], json!("kata"));
+        b.host_config_json(json!({ "Runtime": "runc" }));
+        assert_eq!(body(&b)["HostConfig"]["Runtime"], json!("runc"));
     }
 
     #[test]

@@ -60,6 +60,10 @@ pub fn builder() -> ExecutorBuilder {
         .label(TEST_LABEL, "1")
         .timeout(Some(Duration::from_secs(60)))
         .strategy(strategy());
+    // The gVisor lane (issue 22): every executor of the suite under that runtime.
+    if let Some(runtime) = super::test_runtime() {
+        b.runtime(runtime);
+    }
     b
 }
 

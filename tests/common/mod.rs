@@ -4,6 +4,7 @@
 //! - [`child`]: the child-process kit of the Ctrl-C and orphan tests;
 //! - [`owner`]: an executor's owner in a child process, to SIGKILL;
 //! - [`engines`]: the remote test engines (engine2 on a unix socket, TLS and SSH);
+//! - [`gvisor`]: the gVisor lane's runtime, and the one list of what differs under it;
 //! - here: what any test uses (watchdog, polling, names, temp dirs, thread counts, output).
 //!
 //! Each test binary uses only part of this, hence the `allow`s.
@@ -12,6 +13,7 @@
 mod child;
 mod docker;
 mod engines;
+mod gvisor;
 mod owner;
 mod proxy;
 mod test_images;
@@ -19,6 +21,7 @@ mod test_images;
 pub use child::*;
 pub use docker::*;
 pub use engines::*;
+pub use gvisor::*;
 pub use owner::*;
 pub use proxy::*;
 
