@@ -24,6 +24,21 @@ pub fn under_gvisor() -> bool {
 pub enum Differs {
     /// Reading a default from inside: gVisor's `/proc/self/status` has no `NoNewPrivs` line.
     NoNewPrivsLine,
+    /// Reading a limit from inside: gVisor mounts no cgroup files (`pids.max`,
+    /// `memory.max`); the limits apply to the sandbox on the host.
+    CgroupFiles,
+    /// The handle syscalls fail with `EOPNOTSUPP` (95), gVisor's own answer, before
+    /// dockexec's seccomp profile (which runsc does not load into its kernel) could say
+    /// `EPERM`; and a new user namespace is gVisor's, never the host kernel's.
+    HandleSyscallErrno,
+    /// Debian's runsc (0.0~20221219) returns a short count for a write of more than 64 KiB to
+    /// a `docker exec`'s stdout pipe, and CPython's unbuffered stdout (`PYTHONUNBUFFERED`,
+    /// which dockexec sets) drops the rest: a python block of the exec strategy loses output
+    /// past 64 KiB per write. The agent strategy (the default for python images) is whole.
+    ShortExecPipeWrites,
+    /// A `docker exec`'s stdout and stderr are two pipes that runsc's shim copies on their
+    /// own: writes alternating between them close together may arrive merged, out of order.
+    ExecStreamOrder,
 }
 
 impl Differs {
@@ -34,8 +49,31 @@ impl Differs {
                 "gVisor's /proc/self/status has no NoNewPrivs line (the flag is still set; \
                  sandbox::setuid_gives_nothing checks what it does)"
             }
+            Differs::CgroupFiles => {
+                "gVisor mounts no cgroup files (pids.max, memory.max) in the container; the \
+                 limits apply to the sandbox on the host (limits:: checks what they do)"
+            }
+            Differs::HandleSyscallErrno => {
+                "gVisor's kernel answers name_to_handle_at/open_by_handle_at with EOPNOTSUPP \
+                 (runsc does not load the OCI seccomp profile), and lets a block make a user \
+                 namespace of its own kernel"
+            }
+            Differs::ShortExecPipeWrites => {
+                "Debian's runsc returns a short count for writes over 64 KiB to a docker \
+                 exec's stdout, and CPython's unbuffered stdout drops the rest (exec strategy \
+                 only; the agent's output is whole)"
+            }
+            Differs::ExecStreamOrder => {
+                "runsc's shim copies a docker exec's stdout and stderr pipes on their own, so \
+                 writes alternating between them may arrive merged out of order (exec only)"
+            }
         }
     }
+}
+
+/// True when the suite runs the exec strategy (the lane's `DOCKEXEC_TEST_STRATEGY=exec`).
+pub fn exec_strategy() -> bool {
+    super::strategy() == dockexec::Strategy::Exec
 }
 
 /// Whether `what` applies to this run: under gVisor, prints `SKIP (gVisor): <test>: <reason>`

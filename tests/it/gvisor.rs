@@ -124,7 +124,6 @@ fn the_gvisor_lane_really_runs_under_gvisor() {
         return;
     }
     let (b, _guard) = common::case_builder("gvisor-lane");
-    let mut b = b;
     let ex = b.start().expect("start under the lane's runtime");
     let (_, runtime) = common::docker(&[
         "inspect",
