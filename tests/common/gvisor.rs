@@ -39,6 +39,23 @@ pub enum Differs {
     /// A `docker exec`'s stdout and stderr are two pipes that runsc's shim copies on their
     /// own: writes alternating between them close together may arrive merged, out of order.
     ExecStreamOrder,
+    /// Debian's runsc has no `PR_SET_CHILD_SUBREAPER`/`PR_GET_CHILD_SUBREAPER` (`EINVAL`): the
+    /// agent says so in `agent_warnings()` and kills a block's tree by its session, process
+    /// group and parent links, so a process that double-forks out of a session block's tree
+    /// can escape its cancel. The exec strategy's kill (and the keeper's) does not need it.
+    NoSubreaper,
+    /// gVisor's `/proc/PID/stat` gives no argv addresses (fields 48/49), so the zygote cannot
+    /// rewrite a block's command line: `/proc/PID/cmdline` of a zygote block reads as the
+    /// agent's, and `ps`/`pkill -f` cannot find it by its script's name.
+    ZygoteCmdline,
+    /// The memory and pids limits apply to the whole sandbox on the host (gVisor's kernel and
+    /// its gofer with the blocks): a hog or a fork bomb that reaches them ends the sandbox,
+    /// so the container ends (the block `lost`, later calls `ContainerGone`), not only the
+    /// block; the host and other executors are untouched (gvisor::a_fork_bomb_... checks it).
+    LimitsEndTheSandbox,
+    /// gVisor refuses a non-root write to the read-only root with `EACCES` ("Permission
+    /// denied") rather than `EROFS`: still not writable.
+    ReadOnlyRootErrno,
 }
 
 impl Differs {
@@ -62,6 +79,22 @@ impl Differs {
                 "Debian's runsc returns a short count for writes over 64 KiB to a docker \
                  exec's stdout, and CPython's unbuffered stdout drops the rest (exec strategy \
                  only; the agent's output is whole)"
+            }
+            Differs::NoSubreaper => {
+                "Debian's runsc has no PR_SET_CHILD_SUBREAPER: with the agent, a process that \
+                 double-forks out of a session block's tree can escape its cancel (the agent \
+                 says so in agent_warnings(); the exec strategy's kill does not need it)"
+            }
+            Differs::ZygoteCmdline => {
+                "gVisor's /proc/PID/stat gives no argv addresses, so a zygote block's \
+                 /proc/PID/cmdline reads as the agent's (ps/pkill -f cannot find it by name)"
+            }
+            Differs::LimitsEndTheSandbox => {
+                "the memory and pids limits apply to the whole gVisor sandbox: reaching them \
+                 ends the container (the block lost, then ContainerGone), not only the block"
+            }
+            Differs::ReadOnlyRootErrno => {
+                "gVisor refuses a non-root write to the read-only root with EACCES, not EROFS"
             }
             Differs::ExecStreamOrder => {
                 "runsc's shim copies a docker exec's stdout and stderr pipes on their own, so \

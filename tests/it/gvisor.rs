@@ -136,3 +136,40 @@ fn the_gvisor_lane_really_runs_under_gvisor() {
     assert_ne!(out.stdout_lossy().trim(), host_kernel(), "{out:?}");
     ex.stop().unwrap();
 }
+
+/// Under gVisor the memory and pids limits bound the whole sandbox (see
+/// `common::Differs::LimitsEndTheSandbox`): a fork bomb and a memory hog never succeed, end
+/// within their timeout, and leave another executor of the same daemon working.
+#[test]
+fn a_fork_bomb_and_a_memory_hog_end_only_their_own_sandbox() {
+    if !common::under_gvisor() {
+        eprintln!("SKIP: not the gVisor lane (limits:: and sandbox:: check this under runc)");
+        return;
+    }
+    common::watchdog(std::time::Duration::from_secs(240), || {
+        let (b, _bystander_guard) = common::case_builder("gvisor-bystander");
+        let bystander = b.start().unwrap();
+        let attacks = [
+            ("gvisor-forkbomb", CodeBlock::sh("b() { b | b & }; b; wait")),
+            (
+                "gvisor-hog",
+                CodeBlock::python(
+                    "blocks = []\nwhile True:\n    blocks.append(bytearray(64 << 20))",
+                ),
+            ),
+        ];
+        for (case, block) in attacks {
+            let (mut b, _guard) = common::case_builder(case);
+            b.timeout(Some(std::time::Duration::from_secs(20)));
+            let ex = b.start().unwrap();
+            match ex.run(&block) {
+                Ok(out) => assert!(!out.status.success(), "{case}: {out:?}"),
+                Err(e) => eprintln!("{case}: the sandbox ended: {e}"),
+            }
+            let out = bystander.run(&CodeBlock::sh("echo fine")).unwrap();
+            assert_eq!(out.stdout, b"fine\n", "{case}: the bystander");
+            drop(ex);
+        }
+        bystander.stop().unwrap();
+    });
+}
