@@ -56,6 +56,11 @@ pub enum Differs {
     /// gVisor refuses a non-root write to the read-only root with `EACCES` ("Permission
     /// denied") rather than `EROFS`: still not writable.
     ReadOnlyRootErrno,
+    /// A file `put_file` writes into the container's own filesystem (not `/workspace`, not a
+    /// volume) after start is not seen by the blocks: runsc fixes its view of the root
+    /// filesystem when the sandbox starts (`docker cp` into it is invisible the same way).
+    /// `get_file` of it, and `put_file` into `/workspace`, work.
+    PutFileIntoRootfs,
 }
 
 impl Differs {
@@ -95,6 +100,11 @@ impl Differs {
             }
             Differs::ReadOnlyRootErrno => {
                 "gVisor refuses a non-root write to the read-only root with EACCES, not EROFS"
+            }
+            Differs::PutFileIntoRootfs => {
+                "runsc fixes its view of the container's root filesystem at start: a file \
+                 put_file (or docker cp) writes there later is not seen by the blocks \
+                 (/workspace and volumes are)"
             }
             Differs::ExecStreamOrder => {
                 "runsc's shim copies a docker exec's stdout and stderr pipes on their own, so \
