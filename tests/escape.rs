@@ -168,6 +168,16 @@ for p in procs:
 "#;
         let hogged = ex.run(&CodeBlock::python(hog));
         eprintln!("the hog block: {hogged:?}");
+        if matches!(
+            ex.run(&CodeBlock::sh("true")),
+            Err(dockexec::Error::ContainerGone { .. })
+        ) && common::differs_here(
+            "a_planted_site_dir_and_an_oom_never_give_a_block_root_or_a_host_file",
+            common::Differs::LimitsEndTheSandbox,
+        ) {
+            // The chain ends here: no container, so no fresh agent to run the planted code.
+            return;
+        }
 
         // Step 3: ordinary blocks; on the old code the first of them started a fresh agent,
         // which ran the planted code as root. Retried, as an attacker would, should the memory
@@ -232,9 +242,14 @@ fn an_opt_in_root_block_cannot_read_a_host_file_by_handle() {
             "a root block read the host file {}: {out:?}",
             canary.path.display()
         );
-        assert!(
-            text.starts_with("REFUSED:1\n"),
-            "refused with EPERM: {out:?}"
-        );
+        let refused = if common::differs_here(
+            "an_opt_in_root_block_cannot_read_a_host_file_by_handle",
+            common::Differs::HandleSyscallErrno,
+        ) {
+            "REFUSED:95\n"
+        } else {
+            "REFUSED:1\n"
+        };
+        assert!(text.starts_with(refused), "refused: {out:?}");
     });
 }

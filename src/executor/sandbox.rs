@@ -278,7 +278,7 @@ impl ExecutorBuilder {
     /// use dockexec::{Executor, Runtime};
     ///
     /// let executor = Executor::builder().runtime(Runtime::Gvisor).start()?;
-    /// let out = executor.run_sh("uname -r")?; // gVisor's kernel, e.g. 4.4.0
+    /// let out = executor.run(&dockexec::CodeBlock::sh("uname -r"))?; // gVisor's kernel: 4.4.0
     /// # Ok(()) }
     /// ```
     ///

@@ -162,8 +162,11 @@ fn a_fork_bomb_and_a_memory_hog_end_only_their_own_sandbox() {
             let (mut b, _guard) = common::case_builder(case);
             b.timeout(Some(std::time::Duration::from_secs(20)));
             let ex = b.start().unwrap();
+            // The hog never succeeds; the bomb may also fizzle (its forks fail at the limit
+            // and its shell's `wait` returns). Either way it ends within its timeout.
             match ex.run(&block) {
-                Ok(out) => assert!(!out.status.success(), "{case}: {out:?}"),
+                Ok(out) if case == "gvisor-hog" => assert!(!out.status.success(), "{out:?}"),
+                Ok(out) => eprintln!("{case}: {}", out.status),
                 Err(e) => eprintln!("{case}: the sandbox ended: {e}"),
             }
             let out = bystander.run(&CodeBlock::sh("echo fine")).unwrap();
