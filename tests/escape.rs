@@ -166,8 +166,16 @@ procs = [subprocess.Popen([sys.executable, "-c", child]) for _ in range(10)]
 for p in procs:
     p.wait()
 "#;
-        let hogged = ex.run(&CodeBlock::python(hog));
-        eprintln!("the hog block: {hogged:?}");
+        // Under gVisor the socket buffers stay in gVisor's kernel: the hog meets no limit and
+        // would only run to its timeout (or end the whole sandbox); the chain's other steps
+        // still run.
+        if !common::differs_here(
+            "a_planted_site_dir_and_an_oom_never_give_a_block_root_or_a_host_file",
+            common::Differs::SocketHogNotKilled,
+        ) {
+            let hogged = ex.run(&CodeBlock::python(hog));
+            eprintln!("the hog block: {hogged:?}");
+        }
         if matches!(
             ex.run(&CodeBlock::sh("true")),
             Err(dockexec::Error::ContainerGone { .. })
