@@ -52,6 +52,9 @@ pub enum Differs {
     /// its gofer with the blocks): a hog or a fork bomb that reaches them ends the sandbox,
     /// so the container ends (the block `lost`, later calls `ContainerGone`), not only the
     /// block; the host and other executors are untouched (gvisor::a_fork_bomb_... checks it).
+    /// Under the ptrace platform every guest process costs the sandbox host processes and
+    /// threads: the default 1024 was met with about a hundred block processes (runsc's log:
+    /// "panic: error initializing first thread: resource temporarily unavailable").
     LimitsEndTheSandbox,
     /// gVisor refuses a non-root write to the read-only root with `EACCES` ("Permission
     /// denied") rather than `EROFS`: still not writable.
@@ -100,8 +103,9 @@ impl Differs {
                  /proc/PID/cmdline reads as the agent's (ps/pkill -f cannot find it by name)"
             }
             Differs::LimitsEndTheSandbox => {
-                "the memory and pids limits apply to the whole gVisor sandbox: reaching them \
-                 ends the container (the block lost, then ContainerGone), not only the block"
+                "the memory and pids limits apply to the whole gVisor sandbox (under ptrace each \
+                 guest process costs host threads): reaching them ends the container (the block \
+                 lost, then ContainerGone), not only the block"
             }
             Differs::ReadOnlyRootErrno => {
                 "gVisor refuses a non-root write to the read-only root with EACCES, not EROFS"
@@ -126,6 +130,13 @@ impl Differs {
 /// True when the suite runs the exec strategy (the lane's `DOCKEXEC_TEST_STRATEGY=exec`).
 pub fn exec_strategy() -> bool {
     super::strategy() == dockexec::Strategy::Exec
+}
+
+/// The pids limit a test that starts about a hundred processes needs: under gVisor's ptrace
+/// platform those cost the sandbox several host tasks each (see
+/// [`Differs::LimitsEndTheSandbox`]); `None`: the default.
+pub fn pids_for_a_hundred_processes(test: &str) -> Option<i64> {
+    differs_here(test, Differs::LimitsEndTheSandbox).then_some(8192)
 }
 
 /// Whether `what` applies to this run: under gVisor, prints `SKIP (gVisor): <test>: <reason>`
