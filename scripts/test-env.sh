@@ -36,6 +36,10 @@
 #      and a rootless one (user dockexec-podman, subuid ranges, no images) on
 #      /run/dockexec-test/podman-rootless/podman/podman.sock (DOCKEXEC_TEST_PODMAN_ROOTLESS_HOST).
 #      DOCKEXEC_TEST_PODMAN=0 skips it.
+#   7. gVisor (issue 22): Debian's `runsc`, registered on engine2 as the runtime `runsc` with
+#      runtimeArgs --network=none --platform=ptrace (engine2's daemon.json; a running engine2
+#      reloads it on SIGHUP, no restart), checked by running a container under it; its facts
+#      go to engines.env too.
 #
 # The names live in scripts/test-images.env (a variable of the same name in the environment
 # overrides a line). Each image carries a `dockexec.test.image` label naming its recipe: an
@@ -574,8 +578,8 @@ ensure_engine2() {
     mkdir -p "$E2_RUN" "$E2_EXEC" "$E2_DATA"
     chmod 755 "$E2_RUN"
     rm -f "$E2_SOCK"
-    # An empty config file: /etc/docker/daemon.json is the shared daemon's.
-    echo '{}' >"$E2_DIR/daemon.json"
+    # Its own config file (/etc/docker/daemon.json is the shared daemon's): runsc registered.
+    e2_daemon_json >"$E2_DIR/daemon.json"
     : >"$E2_LOG"
     log "starting engine2: dockerd on unix://$E2_SOCK and tcp://127.0.0.1:$E2_TLS_PORT (--tlsverify; log: $E2_LOG)"
     spawn "$E2_LOG" dockerd --config-file "$E2_DIR/daemon.json" \
@@ -821,8 +825,106 @@ ensure_engines() {
     check_tls
     ensure_engine2_images
     ensure_sshd
+    ensure_gvisor
     write_engines_env
+    write_gvisor_env
 }
+
+# ---------------------------------------------------------- gVisor (issue 22) ---
+#
+# runsc is registered on engine2 (which already holds the test images) rather than on a third
+# daemon: a daemon reloads its `runtimes` on SIGHUP, so a running engine2 takes the new config
+# without a restart, and the other lanes' containers keep running. Containers under runsc
+# need --network=none in the runtime args (runsc refuses the root network namespace of
+# --network none otherwise) and --platform=ptrace (no KVM here).
+GVISOR_RUNTIME=runsc
+GVISOR_NOTE=""
+
+# e2_daemon_json: engine2's whole config.
+e2_daemon_json() {
+    local runsc
+    runsc=$(command -v runsc 2>/dev/null || echo /usr/bin/runsc)
+    cat <<EOF
+{
+  "runtimes": {
+    "$GVISOR_RUNTIME": {
+      "path": "$runsc",
+      "runtimeArgs": ["--network=none", "--platform=ptrace"]
+    }
+  }
+}
+EOF
+}
+
+# e2_has_runtime NAME: engine2's /info lists the runtime NAME.
+e2_has_runtime() {
+    # shellcheck disable=SC2016 # a Go template, not a shell expansion
+    [[ " $(e2docker info --format '{{range $k, $v := .Runtimes}}{{$k}} {{end}}' 2>/dev/null) " == *" $1 "* ]]
+}
+
+# ensure_gvisor: engine2's config registers runsc (rewritten and reloaded with SIGHUP when it
+# differs), and a container runs under it with gVisor's kernel.
+ensure_gvisor() {
+    have runsc || die "runsc not found even after installing it (apt install runsc)"
+    local want conf="$E2_DIR/daemon.json" i out host_kernel
+    want=$(e2_daemon_json)
+    if [[ "$(cat "$conf" 2>/dev/null)" != "$want" ]] || ! e2_has_runtime "$GVISOR_RUNTIME"; then
+        printf '%s\n' "$want" >"$conf"
+        e2_owned || die "engine2 is not ours to reload (no live pid in $E2_PID)"
+        log "gVisor: registering $GVISOR_RUNTIME on engine2 ($conf; SIGHUP, no restart)"
+        kill -HUP "$(cat "$E2_PID")"
+        for ((i = 0; i < 40; i++)); do
+            e2_has_runtime "$GVISOR_RUNTIME" && break
+            sleep 0.25
+        done
+        e2_has_runtime "$GVISOR_RUNTIME" || {
+            tail -n 20 "$E2_LOG" >&2
+            die "engine2 did not register $GVISOR_RUNTIME after reloading $conf"
+        }
+        GVISOR_NOTE="registered"
+    else
+        GVISOR_NOTE="already registered"
+    fi
+    # Under gVisor, uname -r is gVisor's kernel, not the host's: the container really runs there.
+    host_kernel=$(uname -r)
+    out=$(timeout 120 docker --host "unix://$E2_SOCK" run --rm --runtime "$GVISOR_RUNTIME" \
+        --network none "$BB_IMAGE" uname -r 2>&1) || true
+    [[ -n $out && $out != *$'\n'* && $out != "$host_kernel" && $out != *rror* ]] ||
+        die "a container under $GVISOR_RUNTIME on engine2 did not run in gVisor (uname -r: $out; host: $host_kernel)"
+    log "gVisor: engine2 runs $GVISOR_RUNTIME containers ($GVISOR_NOTE; $(runsc --version | head -n1); kernel $out)"
+}
+
+# write_gvisor_env: the gVisor lane's facts, appended to engines.env.
+write_gvisor_env() {
+    cat >>"$ENGINES_ENV" <<EOF
+# gVisor (issue 22): the daemon that has runsc registered, and the runtime's name.
+DOCKEXEC_TEST_GVISOR_HOST=unix://$E2_SOCK
+DOCKEXEC_TEST_GVISOR_RUNTIME=$GVISOR_RUNTIME
+EOF
+}
+
+# reap_gvisor_leftovers ROOT: runsc sandboxes under ROOT outlive a dockerd that died without
+# shutting down; their processes name the root in --root=ROOT.
+reap_gvisor_leftovers() {
+    local root=$1 id p cmd pids=()
+    if [[ -d $root ]] && have runsc; then
+        while read -r id; do
+            [[ -n $id ]] || continue
+            if runsc --root "$root" delete -force "$id" >/dev/null 2>&1; then
+                log "engine2: removed leftover gVisor sandbox ${id:0:12} (runsc delete -force)"
+            fi
+        done < <(runsc --root "$root" list -quiet 2>/dev/null || true)
+    fi
+    for p in /proc/[0-9]*; do
+        cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+        [[ $cmd == runsc*" --root=$root "* ]] && pids+=("${p#/proc/}")
+    done
+    ((${#pids[@]})) || return 0
+    log "engine2: killing leftover runsc pid(s) ${pids[*]}"
+    kill -KILL "${pids[@]}" 2>/dev/null || true
+}
+
+# ------------------------------------------------------ end of gVisor (issue 22) ---
 
 # mounts_under DIR...: the mount points at or below any DIR, deepest first.
 mounts_under() {
@@ -847,6 +949,7 @@ reap_engine2_leftovers() {
             fi
         done < <(runc --root "$root" list -q 2>/dev/null || true)
     fi
+    reap_gvisor_leftovers "$root"
     for p in /proc/[0-9]*; do
         cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
         [[ $cmd == *" $E2_EXEC/containerd/"* ]] && pids+=("${p#/proc/}")
@@ -1140,6 +1243,8 @@ install_missing_packages() {
     { have ssh && have ssh-keygen; } || pkgs+=(openssh-client)
     # scripts/test.sh's lint gate checks the scripts with it.
     have shellcheck || pkgs+=(shellcheck)
+    # gVisor (issue 22): the runtime of the gVisor lane, registered on engine2.
+    have runsc || pkgs+=(runsc)
     apt_install "${pkgs[@]+"${pkgs[@]}"}"
 }
 
@@ -1343,7 +1448,9 @@ summary() {
         "$SLIM_TAG=${slim_id:-absent} $BB_IMAGE=${bb_id:7:12};" \
         "registry $REG_ADDR ($REGISTRY_NOTE) with ${REG_REPO[$PY_IMAGE]}:latest ${REG_REPO[$BB_IMAGE]}:latest;" \
         "engine2 unix://$E2_SOCK + TLS tcp://127.0.0.1:$E2_TLS_PORT ($ENGINE2_NOTE), sshd 127.0.0.1:$SSHD_PORT ($SSHD_NOTE);" \
-        "podman unix://$PODMAN_SOCK ($PODMAN_NOTE); engines env $ENGINES_ENV"
+        "podman unix://$PODMAN_SOCK ($PODMAN_NOTE);" \
+        "gVisor: $GVISOR_RUNTIME on engine2 ($GVISOR_NOTE);" \
+        "engines env $ENGINES_ENV"
 }
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }

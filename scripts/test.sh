@@ -16,8 +16,10 @@
 #    one failure hides no other), once per strategy in DOCKEXEC_TEST_STRATEGIES
 #    (default "exec agent": every lifecycle, cancel, stream and output test runs against both
 #    ways of running a block; tests/agent.rs always runs the agent)
-#    then the Podman lane (issue 17): the suite's core against test-env.sh's rootful Podman
-#    service, both strategies, and hello.md through it (DOCKEXEC_TEST_PODMAN=0 skips it)
+#    then the remote-engine lanes (engine2 over TLS and SSH; DOCKEXEC_TEST_REMOTE=0 skips them),
+#    the Podman lane (issue 17): the suite's core against test-env.sh's rootful Podman
+#    service, both strategies, and hello.md through it (DOCKEXEC_TEST_PODMAN=0 skips it),
+#    and the gVisor lane (the core and sandbox tests under runsc; DOCKEXEC_TEST_GVISOR=0 skips it)
 # 4. cargo test --all-features --doc "$@"
 # 5. the benches against the async rival (benches/rival, its own workspace): cargo bench
 #    --no-run, then each scenario once with DOCKEXEC_BENCH_SMOKE=1, asserting behaviour only
@@ -149,6 +151,44 @@ else
     echo "test.sh: [podman] the Podman lane took $((SECONDS - podman_t0)) s" >&2
 fi
 # --- end Podman ---
+# ---- gVisor (issue 22) ----
+# The contract suite's core (run, lifecycle, timeouts, cancel, streaming, output, sessions and
+# the agent, files, restart, the dead-man's switch) and the sandbox tests (the hardened
+# defaults, the hostile blocks, root blocks, the limits, and the escape chain; not yet oom.rs)
+# once per strategy with every executor under gVisor: DOCKEXEC_TEST_RUNTIME=runsc makes
+# tests/common's builder() ask for that runtime, on engine2, where scripts/test-env.sh
+# registered it. What cannot hold there is stated once, in tests/common/gvisor.rs, and printed
+# as `SKIP (gVisor)` where it applies. Then the README's main command with --runtime runsc.
+# The lane's wall clock is printed at its end. DOCKEXEC_TEST_GVISOR=0 skips it.
+if [[ ${DOCKEXEC_TEST_GVISOR:-1} == 0 ]]; then
+    echo "test.sh: SKIP the gVisor lane (DOCKEXEC_TEST_GVISOR=0)" >&2
+else
+    gvisor_t0=$SECONDS
+    # shellcheck disable=SC1090 # written by test-env.sh: KEY=VALUE lines
+    source "$engines_env"
+    gvisor_env=(DOCKER_HOST="$DOCKEXEC_TEST_GVISOR_HOST" DOCKEXEC_TEST_CLI_HOST="$DOCKEXEC_TEST_GVISOR_HOST"
+        DOCKEXEC_TEST_RUNTIME="$DOCKEXEC_TEST_GVISOR_RUNTIME")
+    gvisor_core=(smoke:: executor_lifecycle:: cancel:: streaming:: blocks:: output_bytes:: output_cap:: agent:: files:: restart:: orphans::a_sigkilled gvisor::
+        sandbox:: hostile:: agent_root:: limits::)
+    for strategy in ${DOCKEXEC_TEST_STRATEGIES:-exec agent}; do
+        echo "test.sh: [gVisor] ${gvisor_env[*]} DOCKEXEC_TEST_STRATEGY=$strategy cargo test --test it -- ${gvisor_core[*]}; cargo test --test escape" >&2
+        env "${gvisor_env[@]}" DOCKEXEC_TEST_STRATEGY="$strategy" \
+            cargo test --no-fail-fast --all-features --test it -- "${gvisor_core[@]}" ||
+            { rc=$?; ((status)) || status=$rc; }
+        # The escape chain, whole (a module filter would select none of its tests). Not yet
+        # tests/oom.rs: three of its tests fail under runsc (the sandbox, not the block, meets
+        # the memory limit and the container ends); issue 22 stays open on it.
+        env "${gvisor_env[@]}" DOCKEXEC_TEST_STRATEGY="$strategy" \
+            cargo test --no-fail-fast --all-features --test escape ||
+            { rc=$?; ((status)) || status=$rc; }
+    done
+    echo "test.sh: [gVisor] dockexec run --runtime $DOCKEXEC_TEST_GVISOR_RUNTIME examples/hello.md" >&2
+    env DOCKER_HOST="$DOCKEXEC_TEST_GVISOR_HOST" cargo run --release --features cli -- \
+        run --runtime "$DOCKEXEC_TEST_GVISOR_RUNTIME" examples/hello.md >/dev/null ||
+        { rc=$?; echo "test.sh: FAILED the hello document under gVisor" >&2; ((status)) || status=$rc; }
+    echo "test.sh: [gVisor] the lane took $((SECONDS - gvisor_t0)) s" >&2
+fi
+# ---- end of gVisor ----
 
 echo "test.sh: cargo test --all-features --doc $*" >&2
 cargo test --all-features --doc "$@" || { rc=$?; ((status)) || status=$rc; }

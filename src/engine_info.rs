@@ -100,6 +100,46 @@ pub(crate) fn facts(client: &Client) -> Result<Arc<EngineInfo>> {
     Ok(info)
 }
 
+// ---- the runtime option (issue 22) ----
+
+/// Whether `client`'s engine has `runtime` registered; `facts` is what it said earlier. A
+/// runtime missing from them is asked about once more (a daemon reloads its runtimes on
+/// SIGHUP, without a restart), and the answer replaces the cached one. An engine that names
+/// no runtimes at all (some Podman versions) is left to judge the create itself.
+///
+/// # Errors
+/// [`Error::RuntimeNotFound`](crate::Error::RuntimeNotFound) naming the runtime, the
+/// runtimes the daemon has, and how to install and register it.
+pub(crate) fn check_runtime(
+    client: &Client,
+    facts: Arc<EngineInfo>,
+    runtime: &crate::Runtime,
+) -> Result<()> {
+    let name = runtime.name();
+    if facts.runtimes.is_empty() || facts.has_runtime(name) {
+        return Ok(());
+    }
+    let fresh = Arc::new(EngineInfo::from_client(client)?);
+    KNOWN
+        .lock()
+        .insert(client.engine().key(), Arc::clone(&fresh));
+    if fresh.has_runtime(name) {
+        return Ok(());
+    }
+    Err(crate::Error::RuntimeNotFound {
+        runtime: runtime.clone(),
+        engine: format!(
+            "{} ({} {}), which has {}",
+            fresh.endpoint,
+            fresh.product,
+            fresh.server_version,
+            fresh.runtimes.join(", ")
+        ),
+    })
+}
+
+// ---- end of the runtime option ----
+
 impl EngineInfo {
     fn from_client(client: &Client) -> Result<EngineInfo> {
         let version = client.version_json()?;

@@ -29,6 +29,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// | the container is paused from outside | the timeout still fires and the block ends [`timed_out`](crate::ExitStatus::timed_out); new blocks get [`Error::ContainerPaused`] until it is unpaused |
 /// | a block exhausts the memory limit | its status says [`oom_killed`](crate::ExitStatus::oom_killed) |
 /// | a block is killed by a signal (its own `kill -9 $$`, the OOM killer) | its status says [`signal`](crate::ExitStatus::signal) |
+/// | a [`runtime`](crate::ExecutorBuilder::runtime) the daemon has not registered (no `runsc`) | [`Error::RuntimeNotFound`] at `start()`, naming it, the runtimes the daemon has, and how to install and register it |
 /// | a [`device_request`](crate::ExecutorBuilder::device_request) the host cannot meet (no GPU, no driver) | [`Error::Docker`] at `start()`, naming the request |
 /// | any message that would show a [`secret_env`](crate::ExecutorBuilder::secret_env) value | the value is replaced by [`REDACTED`](crate::REDACTED) |
 /// | the code file cannot be written (disk full, permissions) | [`Error::Io`] naming the path and the cause, e.g. "its filesystem is full" (exec); [`Error::Agent`] with the reason, e.g. "No space left on device" (agent) |
@@ -138,6 +139,15 @@ pub enum Error {
     /// process was killed by signal 9 (SIGKILL) during a block".
     /// [`Session::reset`](crate::Session::reset) starts afresh.
     SessionLost(String),
+    /// The [`runtime`](crate::ExecutorBuilder::runtime) asked for is not registered with the
+    /// daemon. The message names it, the runtimes the daemon has, and how to install and
+    /// register it.
+    RuntimeNotFound {
+        /// The runtime asked for (`runsc`).
+        runtime: crate::Runtime,
+        /// The engine, and the runtimes it has, in words.
+        engine: String,
+    },
     /// A worker thread could not be started (the process is out of threads or memory).
     Thread(io::Error),
     /// A bug in dockexec: a worker thread ended without a result.
@@ -219,6 +229,12 @@ impl fmt::Display for Error {
             Error::SessionLost(cause) => write!(
                 f,
                 "the session was lost: {cause} (reset() starts a fresh one)"
+            ),
+            Error::RuntimeNotFound { runtime, engine } => write!(
+                f,
+                "the OCI runtime {runtime} is not registered with the docker daemon {engine}: \
+                 {}",
+                runtime.install_hint()
             ),
             Error::Internal(msg) => write!(f, "internal error: {msg}"),
         }

@@ -108,6 +108,7 @@ mod podman;
 mod redact;
 mod registry;
 mod runner;
+mod runtime;
 mod seccomp;
 mod session;
 mod spec;
@@ -132,6 +133,7 @@ pub use output::{BlocksResult, Chunk, ExitStatus, Output, Stream};
 pub use redact::REDACTED;
 pub use registry::{cleanup_on_ctrlc, stop_all};
 pub use runner::Strategy;
+pub use runtime::Runtime;
 pub use session::Session;
 pub use spec::{
     DEFAULT_MEMORY, DEFAULT_NOFILE, DEFAULT_PIDS, DEFAULT_TMP_SIZE, KEPT_CAPABILITIES, NOBODY,

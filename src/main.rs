@@ -74,6 +74,9 @@ SANDBOX OPTIONS (hardened by default; see ExecutorBuilder's docs for each reason
                            (root if none), Docker's default capabilities, no
                            no-new-privileges, a writable root, no limits (the network stays
                            --network's); options after it still apply
+        --runtime NAME     the OCI runtime the daemon has registered, e.g. runsc (gVisor: a
+                           second kernel between the blocks and the host's; `dockexec engine`
+                           lists the daemon's runtimes) [default: the daemon's, runc]
 
 ENVIRONMENT (the engine is found as the docker CLI finds it, in this order):
     DOCKER_HOST            unix://, tcp:// or ssh:// engine
@@ -388,6 +391,9 @@ fn parse_run(mut args: lexopt::Parser, flags: &mut EngineFlags) -> Result<Comman
             }
             Long("network") => {
                 builder.network(args.value()?.string()?);
+            }
+            Long("runtime") => {
+                builder.runtime(args.value()?.string()?);
             }
             Long("max-output") => {
                 builder.max_output_bytes(max_output(&args.value()?.string()?)?);

@@ -168,6 +168,8 @@ pub(crate) struct ContainerSpec {
     pub(crate) devices: Vec<DeviceRequest>,
     /// `HostConfig` fields merged over the ones above, last: the caller's explicit call.
     pub(crate) host_config: Option<Value>,
+    /// The OCI runtime by name (`HostConfig.Runtime`); `None`: the daemon's default.
+    pub(crate) runtime: Option<String>,
     /// Tmpfs mounts of the runners' own machinery (path → options): added after the
     /// passthrough, unless it mounts that path itself, as they are not defaults to weaken.
     pub(crate) machinery_tmpfs: BTreeMap<String, String>,
@@ -255,6 +257,9 @@ impl ContainerSpec {
         }
         if !self.devices.is_empty() {
             host["DeviceRequests"] = self.devices.iter().map(DeviceRequest::to_json).collect();
+        }
+        if let Some(runtime) = &self.runtime {
+            host["Runtime"] = json!(runtime);
         }
         // Last, so that it overrides whatever the options above set: the user's explicit call.
         if let Some(Value::Object(fields)) = &self.host_config {

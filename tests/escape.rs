@@ -166,8 +166,26 @@ procs = [subprocess.Popen([sys.executable, "-c", child]) for _ in range(10)]
 for p in procs:
     p.wait()
 "#;
-        let hogged = ex.run(&CodeBlock::python(hog));
-        eprintln!("the hog block: {hogged:?}");
+        // Under gVisor the socket buffers stay in gVisor's kernel: the hog meets no limit and
+        // would only run to its timeout (or end the whole sandbox); the chain's other steps
+        // still run.
+        if !common::differs_here(
+            "a_planted_site_dir_and_an_oom_never_give_a_block_root_or_a_host_file",
+            common::Differs::SocketHogNotKilled,
+        ) {
+            let hogged = ex.run(&CodeBlock::python(hog));
+            eprintln!("the hog block: {hogged:?}");
+        }
+        if matches!(
+            ex.run(&CodeBlock::sh("true")),
+            Err(dockexec::Error::ContainerGone { .. })
+        ) && common::differs_here(
+            "a_planted_site_dir_and_an_oom_never_give_a_block_root_or_a_host_file",
+            common::Differs::LimitsEndTheSandbox,
+        ) {
+            // The chain ends here: no container, so no fresh agent to run the planted code.
+            return;
+        }
 
         // Step 3: ordinary blocks; on the old code the first of them started a fresh agent,
         // which ran the planted code as root. Retried, as an attacker would, should the memory
@@ -232,9 +250,14 @@ fn an_opt_in_root_block_cannot_read_a_host_file_by_handle() {
             "a root block read the host file {}: {out:?}",
             canary.path.display()
         );
-        assert!(
-            text.starts_with("REFUSED:1\n"),
-            "refused with EPERM: {out:?}"
-        );
+        let refused = if common::differs_here(
+            "an_opt_in_root_block_cannot_read_a_host_file_by_handle",
+            common::Differs::HandleSyscallErrno,
+        ) {
+            "REFUSED:95\n"
+        } else {
+            "REFUSED:1\n"
+        };
+        assert!(text.starts_with(refused), "refused: {out:?}");
     });
 }

@@ -106,7 +106,10 @@ fn socket_hog_spares_the_agent(lower: bool) {
             "the block was lost with its agent: {out:?}"
         );
         assert!(
-            out.status.oom_killed() || out.status.signal() == Some(9),
+            out.status.oom_killed()
+                || out.status.signal() == Some(9)
+                || out.status.timed_out()
+                    && common::differs_here("socket hog", common::Differs::SocketHogNotKilled),
             "{out:?}"
         );
         assert_eq!(agent_pid(&id), agent, "the agent was replaced");
@@ -295,7 +298,12 @@ fn a_session_socket_buffer_hog_that_lowers_its_oom_score_loses_the_session_not_t
         let agent = agent_pid(&id);
         let out = session.run(&socket_hog(400, true)).unwrap();
         eprintln!("hog: {:?} {}", out.status, out.stderr_lossy());
-        assert!(out.status.oom_killed(), "{out:?}");
+        assert!(
+            out.status.oom_killed()
+                || out.status.timed_out()
+                    && common::differs_here("socket hog", common::Differs::SocketHogNotKilled),
+            "{out:?}"
+        );
         assert_eq!(agent_pid(&id), agent, "the agent was replaced");
         let next = ex.run(&CodeBlock::python("print('next')")).unwrap();
         assert_eq!(next.stdout_lossy(), "next\n");

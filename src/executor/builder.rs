@@ -104,6 +104,8 @@ pub struct ExecutorBuilder {
     pub(crate) host_config: Option<Value>,
     /// Run even where the engine says it cannot enforce a limit asked for (`podman`).
     pub(crate) allow_unenforced: bool,
+    /// The OCI runtime; `None`: the daemon's default.
+    pub(crate) runtime: Option<crate::Runtime>,
 }
 
 impl fmt::Debug for ExecutorBuilder {
@@ -126,6 +128,7 @@ impl fmt::Debug for ExecutorBuilder {
             )
             .field("device_requests", &self.device_requests)
             .field("host_config_json", &self.host_config)
+            .field("runtime", &self.runtime)
             .finish_non_exhaustive()
     }
 }
@@ -173,6 +176,7 @@ impl Default for ExecutorBuilder {
             device_requests: Vec::new(),
             host_config: None,
             allow_unenforced: false,
+            runtime: None,
         }
     }
 }

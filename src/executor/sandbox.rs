@@ -304,4 +304,34 @@ impl ExecutorBuilder {
         }
     }
     // --- end Podman ---
+
+    /// The OCI runtime the container runs under, by name as the daemon registers it: Docker's
+    /// `--runtime`. Defaults to the daemon's default (`runc`).
+    ///
+    /// [`Runtime::Gvisor`](crate::Runtime::Gvisor) (or `"runsc"`) runs the container under
+    /// gVisor: a block's system calls meet gVisor's own kernel, in user space, instead of the
+    /// host's, so a kernel bug or a capability too many no longer puts it on the host. Every
+    /// other default (user, capabilities, read-only root, limits, no network) still applies;
+    /// the README's sandbox section says what differs and what it costs. The daemon must run
+    /// `runsc` with `--network=none` in its `runtimeArgs` (dockexec's default network is
+    /// none, and runsc refuses to share the root network namespace).
+    ///
+    /// ```no_run
+    /// # fn main() -> dockexec::Result<()> {
+    /// use dockexec::{Executor, Runtime};
+    ///
+    /// let executor = Executor::builder().runtime(Runtime::Gvisor).start()?;
+    /// let out = executor.run(&dockexec::CodeBlock::sh("uname -r"))?; // gVisor's kernel: 4.4.0
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`start`](Self::start) fails with
+    /// [`Error::RuntimeNotFound`](crate::Error::RuntimeNotFound) when the daemon has not
+    /// registered the runtime: the message names it, the runtimes the daemon has, and how to
+    /// install and register it.
+    pub fn runtime(&mut self, runtime: impl Into<crate::Runtime>) -> &mut Self {
+        self.runtime = Some(runtime.into());
+        self
+    }
 }

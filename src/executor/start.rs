@@ -122,6 +122,7 @@ impl ExecutorBuilder {
             nofile: o.nofile,
             devices: o.device_requests.clone(),
             host_config: o.host_config.clone(),
+            runtime: o.runtime.as_ref().map(|r| r.name().to_string()),
             machinery_tmpfs: BTreeMap::new(),
         }
     }
@@ -238,6 +239,9 @@ impl ExecutorBuilder {
             crate::podman::check_enforceable(&facts, self.asked())?;
         }
         // --- end Podman ---
+        if let Some(runtime) = &self.runtime {
+            engine_info::check_runtime(&client, facts, runtime)?;
+        }
         if self.gc_orphans {
             // Best effort: a failed sweep must not stop this executor from starting.
             let _ = sweep::sweep(&client, false, &[]);
@@ -418,6 +422,18 @@ mod tests {
         let mut auto = ExecutorBuilder::new();
         auto.memory_limit(Some(256 << 20));
         assert_eq!(auto.workspace_size.bytes(auto.memory), Some(128 << 20));
+    }
+
+    #[test]
+    fn the_runtime_is_asked_for_by_name_and_the_passthrough_still_wins() {
+        let mut b = ExecutorBuilder::new();
+        assert_eq!(body(&b)["HostConfig"].get("Runtime"), None);
+        b.runtime(crate::Runtime::Gvisor);
+        assert_eq!(body(&b)["HostConfig"]["Runtime"], json!("runsc"));
+        b.runtime("kata");
+        assert_eq!(body(&b)["HostConfig"]["Runtime"], json!("kata"));
+        b.host_config_json(json!({ "Runtime": "runc" }));
+        assert_eq!(body(&b)["HostConfig"]["Runtime"], json!("runc"));
     }
 
     #[test]

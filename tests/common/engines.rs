@@ -254,3 +254,55 @@ fn cli_at(host: &str, args: &[&str]) -> (bool, String) {
         String::from_utf8_lossy(&out.stdout).trim().to_string(),
     )
 }
+
+// ---- gVisor (issue 22) ----
+
+/// The gVisor facts of `engines.env`: the daemon that has runsc registered.
+#[derive(Debug, Clone)]
+pub struct TestGvisor {
+    /// The daemon with runsc registered, as a `DOCKER_HOST` value
+    /// (`DOCKEXEC_TEST_GVISOR_HOST`): engine2's unix socket.
+    pub host: String,
+    /// The runtime's registered name, `runsc` (`DOCKEXEC_TEST_GVISOR_RUNTIME`).
+    pub runtime: String,
+}
+
+/// The gVisor facts of the test environment, as [`test_engines`] reads the rest: `None` when
+/// `engines.env` is missing or lacks them (an older test-env.sh wrote it), except in CI,
+/// where that panics.
+pub fn test_gvisor() -> Option<TestGvisor> {
+    let file = engines_env_path();
+    let text = match std::fs::read_to_string(&file) {
+        Ok(text) => text,
+        Err(_) => return test_engines().and(None),
+    };
+    let get = |key: &str| {
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split_once('='))
+            .find(|(k, _)| k.trim() == key)
+            .map(|(_, v)| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    match (
+        get("DOCKEXEC_TEST_GVISOR_HOST"),
+        get("DOCKEXEC_TEST_GVISOR_RUNTIME"),
+    ) {
+        (Some(host), Some(runtime)) => Some(TestGvisor { host, runtime }),
+        _ if in_ci() => panic!(
+            "{} has no DOCKEXEC_TEST_GVISOR_* lines and CI is set: rerun scripts/test-env.sh, \
+             which registers runsc on engine2",
+            file.display()
+        ),
+        _ => {
+            eprintln!(
+                "SKIP: {} has no DOCKEXEC_TEST_GVISOR_* lines (rerun scripts/test-env.sh)",
+                file.display()
+            );
+            None
+        }
+    }
+}
+
+// ---- end of gVisor ----

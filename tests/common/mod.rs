@@ -5,6 +5,7 @@
 //! - [`owner`]: an executor's owner in a child process, to SIGKILL;
 //! - [`engines`]: the remote test engines (engine2 on a unix socket, TLS and SSH, Podman);
 //! - [`podman`]: the tests that cannot hold on Podman, and why ([`podman_skips`]);
+//! - [`gvisor`]: the gVisor lane's runtime, and the one list of what differs under it;
 //! - here: what any test uses (watchdog, polling, names, temp dirs, thread counts, output).
 //!
 //! Each test binary uses only part of this, hence the `allow`s.
@@ -13,6 +14,7 @@
 mod child;
 mod docker;
 mod engines;
+mod gvisor;
 mod owner;
 mod podman;
 mod proxy;
@@ -21,6 +23,7 @@ mod test_images;
 pub use child::*;
 pub use docker::*;
 pub use engines::*;
+pub use gvisor::*;
 pub use owner::*;
 pub use podman::*;
 pub use proxy::*;

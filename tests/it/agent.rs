@@ -174,6 +174,12 @@ print(sorted(sys.modules))
 /// fresh `python3 FILE`'s.
 #[test]
 fn blocks_inherit_no_fd_of_the_agents_source_or_environment() {
+    if common::differs_here(
+        "blocks_inherit_no_fd_of_the_agents_source_or_environment",
+        common::Differs::ZygoteCmdline,
+    ) {
+        return;
+    }
     common::watchdog(LIMIT, || {
         let probe = r#"# filename: probe/fds.py
 import os, sys
@@ -385,6 +391,12 @@ sleep 30"#;
 /// namespace and a child an earlier block started (a server) live on.
 #[test]
 fn cancelling_a_session_block_kills_the_children_it_started_and_keeps_the_session() {
+    if common::differs_here(
+        "cancelling_a_session_block_kills_the_children_it_started_and_keeps_the_session",
+        common::Differs::NoSubreaper,
+    ) {
+        return;
+    }
     common::watchdog(LIMIT, || {
         let (b, _guard) = agent_builder("agent-session-cancel-tree");
         let ex = b.start().unwrap();

@@ -40,7 +40,7 @@ fn markers(ex: &Executor) -> Vec<String> {
         ex.container_id(),
         "/bin/sh",
         "-c",
-        "cd /tmp && ls -1 pwned-* 2>/dev/null; true",
+        "cd /tmp && for f in pwned-*; do [ -e \"$f\" ] && echo \"$f\"; done; true",
     ]);
     assert!(ok, "cannot list the markers");
     out.lines().map(str::to_string).collect()
@@ -274,7 +274,10 @@ fn an_image_with_block_writable_site_packages_gets_no_agent() {
         b.host_config_json(tmpfs.clone());
         let ex = b.start().unwrap();
         assert_eq!(ex.strategy(), Strategy::Exec, "no agent on this image");
-        assert_eq!(sh(&ex, &format!("stat -c %u {dir}")), "65534\n");
+        assert_eq!(
+            py(&ex, &format!("import os; print(os.stat({dir:?}).st_uid)")),
+            "65534\n"
+        );
         ex.stop().unwrap();
 
         let (mut b, _guard2) = defaults("agentroot-site-agent");
@@ -354,7 +357,7 @@ with open("/proc/self/maps") as maps, open("/proc/self/mem", "rb", 0) as mem:
         try:
             mem.seek(lo)
             data = mem.read(hi - lo)
-        except OSError:
+        except (OSError, OverflowError):  # gVisor's vsyscall page is readable, above 2**63
             continue
         i = data.find(a.encode())
         while i >= 0:

@@ -195,6 +195,14 @@ wait
 
 #[test]
 fn cancel_kills_a_python_tree_that_ignores_sigterm() {
+    if !common::exec_strategy()
+        && common::differs_here(
+            "cancel_kills_a_python_tree_that_ignores_sigterm",
+            common::Differs::ZygoteCmdline,
+        )
+    {
+        return;
+    }
     let (b, _guard) = common::case_builder("cancel-python");
     common::watchdog(LIMIT, move || {
         let ex = b.start().unwrap();

@@ -7,6 +7,12 @@ use dockexec::CodeBlock;
 
 #[test]
 fn the_oom_killer_is_reported() {
+    if common::differs_here(
+        "the_oom_killer_is_reported",
+        common::Differs::LimitsEndTheSandbox,
+    ) {
+        return;
+    }
     let mut b = common::builder();
     b.memory_limit(Some(64 * 1024 * 1024));
     let ex = b.start().unwrap();
@@ -27,6 +33,12 @@ fn the_oom_killer_is_reported() {
 
 #[test]
 fn a_fork_bomb_meets_the_pids_limit_and_is_cancelled() {
+    if common::differs_here(
+        "a_fork_bomb_meets_the_pids_limit_and_is_cancelled",
+        common::Differs::LimitsEndTheSandbox,
+    ) {
+        return;
+    }
     let mut b = common::builder();
     b.pids_limit(Some(64)).timeout(Some(Duration::from_secs(3)));
     let ex = b.start().unwrap();

@@ -21,6 +21,7 @@ mod cancel;
 mod engines_env;
 mod executor_lifecycle;
 mod files;
+mod gvisor;
 mod hostile;
 mod images;
 mod layout;

@@ -193,6 +193,24 @@ def _unlink_nofollow(path):
         os.close(fd)
 
 
+_FS_IDS = []  # [bool] once probed: whether setfsuid/setfsgid work here
+
+
+def _fs_ids_work():
+    """Whether setfsuid/setfsgid work here: gVisor's kernel answers ENOSYS (they return -1),
+    and then the agent must not switch to them (it could not switch back); the helper that
+    changes user deletes instead. Probed once, by setting the current ids."""
+    if not _FS_IDS:
+        ok = _LIBC is not None and hasattr(_LIBC, "setfsuid")
+        if ok:
+            for f in (_LIBC.setfsgid, _LIBC.setfsuid):
+                f.argtypes, f.restype = [_ctypes.c_uint], _ctypes.c_uint
+            ok = _LIBC.setfsgid(os.getegid()) == os.getegid() and \
+                _LIBC.setfsuid(os.geteuid()) == os.geteuid()
+        _FS_IDS.append(ok)
+    return _FS_IDS[0]
+
+
 def _set_fs_ids(uid, gid):
     """setfsgid then setfsuid; True when both took (each returns the previous id and never fails
     loudly: a second call returns the current one, which must be what was asked)."""
@@ -215,7 +233,7 @@ def _delete_as(path, cred):
         except OSError:
             pass
         return
-    if _LIBC is not None and hasattr(_LIBC, "setfsuid"):
+    if _fs_ids_work():
         groups = os.getgroups()
         try:
             os.setgroups(cred[2])
