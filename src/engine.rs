@@ -154,7 +154,12 @@ impl Tls {
     /// [`Error::Connect`] naming the file when `ca.pem` is missing, or exactly one of
     /// `cert.pem` and `key.pem` is.
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Tls> {
-        let dir = dir.as_ref();
+        Tls::in_dir(dir.as_ref(), true)
+    }
+
+    /// The files of `dir` that are there, checked: the one reading of a certificate dir
+    /// (`DOCKER_CERT_PATH`'s, a context's).
+    fn in_dir(dir: &Path, verify: bool) -> Result<Tls> {
         let file = |name: &str| {
             let p = dir.join(name);
             p.is_file().then_some(p)
@@ -163,7 +168,7 @@ impl Tls {
             ca: file("ca.pem"),
             cert: file("cert.pem"),
             key: file("key.pem"),
-            verify: true,
+            verify,
         };
         tls.check(&dir.display().to_string())?;
         Ok(tls)
@@ -818,19 +823,10 @@ fn from_context(env: &Env, name: &str, origin: &str) -> Result<Engine> {
         .unwrap_or(false);
     let tls_dir = store.join("tls").join(&dir_name).join("docker");
     let tls = if host.starts_with("tcp://") && (tls_dir.is_dir() || skip_verify) {
-        let file = |n: &str| {
-            let p = tls_dir.join(n);
-            p.is_file().then_some(p)
-        };
-        let tls = Tls {
-            ca: file("ca.pem"),
-            cert: file("cert.pem"),
-            key: file("key.pem"),
-            verify: !skip_verify,
-        };
-        tls.check(&tls_dir.display().to_string())
-            .map_err(|e| with_endpoint(e, host, "context TLS files"))?;
-        Some(tls)
+        Some(
+            Tls::in_dir(&tls_dir, !skip_verify)
+                .map_err(|e| with_endpoint(e, host, "context TLS files"))?,
+        )
     } else {
         None
     };
