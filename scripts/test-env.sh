@@ -288,7 +288,9 @@ import_dir() {
 # spawn LOGFILE CMD...: start a long-lived background service, pid in SPAWNED_PID.
 # setsid: own session, so it outlives this script and the CI step. stdin/stdout/stderr
 # are redirected and every other inherited fd is closed, so nothing (a `| tee` in CI,
-# our flock on fd 9) is held open by the service.
+# our flock on fd 9) is held open by the service. It runs in /: a service whose working dir
+# was a checkout that is later removed breaks (Podman's conmon: "Failed to get working
+# directory", every start a 409 "write child: broken pipe").
 spawn() {
     local logf=$1
     shift
@@ -297,6 +299,7 @@ spawn() {
             fd=${fd##*/}
             if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null || true; fi
         done
+        cd / || exit 1
         exec setsid nohup "$@" </dev/null >>"$logf" 2>&1
     ) &
     SPAWNED_PID=$!
