@@ -397,7 +397,7 @@ impl Write for Stream {
             Stream::Tcp(s) => s.write(buf),
             #[cfg(feature = "tls")]
             Stream::Tls(s) => s.write(buf).map_err(tls::explain),
-            Stream::Ssh(s) => (&s.sock).write(buf),
+            Stream::Ssh(s) => s.write(buf),
         }
     }
 
@@ -725,6 +725,25 @@ impl Read for SshConn {
                 Err(e)
             }
             Err(e) => Err(self.ssh_failure().unwrap_or(e)),
+        }
+    }
+}
+
+impl SshConn {
+    /// A write that fails because ssh is gone (it closed its end: a broken pipe) says what
+    /// ssh said, as a read would: an ssh that fails at once may be gone before the request
+    /// is even written.
+    fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        match (&self.sock).write(buf) {
+            Err(e)
+                if !matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err(self.ssh_failure().unwrap_or(e))
+            }
+            other => other,
         }
     }
 }

@@ -408,3 +408,18 @@ fn a_sigkilled_owners_container_goes_within_5_s_over_tls_and_ssh() {
         }
     }
 }
+
+/// Regression (seen once in CI): an ssh that fails at once may be gone before the request is
+/// written, and the write's broken pipe came back as `Transport { what: "ping", BrokenPipe }`
+/// instead of ssh's own words. An option ssh refuses ends it before it connects anywhere.
+#[test]
+fn an_ssh_that_exits_before_the_request_is_written_still_says_why() {
+    for _ in 0..5 {
+        let engine = Engine::ssh("ssh://nobody@127.0.0.1:1")
+            .unwrap()
+            .ssh_options(["-o", "NoSuchOptionForDockexec=1"]);
+        let msg = connect_error(engine);
+        assert!(msg.contains("ssh exited"), "{msg}");
+        assert!(msg.to_lowercase().contains("nosuchoptionfordockexec"), "{msg}");
+    }
+}
