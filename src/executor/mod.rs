@@ -40,8 +40,10 @@ const STOP_GATE_WAIT: Duration = Duration::from_secs(2);
 
 /// How long an agent failure waits to see the container stopping before it is reported as
 /// [`Error::ContainerGone`]. `spawn` may hold the gate's read side meanwhile, so `stop()`
-/// waits at most this long more.
-const AGENT_GONE_WINDOW: Duration = Duration::from_millis(500);
+/// waits at most this long more. 2 s: Podman takes longer than Docker to be seen stopping
+/// (its conmon tears down), and 500 ms gave a root block's `kill -9 -1` an `Error::Agent`
+/// there under load.
+const AGENT_GONE_WINDOW: Duration = Duration::from_secs(2);
 
 /// A running container that executes code blocks.
 ///

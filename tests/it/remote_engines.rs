@@ -420,6 +420,9 @@ fn an_ssh_that_exits_before_the_request_is_written_still_says_why() {
             .ssh_options(["-o", "NoSuchOptionForDockexec=1"]);
         let msg = connect_error(engine);
         assert!(msg.contains("ssh exited"), "{msg}");
-        assert!(msg.to_lowercase().contains("nosuchoptionfordockexec"), "{msg}");
+        assert!(
+            msg.to_lowercase().contains("nosuchoptionfordockexec"),
+            "{msg}"
+        );
     }
 }
