@@ -235,9 +235,18 @@ pub fn agent_pid(id: &str) -> Option<u32> {
   [ "$2" = 0 ] && [ "${d#/proc/}" != "$$" ] || continue
   tr '\000' ' ' < "$d/cmdline" 2>/dev/null | grep -q 'dockexec warm agent' && echo "${d#/proc/}"
 done"#;
-    let (ok, out) = docker(&["exec", id, "sh", "-c", script]);
-    assert!(ok, "listing processes in {id}: {out}");
-    out.lines().next().and_then(|l| l.trim().parse().ok())
+    // Tried three times: Podman can lose a short exec's output or refuse one while it tears
+    // the last one down (README, "Docker and Podman"); a listing that fails thrice fails.
+    let mut last = String::new();
+    for _ in 0..3 {
+        let (ok, out) = docker(&["exec", id, "sh", "-c", script]);
+        if ok {
+            return out.lines().next().and_then(|l| l.trim().parse().ok());
+        }
+        last = out;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("listing processes in {id}: {last}")
 }
 
 /// SIGKILLs the executor's agent from outside, as root in the container (a test's stand-in
