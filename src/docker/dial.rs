@@ -7,6 +7,7 @@
 //! TLS cannot be split that way, so a TLS connection is pumped into a socket pair by two
 //! threads; an `ssh` connection already is one end of a socket pair.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -47,6 +48,13 @@ pub(crate) fn dial_reason(e: &io::Error) -> Option<&str> {
         .map(|d| d.0.as_str())
 }
 
+/// How many `ssh://` connections a dialer keeps spawned ahead. Two, because the common
+/// burst is two dials in a row: a housekeeping call (the timeout's kill exec, a file
+/// operation) dials once for its create and again for its start, and with one spare the
+/// second waited for a `dial-stdio` spawned a few ms before (515 ms of a 1.1 s kill, seen
+/// over SSH in CI). Each costs an idle `ssh` here and an idle `dial-stdio` on the far side.
+const SSH_SPARES: usize = 2;
+
 /// Opens connections to one engine.
 pub(crate) struct Dialer {
     engine: Engine,
@@ -56,10 +64,10 @@ pub(crate) struct Dialer {
     /// master's start: concurrent first dials wait for the one master rather than each
     /// starting one.
     ssh_master: Mutex<Option<Arc<SshMaster>>>,
-    /// An `ssh://` engine's next connection, spawned ahead: its `ssh` and the far side's
-    /// `docker system dial-stdio` start while the caller works, so a dial takes a connection
-    /// that is (nearly) ready. Locked only to swap it.
-    ssh_spare: Mutex<Option<SshConn>>,
+    /// An `ssh://` engine's next connections ([`SSH_SPARES`] of them), spawned ahead: their
+    /// `ssh` and the far side's `docker system dial-stdio` start while the caller works, so a
+    /// dial takes a connection that is (nearly) ready. Locked only to take or add one.
+    ssh_spares: Mutex<VecDeque<SshConn>>,
 }
 
 impl fmt::Debug for Dialer {
@@ -101,7 +109,7 @@ impl Dialer {
             #[cfg(feature = "tls")]
             tls,
             ssh_master: Mutex::new(None),
-            ssh_spare: Mutex::new(None),
+            ssh_spares: Mutex::new(VecDeque::new()),
         })
     }
 
@@ -161,16 +169,26 @@ impl Dialer {
             }
             Endpoint::Ssh(ssh) => {
                 let master = self.ssh_master(ssh, timeout)?;
-                let spare = self.ssh_spare.lock().take();
+                // Oldest first: it has had the longest to get ready. A spare whose ssh
+                // already ended (its master died, the far side refused) is dropped, reaped,
+                // and replaced by a fresh connection.
+                let spare = self.ssh_spares.lock().pop_front();
                 let conn = match spare {
-                    // A spare whose ssh already ended (its master died, the far side
-                    // refused) is dropped, reaped, and replaced by a fresh connection.
                     Some(s) if s.running() => s,
                     _ => SshConn::spawn(ssh, master.clone())?,
                 };
-                // Best effort: without a spare the next dial spawns its own.
-                if let Ok(next) = SshConn::spawn(ssh, master) {
-                    *self.ssh_spare.lock() = Some(next);
+                // Best effort: without a spare the next dial spawns its own. The lock is not
+                // held across the spawn: a concurrent dial may overshoot by one, which the
+                // check on push trims.
+                while self.ssh_spares.lock().len() < SSH_SPARES {
+                    let Ok(next) = SshConn::spawn(ssh, master.clone()) else {
+                        break;
+                    };
+                    let mut spares = self.ssh_spares.lock();
+                    if spares.len() >= SSH_SPARES {
+                        break; // `next` is dropped (its ssh killed and reaped) after the unlock
+                    }
+                    spares.push_back(next);
                 }
                 Ok(Stream::Ssh(conn))
             }
