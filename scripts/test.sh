@@ -154,7 +154,7 @@ fi
 # ---- gVisor (issue 22) ----
 # The contract suite's core (run, lifecycle, timeouts, cancel, streaming, output, sessions and
 # the agent, files, restart, the dead-man's switch) and the sandbox tests (the hardened
-# defaults, the hostile blocks, root blocks, the limits, and the escape chain; not yet oom.rs)
+# defaults, the hostile blocks, root blocks, the limits, the escape chain and oom.rs)
 # once per strategy with every executor under gVisor: DOCKEXEC_TEST_RUNTIME=runsc makes
 # tests/common's builder() ask for that runtime, on engine2, where scripts/test-env.sh
 # registered it. What cannot hold there is stated once, in tests/common/gvisor.rs, and printed
@@ -175,13 +175,18 @@ else
         env "${gvisor_env[@]}" DOCKEXEC_TEST_STRATEGY="$strategy" \
             cargo test --no-fail-fast --all-features --test it -- "${gvisor_core[@]}" ||
             { rc=$?; ((status)) || status=$rc; }
-        # The escape chain, whole (a module filter would select none of its tests). Not yet
-        # tests/oom.rs: three of its tests fail under runsc (the sandbox, not the block, meets
-        # the memory limit and the container ends); issue 22 stays open on it.
+        # The escape chain, whole (a module filter would select none of its tests).
         env "${gvisor_env[@]}" DOCKEXEC_TEST_STRATEGY="$strategy" \
             cargo test --no-fail-fast --all-features --test escape ||
             { rc=$?; ((status)) || status=$rc; }
     done
+    # tests/oom.rs once: its executors all use the agent. Under runsc the socket hog is not
+    # killed as a block, and what follows is checked as stated in tests/common/gvisor.rs
+    # (Differs::SocketHogNotKilled); about 100 s, most of it the hogs' 15 s timeouts and a
+    # wedged agent's start timeout.
+    echo "test.sh: [gVisor] ${gvisor_env[*]} cargo test --test oom" >&2
+    env "${gvisor_env[@]}" cargo test --no-fail-fast --all-features --test oom ||
+        { rc=$?; ((status)) || status=$rc; }
     echo "test.sh: [gVisor] dockexec run --runtime $DOCKEXEC_TEST_GVISOR_RUNTIME examples/hello.md" >&2
     env DOCKER_HOST="$DOCKEXEC_TEST_GVISOR_HOST" cargo run --release --features cli -- \
         run --runtime "$DOCKEXEC_TEST_GVISOR_RUNTIME" examples/hello.md >/dev/null ||

@@ -837,7 +837,13 @@ impl AgentRunner {
                 exit: Arc::clone(&exit),
                 session: session.map(|s| (s, Arc::clone(&self.lost_sessions))),
             }),
-            control: Box::new(AgentControl { conn, id, exit }),
+            control: Box::new(AgentControl {
+                conn,
+                id,
+                exit,
+                client: self.client.clone(),
+                container: self.container.clone(),
+            }),
             code_file: self.workspace.shown_path(l.file),
         })
     }
@@ -964,6 +970,30 @@ struct AgentControl {
     conn: Arc<Conn>,
     id: u32,
     exit: Arc<OnceLock<ExitInfo>>,
+    /// To learn, for a block lost with its agent, whether the container was OOM-killed.
+    client: Client,
+    container: String,
+}
+
+/// How long a block lost with its agent waits to see the container stopped before asking
+/// whether it was OOM-killed: a container that lives on (only the agent died) costs this wait
+/// once, on that error path only.
+const OOM_END_WINDOW: Duration = Duration::from_millis(500);
+
+impl AgentControl {
+    /// True when the container ended by the OOM killer. Under gVisor the host's OOM killer
+    /// sees one sandbox, not the block's processes: memory a block makes gVisor's kernel spend
+    /// (socket buffers) ends the whole container when it meets the limit, and Docker records
+    /// that as the container's `OOMKilled` (issue 22).
+    fn container_oom_killed(&self) -> bool {
+        let client = self.client.with_timeout(OOM_END_WINDOW * 4);
+        matches!(
+            client.container_stopped_within(&self.container, OOM_END_WINDOW),
+            Ok(true)
+        ) && client
+            .container_inspect(&self.container)
+            .is_ok_and(|i| i.state.oom_killed)
+    }
 }
 
 impl Control for AgentControl {
@@ -990,6 +1020,7 @@ impl Control for AgentControl {
             },
             None => Reaped {
                 lost: true,
+                oom_killed: self.container_oom_killed(),
                 ..Reaped::default()
             },
         }

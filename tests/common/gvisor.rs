@@ -52,6 +52,7 @@ pub enum Differs {
     /// its gofer with the blocks): a hog or a fork bomb that reaches them ends the sandbox,
     /// so the container ends (the block `lost`, later calls `ContainerGone`), not only the
     /// block; the host and other executors are untouched (gvisor::a_fork_bomb_... checks it).
+    /// A block lost that way says `oom-killed` (Docker's `OOMKilled` of the container).
     /// Under the ptrace platform every guest process costs the sandbox host processes and
     /// threads: the default 1024 was met with about a hundred block processes (runsc's log:
     /// "panic: error initializing first thread: resource temporarily unavailable").
@@ -65,9 +66,14 @@ pub enum Differs {
     /// `get_file` of it, and `put_file` into `/workspace`, work.
     PutFileIntoRootfs,
     /// The socket-buffer hog of tests/oom.rs (ten interpreters queueing 400 MiB each in unix
-    /// socket buffers) is not killed under gVisor: gVisor's kernel keeps socket buffers in its
-    /// own memory, and the hog does not meet the limit before the block's timeout ends it.
-    /// The agent lives, and the next block runs: what those tests are for.
+    /// socket buffers) is not killed as a block under gVisor: gVisor's kernel keeps socket
+    /// buffers in its own memory, which the sandbox's `/proc/meminfo` does not show and the
+    /// host charges to the whole sandbox. The hog runs to its timeout, and then, run to run on
+    /// this machine, the sandbox lives on (the agent too: what those tests are for), or stays
+    /// at its memory limit so the agent no longer answers in time (`Error::Timeout`), or was
+    /// ended by the host's OOM killer (the block lost and `oom-killed`, later calls
+    /// `ContainerGone`). In each case the hog stays inside: `stop()` removes the container and
+    /// a fresh executor runs.
     SocketHogNotKilled,
     /// runsc does not end a running `docker exec`'s stream when the container ends from
     /// inside: an exec-strategy block that ended its own container (a root block's
@@ -125,8 +131,9 @@ impl Differs {
                  (/workspace and volumes are)"
             }
             Differs::SocketHogNotKilled => {
-                "gVisor's kernel keeps socket buffers itself: the socket-buffer hog does not \
-                 meet the memory limit and ends at its timeout (the agent lives)"
+                "gVisor's kernel keeps socket buffers in its own memory, charged to the whole \
+                 sandbox: the socket-buffer hog runs to its timeout, and the sandbox then lives \
+                 on, stays wedged at its limit (Timeout), or is OOM-killed (ContainerGone)"
             }
             Differs::ExecStreamOrder => {
                 "runsc's shim copies a docker exec's stdout and stderr pipes on their own, so \
