@@ -418,3 +418,21 @@ fn what_json_cannot_hold_is_refused_not_changed() {
     let e = bad.to_builder().unwrap_err();
     assert!(e.to_string().contains("needs a ca"), "{e}");
 }
+
+#[test]
+fn the_readme_example_is_a_valid_config() {
+    let readme = include_str!("../../README.md");
+    let section = &readme[readme.find("## Configuration file").expect("the section")..];
+    let json = section
+        .split("```json\n")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    let config = ExecutorConfig::from_json(json).unwrap();
+    assert_eq!(config.secret_env, ["OPENAI_API_KEY"]);
+    assert_eq!(config.timeout, Some(Duration::from_secs(30)));
+    let engine = config.engine.as_ref().unwrap().to_engine().unwrap();
+    assert_eq!(engine.endpoint(), "unix:///var/run/docker.sock");
+}
