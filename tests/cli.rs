@@ -617,6 +617,22 @@ fn config_file_runs_hello_md_and_the_options_after_it_change_it() {
         fs::read_to_string(work.join("marker")).unwrap(),
         "from-flag\n"
     );
+
+    // -H wins over the config's engine (a socket that is not there).
+    let mut elsewhere = config.clone();
+    elsewhere.engine = Some(dockexec::EngineConfig::from(&dockexec::Engine::unix(
+        "/nonexistent/dockexec-cfg.sock",
+    )));
+    let file = config_file(dir.path(), &elsewhere);
+    let host = std::env::var("DOCKER_HOST").unwrap_or("unix:///var/run/docker.sock".into());
+    let out = Command::new(BIN)
+        .args(["-H", &host, "run", "--config", &file, &show])
+        .env("DOCKEXEC_CLI_CFG_SECRET", "s3cr3t-from-env")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "token=[REDACTED]\n");
     assert_eq!(
         guard.containers(),
         Vec::<String>::new(),
