@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 /// A request for host devices, such as GPUs, for the container: one entry of Docker's
@@ -27,7 +28,12 @@ use serde_json::{Value, json};
 /// custom.driver("nvidia").count(1).capabilities(["gpu", "compute"]);
 /// # let _ = (all, two, custom);
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// It is `serde` Serialize and Deserialize (for [`ExecutorConfig`](crate::ExecutorConfig)),
+/// as `{"driver": "nvidia", "count": -1, "device_ids": [], "capabilities": [["gpu"]],
+/// "options": {}}`; a missing field is its default, an unknown one an error.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct DeviceRequest {
     driver: String,
     count: i64,

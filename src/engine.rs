@@ -407,6 +407,12 @@ impl Engine {
         })
     }
 
+    /// What [`shares_host_filesystem`](Self::shares_host_filesystem) said, if it was called
+    /// (for [`EngineConfig`](crate::EngineConfig), which keeps the setting, not the guess).
+    pub(crate) fn shared_fs_setting(&self) -> Option<bool> {
+        self.shared_fs
+    }
+
     /// The endpoint as a `DOCKER_HOST` value, e.g. `unix:///var/run/docker.sock`.
     pub fn endpoint(&self) -> String {
         match &self.endpoint {

@@ -93,6 +93,7 @@
 //!   container is lost: not the work dir, not other executors.
 
 mod code;
+mod config;
 mod device;
 mod docker;
 mod engine;
@@ -120,6 +121,7 @@ mod workspace;
 pub use crossbeam_channel;
 
 pub use code::{CodeBlock, Language, extract_code_blocks, guess_language};
+pub use config::{BlockUser, EngineConfig, ExecutorConfig, ExtraHost, TlsConfig, VolumeConfig};
 pub use device::DeviceRequest;
 pub use engine::{Engine, Tls};
 pub use engine_info::EngineInfo;

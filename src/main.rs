@@ -44,6 +44,10 @@ COMMANDS:
 RUN OPTIONS:
     -l, --lang LANG        python (py), sh (shell), bash or pwsh; default: from the file's
                            extension, else guessed (python if it looks like Python, else sh)
+        --config FILE      start from the executor options in the JSON file FILE (see the
+                           README's Configuration file section); give it before the other
+                           run options, which change what it sets; its engine is used
+                           unless -H or -c is given
     -i, --image IMAGE      image to run [default: {image}]
     -t, --timeout SECS     per-block time limit, or `none` [default: {timeout}]
     -w, --work-dir DIR     host directory mounted at /workspace [default: a temporary one]
@@ -136,6 +140,8 @@ enum Command {
 struct EngineFlags {
     host: Option<String>,
     context: Option<String>,
+    /// `run --config` gave an engine.
+    config_engine: bool,
 }
 
 impl EngineFlags {
@@ -171,6 +177,11 @@ fn main() -> ExitCode {
     let parsed = parse(lexopt::Parser::from_env(), &mut flags);
     // The engine is resolved only for the commands that use one: --help needs none.
     let engine = match &parsed {
+        Ok(Command::Run(_))
+            if flags.config_engine && flags.host.is_none() && flags.context.is_none() =>
+        {
+            None
+        }
         Ok(Command::Gc(_) | Command::Run(_) | Command::Engine) => match flags.engine() {
             Ok(e) => Some(e),
             Err(e) => return fail(&e),
@@ -192,7 +203,9 @@ fn main() -> ExitCode {
             gc_command(&options)
         }
         Ok(Command::Run(mut run)) => {
-            run.builder.engine(engine.expect("resolved above"));
+            if let Some(engine) = engine {
+                run.builder.engine(engine);
+            }
             run_command(*run)
         }
         Err(e) => {
@@ -352,11 +365,18 @@ fn parse_run(mut args: lexopt::Parser, flags: &mut EngineFlags) -> Result<Comman
     let mut lang = None;
     let mut session = false;
     let mut strategy = None;
+    let mut options_seen = false;
     while let Some(arg) = args.next()? {
         if let Some(host) = EngineFlags::which(&arg) {
             flags.set(host, &mut args)?;
             continue;
         }
+        if arg == Long("config") {
+            builder = config_builder(&args.value()?, options_seen, flags)?;
+            options_seen = true;
+            continue;
+        }
+        options_seen |= !matches!(arg, Value(_));
         match arg {
             Short('l') | Long("lang") => {
                 let v = args.value()?.string()?;
@@ -474,6 +494,27 @@ fn parse_run(mut args: lexopt::Parser, flags: &mut EngineFlags) -> Result<Comman
         session,
         builder,
     })))
+}
+
+/// `--config FILE`: the builder FILE describes, secrets' values from our environment. An
+/// option given before it would be silently replaced, so that is refused.
+fn config_builder(
+    file: &std::ffi::OsStr,
+    options_seen: bool,
+    flags: &mut EngineFlags,
+) -> Result<dockexec::ExecutorBuilder, String> {
+    if options_seen {
+        return Err(
+            "--config comes once, before the other run options (which change what it sets)".into(),
+        );
+    }
+    let shown = |e: dockexec::Error| match std::error::Error::source(&e) {
+        Some(source) => format!("{e}: {source}"),
+        None => e.to_string(),
+    };
+    let config = dockexec::ExecutorConfig::from_file(file).map_err(shown)?;
+    flags.config_engine = config.engine.is_some();
+    config.to_builder().map_err(shown)
 }
 
 fn timeout(v: &str) -> Result<Option<Duration>, String> {

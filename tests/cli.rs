@@ -550,3 +550,155 @@ fn engine_command_and_the_host_and_context_flags() {
         text(&out.stderr)
     );
 }
+
+/// `run --config FILE`: writes `config` (with this test's case label) to a file in `dir`.
+fn config_file(dir: &Path, config: &dockexec::ExecutorConfig) -> String {
+    write(dir, "dockexec.json", &config.to_json().unwrap())
+}
+
+#[test]
+fn config_file_runs_hello_md_and_the_options_after_it_change_it() {
+    let dir = TempDir::new("cli-config");
+    let (mut b, guard) = common::case_builder("cli-config");
+    // Created by the executor, so the block user can write it.
+    let work = dir.path().join("work");
+    b.work_dir(&work)
+        .env("GREETING", "from-config")
+        .init_command("echo \"$GREETING\" > marker")
+        .secret_env("DOCKEXEC_CLI_CFG_SECRET", "not-this-value");
+    let config = b.to_config();
+    let file = config_file(dir.path(), &config);
+    assert!(
+        !fs::read_to_string(&file)
+            .unwrap()
+            .contains("not-this-value")
+    );
+    let hello = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/hello.md");
+    let out = Command::new(BIN)
+        .args(["run", "--config", &file, hello])
+        .env("DOCKEXEC_CLI_CFG_SECRET", "s3cr3t-from-env")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("hello from Python 3."), "{stdout}");
+    assert!(stdout.contains("working in /workspace"), "{stdout}");
+    // `ls -a` shows what the config's init command wrote, in the config's work dir.
+    assert!(stdout.contains("marker\n"), "{stdout}");
+    assert_eq!(
+        fs::read_to_string(work.join("marker")).unwrap(),
+        "from-config\n"
+    );
+
+    // Options after --config change what it set; the secret's value comes from the
+    // environment, and is redacted.
+    let show = write(
+        dir.path(),
+        "show.sh",
+        "echo \"token=$DOCKEXEC_CLI_CFG_SECRET\"\n",
+    );
+    let out = Command::new(BIN)
+        .args([
+            "run",
+            "--config",
+            &file,
+            "--env",
+            "GREETING=from-flag",
+            &show,
+        ])
+        .env("DOCKEXEC_CLI_CFG_SECRET", "s3cr3t-from-env")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "token=[REDACTED]\n");
+    assert_eq!(
+        fs::read_to_string(work.join("marker")).unwrap(),
+        "from-flag\n"
+    );
+
+    // -H wins over the config's engine (a socket that is not there).
+    let mut elsewhere = config.clone();
+    elsewhere.engine = Some(dockexec::EngineConfig::from(&dockexec::Engine::unix(
+        "/nonexistent/dockexec-cfg.sock",
+    )));
+    let file = config_file(dir.path(), &elsewhere);
+    let host = std::env::var("DOCKER_HOST").unwrap_or("unix:///var/run/docker.sock".into());
+    let out = Command::new(BIN)
+        .args(["-H", &host, "run", "--config", &file, &show])
+        .env("DOCKEXEC_CLI_CFG_SECRET", "s3cr3t-from-env")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "token=[REDACTED]\n");
+    assert_eq!(
+        guard.containers(),
+        Vec::<String>::new(),
+        "the CLI removes its container"
+    );
+}
+
+#[test]
+fn a_bad_config_file_is_refused_naming_the_key_and_the_file() {
+    let dir = TempDir::new("cli-config-bad");
+    let hello = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/hello.md");
+    let refused = |args: &[&str], want: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("run")
+            .args(args)
+            .arg(hello)
+            .env_remove("DOCKEXEC_CLI_CFG_MISSING")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{args:?}: {stderr}");
+        for w in want {
+            assert!(stderr.contains(w), "{args:?}: {w:?} not in {stderr}");
+        }
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    };
+    let unknown = write(
+        dir.path(),
+        "unknown.json",
+        "{\n  \"imgae\": \"python:3-slim\"\n}\n",
+    );
+    refused(
+        &["--config", &unknown],
+        &[&unknown, "unknown field `imgae`", "line 2"],
+    );
+    let bad_type = write(dir.path(), "type.json", r#"{"memory_limit": "2G"}"#);
+    refused(
+        &["--config", &bad_type],
+        &[&bad_type, "field `memory_limit`"],
+    );
+    let missing = dir.path().join("missing.json");
+    refused(&["--config", &missing.to_string_lossy()], &["missing.json"]);
+    let secret = write(
+        dir.path(),
+        "secret.json",
+        r#"{"secret_env": ["DOCKEXEC_CLI_CFG_MISSING"]}"#,
+    );
+    refused(
+        &["--config", &secret],
+        &["DOCKEXEC_CLI_CFG_MISSING is not set"],
+    );
+    let ok = write(dir.path(), "ok.json", "{}");
+    refused(
+        &["--image", "x", "--config", &ok],
+        &["--config comes once, before"],
+    );
+    refused(
+        &["--config", &ok, "--config", &ok],
+        &["--config comes once, before"],
+    );
+    // The config's engine is the one used (no -H or -c): here, a socket that is not there.
+    let engine = write(
+        dir.path(),
+        "engine.json",
+        r#"{"engine": {"host": "unix:///nonexistent/dockexec-cfg.sock"}, "gc_orphans": false}"#,
+    );
+    refused(&["--config", &engine], &["/nonexistent/dockexec-cfg.sock"]);
+}

@@ -47,7 +47,8 @@ pub const DEFAULT_API_TIMEOUT: Duration = api::DEFAULT_API_TIMEOUT;
 /// executor, so a generous bound costs nothing when all goes well.
 pub const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// Configures and starts an [`Executor`]. Every option has a documented default.
+/// Configures and starts an [`Executor`]. Every option has a documented default; all can be
+/// saved and loaded as an [`ExecutorConfig`](crate::ExecutorConfig) ([`Self::to_config`]).
 ///
 /// ```no_run
 /// # fn main() -> dockexec::Result<()> {
@@ -278,8 +279,7 @@ impl ExecutorBuilder {
     }
 
     /// A shell command run once, in `/workspace`, after the container starts; if it exits
-    /// non-zero, `start()` fails with [`Error::InitCommand`] carrying its output. Defaults to
-    /// none.
+    /// non-zero, `start()` fails with [`Error::InitCommand`] with its output. Defaults to none.
     pub fn init_command(&mut self, command: impl Into<String>) -> &mut Self {
         self.init_command = Some(command.into());
         self

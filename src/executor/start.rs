@@ -133,7 +133,8 @@ impl ExecutorBuilder {
         self
     }
 
-    /// Called for every event of an image pull. Defaults to none.
+    /// Called for every event of an image pull. Defaults to none. Not kept by
+    /// [`to_config`](Self::to_config): a callback is code, not configuration.
     pub fn on_pull_progress(
         &mut self,
         callback: impl FnMut(&PullProgress) + Send + 'static,

@@ -18,6 +18,7 @@ mod agent_root;
 mod autogen_parity;
 mod blocks;
 mod cancel;
+mod config;
 mod engines_env;
 mod executor_lifecycle;
 mod files;
