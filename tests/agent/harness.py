@@ -1027,6 +1027,10 @@ def zygote_end_of_main():
         same(tracer + code, "a trace function at exit after " + what)
         profiler = tracer.replace("return tr\n", "").replace("frame.f_code.co_name", "getattr(arg, '__name__', frame.f_code.co_name)")
         same(profiler + code.replace("sys.settrace(tr)", "sys.setprofile(tr)"), "a profile function at exit after " + what)
+    # The agent's frame below the script's (a documented difference) is not __main__'s to the
+    # warnings filters: a warning attributed to it is treated as one attributed to `sys` (fresh).
+    same("import warnings\nwarnings.warn('hidden', DeprecationWarning, stacklevel=2)\n",
+         "a warning attributed below the script")
     same("import sys\nfor f in (sys.stdin, sys.stdout, sys.stderr):\n"
          "    print(f is getattr(sys, '__%s__' % f.name[1:-1]), f.name, f.mode, f.fileno(), f.encoding,\n"
          "          f.errors, f.line_buffering, f.write_through, f.seekable(), f.buffer.seekable())\n"

@@ -198,6 +198,11 @@ def _zygote_prepare(path):
     _set_cmdline([exe, path])
     sys.path.insert(0, os.path.dirname(os.path.realpath(path)))
     _std_streams()
+    # The agent's module frame stays below the block's (a documented difference). What it is to the
+    # warnings filters is what a fresh run has there, the `sys` module (setup_context's globals when
+    # no frame is left): a DeprecationWarning attributed to it is hidden, as fresh, not shown as one
+    # from __main__. Nothing of the agent's runs by its __name__ in this process.
+    _AGENT_G["__name__"] = "sys"
     return m.__dict__
 
 
