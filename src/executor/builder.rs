@@ -363,7 +363,7 @@ impl ExecutorBuilder {
     /// With the agent, whether Python blocks are forked from its warm, already initialised
     /// interpreter (a zygote: ~1-3 ms) instead of a fresh `python3` (~15-20 ms). Defaults to
     /// `true`: the fork is faithful to a fresh run in everything a script can observe but the
-    /// few differences the [`Strategy`] docs list. Ignored by the exec strategy.
+    /// few differences listed under [`Strategy::Agent`]. Ignored by the exec strategy.
     pub fn python_zygote(&mut self, yes: bool) -> &mut Self {
         self.python_zygote = yes;
         self

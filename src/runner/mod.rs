@@ -61,6 +61,8 @@ pub enum Strategy {
     /// Docker's ~60-90 ms per exec; it also keeps [`Session`](crate::Session)s. Needs
     /// `python3` (or `python`) in the image: [`ExecutorBuilder::start`](crate::ExecutorBuilder::start)
     /// fails with [`Error::Agent`](crate::Error::Agent) otherwise.
+    ///
+    #[doc = include_str!("zygote_differences.md")]
     Agent,
     /// One `docker exec` per block, under a POSIX `sh` wrapper. Works in any image that has
     /// `sh` (busybox included).

@@ -996,6 +996,48 @@ def zygote_exit_teardown():
 
 
 @test
+def zygote_end_of_main():
+    # Issue 23: what `python3 FILE` does once the file has run, seen from atexit, a trace function
+    # still set and the std streams: __file__/__cached__ deleted (kept when SystemExit exits from
+    # within), the block's own exit steps traced (threading's shutdown, atexit callbacks, and, on
+    # the slow exit, the teardown's finalizers) and nothing of the agent's, streams for its fds.
+    at = ("import atexit, sys\n"
+          "atexit.register(lambda: print('at exit', sorted(k for k in vars(sys.modules['__main__'])\n"
+          "                                         if k in ('__file__', '__cached__'))))\n")
+    for end, what in (("", "a plain end"), ("raise ValueError('x')\n", "an uncaught exception"),
+                      ("raise SystemExit(3)\n", "SystemExit"), ("import sys; sys.exit('bye')\n", "exit(str)"),
+                      ("raise KeyboardInterrupt\n", "KeyboardInterrupt"), ("def (:\n", "a SyntaxError")):
+        same(at + end, "__file__ at exit after " + what)
+    tracer = ("import sys, os\n"
+              "def tr(frame, event, arg):\n"
+              "    os.write(1, ('%s %s %s\\n' % (event, frame.f_code.co_name,\n"
+              "                                  os.path.basename(frame.f_code.co_filename))).encode())\n"
+              "    return tr\n")
+    for code, what in (
+            ("import atexit\natexit.register(print, 'bye')\nsys.settrace(tr)\n", "a plain end"),
+            ("import threading, atexit\natexit.register(print, 'bye')\nsys.settrace(tr)\n", "threading imported"),
+            ("class A:\n    def __del__(self):\n        print('del')\na = A()\nsys.settrace(tr)\n",
+             "a finalizer (the slow exit)"),
+            ("sys.excepthook = lambda *a: print('hook')\nsys.settrace(tr)\nraise ValueError\n",
+             "an uncaught exception"),
+            ("import atexit\natexit.register(print, 'bye')\nsys.settrace(tr)\nraise SystemExit('bye')\n",
+             "SystemExit(str)"),
+            ("import atexit\natexit.register(print, 'bye')\nsys.settrace(tr)\nraise KeyboardInterrupt\n",
+             "KeyboardInterrupt")):
+        same(tracer + code, "a trace function at exit after " + what)
+        profiler = tracer.replace("return tr\n", "").replace("frame.f_code.co_name", "getattr(arg, '__name__', frame.f_code.co_name)")
+        same(profiler + code.replace("sys.settrace(tr)", "sys.setprofile(tr)"), "a profile function at exit after " + what)
+    # The agent's frame below the script's (a documented difference) is not __main__'s to the
+    # warnings filters: a warning attributed to it is treated as one attributed to `sys` (fresh).
+    same("import warnings\nwarnings.warn('hidden', DeprecationWarning, stacklevel=2)\n",
+         "a warning attributed below the script")
+    same("import sys\nfor f in (sys.stdin, sys.stdout, sys.stderr):\n"
+         "    print(f is getattr(sys, '__%s__' % f.name[1:-1]), f.name, f.mode, f.fileno(), f.encoding,\n"
+         "          f.errors, f.line_buffering, f.write_through, f.seekable(), f.buffer.seekable())\n"
+         "print(sys.stdin.tell(), repr(sys.stdin.read()))\n", "std streams")
+
+
+@test
 def zygote_fast_exit_taken():
     # The trace (DOCKEXEC_AGENT_TRACE) says which exit a zygote block took: a plain block must
     # not pay for the teardown of the agent's heap, a block with a finalizer must.

@@ -167,6 +167,104 @@ print(sorted(sys.modules))
     });
 }
 
+/// The documented differences between a zygote block and `python3 FILE` (their one source):
+/// the keys of `src/runner/zygote_differences.md`'s list, in its order.
+fn documented_zygote_differences() -> Vec<String> {
+    include_str!("../../src/runner/zygote_differences.md")
+        .lines()
+        .filter_map(|l| l.strip_prefix("- `"))
+        .map(|l| l.split('`').next().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Issue 23: the docs and the zygote's source list the same differences (the `Strategy` docs
+/// include the list's file; `zygote.py`'s top comment names each key, and no other).
+#[test]
+fn the_zygote_source_lists_the_documented_differences() {
+    let documented = documented_zygote_differences();
+    assert!(documented.len() >= 5, "{documented:?}");
+    let py = include_str!("../../src/runner/agent/zygote.py");
+    let listed: Vec<String> = py
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .filter_map(|l| l.trim_start_matches('#').trim_start().strip_prefix("- `"))
+        .map(|l| l.split('`').next().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        listed, documented,
+        "zygote.py's top comment and zygote_differences.md"
+    );
+    let lib = include_str!("../../src/runner/mod.rs");
+    assert!(
+        lib.contains(r#"#[doc = include_str!("zygote_differences.md")]"#),
+        "the Strategy docs include the list"
+    );
+}
+
+/// Issue 23: a snapshot of what a script can see of its start and its end (the stack under
+/// it, warnings attribution, `__main__` before and after, the std streams, trace events at
+/// exit, gc views...), taken by the same block through the zygote and through a fresh
+/// `python3`: equal, except for the documented differences (a key's group, before its first
+/// `.`, names the difference that allows it).
+#[test]
+fn a_zygote_blocks_snapshot_equals_a_fresh_interpreters_but_for_the_documented_differences() {
+    common::watchdog(LIMIT, || {
+        let snapshot = include_str!("zygote_snapshot.py");
+        let (b, _guard) = agent_builder("agent-zygote-snap");
+        let ex = b.start().unwrap();
+        let (mut fresh_b, _guard2) = agent_builder("agent-zygote-snap-ref");
+        fresh_b.python_zygote(false);
+        let fresh = fresh_b.start().unwrap();
+        let parse = |out: &dockexec::Output| -> std::collections::BTreeMap<String, String> {
+            common::assert_success(out);
+            assert_eq!(out.stderr_lossy(), "", "{out:?}");
+            out.stdout_lossy()
+                .lines()
+                .map(|l| {
+                    let (k, v) = l.split_once('\t').unwrap_or((l, ""));
+                    (k.to_string(), v.to_string())
+                })
+                .collect()
+        };
+        let z = parse(&ex.run(&CodeBlock::python(snapshot)).unwrap());
+        let f = parse(&fresh.run(&CodeBlock::python(snapshot)).unwrap());
+        ex.stop().unwrap();
+        fresh.stop().unwrap();
+        assert_eq!(
+            z.keys().collect::<Vec<_>>(),
+            f.keys().collect::<Vec<_>>(),
+            "the same keys"
+        );
+        assert!(
+            f.contains_key("trace.exit") && f.contains_key("main.after"),
+            "{f:?}"
+        );
+        let allowed = documented_zygote_differences();
+        for (k, v) in z.iter().filter(|(k, v)| f[*k] != **v) {
+            eprintln!(
+                "documented difference {k}:\n  zygote: {v}\n  fresh:  {}",
+                f[k]
+            );
+        }
+        let undocumented: Vec<String> = z
+            .iter()
+            .filter(|(k, v)| f[*k] != **v)
+            .filter(|(k, _)| !allowed.iter().any(|a| k.split('.').next() == Some(a)))
+            .map(|(k, v)| format!("{k}:\n  zygote: {v}\n  fresh:  {}", f[k]))
+            .collect();
+        assert!(
+            undocumented.is_empty(),
+            "undocumented differences:\n{}",
+            undocumented.join("\n")
+        );
+        // Each difference the list allows is one the snapshot looks at.
+        let groups: Vec<&str> = z.keys().filter_map(|k| k.split('.').next()).collect();
+        for a in ["stack", "gc_freeze", "hash_seed", "cmdline"] {
+            assert!(allowed.iter().any(|d| d == a) && groups.contains(&a), "{a}");
+        }
+    });
+}
+
 /// Issue 20 §6: the agent's source and the container's environment reach the agent through
 /// memfds (its stdin, then `python3 /proc/self/fd/S --env-fd E`), and the agent closes both
 /// before it forks anything: a zygote block, a fresh interpreter's block and a session block see

@@ -710,6 +710,11 @@ _job = None
 _t("top")
 _ns = _zygote_prepare(_path)
 _exc = None
+# The profile and trace functions the block leaves set see none of the agent's own exit code, as
+# a fresh run's would not: _untracer saves and unsets them from C as `del` frees it, right after
+# the block's code; _zygote_exit (or the interpreter's atexit) sets them again.
+_hooks = []
+_off = _untracer(_hooks)
 try:
     _co = compile(_src, _path, "exec", dont_inherit=True)
 except BaseException as _e:
@@ -721,8 +726,9 @@ else:
         exec(_co, _ns)
     except BaseException as _e:
         _exc = _e
+del _off
 _t("code-done")
-_co = _ns = None
+_co = None
 _code = None  # the exit status, where the interpreter would not have to print or signal anything
 if _exc is None:
     _code = 0
@@ -734,28 +740,31 @@ elif isinstance(_exc, SystemExit):
         _code = int(_c)
     _c = None
 elif not isinstance(_exc, KeyboardInterrupt):
-    _print_exc(_exc)
+    _print_exc(_exc, _hooks)
     _code = 1
+if isinstance(_exc, KeyboardInterrupt):
+    _print_exc(_exc, _hooks)  # before __file__ goes, as the interpreter prints it
+if not isinstance(_exc, SystemExit):
+    _main_ended(_ns)
+_ns = None
 if _code is not None:
-    _zygote_exit(_code)  # does not return if the interpreter's teardown would be invisible
+    _zygote_exit(_code, _hooks)  # does not return if the interpreter's teardown would be invisible
+    _hooks = None  # set again by the interpreter's atexit
 if _exc is not None:
     # Outside any except block, so nothing chains to the agent, and from no global of the agent's:
     # whatever the exception holds (the block's frames, so its namespace) must be freed, and
     # finalized, as the interpreter tears down. SystemExit: the interpreter exits with its code
-    # (its traceback is never printed). A KeyboardInterrupt: printed (without agent frames), then
-    # re-raised with a silent hook, so the process dies of SIGINT. Anything else was printed above:
-    # exit 1.
+    # (its traceback is never printed). A KeyboardInterrupt: printed above (without agent frames),
+    # then re-raised with a silent hook (slice: a C callable taking three arguments, which no trace
+    # function sees), so the process dies of SIGINT. Anything else was printed above: exit 1.
     if isinstance(_exc, SystemExit):
         _exc.__traceback__ = _exc.__context__ = _exc.__cause__ = None
     elif isinstance(_exc, KeyboardInterrupt):
-        _print_exc(_exc)
-        sys.excepthook = _noop_hook
+        sys.excepthook = slice
     else:
         _exc = SystemExit(1)
-
-    def _take_exc():
-        global _exc
-        e, _exc = _exc, None
-        return e
-
-    raise _take_exc()
+    _exc = [_exc]
+    if _hooks is not None:  # for the interpreter's own exit steps: threading's, atexit, teardown
+        sys.settrace(_hooks[1])
+        sys.setprofile(_hooks[0])  # it sees the agent's module frame return, then the exit steps
+    raise _exc.pop()

@@ -74,32 +74,14 @@ if _BOOTED:
 # sys.exit codes, uncaught-exception tracebacks (agent frames stripped), SyntaxError output, an
 # uncaught KeyboardInterrupt dying of SIGINT, signal dispositions and mask, threads, atexit,
 # multiprocessing fork/spawn, os.environ (agent env + block env), cwd, uid/gid/groups, stdin empty,
+# the std streams (built again for the block's fds: _std_streams), __main__ at exit (__file__ and
+# __cached__ deleted), what trace and profile functions still set see at exit (no agent frame),
 # and what runs at exit: threads joined, atexit, then the finalizers of what the block left (files
 # flushed and closed, __del__, generators' finally, weakref callbacks). Where nothing is left that
 # teardown could run or flush, the process _exits after atexit and a flush of stdio instead of
 # freeing the agent's inherited heap, which copies every page of it (see _zygote_exit).
-# What still differs:
-#   - the str/bytes hash seed is the agent's (shared by every zygote block) unless PYTHONHASHSEED
-#     is set in the container env; a fresh python3 draws a new one per run;
-#   - startup-time configuration is the agent's: sys.flags, PYTHON* variables, locale/stdio
-#     encoding. A block whose effective env (container's + its own) differs from the agent's start
-#     env in any PYTHON* variable CPython reads (_PY_READ), LANG, LC_*, LD_*, MALLOC_*, GLIBC_TUNABLES,
-#     GCONV_PATH or LOCPATH variable
-#     (so any container that sets PYTHONPATH or LD_PRELOAD, which the agent never starts with)
-#     therefore runs through a fresh python3 instead; so does a block whose user would have a user
-#     site-packages dir (HOME differs by design: the agent's is /), see _user_site_differs;
-#   - /proc/self/cmdline reads `python3 FILE` followed by empty arguments (the agent's argv area,
-#     rewritten; without ctypes, or for a FILE longer than PATH_MAX, it stays the agent's), and the
-#     process starts with the agent's memory (RSS, gc counters, warm import/path caches such as
-#     sys.path_importer_cache); the agent drops its references to other blocks' data first, and
-#     never copies block output into a freed object (see _FWD), but earlier blocks' code (RUN
-#     payloads, parsed into objects the agent frees) and session output may remain in freed memory;
-#   - without ctypes the process stays non-dumpable after changing user (no core dumps, its
-#     /proc/<pid> files are root's);
-#   - gc.get_freeze_count() is the agent's frozen heap (gc.freeze() before forking), not 0;
-#   - an uncaught KeyboardInterrupt's traceback is printed by the agent (through sys.excepthook,
-#     as the interpreter does) before finalization rather than after it;
-#   - code is compiled from the RUN payload (identical bytes to the file written), not re-read.
+# What still differs: zygote.py's top comment lists it (src/runner/zygote_differences.md is its
+# one source, with the reasons).
 
 import atexit as _atexit
 import gc

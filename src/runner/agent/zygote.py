@@ -2,8 +2,49 @@
 # order.txt's order)
 # Code run in this forked interpreter (zygote blocks and sessions): a fresh __main__, tracebacks
 # without the agent's frames, and a zygote block's exit.
+#
+# Zygote fidelity: a zygote block is `python3 FILE` minus an exec. What a script can still see
+# differ, by the keys of src/runner/zygote_differences.md (their one source, with the reasons;
+# the Strategy docs include it, and tests/it/agent.rs's snapshot test allows exactly these):
+#   - `stack`: the agent's module frame is below the script's (exec at the agent's top level);
+#   - `hash_seed`: the agent's, unless PYTHONHASHSEED is set in the container's env;
+#   - `startup_config`: sys.flags, PYTHON*, locale and stdio encoding are the agent's (a block
+#     whose env differs there runs through a fresh python3: _zygote_faithful, _user_site_differs);
+#   - `cmdline`: /proc/self/cmdline is `python3 FILE` plus empty arguments (_set_cmdline);
+#   - `memory`: RSS, gc counters, warm import caches, freed memory of earlier blocks;
+#   - `gc_freeze`: gc.get_freeze_count() > 0, and gc.get_objects()/get_referrers() cannot see
+#     the inherited (frozen) heap;
+#   - `dumpable`: without ctypes, non-dumpable after changing user;
+#   - `keyboard_interrupt`: its traceback is printed before finalization, not after;
+#   - `source`: compiled from the RUN payload, not read back from the file.
+
+_UNSET = object()
+
 
 # ------------------------------------------------------------------------- in-process code (zygote, session)
+
+import _collections
+import _functools
+import itertools as _itertools
+
+
+class _FromC(_functools.partial):
+    """fn(*args), called from C when the instance is freed (`del`), as the interpreter calls its
+    own exit steps: neither a trace nor a profile function the block left set sees a call from an
+    agent frame (a profile function sees a CALL of a builtin as c_call/c_return; creating this
+    instance, a CALL of a class, it does not see)."""
+    __slots__ = ()
+    __del__ = _functools.partial.__call__
+
+
+def _untracer(saved):
+    """A _FromC that appends the profile and trace functions to saved (with calls of
+    sys.getprofile/gettrace made from C) and unsets both."""
+    def once(fn, *args):
+        return _itertools.islice(iter(_functools.partial(fn, *args), _UNSET), 1)
+    return _FromC(saved.extend, _itertools.chain(once(sys.getprofile), once(sys.gettrace),
+                                                 once(sys.setprofile, None), once(sys.settrace, None)))
+
 
 def _clean_modules():
     """sys.modules back to the interpreter's own baseline."""
@@ -51,15 +92,28 @@ def _strip_tb(exc, seen=None):
         exc = exc.__context__
 
 
-def _print_exc(exc):
-    """What the interpreter does for an uncaught exception: sys.excepthook on stderr."""
+def _print_exc(exc, hooks=None):
+    """What the interpreter does for an uncaught exception: sys.excepthook on stderr. A zygote
+    block's hooks ([profile, trace] it left set, see _zygote_exit) are set around the excepthook's
+    call only, as the interpreter calls it from C (so a profile function sees no c_call of a
+    builtin excepthook, but sees the block's own being called)."""
     _strip_tb(exc)
     t, tb = type(exc), exc.__traceback__
     sys.last_type, sys.last_value, sys.last_traceback = t, exc, tb
     if sys.version_info >= (3, 12):
         sys.last_exc = exc
     try:
-        sys.excepthook(t, exc, tb)
+        hook = sys.excepthook
+        off = None
+        if hooks is not None:
+            off = _untracer([])
+            sys.settrace(hooks[1])
+            if type(hook) is not type(len):
+                sys.setprofile(hooks[0])
+        try:
+            hook(t, exc, tb)
+        finally:
+            off = None
     except BaseException as e2:
         try:
             _strip_tb(e2)
@@ -106,6 +160,34 @@ def _set_cmdline(args):
         pass
 
 
+def _std_streams():
+    """sys.stdin, sys.stdout and sys.stderr (and their sys.__*__) built again for this process's
+    fds 0, 1 and 2, as the interpreter's create_stdio builds them at startup, with the same
+    encoding, errors and buffering: the agent's were built for its channel pipes (its stdin, a
+    pipe, is not seekable; the block's, /dev/null, is)."""
+    io = sys.modules["io"]
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        old = getattr(sys, "__%s__" % name)
+        if old is None:
+            continue
+        buffered = not old.write_through  # -u / PYTHONUNBUFFERED: write_through, unbuffered bytes
+        buf = io.open(fd, "wb" if fd else "rb", -1 if buffered or not fd else 0, None, None, None,
+                      False)
+        raw = buf.raw if buffered or not fd else buf
+        raw.name = "<%s>" % name
+        s = io.TextIOWrapper(buf, old.encoding, old.errors, "\n",
+                             buffered and (raw.isatty() or fd == 2), not buffered)
+        s.mode = "w" if fd else "r"
+        setattr(sys, "__%s__" % name, s)
+        setattr(sys, name, s)
+        _STDIO.extend((s, buf, raw))
+
+
+# The std stream objects _std_streams built: the interpreter's own, which need no teardown (the
+# fast exit flushes them) and _teardown_observable passes over.
+_STDIO = []
+
+
 def _zygote_prepare(path):
     """In the zygote child, at top level: becomes `python3 path` and returns the namespace."""
     m = _fresh_main(path)
@@ -115,11 +197,20 @@ def _zygote_prepare(path):
         sys.orig_argv = [exe, path]
     _set_cmdline([exe, path])
     sys.path.insert(0, os.path.dirname(os.path.realpath(path)))
+    _std_streams()
+    # The agent's module frame stays below the block's (a documented difference). What it is to the
+    # warnings filters is what a fresh run has there, the `sys` module (setup_context's globals when
+    # no frame is left): a DeprecationWarning attributed to it is hidden, as fresh, not shown as one
+    # from __main__. Nothing of the agent's runs by its __name__ in this process.
+    _AGENT_G["__name__"] = "sys"
     return m.__dict__
 
 
-def _noop_hook(*args):
-    pass
+def _main_ended(ns):
+    """What `python3 FILE` does once the file's code has run (but not when it raised SystemExit,
+    which exits from within): __file__ and __cached__ deleted from __main__'s dict."""
+    for k in ("__file__", "__cached__"):
+        ns.pop(k, None)
 
 
 _BOOKKEEPING_MODULES = ("_frozen_importlib", "_weakrefset", "weakref")
@@ -156,7 +247,10 @@ def _teardown_observable():
                 _t("teardown-needed native " + name)
                 return True
     has_del = {}
+    own = {id(o) for o in _STDIO}
     for o in gc.get_objects():
+        if id(o) in own:
+            continue
         t = type(o)
         if issubclass(t, _WeakRef):
             cb = o.__callback__
@@ -177,27 +271,50 @@ def _teardown_observable():
     return False
 
 
-def _zygote_exit(code):
+def _zygote_exit(code, hooks):
     """Ends a zygote block as `python3 FILE` ends, minus the teardown of the agent's inherited
     heap: Py_FinalizeEx's visible steps in its order (join non-daemon threads, run the atexit
     callbacks), then, if nothing left could run code or flush data at teardown, flush stdout and
     stderr (and C stdio) and _exit with `code`. Otherwise it returns, and the interpreter tears
     down for real (the steps already run are no-ops the second time). Freeing every inherited
-    object would copy each page of the agent's heap (copy-on-write) just to exit."""
+    object would copy each page of the agent's heap (copy-on-write) just to exit.
+    hooks: [profile, trace], the functions the block left set (unset from C by the top level, see
+    _untracer), set again around the steps a fresh run would show them, and, if it returns, by
+    the interpreter's atexit (no agent frame below) for its teardown."""
+    profile, tracer = hooks[0], hooks[1]
     try:
-        th = sys.modules.get("threading")
-        if th is not None:
-            th._shutdown()
-        _atexit._run_exitfuncs()
+        try:
+            th = sys.modules.get("threading")
+            off = _untracer([])
+            sys.settrace(tracer)
+            sys.setprofile(profile)  # the last call a profile function could see: it was unset
+            if th is not None:
+                th._shutdown()
+            step = _FromC(_atexit._run_exitfuncs)
+            del step
+        finally:
+            off = None
         if _teardown_observable():
             _t("slow-exit")
+            _rehook_at_exit(hooks)
             return
-        for f in (sys.stdout, sys.stderr):
+        for f in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
             if f is not None and not getattr(f, "closed", False):
                 f.flush()
     except BaseException:
+        _rehook_at_exit(hooks)
         return  # the interpreter reports it as it would have
     if _LIBC is not None:
         _LIBC.fflush(None)
     _t("fast-exit")
     os._exit(code & 0xFF)
+
+
+def _rehook_at_exit(hooks):
+    """The block's profile and trace functions set again by the interpreter's atexit (C calls):
+    for its teardown, as a fresh run's, and not for the agent's frames before it."""
+    profile, tracer = hooks[0], hooks[1]
+    if profile is not None:
+        _atexit.register(sys.setprofile, profile)
+    if tracer is not None:
+        _atexit.register(sys.settrace, tracer)
