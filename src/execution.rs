@@ -47,6 +47,9 @@ pub(crate) enum Reason {
     OutputLimit,
     /// `stop()`: the container itself is being removed, so no kill exec is sent.
     Shutdown,
+    /// The container ended under a stream its runtime keeps open (the executor's container
+    /// watch): nothing is left to kill, the stream is cut at once, and the block ends lost.
+    Gone,
 }
 
 /// How long the worker waits for the stream to end after killing the process tree, before it
@@ -457,6 +460,9 @@ fn work(
     let (end_tx, end_rx) = bounded::<std::result::Result<(), String>>(1);
     let mut reason: Option<Reason> = None;
     let mut cut = false;
+    // The container watch said the container ended: the block is lost, whatever the cut's
+    // end of the stream looks like.
+    let mut gone = false;
     let mut cancel_rx = cancel_rx;
 
     let end = thread::scope(|scope| {
@@ -496,6 +502,13 @@ fn work(
                     return end.unwrap_or_else(|_| Err("the reader thread vanished".into()));
                 }
                 recv(cancel_rx) -> r => match r {
+                    Ok(Reason::Gone) => {
+                        if !cut {
+                            control.cut();
+                            cut = true;
+                            gone = true;
+                        }
+                    }
                     Ok(r) if reason.is_none() => {
                         reason = Some(r);
                         if r != Reason::Shutdown {
@@ -527,7 +540,7 @@ fn work(
     // The exit code, unless the stream was cut (daemon unresponsive) or the container is
     // being removed anyway.
     let mut reaped = Reaped {
-        lost: end.is_err(),
+        lost: end.is_err() || gone,
         ..Reaped::default()
     };
     if !cut && reason != Some(Reason::Shutdown) {
@@ -541,6 +554,8 @@ fn work(
     let end_kind = match reason {
         Some(Reason::Timeout) => End::TimedOut,
         Some(Reason::Cancel | Reason::Shutdown) => End::Cancelled,
+        // Never set as the reason: `Gone` only cuts (above).
+        Some(Reason::Gone) => End::Lost,
         Some(Reason::OutputLimit) => End::OutputLimit,
         None if lost => End::Lost,
         None if reaped.session_lost => End::SessionLost,

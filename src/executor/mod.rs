@@ -21,6 +21,7 @@ use crate::workspace::{self, Workspace};
 mod builder;
 mod sandbox;
 mod start;
+mod watch;
 
 pub use builder::{
     DEFAULT_API_TIMEOUT, DEFAULT_IMAGE, DEFAULT_INIT_TIMEOUT, DEFAULT_MAX_OUTPUT,
@@ -109,6 +110,9 @@ pub(crate) struct Inner {
     next: AtomicU64,
     /// The secret values, kept out of every output, chunk and error this executor gives.
     redactor: Arc<Redactor>,
+    /// The container watch, under a runtime that keeps exec streams open after the container
+    /// ends (see [`watch`]).
+    watch: Option<watch::Watch>,
 }
 
 /// The agent runner has the keeper kill every process when its agent is lost. (Here, not in
@@ -135,12 +139,18 @@ pub(crate) struct Parts {
     pub(crate) delete_code_files: bool,
     pub(crate) max_output: Option<usize>,
     pub(crate) on_output_limit: OutputLimit,
+    /// Whether to start the container watch (see [`watch`]).
+    pub(crate) watch_container: bool,
 }
 
 impl Executor {
     /// The executor over a started container, registered for [`stop_all`](crate::stop_all).
     pub(crate) fn new(p: Parts, redactor: Arc<Redactor>) -> Executor {
-        let inner = Arc::new(Inner {
+        let inner = Arc::new_cyclic(|weak| Inner {
+            watch: p
+                .watch_container
+                .then(|| watch::Watch::start(p.client.clone(), p.container.clone(), weak.clone()))
+                .flatten(),
             client: p.client,
             runner: p.runner,
             strategy: p.strategy,
@@ -657,6 +667,10 @@ exit 0"#;
         // The container is gone (or going): the switch has nothing left to hold. Were the
         // removal refused, closing it still ends the container.
         self.keeper.close();
+        // The removal ended the watch's wait: it sees `stopping` and ends.
+        if let Some(w) = &self.watch {
+            w.end();
+        }
         // Join after the removal, so that no worker waits on a process that is still alive.
         for w in workers {
             w.join();

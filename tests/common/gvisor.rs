@@ -75,21 +75,12 @@ pub enum Differs {
     /// `ContainerGone`). In each case the hog stays inside: `stop()` removes the container and
     /// a fresh executor runs.
     SocketHogNotKilled,
-    /// runsc does not end a running `docker exec`'s stream when the container ends from
-    /// inside: an exec-strategy block that ended its own container (a root block's
-    /// `kill -9 -1`) is not seen lost, and its `run()` waits for the block's timeout.
-    ExecStreamOutlivesContainer,
 }
 
 impl Differs {
     /// Why, in words.
     pub fn reason(self) -> &'static str {
         match self {
-            Differs::ExecStreamOutlivesContainer => {
-                "runsc does not end a running docker exec's stream when the container ends \
-                 from inside: the exec strategy's run() of a block that ended its container \
-                 waits for the block's timeout (an open problem of issue 22)"
-            }
             Differs::NoNewPrivsLine => {
                 "gVisor's /proc/self/status has no NoNewPrivs line (the flag is still set; \
                  sandbox::setuid_gives_nothing checks what it does)"

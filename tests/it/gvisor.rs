@@ -176,3 +176,50 @@ fn a_fork_bomb_and_a_memory_hog_end_only_their_own_sandbox() {
         bystander.stop().unwrap();
     });
 }
+
+/// The other way a container ends under runsc: killed from outside. The exec-strategy block
+/// ends `lost` at once (here runsc ends the exec's stream itself; for a container that ends
+/// from inside it does not, and the executor's container watch does it: see
+/// hostile::a_root_block_can_end_its_own_container_and_the_executor_says_so), later calls say
+/// `ContainerGone`, and `stop()` is quick.
+#[test]
+fn an_exec_block_sees_its_container_killed_from_outside_under_runsc() {
+    let (Some(engines), Some(gvisor)) = (common::test_engines(), common::test_gvisor()) else {
+        return;
+    };
+    let case = common::unique_name("gvisor-killed");
+    let _guard = Engine2Guard(&engines, case.clone());
+    let mut b = common::builder();
+    b.engine(Engine::host(&gvisor.host).expect("the gVisor host"))
+        .runtime(gvisor.runtime.as_str())
+        .strategy(dockexec::Strategy::Exec)
+        .timeout(Some(std::time::Duration::from_secs(60)))
+        .label(common::CASE_LABEL, case.clone());
+    let ex = b.start().expect("start under runsc");
+    let running = ex
+        .spawn(&CodeBlock::sh("echo up; sleep 50; echo survived"))
+        .unwrap();
+    common::await_stdout(&running.chunks(), "up", std::time::Duration::from_secs(20));
+    let t = std::time::Instant::now();
+    let (ok, said) = engines.engine2_docker(&["kill", ex.container_id()]);
+    assert!(ok, "docker kill: {said}");
+    let out = running
+        .wait_timeout(std::time::Duration::from_secs(20))
+        .unwrap()
+        .expect("the block still ran 20 s after its container was killed")
+        .clone();
+    assert!(out.status.lost(), "{out:?}");
+    assert!(!out.stdout_lossy().contains("survived"), "{out:?}");
+    eprintln!("seen lost {:?} after the kill", t.elapsed());
+    match ex.run(&CodeBlock::sh("echo next")) {
+        Err(Error::ContainerGone { .. }) => {}
+        other => panic!("expected ContainerGone, got {other:?}"),
+    }
+    let t = std::time::Instant::now();
+    ex.stop().unwrap();
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(10),
+        "stop() took {:?}",
+        t.elapsed()
+    );
+}
