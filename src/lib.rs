@@ -129,7 +129,9 @@ pub use executor::{
     DEFAULT_API_TIMEOUT, DEFAULT_IMAGE, DEFAULT_INIT_TIMEOUT, DEFAULT_MAX_OUTPUT,
     DEFAULT_SESSION_GRACE, DEFAULT_TIMEOUT, Executor, ExecutorBuilder, PullPolicy, PullProgress,
 };
-pub use output::{BlocksResult, Chunk, ExitStatus, Output, Stream};
+pub use output::{
+    BlocksResult, Chunk, ExitStatus, MimeData, Output, ResultKind, RichResult, Stream,
+};
 pub use redact::REDACTED;
 pub use registry::{cleanup_on_ctrlc, stop_all};
 pub use runner::Strategy;

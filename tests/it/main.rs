@@ -34,6 +34,7 @@ mod outside_interference;
 mod podman;
 mod remote_engines;
 mod restart;
+mod rich_results;
 mod sandbox;
 mod secrets;
 mod smoke;
