@@ -79,6 +79,10 @@ if _BOOTED:
 # teardown could run or flush, the process _exits after atexit and a flush of stdio instead of
 # freeing the agent's inherited heap, which copies every page of it (see _zygote_exit).
 # What still differs:
+#   - rich results (issue 19, rich.py): the block holds one more fd, its results socket
+#     (close-on-exec), has `display` in builtins, and a finder first on sys.meta_path that serves
+#     dockexec's matplotlib backend and makes it the default once matplotlib is imported (unless
+#     MPLBACKEND is set); open figures are sent after the code ends;
 #   - the str/bytes hash seed is the agent's (shared by every zygote block) unless PYTHONHASHSEED
 #     is set in the container env; a fresh python3 draws a new one per run;
 #   - startup-time configuration is the agent's: sys.flags, PYTHON* variables, locale/stdio
