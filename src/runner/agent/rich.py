@@ -22,6 +22,7 @@
 # block's stdout and stderr pipes are drained: the block flushed them before it wrote the record,
 # so a print before display() comes before its result.
 
+_PathFinder = sys.modules["_frozen_importlib_external"].PathFinder
 RES_ITEM_CAP = 16 * 1024 * 1024
 RES_TOTAL_CAP = 32 * 1024 * 1024
 RES_MAX_ITEMS = 32
@@ -182,9 +183,8 @@ def _ipython_bundle(obj):
     """IPython's formatter's bundle when IPython is importable (and already cheap to import or
     imported), else None."""
     if "IPython" not in sys.modules:
-        try:
-            import importlib.util
-            if importlib.util.find_spec("IPython") is None:
+        try:  # the import system's own finder: no module to import just to look
+            if _PathFinder.find_spec("IPython") is None:
                 return None
         except Exception:
             return None
