@@ -1103,6 +1103,38 @@ mod tests {
         assert!(BOOT_SOURCE.contains("_MAGIC = b\"DXAGENT1\""));
     }
 
+    fn result_payload(header: &str, body: &[u8]) -> Vec<u8> {
+        let mut v = (header.len() as u32).to_be_bytes().to_vec();
+        v.extend_from_slice(header.as_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    /// Issue 19: RESULT's payload, item by item; a malformed one is a protocol error.
+    #[test]
+    fn a_result_frame_is_parsed_item_by_item_and_a_malformed_one_refused() {
+        let h = r#"{"kind":"figure","items":[{"mime":"image/png","len":3,"size":3,"truncated":false},{"mime":"text/plain","len":2,"size":9,"truncated":true}]}"#;
+        let r = parse_result(&result_payload(h, b"PNGhi")).unwrap();
+        assert_eq!(r.kind, ResultKind::Figure);
+        assert_eq!(r.get("image/png"), Some(&b"PNG"[..]));
+        assert_eq!(r.text().as_deref(), Some("hi"));
+        assert!(r.truncated() && r.data[1].size == 9);
+        for (payload, why) in [
+            (result_payload(h, b"PNGh"), "cut short"),
+            (result_payload(h, b"PNGhi!"), "bytes after"),
+            (
+                result_payload(r#"{"kind":"x","items":[]}"#, b""),
+                "unknown kind",
+            ),
+            (result_payload("{", b""), "bad RESULT"),
+            (vec![0, 0, 0, 9, b'{'], "header is cut short"),
+            (vec![0, 0], "no header length"),
+        ] {
+            let e = parse_result(&payload).unwrap_err();
+            assert!(e.contains(why), "{e}");
+        }
+    }
+
     /// Issue 20 §5: the host branches on an ERROR's code, never on its message. A session
     /// block's refusal is `SessionLost` only by its code (a message that says so is not); any
     /// other code, one from a newer agent, or none, is the agent's message for an

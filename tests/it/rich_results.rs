@@ -144,6 +144,42 @@ fn figures_and_display_come_back_in_order_with_the_output() {
 }
 
 #[test]
+fn figures_come_back_from_session_blocks_shown_or_left_open() {
+    common::watchdog(LIMIT, || {
+        let (mut b, _guard) = agent("rich-session-fig");
+        b.image(common::mpl_image());
+        let ex = b.start().unwrap();
+        let s = ex.session().unwrap();
+        let out = s
+            .run("import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()\nprint('shown')")
+            .unwrap();
+        common::assert_success(&out);
+        assert_eq!(kinds(&out.results), [ResultKind::Figure], "{out:?}");
+        assert_eq!(out.results[0].stdout_at, 0);
+        // Left open: sent after the block (once), as is a figure the last expression made;
+        // the next block starts with none open.
+        let out = s.run("fig = plt.figure()\nplt.plot([2, 1])\n3").unwrap();
+        assert_eq!(
+            kinds(&out.results),
+            [ResultKind::Value, ResultKind::Figure],
+            "{out:?}"
+        );
+        png_size(out.results[1].get("image/png").unwrap());
+        let out = s.run("len(plt.get_fignums())").unwrap();
+        assert_eq!(out.results[0].text().as_deref(), Some("0"), "{out:?}");
+        // SVG on request.
+        let out = s
+            .run("import os\nos.environ['DOCKEXEC_FIGURE_FORMAT'] = 'svg'\nplt.plot([1])\nplt.show()")
+            .unwrap();
+        let svg = out.results[0].get("image/svg+xml").expect("an SVG");
+        assert!(String::from_utf8_lossy(svg).contains("<svg"), "{out:?}");
+        assert!(out.results[0].get("image/png").is_none());
+        drop(s);
+        ex.stop().unwrap();
+    });
+}
+
+#[test]
 fn a_session_blocks_last_expression_comes_back_as_its_value() {
     common::watchdog(LIMIT, || {
         let (b, _guard) = agent("rich-session");
@@ -227,6 +263,28 @@ display("small")
             "a dropped image is not the best"
         );
         assert_eq!(out.results[1].text().as_deref(), Some("'small'"));
+
+        // The block's total (32 MiB): a third 15 MiB text is cut, a fourth is empty; both marked.
+        let out = ex
+            .run(&CodeBlock::python(
+                "for c in 'abcd':\n    display({'text/plain': c * (15 << 20)}, raw=True)",
+            ))
+            .unwrap();
+        common::assert_success(&out);
+        let lens: Vec<(usize, bool)> = out
+            .results
+            .iter()
+            .map(|r| (r.data[0].data.len(), r.data[0].truncated))
+            .collect();
+        assert_eq!(
+            lens,
+            [
+                (15 << 20, false),
+                (15 << 20, false),
+                (2 << 20, true),
+                (0, true)
+            ]
+        );
         ex.stop().unwrap();
     });
 }
