@@ -413,3 +413,57 @@ fn a_python3_file_block_has_no_display_and_sends_no_figure() {
         }
     });
 }
+
+/// A zygote block's forked child that detaches (its own session, stdin, stdout and stderr
+/// closed) keeps the results socket it inherited; the block still ends when its own process
+/// does, as it did before results existed. (Failed before the fix: the block timed out,
+/// its EXIT waiting for the socket's EOF.)
+#[test]
+fn a_detached_child_holding_the_results_socket_does_not_hold_the_block() {
+    common::watchdog(LIMIT, || {
+        let (mut b, _guard) = agent("rich-daemon");
+        b.timeout(Some(Duration::from_secs(20)));
+        let ex = b.start().unwrap();
+        let out = ex
+            .run(&CodeBlock::python(
+                "import os, time\nif os.fork() == 0:\n    os.setsid()\n    for fd in (0, 1, 2):\n        \
+                 os.close(fd)\n    time.sleep(60)\n    os._exit(0)\ndisplay('parent')\nprint('done')",
+            ))
+            .unwrap();
+        common::assert_success(&out);
+        assert_eq!(out.stdout_lossy(), "done\n");
+        assert_eq!(out.results.len(), 1, "{out:?}");
+        ex.stop().unwrap();
+    });
+}
+
+/// Threads that display() at once each send whole records (one at a time on the socket).
+#[test]
+fn display_from_many_threads_sends_every_result_whole() {
+    common::watchdog(LIMIT, || {
+        let (b, _guard) = agent("rich-threads");
+        let ex = b.start().unwrap();
+        let out = ex
+            .run(&CodeBlock::python(
+                "import threading\ndef w(i):\n    for j in range(50):\n        \
+                 display({'text/plain': '%d-%d' % (i, j) + 'x' * 70000}, raw=True)\n\
+                 ts = [threading.Thread(target=w, args=(i,)) for i in range(4)]\n\
+                 [t.start() for t in ts]\n[t.join() for t in ts]",
+            ))
+            .unwrap();
+        common::assert_success(&out);
+        assert_eq!(out.results.len(), 200, "{}", out.stderr_lossy());
+        for i in 0..4 {
+            let mine: Vec<String> = out
+                .results
+                .iter()
+                .map(|r| r.text().unwrap().into_owned())
+                .filter(|t| t.starts_with(&format!("{i}-")))
+                .map(|t| t.split('x').next().unwrap().to_string())
+                .collect();
+            let want: Vec<String> = (0..50).map(|j| format!("{i}-{j}")).collect();
+            assert_eq!(mine, want, "thread {i}'s results in its order");
+        }
+        ex.stop().unwrap();
+    });
+}

@@ -457,7 +457,6 @@ class _Agent(_AgentSessions):
             return
         if not data:
             b.res = self.unwatch(fd)
-            self.block_maybe_done(b)
             return
         self.res_feed(b.rr, b.id, data, lambda: self.block_drain(b), fd)
 
@@ -612,7 +611,7 @@ class _Agent(_AgentSessions):
     def block_maybe_done(self, b):
         if b.status is None or self.blocks.get(b.id) is not b:
             return
-        if b.killed and (b.out >= 0 or b.err >= 0 or b.res >= 0):
+        if b.killed and (b.out >= 0 or b.err >= 0):
             # Cancelled and reaped: whatever still holds the pipes escaped the kill (possible only
             # without a subreaper). Forward what is buffered and end the block anyway.
             for name, kind in (("out", STDOUT), ("err", STDERR)):
@@ -621,14 +620,17 @@ class _Agent(_AgentSessions):
                     if fd < 0 or self.forward(fd, kind, b.id) <= 0:
                         break
                 setattr(b, name, self.unwatch(getattr(b, name)))
-            for _ in range(1024):
-                data = _read_chunk(b.res) if b.res >= 0 else None
-                if not data:
-                    break
-                self.res_feed(b.rr, b.id, data, lambda: None, b.res)
-            b.res = self.unwatch(b.res)
-        if b.out >= 0 or b.err >= 0 or b.res >= 0:
+        if b.out >= 0 or b.err >= 0:
             return
+        # Not its EOF: a process the block left behind may hold the results socket after it
+        # closed stdout and stderr (a daemon), and must not hold the block's end. What the
+        # block sent is here already: each record waited for its acknowledgement.
+        for _ in range(1024):
+            data = _read_chunk(b.res) if b.res >= 0 else None
+            if not data:
+                break
+            self.res_feed(b.rr, b.id, data, lambda: None, b.res)
+        b.res = self.unwatch(b.res)
         del self.blocks[b.id]
         if b.delete:
             _delete_as(b.file, b.cred)

@@ -32,6 +32,8 @@ _RES_BACKEND = "_dockexec_backend"
 
 # In a block or session process: the results pipe's write end (None elsewhere).
 _RES_W = None
+# One record at a time on it, whatever thread display()s (never taken in the agent).
+_RES_LOCK = sys.modules["_thread"].allocate_lock()
 
 try:
     import _socket
@@ -163,14 +165,15 @@ def _res_send(kind, items):
         return
     _flush_stdio()
     h = _jdumps({"kind": kind, "items": [[m, len(d)] for m, d in items]})
-    try:
-        _write_all(fd, _U32.pack(len(h)) + h)
-        for _, d in items:
-            _write_all(fd, d)
-        if _socket is not None:
-            os.read(fd, 1)  # the agent's acknowledgement (or EOF: it refused the record)
-    except OSError:  # the block closed the pipe: results are its own to lose
-        pass
+    with _RES_LOCK:
+        try:
+            _write_all(fd, _U32.pack(len(h)) + h)
+            for _, d in items:
+                _write_all(fd, d)
+            if _socket is not None:
+                os.read(fd, 1)  # the agent's acknowledgement (or EOF: it refused the record)
+        except OSError:  # the block closed the pipe: results are its own to lose
+            pass
 
 
 _REPR_METHODS = (("_repr_png_", "image/png"), ("_repr_jpeg_", "image/jpeg"),
