@@ -25,6 +25,10 @@
 //! A non-zero exit, a timeout and a cancellation are results, reported by
 //! [`ExitStatus`]; an [`Error`] means the block could not be run or observed.
 //!
+//! With the agent, a Python block's matplotlib figures, its `display(obj)` calls and a
+//! session block's last expression come back too, as [`RichResult`]s (MIME bundles) in
+//! [`Output::results`] and live through [`Execution::results`].
+//!
 //! # Threads, cancellation and stopping
 //!
 //! * [`Executor::spawn`] creates and starts the block's exec before it returns (so a bad
