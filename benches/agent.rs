@@ -1,6 +1,7 @@
 //! The warm agent against the exec path and the raw exec floor, in one run: python `print`
 //! (zygote and fresh interpreter), sh `true`, 64 concurrent python blocks, cancel latency, a
-//! session block, and `start()`.
+//! session block, `start()`, and rich results (`display()` of a small PNG; a block that makes
+//! one matplotlib figure, on the matplotlib image).
 //!
 //! `cargo bench --features bench --bench agent` runs everything (`-- session` runs only ids
 //! containing "session"). Without `--bench` nothing touches the daemon;
@@ -162,6 +163,54 @@ fn main() {
         );
     }
 
+    if selected("rich") {
+        // display() of a 1x1 PNG against the same block without the display.
+        let png = "P = bytes.fromhex('89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489\
+                   0000000b49444154789c6360000200000500017a5eab3f0000000049454e44ae426082')\n";
+        let shown = CodeBlock::python(format!(
+            "{png}class I:\n    def _repr_png_(self): return P\ndisplay(I())"
+        ));
+        let plain = CodeBlock::python(format!("{png}class I:\n    pass\nI()"));
+        let (d, p) = interleave(
+            runs(mode, 50),
+            warm,
+            || {
+                let (t, out) = time(|| agent.run(&shown).expect("run"));
+                assert!(out.status.success() && out.results.len() == 1, "{out:?}");
+                t
+            },
+            || run_ok(&agent, &plain),
+        );
+        rep.add(
+            Row::new("display() of a small PNG, agent", Unit::Time, d)
+                .base(p)
+                .target(Target::RatioLe(1.5)),
+        );
+        let mpl = fixtures::mpl_image();
+        if let Some(fig) = fixtures::start_or_skip(&builder(&mpl, Strategy::Agent), &mpl) {
+            let import = "import matplotlib\nimport matplotlib.pyplot as plt\n\
+                          plt.figure(figsize=(4, 3))\nplt.plot([1, 3, 2])\n";
+            let show = CodeBlock::python(format!("{import}plt.show()"));
+            let closed = CodeBlock::python(format!("{import}plt.close('all')"));
+            let (s, c) = interleave(
+                runs(mode, 10),
+                1,
+                || {
+                    let (t, out) = time(|| fig.run(&show).expect("run"));
+                    assert!(out.status.success() && out.results.len() == 1, "{out:?}");
+                    t
+                },
+                || run_ok(&fig, &closed),
+            );
+            rep.add(
+                Row::new("one-figure block (plt.show), agent", Unit::Time, s)
+                    .base(c)
+                    .target(Target::RatioLe(1.5)),
+            );
+            let _ = fig.stop();
+        }
+    }
+
     if selected("start") {
         let start = |s: Strategy| {
             let b = builder(&image, s);
@@ -181,7 +230,11 @@ fn main() {
                 .target(Target::RatioLe(1.15)),
         );
     }
-    rep.note("baseline column: the raw exec floor, or the exec strategy where the row says so");
+    rep.note(
+        "baseline column: the raw exec floor, or the exec strategy where the row says so; for \
+         the rich rows, the same block without its result (no display(); the figure closed \
+         instead of shown)",
+    );
     rep.print();
     for ex in [agent, fresh, exec] {
         let _ = ex.stop();

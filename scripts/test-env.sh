@@ -91,6 +91,7 @@ REG_ADDR=$DOCKEXEC_TEST_REGISTRY
 REG_URL="http://$REG_ADDR"
 PY_IMAGE=$DOCKEXEC_TEST_IMAGE
 BB_IMAGE=$DOCKEXEC_TEST_BUSYBOX
+MPL_IMAGE=$DOCKEXEC_TEST_MPL_IMAGE
 SLIM_TAG=$DOCKEXEC_TEST_SLIM_TAG
 # local image -> repository in the loopback registry (tag is always "latest")
 declare -A REG_REPO=([$PY_IMAGE]=$DOCKEXEC_TEST_REGISTRY_PYTHON [$BB_IMAGE]=$DOCKEXEC_TEST_REGISTRY_BUSYBOX)
@@ -98,7 +99,8 @@ declare -A REG_REPO=([$PY_IMAGE]=$DOCKEXEC_TEST_REGISTRY_PYTHON [$BB_IMAGE]=$DOC
 # whenever a recipe below changes, so existing images are rebuilt.
 #   python-2: Debian's full python3 (python-1, unlabelled, had python3-minimal: no ctypes)
 STAMP_LABEL=dockexec.test.image
-declare -A STAMP=([$PY_IMAGE]=python-2 [$BB_IMAGE]=busybox-1)
+#   mpl-1: the python image plus Debian's python3-matplotlib (issue 19's figure tests only)
+declare -A STAMP=([$PY_IMAGE]=python-2 [$BB_IMAGE]=busybox-1 [$MPL_IMAGE]=mpl-1)
 # The record that this script made $SLIM_TAG: "<tag> <image id>".
 SLIM_RECORD="$STATE/slim-tag"
 MANIFEST_ACCEPT='application/vnd.docker.distribution.manifest.v2+json'
@@ -1366,6 +1368,53 @@ ensure_busybox_image() {
     log "$BB_IMAGE runs sh and has no python (--network none)"
 }
 
+# The python image plus Debian's python3-matplotlib, for the rich-result tests only (issue 19):
+# python3-matplotlib pulls ~140 packages into the python image (scipy, sympy, pythran and a C++
+# toolchain through fonttools), so it gets its own image, built cheaply on top of the python one:
+# the runtime packages matplotlib's pyplot and Agg backend import are resolved against the
+# image's own dpkg status, fetched on the host with apt-get download, and installed with dpkg in
+# a --network none container that is committed (python3-matplotlib's own dependencies on
+# fonttools and pil.imagetk are forced: neither is imported to draw a PNG).
+MPL_PKGS=(python3-numpy python3-pil python3-dateutil python3-pyparsing python3-cycler
+    python3-kiwisolver python3-packaging python3-contourpy python-matplotlib-data libqhull-r8.0
+    libfreetype6)
+ensure_mpl_image() {
+    if image_current "$MPL_IMAGE"; then
+        log "$MPL_IMAGE present ($STAMP_LABEL=${STAMP[$MPL_IMAGE]})"
+    else
+        replaced "$MPL_IMAGE"
+        local dir cid pkgs t0=$SECONDS
+        dir=$(mktemp -d "$STATE/mpl.XXXXXX")
+        WORKDIRS+=("$dir")
+        cid=$(docker create "$PY_IMAGE" true)
+        docker cp "$cid:/var/lib/dpkg/status" "$dir/status" >/dev/null
+        docker rm "$cid" >/dev/null
+        mapfile -t pkgs < <(apt-get -o "Dir::State::status=$dir/status" install -s \
+            --no-install-recommends "${MPL_PKGS[@]}" 2>/dev/null | awk '$1 == "Inst" { print $2 }')
+        ((${#pkgs[@]})) || die "apt-get could not resolve ${MPL_PKGS[*]} against $PY_IMAGE"
+        mkdir -p "$dir/debs"
+        log "building $MPL_IMAGE: $PY_IMAGE + python3-matplotlib and ${#pkgs[@]} packages"
+        (cd "$dir/debs" && apt-get download python3-matplotlib "${pkgs[@]}" >"$dir/download.log" 2>&1) ||
+            { tail -n 20 "$dir/download.log" >&2; die "apt-get download failed"; }
+        cid=$(docker create --network none --user 0 -v "$dir/debs:/debs:ro" "$PY_IMAGE" \
+            sh -c 'dpkg -i --force-depends /debs/*.deb >/tmp/dpkg.log 2>&1 || { tail -n 20 /tmp/dpkg.log; exit 1; }
+                   rm -rf /usr/share/doc/* /usr/share/man/* /var/cache/apt/archives/*.deb /tmp/dpkg.log')
+        if ! docker start -a "$cid" >&2; then
+            docker rm "$cid" >/dev/null
+            die "installing python3-matplotlib into $MPL_IMAGE failed"
+        fi
+        docker commit -c 'CMD ["/bin/sh"]' -c "LABEL $STAMP_LABEL=${STAMP[$MPL_IMAGE]}" \
+            "$cid" "$MPL_IMAGE" >/dev/null
+        docker rm "$cid" >/dev/null
+        remove_tree "$dir"
+        log "built $MPL_IMAGE in $((SECONDS - t0)) s"
+    fi
+    local out
+    out=$(docker run --rm --network none "$MPL_IMAGE" python3 -c 'import matplotlib; matplotlib.use("Agg"); import matplotlib.pyplot; print(1)' 2>&1) || true
+    [[ $out == 1 ]] || die "python3 cannot import matplotlib.pyplot in $MPL_IMAGE: $out"
+    log "$MPL_IMAGE imports matplotlib.pyplot (--network none)"
+}
+
 ensure_registry() {
     local st
     st=$(registry_status /v2/)
@@ -1473,6 +1522,8 @@ main() {
         # (not in the usage: stop only engine2 and the sshd, leaving the shared daemon alone)
         --down-engines) action=down-engines ;;
         --down-podman) action=down-podman ;;
+        # (not in the usage: build only the matplotlib image, touching no service)
+        --mpl-image) action=mpl-image ;;
         -h | --help) usage; return ;;
         *) die "unknown argument: $1 (usage: $0 [--tag-slim | --untag-slim | --down])" ;;
         esac
@@ -1488,6 +1539,7 @@ main() {
     down-engines) lock 600; down_engines; log "engines down"; return ;;
     down-podman) lock 600; down_podman; log "podman down"; return ;;
     untag) lock 600; untag_slim; return ;;
+    mpl-image) trap cleanup EXIT; lock 900; ensure_mpl_image; forget_old_images; return ;;
     esac
     trap cleanup EXIT
     if ! have flock; then
@@ -1503,6 +1555,7 @@ main() {
     ensure_python_image
     ensure_slim_tag "$tag_slim"
     ensure_busybox_image
+    ensure_mpl_image
     forget_old_images
     ensure_registry
     push_image "$PY_IMAGE"

@@ -19,7 +19,7 @@ use crossbeam_channel::{Receiver, Sender, after, bounded, never, select, unbound
 use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
-use crate::output::{Chunk, End, ExitStatus, Output, OutputBuf, Stream};
+use crate::output::{Chunk, End, ExitStatus, Output, OutputBuf, RichResult, Stream};
 use crate::redact::Redactor;
 use crate::runner::{Reaped, Running, Source};
 
@@ -87,6 +87,8 @@ pub(crate) struct Shared {
 struct Live {
     buf: OutputBuf,
     subscribers: Vec<Sender<Chunk>>,
+    /// The receivers of [`Execution::results`], fed as `subscribers` are.
+    result_subscribers: Vec<Sender<RichResult>>,
 }
 
 impl Shared {
@@ -130,6 +132,44 @@ impl Shared {
         crossed
     }
 
+    /// Appends a rich result where it stands among the output so far, and forwards it to
+    /// every live results receiver.
+    fn record_result(&self, mut r: RichResult) {
+        let mut live = self.live.lock();
+        r.stdout_at = live.buf.stdout.len();
+        r.stderr_at = live.buf.stderr.len();
+        if !live.result_subscribers.is_empty() {
+            // As in `record`: dropped receivers are forgotten, the others never block.
+            live.result_subscribers
+                .retain(|tx| tx.send(r.clone()).is_ok());
+        }
+        live.buf.results.push(r);
+    }
+
+    fn subscribe_results(&self) -> Receiver<RichResult> {
+        let (tx, rx) = unbounded();
+        if let Some(out) = self.done.get() {
+            for r in &out.results {
+                let _ = tx.send(r.clone());
+            }
+            return rx; // `tx` drops here: the replay ends the stream.
+        }
+        let mut live = self.live.lock();
+        // Re-checked under the lock, as in `subscribe`.
+        if let Some(out) = self.done.get() {
+            drop(live);
+            for r in &out.results {
+                let _ = tx.send(r.clone());
+            }
+            return rx;
+        }
+        for r in &live.buf.results {
+            let _ = tx.send(r.clone());
+        }
+        live.result_subscribers.push(tx);
+        rx
+    }
+
     fn subscribe(&self) -> Receiver<Chunk> {
         let (tx, rx) = unbounded();
         if let Some(out) = self.done.get() {
@@ -162,6 +202,7 @@ impl Shared {
         let _ = self.done.set(make(buf));
         // Dropping the senders ends every `for chunk in rx` loop.
         live.subscribers.clear();
+        live.result_subscribers.clear();
     }
 }
 
@@ -304,6 +345,28 @@ impl Execution {
         self.shared.subscribe()
     }
 
+    /// Live rich results (figures, `display()`, a session block's last value): a sibling of
+    /// [`chunks`](Execution::chunks) with the same rules. Each call gives a new receiver that
+    /// starts with every result so far, then follows; iteration ends when the execution ends.
+    /// Each result's [`stdout_at`](RichResult::stdout_at) and
+    /// [`stderr_at`](RichResult::stderr_at) place it among the chunks. Only the agent's
+    /// Python blocks have them: see [`RichResult`].
+    ///
+    /// ```no_run
+    /// # fn main() -> dockexec::Result<()> {
+    /// use dockexec::{CodeBlock, Executor};
+    ///
+    /// let executor = Executor::builder().start()?;
+    /// let execution = executor.spawn(&CodeBlock::python("display({'a': 1})"))?;
+    /// for result in execution.results() {
+    ///     println!("{:?}: {:?}", result.kind, result.text());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn results(&self) -> Receiver<RichResult> {
+        self.shared.subscribe_results()
+    }
+
     /// Blocks until the execution ends and returns its output.
     ///
     /// # Errors
@@ -413,6 +476,9 @@ fn read_loop(
             if crossed && on_limit == OutputLimit::Kill {
                 shared.request(Reason::OutputLimit);
             }
+            if let Some(r) = source.take_result() {
+                shared.record_result(r);
+            }
             if !more? {
                 return Ok(());
             }
@@ -430,6 +496,13 @@ fn read_loop(
         });
         if crossed && on_limit == OutputLimit::Kill {
             shared.request(Reason::OutputLimit);
+        }
+        if let Some(mut r) = source.take_result() {
+            // Each text item whole: the agent sends an item in one piece.
+            for d in r.data.iter_mut().filter(|d| d.is_text()) {
+                d.data = redactor.bytes(&d.data);
+            }
+            shared.record_result(r);
         }
         match more {
             Ok(true) => {}
@@ -578,6 +651,7 @@ fn work(
         stderr: buf.stderr,
         code_file,
         duration,
+        results: buf.results,
         order: buf.order,
     });
     // Our reference goes first, so a waiter that owns the only handle can take the output

@@ -25,6 +25,10 @@
 //! A non-zero exit, a timeout and a cancellation are results, reported by
 //! [`ExitStatus`]; an [`Error`] means the block could not be run or observed.
 //!
+//! With the agent, a Python block's matplotlib figures, its `display(obj)` calls and a
+//! session block's last expression come back too, as [`RichResult`]s (MIME bundles) in
+//! [`Output::results`] and live through [`Execution::results`].
+//!
 //! # Threads, cancellation and stopping
 //!
 //! * [`Executor::spawn`] creates and starts the block's exec before it returns (so a bad
@@ -131,7 +135,9 @@ pub use executor::{
     DEFAULT_API_TIMEOUT, DEFAULT_IMAGE, DEFAULT_INIT_TIMEOUT, DEFAULT_MAX_OUTPUT,
     DEFAULT_SESSION_GRACE, DEFAULT_TIMEOUT, Executor, ExecutorBuilder, PullPolicy, PullProgress,
 };
-pub use output::{BlocksResult, Chunk, ExitStatus, Output, Stream};
+pub use output::{
+    BlocksResult, Chunk, ExitStatus, MimeData, Output, ResultKind, RichResult, Stream,
+};
 pub use redact::REDACTED;
 pub use registry::{cleanup_on_ctrlc, stop_all};
 pub use runner::Strategy;

@@ -63,6 +63,13 @@ RUN OPTIONS:
                            or auto (agent when the image has python3) [default: auto]
         --session          run the Python blocks in one session (implies the agent): a
                            variable defined by one block is there in the next
+        --outputs DIR      write each rich result (a matplotlib figure, a display(obj), a
+                           session block's last value; agent only) to DIR as
+                           block-N-fig-M.png, block-N-display-M.html, …, one line on stderr
+                           per file [default: not saved; stderr says how many]
+        --json             print one JSON line per block instead of its output: block,
+                           language, status, stdout, stderr (text, invalid UTF-8 replaced)
+                           and results (each MIME type's bytes in base64)
 
 SANDBOX OPTIONS (hardened by default; see ExecutorBuilder's docs for each reason):
     -u, --user USER        user the blocks run as: UID[:GID], a name, `host` (your own
@@ -125,6 +132,7 @@ struct RunArgs {
     lang: Option<String>,
     session: bool,
     builder: dockexec::ExecutorBuilder,
+    rich: RichArgs,
 }
 
 enum Command {
@@ -366,6 +374,7 @@ fn parse_run(mut args: lexopt::Parser, flags: &mut EngineFlags) -> Result<Comman
     let mut session = false;
     let mut strategy = None;
     let mut options_seen = false;
+    let mut rich = RichArgs::default();
     while let Some(arg) = args.next()? {
         if let Some(host) = EngineFlags::which(&arg) {
             flags.set(host, &mut args)?;
@@ -469,6 +478,8 @@ fn parse_run(mut args: lexopt::Parser, flags: &mut EngineFlags) -> Result<Comman
             Long("trusted") => {
                 builder.trusted();
             }
+            Long("outputs") => rich.outputs = Some(args.value()?.into()),
+            Long("json") => rich.json = true,
             Short('h') | Long("help") => return Ok(Command::Help),
             Value(v) if file.is_none() => file = Some(v),
             Value(_) => return Err("run takes one FILE".into()),
@@ -493,6 +504,7 @@ fn parse_run(mut args: lexopt::Parser, flags: &mut EngineFlags) -> Result<Comman
         lang,
         session,
         builder,
+        rich,
     })))
 }
 
@@ -629,7 +641,8 @@ fn run_command(run: RunArgs) -> ExitCode {
         None
     };
     let mut code = 0;
-    for block in &blocks {
+    let mut unsaved = 0;
+    for (n, block) in (1..).zip(&blocks) {
         let spawned = match (&session, block.language()) {
             (Some(s), Ok(Language::Python)) => s.spawn_block(block),
             _ => executor.spawn(block),
@@ -639,7 +652,8 @@ fn run_command(run: RunArgs) -> ExitCode {
             Err(e) => return fail(&e),
         };
         let (mut out, mut err) = (io::stdout().lock(), io::stderr().lock());
-        for chunk in execution.chunks() {
+        // With --json the output goes into the block's record instead.
+        for chunk in execution.chunks().iter().filter(|_| !run.rich.json) {
             // A closed pipe (`| head`) is not our failure: keep draining, stay quiet.
             let _ = match &chunk {
                 Chunk::Stdout(b) => out.write_all(b).and_then(|_| out.flush()),
@@ -651,6 +665,13 @@ fn run_command(run: RunArgs) -> ExitCode {
             Ok(o) => o,
             Err(e) => return fail(&e),
         };
+        match run.rich.finish_block(n, block, output) {
+            Ok(left) => unsaved += left,
+            Err(msg) => {
+                eprintln!("dockexec: {msg}");
+                return ExitCode::from(OWN_FAILURE);
+            }
+        }
         if output.status.truncated() {
             eprintln!("dockexec: output truncated at the output limit");
         }
@@ -669,10 +690,156 @@ fn run_command(run: RunArgs) -> ExitCode {
         }
     }
     drop(session);
+    if unsaved > 0 {
+        eprintln!("dockexec: {unsaved} rich result(s) not saved (--outputs DIR saves them)");
+    }
     if let Err(e) = executor.stop() {
         eprintln!("dockexec: warning: {e}");
     }
     ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+/// `--outputs DIR` and `--json`: what the CLI does with a block's rich results and output.
+#[derive(Default)]
+struct RichArgs {
+    outputs: Option<std::path::PathBuf>,
+    json: bool,
+}
+
+impl RichArgs {
+    /// After block `n`: saves its results (with `--outputs`) and prints its JSON record (with
+    /// `--json`). Returns how many results went unsaved (none with either flag).
+    fn finish_block(
+        &self,
+        n: usize,
+        block: &CodeBlock,
+        output: &dockexec::Output,
+    ) -> Result<usize, String> {
+        let mut files = Vec::new();
+        if let Some(dir) = &self.outputs {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("--outputs {}: {e}", dir.display()))?;
+            let mut counts = HashMap::new();
+            for r in &output.results {
+                let Some(best) = r.best() else {
+                    files.push(None);
+                    continue;
+                };
+                let short = match r.kind {
+                    dockexec::ResultKind::Figure => "fig",
+                    other => other.name(),
+                };
+                let m = counts.entry(short).or_insert(0);
+                *m += 1;
+                let path = dir.join(format!("block-{n}-{short}-{m}.{}", extension(&best.mime)));
+                std::fs::write(&path, &best.data)
+                    .map_err(|e| format!("writing {}: {e}", path.display()))?;
+                eprintln!("dockexec: wrote {}", path.display());
+                files.push(Some(path));
+            }
+        }
+        if self.json {
+            let record = json_record(n, block, output, &files);
+            let mut out = io::stdout().lock();
+            // A closed pipe is not our failure (as for the streamed output).
+            let _ = writeln!(out, "{record}").and_then(|_| out.flush());
+        }
+        Ok(if self.outputs.is_some() || self.json {
+            0
+        } else {
+            output.results.len()
+        })
+    }
+}
+
+/// A file name extension for a MIME type.
+fn extension(mime: &str) -> &'static str {
+    match mime {
+        "image/png" => "png",
+        "image/jpeg" => "jpg",
+        "image/gif" => "gif",
+        "image/svg+xml" => "svg",
+        "text/html" => "html",
+        "text/markdown" => "md",
+        "text/latex" => "tex",
+        "application/json" => "json",
+        "text/plain" => "txt",
+        _ => "bin",
+    }
+}
+
+/// `--json`'s record of one block.
+fn json_record(
+    n: usize,
+    block: &CodeBlock,
+    output: &dockexec::Output,
+    files: &[Option<std::path::PathBuf>],
+) -> serde_json::Value {
+    let st = &output.status;
+    let results: Vec<_> = output
+        .results
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let data: Vec<_> = r
+                .data
+                .iter()
+                .map(|d| {
+                    serde_json::json!({
+                        "mime": d.mime,
+                        "base64": base64(&d.data),
+                        "size": d.size,
+                        "truncated": d.truncated,
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "kind": r.kind.name(),
+                "stdout_at": r.stdout_at,
+                "stderr_at": r.stderr_at,
+                "data": data,
+                "file": files.get(i).cloned().flatten().map(|p| p.display().to_string()),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "block": n,
+        "language": block.language().map(|l| l.to_string()).ok(),
+        "status": {
+            "success": st.success(),
+            "code": st.code(),
+            "shell_code": st.shell_code(),
+            "signal": st.signal(),
+            "timed_out": st.timed_out(),
+            "cancelled": st.cancelled(),
+            "lost": st.lost(),
+            "truncated": st.truncated(),
+            "text": st.to_string(),
+        },
+        "stdout": output.stdout_lossy(),
+        "stderr": output.stderr_lossy(),
+        "duration_ms": output.duration.as_millis() as u64,
+        "results": results,
+    })
+}
+
+/// Standard base64 (RFC 4648, padded): no dependency for one encoder.
+fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for c in bytes.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                s.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    s
 }
 
 /// A pull on a terminal, drawn like `docker pull`: one line per layer with its status, and a
@@ -802,6 +969,23 @@ mod help_tests {
             format!("else {}]", dockexec::NOBODY),
         ] {
             assert!(text.contains(&default), "{default} in:\n{text}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod rich_tests {
+    #[test]
+    fn base64_is_rfc_4648s() {
+        for (raw, want) in [
+            (&b""[..], ""),
+            (b"f", "Zg=="),
+            (b"fo", "Zm8="),
+            (b"foo", "Zm9v"),
+            (b"foobar", "Zm9vYmFy"),
+            (b"\xff\xfe\x00", "//4A"),
+        ] {
+            assert_eq!(super::base64(raw), want);
         }
     }
 }

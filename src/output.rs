@@ -49,6 +49,142 @@ impl Chunk {
     }
 }
 
+/// What made a [`RichResult`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ResultKind {
+    /// `display(obj)` in the block.
+    Display,
+    /// A matplotlib figure: shown with `plt.show()`, or still open when the block ended.
+    Figure,
+    /// The value of a [`Session`](crate::Session) block's last expression, as a notebook
+    /// cell's (`None` gives nothing).
+    Value,
+}
+
+impl ResultKind {
+    /// `display`, `figure` or `value`: the name the CLI's file names and `--json` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            ResultKind::Display => "display",
+            ResultKind::Figure => "figure",
+            ResultKind::Value => "value",
+        }
+    }
+}
+
+/// One MIME type's bytes in a [`RichResult`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct MimeData {
+    /// The MIME type: `image/png`, `text/html`, `text/plain`, …
+    pub mime: String,
+    /// The bytes kept: all of them unless [`truncated`](MimeData::truncated). Text types
+    /// (`text/*`, JSON, SVG, …) have the executor's secret values redacted, as stdout has.
+    pub data: Vec<u8>,
+    /// How many bytes the block sent.
+    pub size: u64,
+    /// The item passed its cap (16 MiB per item, 32 MiB per block): a text type keeps its
+    /// first bytes, any other type (half an image is no image) keeps none.
+    pub truncated: bool,
+}
+
+impl MimeData {
+    /// Whether the MIME type is text: `text/*`, JSON, JavaScript, SVG and `+json`/`+xml`.
+    pub fn is_text(&self) -> bool {
+        is_text_mime(&self.mime)
+    }
+}
+
+pub(crate) fn is_text_mime(mime: &str) -> bool {
+    [
+        "text/",
+        "application/json",
+        "application/javascript",
+        "image/svg+xml",
+    ]
+    .iter()
+    .any(|p| mime.starts_with(p))
+        || mime.ends_with("+json")
+        || mime.ends_with("+xml")
+}
+
+impl fmt::Debug for MimeData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("MimeData");
+        d.field("mime", &self.mime);
+        if self.is_text() {
+            d.field("data", &Text(&self.data));
+        } else {
+            d.field("data", &format_args!("<{} bytes>", self.data.len()));
+        }
+        d.field("size", &self.size)
+            .field("truncated", &self.truncated)
+            .finish()
+    }
+}
+
+/// A rich result of a block: a figure, a `display(obj)`, or a session block's last value,
+/// as one MIME bundle (like Jupyter's `display_data` and `execute_result`).
+///
+/// Only [`Strategy::Agent`](crate::Strategy::Agent) gives them, to Python blocks that run in
+/// its warm interpreter (a zygote block, the default; a [`Session`](crate::Session) block).
+/// A block run as a fresh `python3 FILE` (the exec strategy, or
+/// [`python_zygote(false)`](crate::ExecutorBuilder::python_zygote)) is exactly that: it has no
+/// `display` and its figures are never sent. They travel apart from stdout, so nothing a
+/// block prints can pass for one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RichResult {
+    /// What made it.
+    pub kind: ResultKind,
+    /// Its MIME types with their bytes, in the order the block gave them; `text/plain` is
+    /// always among them.
+    pub data: Vec<MimeData>,
+    /// Where it came in the output: after this many bytes of [`Output::stdout`].
+    pub stdout_at: usize,
+    /// After this many bytes of [`Output::stderr`].
+    pub stderr_at: usize,
+}
+
+impl RichResult {
+    /// The bytes of MIME type `mime`, if the bundle has them.
+    pub fn get(&self, mime: &str) -> Option<&[u8]> {
+        self.data
+            .iter()
+            .find(|d| d.mime == mime)
+            .map(|d| d.data.as_slice())
+    }
+
+    /// The `text/plain` form, decoded (lossy).
+    pub fn text(&self) -> Option<Cow<'_, str>> {
+        self.get("text/plain").map(String::from_utf8_lossy)
+    }
+
+    /// The richest item worth saving as a file: an image first, then HTML, SVG, Markdown,
+    /// LaTeX, JSON, and `text/plain` last. Truncated binary items (kept empty) are skipped.
+    pub fn best(&self) -> Option<&MimeData> {
+        const RANK: [&str; 9] = [
+            "image/png",
+            "image/jpeg",
+            "image/gif",
+            "image/svg+xml",
+            "text/html",
+            "text/markdown",
+            "text/latex",
+            "application/json",
+            "text/plain",
+        ];
+        let usable = |d: &&MimeData| !(d.truncated && d.data.is_empty());
+        RANK.iter()
+            .find_map(|m| self.data.iter().filter(usable).find(|d| d.mime == *m))
+            .or_else(|| self.data.iter().find(usable))
+    }
+
+    /// True when an item of it passed its cap.
+    pub fn truncated(&self) -> bool {
+        self.data.iter().any(|d| d.truncated)
+    }
+}
+
 /// How an execution ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum End {
@@ -292,6 +428,10 @@ pub struct Output {
     pub code_file: Option<PathBuf>,
     /// From the start of the execution to the end of its output.
     pub duration: Duration,
+    /// The block's rich results (figures, `display()`, a session block's last value), in
+    /// arrival order; each says where it came among `stdout` and `stderr`. Empty for
+    /// anything that is not Python run by the agent's warm interpreter: see [`RichResult`].
+    pub results: Vec<RichResult>,
     /// Arrival order: runs of (stream, length) over `stdout` and `stderr`.
     pub(crate) order: Vec<(Stream, usize)>,
 }
@@ -379,6 +519,7 @@ impl fmt::Debug for Output {
             .field("stderr", &Text(&self.stderr))
             .field("code_file", &self.code_file)
             .field("duration", &self.duration)
+            .field("results", &self.results)
             .finish_non_exhaustive()
     }
 }
@@ -388,6 +529,7 @@ impl fmt::Debug for Output {
 pub(crate) struct OutputBuf {
     pub(crate) stdout: Vec<u8>,
     pub(crate) stderr: Vec<u8>,
+    pub(crate) results: Vec<RichResult>,
     pub(crate) order: Vec<(Stream, usize)>,
     pub(crate) truncated: bool,
 }
@@ -498,6 +640,7 @@ mod tests {
             stderr: buf.stderr,
             code_file: None,
             duration: Duration::ZERO,
+            results: buf.results,
             order: buf.order,
         }
     }

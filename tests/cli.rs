@@ -160,6 +160,8 @@ fn help_mentions_every_option() {
             "--cpus",
             "--read-write-root",
             "--trusted",
+            "--outputs",
+            "--json",
             "-u,",
             "-l,",
             "-i,",
@@ -701,4 +703,85 @@ fn a_bad_config_file_is_refused_naming_the_key_and_the_file() {
         r#"{"engine": {"host": "unix:///nonexistent/dockexec-cfg.sock"}, "gc_orphans": false}"#,
     );
     refused(&["--config", &engine], &["/nonexistent/dockexec-cfg.sock"]);
+}
+
+/// `dockexec run --image <the matplotlib image> --pull never <args…>`.
+fn run_mpl(args: &[&str]) -> Output {
+    let image = common::mpl_image();
+    let mut full = vec!["run", "--image", image.as_str(), "--pull", "never"];
+    full.extend_from_slice(args);
+    Command::new(BIN)
+        .args(&full)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the dockexec binary")
+}
+
+/// Issue 19: `dockexec run --outputs out/ examples/plot.md` writes the figure's PNG, one
+/// line per file on stderr; without the flag, stderr says how many were not saved.
+#[test]
+fn outputs_writes_the_plot_examples_figure() {
+    let dir = TempDir::new("cli-outputs");
+    let outputs = dir.path().join("out");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/plot.md");
+    let out = run_mpl(&["--outputs", outputs.to_str().unwrap(), example]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "50 points, max 48.0\n");
+    let png = outputs.join("block-2-fig-1.png");
+    let bytes = fs::read(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 1000);
+    assert_eq!(
+        common::files_under(&outputs),
+        [std::path::PathBuf::from("block-2-fig-1.png")]
+    );
+    assert!(
+        text(&out.stderr).contains(&format!("wrote {}", png.display())),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = run_mpl(&[example]);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("1 rich result(s) not saved"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// `--json`: one record per block, the output in it (not streamed), results in base64.
+#[test]
+fn json_prints_one_record_per_block() {
+    let dir = TempDir::new("cli-json");
+    let file = write(
+        dir.path(),
+        "r.md",
+        "```python\nprint('hi')\ndisplay({'a': 1})\n```\n\n```sh\necho there >&2; exit 3\n```\n",
+    );
+    let out = run(&["--json", "--strategy", "agent", &file]);
+    assert_eq!(out.status.code(), Some(3), "stderr: {}", text(&out.stderr));
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(lines.len(), 2, "{}", text(&out.stdout));
+    let (a, b) = (&lines[0], &lines[1]);
+    assert_eq!(a["block"], 1);
+    assert_eq!(a["language"], "python");
+    assert_eq!(a["stdout"], "hi\n");
+    assert_eq!(a["status"]["success"], true);
+    let r = &a["results"][0];
+    assert_eq!(r["kind"], "display");
+    assert_eq!(r["stdout_at"], 3);
+    assert_eq!(r["data"][0]["mime"], "text/plain");
+    assert_eq!(r["data"][0]["base64"], "eydhJzogMX0="); // {'a': 1}
+    assert_eq!(b["block"], 2);
+    assert_eq!(b["stderr"], "there\n");
+    assert_eq!(b["status"]["code"], 3);
+    assert!(b["results"].as_array().unwrap().is_empty());
+    assert!(
+        !text(&out.stderr).contains("not saved"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -34,6 +34,13 @@ pub fn image() -> String {
         .unwrap_or_else(|_| test_images::get("DOCKEXEC_TEST_IMAGE"))
 }
 
+/// The matplotlib image (issue 19's figure row): `DOCKEXEC_TEST_MPL_IMAGE`, else its line in
+/// scripts/test-images.env.
+#[allow(dead_code)] // only the agent bench uses it
+pub fn mpl_image() -> String {
+    test_images::get("DOCKEXEC_TEST_MPL_IMAGE")
+}
+
 /// This bench run's id: `DOCKEXEC_BENCH_RUN` in a re-executed child (the parent passes its
 /// own with `Command::env`), else fixed once for this process.
 pub fn run_id() -> String {

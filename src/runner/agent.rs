@@ -35,7 +35,7 @@ use crate::docker::api::Client;
 use crate::docker::frames::Demuxer;
 use crate::docker::transport::Duplex;
 use crate::error::{Error, Result};
-use crate::output::Stream;
+use crate::output::{MimeData, ResultKind, RichResult, Stream};
 use crate::workspace::{WORKSPACE, Workspace};
 
 /// Joins the agent's files (`src/runner/agent/*.py`, one per concept) into [`AGENT_SOURCE`], in
@@ -56,7 +56,7 @@ macro_rules! agent_source {
 }
 
 // Module-level names are defined before use: prelude (imports), protocol, users, shepherd,
-// zygote, sessions, then the loop and the top level. Keep `agent/order.txt` the same list.
+// zygote, sessions, rich results, then the loop and the top level. Keep `agent/order.txt` the same list.
 agent_source!(
     "prelude.py",
     "protocol.py",
@@ -64,6 +64,7 @@ agent_source!(
     "shepherd.py",
     "zygote.py",
     "sessions.py",
+    "rich.py",
     "main.py",
 );
 
@@ -199,8 +200,67 @@ enum Event {
     /// The agent could not start the block or session.
     Refused(Refusal),
     SessionReady,
+    /// A rich result (RESULT; see `agent/rich.py`).
+    Result(RichResult),
     /// The connection to the agent ended.
     Lost(String),
+}
+
+/// RESULT's payload: `u32` header length, the JSON header `{"kind", "items": [{"mime",
+/// "len", "size", "truncated"}]}`, then each item's `len` bytes (see `agent/rich.py`). Its
+/// place among the output is filled in when it is recorded.
+fn parse_result(payload: &[u8]) -> std::result::Result<RichResult, String> {
+    #[derive(Deserialize)]
+    struct Item {
+        mime: String,
+        len: usize,
+        size: u64,
+        truncated: bool,
+    }
+    #[derive(Deserialize)]
+    struct Header {
+        kind: String,
+        items: Vec<Item>,
+    }
+    let bad = |why: &str| format!("bad RESULT from the agent: {why}");
+    let hlen = payload
+        .get(..4)
+        .map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")) as usize)
+        .ok_or_else(|| bad("no header length"))?;
+    let header = payload
+        .get(4..4usize.saturating_add(hlen))
+        .ok_or_else(|| bad("the header is cut short"))?;
+    let header: Header = serde_json::from_slice(header).map_err(|e| bad(&e.to_string()))?;
+    let kind = match header.kind.as_str() {
+        "display" => ResultKind::Display,
+        "figure" => ResultKind::Figure,
+        "result" => ResultKind::Value,
+        other => return Err(bad(&format!("unknown kind {other:?}"))),
+    };
+    let mut rest = &payload[4 + hlen..];
+    let mut data = Vec::with_capacity(header.items.len());
+    for item in header.items {
+        if rest.len() < item.len {
+            return Err(bad("an item is cut short"));
+        }
+        let (bytes, tail) = rest.split_at(item.len);
+        rest = tail;
+        data.push(MimeData {
+            mime: item.mime,
+            data: bytes.to_vec(),
+            size: item.size,
+            truncated: item.truncated,
+        });
+    }
+    if !rest.is_empty() {
+        return Err(bad("bytes after the last item"));
+    }
+    Ok(RichResult {
+        kind,
+        data,
+        stdout_at: 0,
+        stderr_at: 0,
+    })
 }
 
 /// Options every block of this runner shares.
@@ -596,6 +656,7 @@ fn route(
         ),
         Some(Kind::Error) => Event::Refused(Refusal::parse(&f.payload)),
         Some(Kind::SessionReady) => Event::SessionReady,
+        Some(Kind::Result) => Event::Result(parse_result(&f.payload)?),
         _ => {
             return Err(format!("unknown frame kind {:#04x} from the agent", f.kind));
         }
@@ -801,7 +862,7 @@ impl AgentRunner {
         let mut first = None;
         match rx.recv_timeout(START_TIMEOUT) {
             Ok(Event::Started) => {}
-            Ok(e @ (Event::Out(..) | Event::Exit(_))) => first = Some(e),
+            Ok(e @ (Event::Out(..) | Event::Exit(_) | Event::Result(_))) => first = Some(e),
             Ok(Event::Refused(Refusal::SessionLost(cause))) => {
                 if let Some(s) = session {
                     self.lost_sessions.lock().insert(s, cause.clone());
@@ -836,6 +897,7 @@ impl AgentRunner {
                 rx,
                 exit: Arc::clone(&exit),
                 session: session.map(|s| (s, Arc::clone(&self.lost_sessions))),
+                result: None,
             }),
             control: Box::new(AgentControl {
                 conn,
@@ -930,9 +992,15 @@ struct AgentSource {
     exit: Arc<OnceLock<ExitInfo>>,
     /// For a session block: its session, and where to mark the session lost.
     session: Option<(u32, LostSessions)>,
+    /// A rich result `next` received, until the reader takes it.
+    result: Option<RichResult>,
 }
 
 impl Source for AgentSource {
+    fn take_result(&mut self) -> Option<RichResult> {
+        self.result.take()
+    }
+
     fn next(&mut self, sink: &mut dyn FnMut(Stream, &[u8])) -> std::result::Result<bool, String> {
         loop {
             let event = match self.first.take() {
@@ -942,6 +1010,10 @@ impl Source for AgentSource {
             match event {
                 Ok(Event::Out(s, bytes)) => {
                     sink(s, &bytes);
+                    return Ok(true);
+                }
+                Ok(Event::Result(r)) => {
+                    self.result = Some(r);
                     return Ok(true);
                 }
                 Ok(Event::Exit(info)) => {
@@ -1060,6 +1132,38 @@ mod tests {
         assert_eq!(&pre[12..], AGENT_SOURCE.as_bytes());
         // The bootstrap's side of the contract.
         assert!(BOOT_SOURCE.contains("_MAGIC = b\"DXAGENT1\""));
+    }
+
+    fn result_payload(header: &str, body: &[u8]) -> Vec<u8> {
+        let mut v = (header.len() as u32).to_be_bytes().to_vec();
+        v.extend_from_slice(header.as_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    /// Issue 19: RESULT's payload, item by item; a malformed one is a protocol error.
+    #[test]
+    fn a_result_frame_is_parsed_item_by_item_and_a_malformed_one_refused() {
+        let h = r#"{"kind":"figure","items":[{"mime":"image/png","len":3,"size":3,"truncated":false},{"mime":"text/plain","len":2,"size":9,"truncated":true}]}"#;
+        let r = parse_result(&result_payload(h, b"PNGhi")).unwrap();
+        assert_eq!(r.kind, ResultKind::Figure);
+        assert_eq!(r.get("image/png"), Some(&b"PNG"[..]));
+        assert_eq!(r.text().as_deref(), Some("hi"));
+        assert!(r.truncated() && r.data[1].size == 9);
+        for (payload, why) in [
+            (result_payload(h, b"PNGh"), "cut short"),
+            (result_payload(h, b"PNGhi!"), "bytes after"),
+            (
+                result_payload(r#"{"kind":"x","items":[]}"#, b""),
+                "unknown kind",
+            ),
+            (result_payload("{", b""), "bad RESULT"),
+            (vec![0, 0, 0, 9, b'{'], "header is cut short"),
+            (vec![0, 0], "no header length"),
+        ] {
+            let e = parse_result(&payload).unwrap_err();
+            assert!(e.contains(why), "{e}");
+        }
     }
 
     /// Issue 20 §5: the host branches on an ERROR's code, never on its message. A session

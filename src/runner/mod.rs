@@ -148,6 +148,12 @@ pub(crate) trait Source: Send {
     /// Waits for the next output and hands each piece of it to `sink`. `Ok(false)` once the
     /// output has ended; `Err` with a description when it broke off.
     fn next(&mut self, sink: &mut dyn FnMut(Stream, &[u8])) -> std::result::Result<bool, String>;
+
+    /// A rich result that the last [`next`](Source::next) received (it then handed nothing to
+    /// its sink), to be recorded where it stands among the output. Only the agent has them.
+    fn take_result(&mut self) -> Option<crate::output::RichResult> {
+        None
+    }
 }
 
 /// What the worker can do to a running block. Every call is bounded in time.

@@ -29,8 +29,9 @@
 //! | `0x86` ERROR | agent → host | execution, session, or 0 | JSON: code (an [`ErrorCode`]), message (for people), and with [`ErrorCode::SessionLost`]: cause |
 //! | `0x87` SESSION_READY | agent → host | session | empty |
 //! | `0x88` PONG | agent → host | as PING | as PING |
+//! | `0x89` RESULT | agent → host | execution | a rich result: `u32` header length, JSON header (kind, items: mime, len, size, truncated), the items' bytes (see `agent/rich.py`) |
 //!
-//! Every STDOUT and STDERR frame of an execution comes before its EXIT; an ERROR for an
+//! Every STDOUT, STDERR and RESULT frame of an execution comes before its EXIT; an ERROR for an
 //! execution replaces its STARTED and EXIT.
 
 use std::fmt;
@@ -60,11 +61,12 @@ pub(crate) enum Kind {
     Error = 0x86,
     SessionReady = 0x87,
     Pong = 0x88,
+    Result = 0x89,
 }
 
 impl Kind {
     /// Every kind, in number order.
-    pub(crate) const ALL: [Kind; 15] = [
+    pub(crate) const ALL: [Kind; 16] = [
         Kind::Run,
         Kind::Cancel,
         Kind::SessionOpen,
@@ -80,6 +82,7 @@ impl Kind {
         Kind::Error,
         Kind::SessionReady,
         Kind::Pong,
+        Kind::Result,
     ];
 
     /// The kind a frame's byte names; `None` for an unknown one.
@@ -106,6 +109,7 @@ impl Kind {
             Kind::Error => "ERROR",
             Kind::SessionReady => "SESSION_READY",
             Kind::Pong => "PONG",
+            Kind::Result => "RESULT",
         }
     }
 }

@@ -13,7 +13,7 @@ json/ctypes/multiprocessing, so the subreaper and multiprocessing tests skip the
         python3 /src/tests/agent/harness.py /src/src/runner/agent
 
 Standard library only (python3-minimal has no unittest, queue or shutil). The agent is started the
-way the host starts it: argv `python3 -c SRC`, pipes on 0/1/2; with `--boot src/runner/agent_boot.py`
+way the host starts it: as `python3 -c SRC` (SRC read by a short -c stub from a memfd: it passed 128 KiB, too long for one argument), pipes on 0/1/2; with `--boot src/runner/agent_boot.py`
 (as root, in the image) through the bootstrap, the source on stdin, exactly as agent.rs does. `-v` prints timings (p50 of RUN ->
 EXIT round trips). Prints `N passed, M failed` (and skips with reasons) last; exit 1 on failure.
 """
@@ -37,6 +37,7 @@ except ImportError:
 RUN, CANCEL, SESSION_OPEN, SESSION_CLOSE, SHUTDOWN, PING, SESSION_RESET = 1, 2, 3, 4, 5, 6, 7
 READY, STARTED, STDOUT, STDERR, EXIT, ERROR, SESSION_READY, PONG = (
     0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88)
+RESULT = 0x89
 
 # Error codes: every ERROR's "code" (src/runner/protocol.rs's ErrorCode is their one source; a
 # unit test there checks these).
@@ -144,13 +145,24 @@ class Agent(object):
         env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "/usr/bin:/bin")
         env.update(extra_env or {})
         self.env = env
+        pass_fds = ()
         if BOOT_PATH is None:
-            argv = ["python3", "-c", self.src]
+            # `python3 -c SRC`, but SRC no longer fits one argument (128 KiB): a stub in argv
+            # reads it from a memfd, closes that, and runs it as -c would (same globals, same
+            # '<string>' file name, sys.path[0] == '').
+            src = self.src.encode()
+            fd = os.memfd_create("agent-src", 0)
+            os.write(fd, src)
+            pass_fds = (fd,)
+            argv = ["python3", "-c", "import os\n_s = os.pread(%d, %d, 0)\nos.close(%d)\n"
+                    "exec(compile(_s, '<string>', 'exec'))" % (fd, len(src), fd)]
         else:  # as agent.rs does: the bootstrap in argv, the source first on stdin
             argv = ["python3", "-I", "-S", "-c", open(BOOT_PATH).read(), "python3"]
         self.p = subprocess.Popen(argv, stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                                  cwd=cwd or WS, close_fds=True)
+                                  cwd=cwd or WS, close_fds=True, pass_fds=pass_fds)
+        for fd in pass_fds:
+            os.close(fd)
         if BOOT_PATH is not None:
             src = self.src.encode()
             self.p.stdin.write(b"DXAGENT1" + struct.pack(">I", len(src)) + src)
@@ -899,8 +911,12 @@ def zygote_pid_signals_stdin():
          "print(sorted(signal.pthread_sigmask(signal.SIG_BLOCK, [])))", "signal dispositions and mask")
     same("import os, signal, time\ntry:\n    os.kill(os.getpid(), signal.SIGINT)\n    time.sleep(5)\n"
          "except KeyboardInterrupt:\n    print('KeyboardInterrupt')\n", "SIGINT -> KeyboardInterrupt")
+    # Sockets aside: a zygote block holds its results socket (issue 19, rich.py), by design.
     same("import sys, os\nprint(repr(sys.stdin.read()), os.isatty(0))\n"
-         "print(sorted(int(x) for x in os.listdir('/proc/self/fd')))", "stdin and open fds")
+         "def target(x):\n    try:\n        return os.readlink('/proc/self/fd/' + x)\n"
+         "    except OSError:\n        return ''\n"
+         "print(sorted(int(x) for x in os.listdir('/proc/self/fd') if not target(x).startswith('socket:')))",
+         "stdin and open fds")
     same("import sys; print(sys.flags); print(sys.stdout.encoding, sys.stdout.line_buffering,\n"
          "sys.stdout.write_through, sys.getfilesystemencoding())", "sys.flags and stdio")
 

@@ -19,6 +19,23 @@ pub fn image() -> String {
     test_images::get("DOCKEXEC_TEST_IMAGE")
 }
 
+/// The python image plus Debian's python3-matplotlib (`scripts/test-env.sh` builds it; the
+/// rich-result tests only).
+///
+/// # Panics
+/// When the image is missing: the tests that need it fail, saying how to build it, and never
+/// skip silently.
+pub fn mpl_image() -> String {
+    let image = test_images::get("DOCKEXEC_TEST_MPL_IMAGE");
+    let (ok, out) = docker(&["image", "inspect", "--format", "{{.Id}}", &image]);
+    assert!(
+        ok,
+        "the matplotlib test image {image} is missing ({out}): build it with \
+         `scripts/test-env.sh --mpl-image` (scripts/test-env.sh builds it too)"
+    );
+    image
+}
+
 /// The busybox-only image: nothing but a static busybox, no python.
 pub fn busybox() -> String {
     test_images::get("DOCKEXEC_TEST_BUSYBOX")

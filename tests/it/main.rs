@@ -35,6 +35,7 @@ mod outside_interference;
 mod podman;
 mod remote_engines;
 mod restart;
+mod rich_results;
 mod sandbox;
 mod secrets;
 mod smoke;

@@ -13,14 +13,15 @@ class _Shep(object):
 
 
 class _Block(object):
-    __slots__ = ("id", "shep", "out", "err", "status", "killed", "oom0", "file", "delete", "cred",
-                 "started", "t0")
+    __slots__ = ("id", "shep", "out", "err", "res", "rr", "status", "killed", "oom0", "file",
+                 "delete", "cred", "started", "t0")
 
     def __init__(self, bid):
         self.id = bid
         self.t0 = _now()
         self.shep = None
-        self.out = self.err = -1
+        self.out = self.err = self.res = -1
+        self.rr = _ResReader()
         self.status = None
         self.killed = False
         self.oom0 = None
@@ -62,7 +63,7 @@ class _Agent(_AgentSessions):
         self.sessions = {}  # session id -> _Session
         self.sheps = {}  # report fd -> _Shep (until the shepherd exits)
         self.inbuf = bytearray()
-        self.spares = []  # [(shepherd, out fd, err fd, spec fd)]: block processes forked ahead of time
+        self.spares = []  # [(shepherd, out fd, err fd, spec fd, results fd)]: block processes forked ahead of time
         self.spare_retry = 0.0
         self.mem = _mem_files()  # (usage file, limit) or None: see mem_check
         self.mem_next = self.mem_scan = 0.0
@@ -174,7 +175,9 @@ class _Agent(_AgentSessions):
             fds += [err_r, err_w]
             spec_r, spec_w = os.pipe()
             fds += [spec_r, spec_w]
-            pid, rep = _spawn(_spare_child(out_w, err_w, spec_r), (out_w, err_w, spec_r), ())
+            res_r, res_w = _res_pipe()
+            fds += [res_r, res_w]
+            pid, rep = _spawn(_spare_child(out_w, err_w, spec_r, res_w), (out_w, err_w, spec_r, res_w), ())
         except OSError as e:
             for fd in fds:
                 os.close(fd)
@@ -182,14 +185,14 @@ class _Agent(_AgentSessions):
             self.spare_retry = _now() + 1.0
             return False
         self.spare_retry = 0.0
-        for fd in (out_w, err_w, spec_r):
+        for fd in (out_w, err_w, spec_r, res_w):
             os.close(fd)
-        for fd in (out_r, err_r, rep):
+        for fd in (out_r, err_r, rep, res_r):
             os.set_blocking(fd, False)
         shep = _Shep(pid, rep, None)
         self.sheps[rep] = shep
         self.watch(rep, "report", shep)
-        self.spares.append((shep, out_r, err_r, spec_w))
+        self.spares.append((shep, out_r, err_r, spec_w, res_r))
         return True
 
     def take_spare(self, spec):
@@ -201,7 +204,7 @@ class _Agent(_AgentSessions):
                         "cred": None if cred is None else list(cred), "user": user, "zygote": zygote})
         if len(body) > 60000:  # more than an empty pipe takes at once: fork with the code instead
             return None
-        shep, out_r, err_r, spec_w = self.spares.pop(0)  # the oldest: the most likely to be ready
+        shep, out_r, err_r, spec_w, res_r = self.spares.pop(0)  # the oldest: the most likely to be ready
         try:
             _write_all(spec_w, body)
             ok = True
@@ -212,8 +215,9 @@ class _Agent(_AgentSessions):
             _kill_trees([shep.pid])
             os.close(out_r)
             os.close(err_r)
+            os.close(res_r)
             return None
-        return shep, out_r, err_r
+        return shep, out_r, err_r, res_r
 
     def on_channel(self):
         try:
@@ -360,25 +364,27 @@ class _Agent(_AgentSessions):
         got = self.take_spare((lang, path, src, cwd, env, cred, user, zygote, code))
         _t("dispatched")
         if got is not None:
-            b.shep, b.out, b.err = got
+            b.shep, b.out, b.err, b.res = got
             b.shep.owner = b
             self.blocks[bid] = b
             return
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
+        res_r, res_w = _res_pipe()
         try:
-            pid, rep = _spawn(_block_child((lang, path, src, cwd, env, cred, user, zygote), out_w, err_w),
-                              (out_w, err_w), ())
+            pid, rep = _spawn(_block_child((lang, path, src, cwd, env, cred, user, zygote), out_w, err_w,
+                                           res_w), (out_w, err_w, res_w), ())
         except OSError as e:
-            for fd in (out_r, out_w, err_r, err_w):
+            for fd in (out_r, out_w, err_r, err_w, res_r, res_w):
                 os.close(fd)
             self.error(bid, ERR_SPAWN_FAILED, "cannot fork: %s" % os.strerror(e.errno))
             return
         os.close(out_w)
         os.close(err_w)
-        for fd in (out_r, err_r, rep):
+        os.close(res_w)
+        for fd in (out_r, err_r, rep, res_r):
             os.set_blocking(fd, False)
-        b.out, b.err = out_r, err_r
+        b.out, b.err, b.res = out_r, err_r, res_r
         b.shep = _Shep(pid, rep, b)
         self.sheps[rep] = b.shep
         self.blocks[bid] = b
@@ -442,6 +448,55 @@ class _Agent(_AgentSessions):
             _t("err-eof")
             b.err = self.unwatch(fd)
             self.block_maybe_done(b)
+
+    def on_res(self, b, fd, ev):
+        """A read of the block's results pipe: RESULT frames (see rich.py), each after what the
+        block wrote to stdout and stderr before it."""
+        data = _read_chunk(fd)
+        if data is None:
+            return
+        if not data:
+            b.res = self.unwatch(fd)
+            return
+        self.res_feed(b.rr, b.id, data, lambda: self.block_drain(b), fd)
+
+    def res_feed(self, rr, bid, data, drain, fd):
+        """Feeds a results pipe's bytes to its reader; `bid` 0 drops what it parses (a session's
+        results between blocks); drain() first forwards the block's stdout and stderr. Each
+        record is acknowledged on `fd` once framed; a malformed one shuts the pipe down, so a
+        block waiting for its acknowledgement goes on."""
+        def emit(payload):
+            if bid:
+                drain()
+                self.send(RESULT, bid, payload)
+            try:
+                os.write(fd, b"\x01")  # non-blocking: a block that never reads them loses acks
+            except OSError:
+                pass
+        if not rr.feed(data, emit) and not rr.said:
+            rr.said = True
+            if _socket is not None:
+                try:
+                    _socket.socket(fileno=os.dup(fd)).shutdown(_socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            if bid:
+                drain()
+                self.send(STDERR, bid, _RES_BROKEN)
+
+    def block_drain(self, b):
+        """Forwards what the block's stdout and stderr pipes hold now (bounded: a child of the
+        block may write on)."""
+        for name, kind in (("out", STDOUT), ("err", STDERR)):
+            for _ in range(1024):
+                fd = getattr(b, name)
+                if fd < 0:
+                    break
+                r = self.forward(fd, kind, b.id)
+                if r < 0:
+                    setattr(b, name, self.unwatch(fd))
+                if r <= 0:
+                    break
 
     def on_report(self, shep, fd, ev):
         try:
@@ -527,6 +582,7 @@ class _Agent(_AgentSessions):
                 del self.blocks[owner.id]
                 owner.out = self.unwatch(owner.out)
                 owner.err = self.unwatch(owner.err)
+                owner.res = self.unwatch(owner.res)
                 self.send_json(EXIT, owner.id, _exit_json(None, owner.killed, None))
         else:
             self.sess_proc_exit(owner, None)
@@ -538,6 +594,7 @@ class _Agent(_AgentSessions):
                 self.send_json(STARTED, b.id, {"pid": b.shep.cpid})
             self.watch(b.out, "out", b)
             self.watch(b.err, "err", b)
+            self.watch(b.res, "res", b)
 
     def block_failed(self, b, code, msg):
         if self.blocks.get(b.id) is not b:
@@ -545,6 +602,7 @@ class _Agent(_AgentSessions):
         del self.blocks[b.id]
         b.out = self.unwatch(b.out)
         b.err = self.unwatch(b.err)
+        b.res = self.unwatch(b.res)
         if b.killed:  # cancelled while it was being set up: it never started
             self.send_json(EXIT, b.id, _exit_json(None, True, None))
         else:
@@ -564,6 +622,15 @@ class _Agent(_AgentSessions):
                 setattr(b, name, self.unwatch(getattr(b, name)))
         if b.out >= 0 or b.err >= 0:
             return
+        # Not its EOF: a process the block left behind may hold the results socket after it
+        # closed stdout and stderr (a daemon), and must not hold the block's end. What the
+        # block sent is here already: each record waited for its acknowledgement.
+        for _ in range(1024):
+            data = _read_chunk(b.res) if b.res >= 0 else None
+            if not data:
+                break
+            self.res_feed(b.rr, b.id, data, lambda: None, b.res)
+        b.res = self.unwatch(b.res)
         del self.blocks[b.id]
         if b.delete:
             _delete_as(b.file, b.cred)
@@ -662,8 +729,10 @@ class _Agent(_AgentSessions):
 
 
 # Within one poll round: reports and session control first (STARTED goes out before any output,
-# and a DONE drains the pipes itself), then stdout before stderr.
-_ORDER = {"ctl": 0, "report": 1, "out": 2, "sout": 2, "err": 3, "serr": 3, "cmd": 4}
+# and a DONE drains the pipes itself), then stdout before stderr, then rich results (which drain
+# stdout and stderr themselves first).
+_ORDER = {"ctl": 0, "report": 1, "out": 2, "sout": 2, "err": 3, "serr": 3, "res": 4, "sres": 4,
+          "cmd": 5}
 
 
 def _main():
@@ -709,6 +778,7 @@ _path, _src = _job[1], _job[2]
 _job = None
 _t("top")
 _ns = _zygote_prepare(_path)
+_rich_setup()
 _exc = None
 # The profile and trace functions the block leaves set see none of the agent's own exit code, as
 # a fresh run's would not: _untracer saves and unsets them from C as `del` frees it, right after
@@ -727,6 +797,7 @@ else:
     except BaseException as _e:
         _exc = _e
 del _off
+_rich_after()  # after the untracer: a trace function the block left set sees none of it
 _t("code-done")
 _co = None
 _code = None  # the exit status, where the interpreter would not have to print or signal anything

@@ -8,6 +8,7 @@
 RUN, CANCEL, SESSION_OPEN, SESSION_CLOSE, SHUTDOWN, PING, SESSION_RESET = 1, 2, 3, 4, 5, 6, 7
 READY, STARTED, STDOUT, STDERR, EXIT, ERROR, SESSION_READY, PONG = (
     0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88)
+RESULT = 0x89
 
 # Error codes: every ERROR's "code", what the host branches on (its "message" is for people).
 # src/runner/protocol.rs's ErrorCode is their one source: a unit test there reads this block, up

@@ -27,12 +27,16 @@ def _intr_pending(intr_r, bid):
     return hit
 
 
-def _sess_exec(co, ns, intr_r, bid):
+def _sess_exec(co, ns, intr_r, bid, expr=None):
+    """Runs a block's code, then its last expression's (`expr`, see _last_expr), whose value
+    goes back as the block's result; returns the exception that ended it, or None."""
     try:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         if _intr_pending(intr_r, bid):  # cancelled before SIGINT could find user code running
             raise KeyboardInterrupt
         exec(co, ns)
+        if expr is not None:
+            _send_value(eval(expr, ns))
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         return None
     except BaseException as e:
@@ -104,6 +108,7 @@ def _sess_loop(cmd_r, intr_r, ctl_w):
     me = os.getpid()
     ctl_id, cmd_id = _fd_id(ctl_w), _fd_id(cmd_r)
     restore = _sess_std_keeper()
+    _rich_setup()
 
     def ctl(bid, kind, data=b""):
         # A block may have closed the control pipe, or put a file of its own at its number.
@@ -140,15 +145,16 @@ def _sess_loop(cmd_r, intr_r, ctl_w):
         os.environ.update(req["env"])
         ctl(bid, 1)
         try:
-            co = compile(src, path, "exec", dont_inherit=True)
+            co, expr = _last_expr(src, path)
         except BaseException as e:
             exc = e
         else:
             try:
-                exc = _sess_exec(co, ns, intr_r, bid)
+                exc = _sess_exec(co, ns, intr_r, bid, expr)
             except KeyboardInterrupt as e:  # a second SIGINT right at the end of the block
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 exc = e
+        _rich_after()  # figures never shown, before any traceback (as a zygote block does)
         code = 0
         if isinstance(exc, SystemExit):
             c = exc.code
@@ -190,13 +196,14 @@ class _Entry(object):
 
 class _SessProc(object):
     """One incarnation of a session's process (SESSION_RESET makes a new one)."""
-    __slots__ = ("sess", "shep", "out", "err", "cmd", "intr", "ctl", "ctlbuf", "cmdbuf", "ready",
-                 "killed", "oom0", "dying", "pending", "cause")
+    __slots__ = ("sess", "shep", "out", "err", "cmd", "intr", "ctl", "res", "rr", "ctlbuf", "cmdbuf",
+                 "ready", "killed", "oom0", "dying", "pending", "cause")
 
     def __init__(self, sess):
         self.sess = sess
         self.shep = None
-        self.out = self.err = self.cmd = self.intr = self.ctl = -1
+        self.out = self.err = self.cmd = self.intr = self.ctl = self.res = -1
+        self.rr = _ResReader()
         self.ctlbuf = b""
         self.cmdbuf = bytearray()
         self.ready = self.killed = self.dying = False
@@ -371,12 +378,13 @@ class _AgentSessions(object):
         p = _SessProc(s)
         pipes = [os.pipe() for _ in range(5)]
         (out_r, out_w), (err_r, err_w), (cmd_r, cmd_w), (intr_r, intr_w), (ctl_r, ctl_w) = pipes
-        child_fds = (out_w, err_w, cmd_r, intr_r, ctl_w)
+        res_r, res_w = _res_pipe()
+        child_fds = (out_w, err_w, cmd_r, intr_r, ctl_w, res_w)
         p.oom0 = _oom_count()
         try:
             pid, rep = _spawn(_session_child((s.cwd, s.env, s.cred, s.user) + child_fds), child_fds, ())
         except OSError as e:
-            for pr in pipes:
+            for pr in pipes + [(res_r, res_w)]:
                 os.close(pr[0])
                 os.close(pr[1])
             del self.sessions[s.id]
@@ -384,9 +392,9 @@ class _AgentSessions(object):
             return
         for fd in child_fds:
             os.close(fd)
-        for fd in (out_r, err_r, cmd_w, intr_w, ctl_r, rep):
+        for fd in (out_r, err_r, cmd_w, intr_w, ctl_r, rep, res_r):
             os.set_blocking(fd, False)
-        p.out, p.err, p.cmd, p.intr, p.ctl = out_r, err_r, cmd_w, intr_w, ctl_r
+        p.out, p.err, p.cmd, p.intr, p.ctl, p.res = out_r, err_r, cmd_w, intr_w, ctl_r, res_r
         p.shep = _Shep(pid, rep, p)
         s.proc = p
         self.sheps[rep] = p.shep
@@ -394,6 +402,7 @@ class _AgentSessions(object):
         self.watch(out_r, "sout", p)
         self.watch(err_r, "serr", p)
         self.watch(ctl_r, "ctl", p)
+        self.watch(res_r, "sres", p)
         self.fds[cmd_w] = ("cmd", p)  # polled for POLLOUT only while cmdbuf is not empty
         self.fds[intr_w] = ("intr", p)  # never polled: 4-byte non-blocking writes
 
@@ -478,7 +487,22 @@ class _AgentSessions(object):
         if self.sess_forward(p, fd, STDERR) < 0:
             p.err = self.unwatch(fd)
 
-    def sess_drain(self, p):
+    def on_sres(self, p, fd, ev):
+        """A read of a session's results pipe: the running block's results (see rich.py); what
+        arrives between blocks is parsed and dropped."""
+        data = _read_chunk(fd)
+        if data is None:
+            return 0
+        if not data:
+            p.res = self.unwatch(fd)
+            return -1
+        s = p.sess
+        e = s.running if s.proc is p else None
+        bid = e.id if e is not None and e.started else 0
+        self.res_feed(p.rr, bid, data, lambda: self.sess_drain(p, results=False), fd)
+        return 1
+
+    def sess_drain(self, p, results=True):
         # Everything the block wrote before its DONE is already in the pipes.
         for name, kind in (("out", STDOUT), ("err", STDERR)):
             for _ in range(1024):  # bounded: a background writer could go on forever
@@ -490,6 +514,9 @@ class _AgentSessions(object):
                     setattr(p, name, self.unwatch(fd))
                 if r <= 0:
                     break
+        for _ in range(1024 if results else 0):  # results come after the output before them
+            if p.res < 0 or self.on_sres(p, p.res, 0) <= 0:
+                break
 
     def on_ctl(self, p, fd, ev):
         """Returns True if it read something (there may be more)."""
@@ -615,7 +642,7 @@ class _AgentSessions(object):
         s.proc = None
 
     def sess_close_proc(self, p):
-        for name in ("out", "err", "cmd", "intr", "ctl"):
+        for name in ("out", "err", "cmd", "intr", "ctl", "res"):
             setattr(p, name, self.unwatch(getattr(p, name)))
         p.cmdbuf = bytearray()
 

@@ -404,24 +404,29 @@ def _block_prologue(out_w, err_w, keep):
     _setup_stdio(out_w, err_w, keep)
 
 
-def _block_child(spec, out_w, err_w):
+def _block_child(spec, out_w, err_w, res_w):
     def run(status_w):
+        global _RES_W
         try:
-            _block_prologue(out_w, err_w, {status_w})
+            # The results pipe stays non-inheritable: only a zygote block keeps it (see rich.py).
+            _block_prologue(out_w, err_w, {status_w, res_w})
+            _RES_W = res_w
         except BaseException as e:
             _child_fail(status_w, ERR_SPAWN_FAILED, "cannot start the block: %r" % (e,))
         _block_body(spec, status_w)
     return run
 
 
-def _spare_child(out_w, err_w, spec_r):
+def _spare_child(out_w, err_w, spec_r, res_w):
     """A block process forked ahead of time: it does the prologue and unwinds the agent's stack
     (as a zygote block would), then waits at the top level (as root, out of any block's reach)
     for its spec from the agent: _spare_wait. Saves two forks and that set-up on a RUN's
     critical path."""
     def run(status_w):
+        global _RES_W
         try:
-            _block_prologue(out_w, err_w, {status_w, spec_r})
+            _block_prologue(out_w, err_w, {status_w, spec_r, res_w})
+            _RES_W = res_w
         except BaseException as e:
             _child_fail(status_w, ERR_SPAWN_FAILED, "cannot start the block: %r" % (e,))
         raise _Become(("spare", status_w, spec_r))
@@ -457,14 +462,16 @@ def _spare_wait(status_w, spec_r):
 
 
 def _session_child(sp):
-    cwd, env, cred, user, out_w, err_w, cmd_r, intr_r, ctl_w = sp
+    cwd, env, cred, user, out_w, err_w, cmd_r, intr_r, ctl_w, res_w = sp
 
     def run(status_w):
+        global _RES_W
         try:
+            _RES_W = res_w
             os.setsid()
             _reset_signals()
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # default_int_handler only while user code runs
-            _setup_stdio(out_w, err_w, {status_w, cmd_r, intr_r, ctl_w})
+            _setup_stdio(out_w, err_w, {status_w, cmd_r, intr_r, ctl_w, res_w})
             _drop_privileges(cred, user)
             if cred is not None:
                 _prctl(PR_SET_DUMPABLE, 1)

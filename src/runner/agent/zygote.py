@@ -16,7 +16,9 @@
 #     the inherited (frozen) heap;
 #   - `dumpable`: without ctypes, non-dumpable after changing user;
 #   - `keyboard_interrupt`: its traceback is printed before finalization, not after;
-#   - `source`: compiled from the RUN payload, not read back from the file.
+#   - `source`: compiled from the RUN payload, not read back from the file;
+#   - `rich_results`: one more fd (the results socket), `display` in builtins, a finder first on
+#     sys.meta_path for dockexec's matplotlib backend (rich.py).
 
 _UNSET = object()
 
