@@ -84,7 +84,8 @@ pub struct MimeData {
     /// How many bytes the block sent.
     pub size: u64,
     /// The item passed its cap (16 MiB per item, 32 MiB per block): a text type keeps its
-    /// first bytes, any other type (half an image is no image) keeps none.
+    /// first bytes (less the first part of a secret the cut went through, which the bytes
+    /// after it could have completed), any other type (half an image is no image) keeps none.
     pub truncated: bool,
 }
 

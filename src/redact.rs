@@ -95,6 +95,16 @@ impl Redactor {
         out
     }
 
+    /// `bytes`, which were cut short of what followed them (a capped item), with every secret
+    /// replaced and a tail that may be a secret's first part dropped: the bytes after the cut
+    /// could have completed it. The stream redactor keeps such a tail back for its next piece;
+    /// here no piece comes.
+    pub(crate) fn bytes_cut(&self, bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(bytes.len());
+        self.scan(bytes, false, &mut out);
+        out
+    }
+
     /// `text` with every secret replaced.
     pub(crate) fn text(&self, text: &str) -> String {
         if self.is_empty() {
@@ -307,6 +317,19 @@ mod tests {
                 assert!(want.starts_with(&so_far), "case {case}");
             }
         }
+    }
+
+    #[test]
+    fn a_cut_drops_a_secrets_first_part_at_its_end() {
+        let r = Redactor::new(["secret", "pass"]);
+        assert_eq!(r.bytes(b"a secr"), b"a secr");
+        assert_eq!(r.bytes_cut(b"a secr"), b"a ");
+        assert_eq!(r.bytes_cut(b"a secret b pa"), b"a [REDACTED] b ");
+        // "sec" is whole, but "secret" could have followed: gone too.
+        let r = Redactor::new(["secret", "sec"]);
+        assert_eq!(r.bytes_cut(b"x sec"), b"x ");
+        assert_eq!(r.bytes_cut(b"plain"), b"plain");
+        assert_eq!(Redactor::default().bytes_cut(b"a secr"), b"a secr");
     }
 
     #[test]

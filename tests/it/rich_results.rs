@@ -467,3 +467,38 @@ fn display_from_many_threads_sends_every_result_whole() {
         ex.stop().unwrap();
     });
 }
+
+/// A text item cut at its cap (16 MiB) right inside a secret keeps none of the secret's first
+/// part: the cut goes back to before it, as the whole secret would have been redacted. (Failed
+/// before the fix: the item ended with "tok-314".)
+#[test]
+fn a_secret_cut_in_half_at_a_text_cap_leaves_nothing_of_it() {
+    common::watchdog(LIMIT, || {
+        let (mut b, _guard) = agent("rich-secret-cap");
+        b.secret_env("RICH_TOKEN", "tok-3141592653");
+        let ex = b.start().unwrap();
+        let out = ex
+            .run(&CodeBlock::python(
+                r#"import os
+t = os.environ["RICH_TOKEN"]
+display({"text/plain": "x" * ((16 << 20) - 7) + t + "y"}, raw=True)
+display({"text/html": "<p>" + t + "</p>"}, raw=True)
+"#,
+            ))
+            .unwrap();
+        common::assert_success(&out);
+        assert_eq!(out.results.len(), 2, "{out:?}");
+        let cut = &out.results[0].data[0];
+        assert!(cut.truncated, "{cut:?}");
+        assert_eq!(cut.size, (16 << 20) + 8);
+        let tail = String::from_utf8_lossy(&cut.data[cut.data.len().saturating_sub(20)..]);
+        assert!(
+            !tail.contains("tok-") && tail.ends_with('x'),
+            "the secret's first part is left: {tail:?}"
+        );
+        assert_eq!(cut.data.len(), (16 << 20) - 7, "cut back to the secret's start");
+        let html = out.results[1].get("text/html").unwrap();
+        assert_eq!(html, b"<p>[REDACTED]</p>");
+        ex.stop().unwrap();
+    });
+}
