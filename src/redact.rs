@@ -57,6 +57,11 @@ impl Redactor {
     /// a tail that is the start of a secret more bytes could complete, and returns its length
     /// (at most the longest secret's length minus one).
     fn scan(&self, input: &[u8], at_end: bool, out: &mut Vec<u8>) -> usize {
+        if self.secrets.is_empty() {
+            // `first` is empty too in `Redactor::default()`.
+            out.extend_from_slice(input);
+            return 0;
+        }
         let (mut i, mut plain) = (0, 0);
         while i < input.len() {
             if !self.first[usize::from(input[i])] {
