@@ -496,7 +496,11 @@ display({"text/html": "<p>" + t + "</p>"}, raw=True)
             !tail.contains("tok-") && tail.ends_with('x'),
             "the secret's first part is left: {tail:?}"
         );
-        assert_eq!(cut.data.len(), (16 << 20) - 7, "cut back to the secret's start");
+        assert_eq!(
+            cut.data.len(),
+            (16 << 20) - 7,
+            "cut back to the secret's start"
+        );
         let html = out.results[1].get("text/html").unwrap();
         assert_eq!(html, b"<p>[REDACTED]</p>");
         ex.stop().unwrap();
@@ -530,7 +534,7 @@ fn put_ipython_stub(ex: &dockexec::Executor, dir: &str) {
          open(d + '/../__init__.py', 'w').close()\nopen(d + '/__init__.py', 'w').close()\n\
          open(d + '/formatters.py', 'w').write({IPYTHON_STUB:?})\n"
     );
-    common::assert_success(&ex.run(&CodeBlock::python(&code)).unwrap());
+    common::assert_success(&ex.run(&CodeBlock::python(code)).unwrap());
 }
 
 const HTML_CLASSES: &str = "class H:\n    boom = False\n    def _repr_html_(self):\n        \
@@ -561,7 +565,7 @@ fn display_goes_through_ipythons_formatter_where_the_block_would_import_it() {
         };
         // No IPython anywhere: the _repr_*_ methods.
         let out = ex
-            .run(&CodeBlock::python(&format!("{HTML_CLASSES}display(H())")))
+            .run(&CodeBlock::python(format!("{HTML_CLASSES}display(H())")))
             .unwrap();
         common::assert_success(&out);
         fallback(&out.results[0], "no IPython");
@@ -569,7 +573,7 @@ fn display_goes_through_ipythons_formatter_where_the_block_would_import_it() {
         // A directory the block puts on sys.path.
         put_ipython_stub(&ex, "/workspace/lib");
         let out = ex
-            .run(&CodeBlock::python(&format!(
+            .run(&CodeBlock::python(format!(
                 "import sys\nsys.path.insert(0, '/workspace/lib')\n{HTML_CLASSES}\
                  display(H())\nprint('imported' if 'IPython' in sys.modules else 'not imported')"
             )))
@@ -580,7 +584,7 @@ fn display_goes_through_ipythons_formatter_where_the_block_would_import_it() {
 
         // A finder on sys.meta_path that serves IPython from elsewhere (no sys.path entry).
         let out = ex
-            .run(&CodeBlock::python(&format!(
+            .run(&CodeBlock::python(format!(
                 "import sys, importlib.machinery\n\
                  class Editable:\n    def find_spec(self, name, path=None, target=None):\n        \
                  if name.split('.')[0] != 'IPython':\n            return None\n        \
@@ -594,7 +598,7 @@ fn display_goes_through_ipythons_formatter_where_the_block_would_import_it() {
         // /workspace: on a zygote block's sys.path (its file's directory) and a session's ('').
         put_ipython_stub(&ex, "/workspace");
         let out = ex
-            .run(&CodeBlock::python(&format!(
+            .run(&CodeBlock::python(format!(
                 "{HTML_CLASSES}display(H())\ndisplay(Boom())\nprint('on')"
             )))
             .unwrap();
@@ -612,6 +616,52 @@ fn display_goes_through_ipythons_formatter_where_the_block_would_import_it() {
         stubbed(&out.results[0], "session display");
         fallback(&out.results[1], "session, a formatter that raises");
         stubbed(&out.results[2], "session value");
+        drop(s);
+        ex.stop().unwrap();
+    });
+}
+
+/// A session's background thread that display()s between blocks: the result is no block's and
+/// is dropped (display() returns once the agent has read it); one it sends while a later block
+/// runs is that block's, as that block's own display() would be. (Documented on RichResult.)
+#[test]
+fn results_a_sessions_thread_sends_between_blocks_are_dropped() {
+    common::watchdog(LIMIT, || {
+        let (b, _guard) = agent("rich-between");
+        let ex = b.start().unwrap();
+        let s = ex.session().unwrap();
+        let out = s
+            .run(
+                "import os, threading, time\n\
+                 def wait_for(f):\n    while not os.path.exists(f):\n        time.sleep(0.01)\n\
+                 def bg():\n    wait_for('/workspace/go')\n    display('between blocks')\n    \
+                 open('/workspace/between-sent', 'w').close()\n    \
+                 wait_for('/workspace/go2')\n    display('during block 3')\n    \
+                 open('/workspace/during-sent', 'w').close()\n\
+                 threading.Thread(target=bg, daemon=True).start()\ndisplay('block 1')",
+            )
+            .unwrap();
+        common::assert_success(&out);
+        assert_eq!(out.results.len(), 1, "{out:?}");
+        assert_eq!(out.results[0].text().as_deref(), Some("'block 1'"));
+        // No block runs now: the thread sends, and says when display() has returned.
+        ex.put_file("/workspace/go", b"").unwrap();
+        while ex.get_file("/workspace/between-sent").is_err() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = s.run("x = 2").unwrap();
+        common::assert_success(&out);
+        assert!(out.results.is_empty(), "block 2 got {:?}", out.results);
+        let out = s
+            .run("open('/workspace/go2', 'w').close()\nwait_for('/workspace/during-sent')")
+            .unwrap();
+        common::assert_success(&out);
+        let texts: Vec<String> = out
+            .results
+            .iter()
+            .map(|r| r.text().unwrap().into_owned())
+            .collect();
+        assert_eq!(texts, ["'during block 3'"], "{out:?}");
         drop(s);
         ex.stop().unwrap();
     });

@@ -318,7 +318,8 @@ class _RichFinder(object):
     """On sys.meta_path in a block or session process: serves dockexec's matplotlib backend
     module (module://_dockexec_backend: Agg, whose show() sends the figures), and, once
     matplotlib itself is imported, makes that backend the default unless MPLBACKEND chose one.
-    No environment variable is set, so a python3 the block starts sees matplotlib's default."""
+    No environment variable is set, so a python3 the block starts sees matplotlib's default
+    (why not MPLBACKEND: the README's "How it is hooked in", the one place that says it)."""
 
     def find_spec(self, name, path=None, target=None):
         if name == _RES_BACKEND:
