@@ -498,9 +498,14 @@ fn read_loop(
             shared.request(Reason::OutputLimit);
         }
         if let Some(mut r) = source.take_result() {
-            // Each text item whole: the agent sends an item in one piece.
+            // Each text item whole: the agent sends an item in one piece. One cut at its cap
+            // loses a secret's first part at the cut too (the rest of it never came).
             for d in r.data.iter_mut().filter(|d| d.is_text()) {
-                d.data = redactor.bytes(&d.data);
+                d.data = if d.truncated {
+                    redactor.bytes_cut(&d.data)
+                } else {
+                    redactor.bytes(&d.data)
+                };
             }
             shared.record_result(r);
         }

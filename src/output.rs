@@ -84,7 +84,8 @@ pub struct MimeData {
     /// How many bytes the block sent.
     pub size: u64,
     /// The item passed its cap (16 MiB per item, 32 MiB per block): a text type keeps its
-    /// first bytes, any other type (half an image is no image) keeps none.
+    /// first bytes (less the first part of a secret the cut went through, which the bytes
+    /// after it could have completed), any other type (half an image is no image) keeps none.
     pub truncated: bool,
 }
 
@@ -132,6 +133,17 @@ impl fmt::Debug for MimeData {
 /// [`python_zygote(false)`](crate::ExecutorBuilder::python_zygote)) is exactly that: it has no
 /// `display` and its figures are never sent. They travel apart from stdout, so nothing a
 /// block prints can pass for one.
+///
+/// `display(obj)` builds the bundle with IPython's formatter
+/// (`IPython.core.formatters.DisplayFormatter().format(obj)`) when the block could import
+/// IPython (where its own `import IPython` would find it: `sys.path` as the block left it, any
+/// finder on `sys.meta_path`), and otherwise, or when that formatter raises or gives nothing,
+/// from the object's `_repr_mimebundle_` and `_repr_*_` methods.
+///
+/// A result belongs to the block that is running when the agent reads it. In a
+/// [`Session`](crate::Session), a thread an earlier block left running may `display()` at any
+/// time: while a later block runs, its result is that block's; between blocks, when no block
+/// runs, it is dropped (`display()` still returns as usual, once the agent has read it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RichResult {
     /// What made it.

@@ -57,6 +57,11 @@ impl Redactor {
     /// a tail that is the start of a secret more bytes could complete, and returns its length
     /// (at most the longest secret's length minus one).
     fn scan(&self, input: &[u8], at_end: bool, out: &mut Vec<u8>) -> usize {
+        if self.secrets.is_empty() {
+            // `first` is empty too in `Redactor::default()`.
+            out.extend_from_slice(input);
+            return 0;
+        }
         let (mut i, mut plain) = (0, 0);
         while i < input.len() {
             if !self.first[usize::from(input[i])] {
@@ -92,6 +97,16 @@ impl Redactor {
     pub(crate) fn bytes(&self, bytes: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(bytes.len());
         self.scan(bytes, true, &mut out);
+        out
+    }
+
+    /// `bytes`, which were cut short of what followed them (a capped item), with every secret
+    /// replaced and a tail that may be a secret's first part dropped: the bytes after the cut
+    /// could have completed it. The stream redactor keeps such a tail back for its next piece;
+    /// here no piece comes.
+    pub(crate) fn bytes_cut(&self, bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(bytes.len());
+        self.scan(bytes, false, &mut out);
         out
     }
 
@@ -307,6 +322,19 @@ mod tests {
                 assert!(want.starts_with(&so_far), "case {case}");
             }
         }
+    }
+
+    #[test]
+    fn a_cut_drops_a_secrets_first_part_at_its_end() {
+        let r = Redactor::new(["secret", "pass"]);
+        assert_eq!(r.bytes(b"a secr"), b"a secr");
+        assert_eq!(r.bytes_cut(b"a secr"), b"a ");
+        assert_eq!(r.bytes_cut(b"a secret b pa"), b"a [REDACTED] b ");
+        // "sec" is whole, but "secret" could have followed: gone too.
+        let r = Redactor::new(["secret", "sec"]);
+        assert_eq!(r.bytes_cut(b"x sec"), b"x ");
+        assert_eq!(r.bytes_cut(b"plain"), b"plain");
+        assert_eq!(Redactor::default().bytes_cut(b"a secr"), b"a secr");
     }
 
     #[test]

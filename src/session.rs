@@ -44,6 +44,13 @@ use crate::runner::agent::execution_id;
 /// session reopens whatever is closed before each block). A descriptor a block redirected
 /// (`os.dup2`) stays redirected, as the namespace's own choice.
 ///
+/// # Rich results
+///
+/// A block that ends with an expression returns its value as a
+/// [`RichResult`](crate::RichResult) of kind [`Value`](crate::ResultKind::Value), as a
+/// notebook cell does. A result that a thread left running by an earlier block sends between
+/// blocks, when no block runs, is dropped; one it sends while a block runs is that block's.
+///
 /// ```no_run
 /// # fn main() -> dockexec::Result<()> {
 /// let executor = dockexec::Executor::builder().start()?;

@@ -467,3 +467,202 @@ fn display_from_many_threads_sends_every_result_whole() {
         ex.stop().unwrap();
     });
 }
+
+/// A text item cut at its cap (16 MiB) right inside a secret keeps none of the secret's first
+/// part: the cut goes back to before it, as the whole secret would have been redacted. (Failed
+/// before the fix: the item ended with "tok-314".)
+#[test]
+fn a_secret_cut_in_half_at_a_text_cap_leaves_nothing_of_it() {
+    common::watchdog(LIMIT, || {
+        let (mut b, _guard) = agent("rich-secret-cap");
+        b.secret_env("RICH_TOKEN", "tok-3141592653");
+        let ex = b.start().unwrap();
+        let out = ex
+            .run(&CodeBlock::python(
+                r#"import os
+t = os.environ["RICH_TOKEN"]
+display({"text/plain": "x" * ((16 << 20) - 7) + t + "y"}, raw=True)
+display({"text/html": "<p>" + t + "</p>"}, raw=True)
+"#,
+            ))
+            .unwrap();
+        common::assert_success(&out);
+        assert_eq!(out.results.len(), 2, "{out:?}");
+        let cut = &out.results[0].data[0];
+        assert!(cut.truncated, "{cut:?}");
+        assert_eq!(cut.size, (16 << 20) + 8);
+        let tail = String::from_utf8_lossy(&cut.data[cut.data.len().saturating_sub(20)..]);
+        assert!(
+            !tail.contains("tok-") && tail.ends_with('x'),
+            "the secret's first part is left: {tail:?}"
+        );
+        assert_eq!(
+            cut.data.len(),
+            (16 << 20) - 7,
+            "cut back to the secret's start"
+        );
+        let html = out.results[1].get("text/html").unwrap();
+        assert_eq!(html, b"<p>[REDACTED]</p>");
+        ex.stop().unwrap();
+    });
+}
+
+/// A stand-in for IPython with the API `display()` calls, as IPython has it:
+/// `IPython.core.formatters.DisplayFormatter()` (a traitlets `Configurable`: no argument
+/// needed) and its `format(obj, include=None, exclude=None)`, which returns `(format_dict,
+/// metadata_dict)`. The test images have no IPython, and tests reach no network. An object
+/// with `boom` makes `format` raise, as a formatter that breaks would.
+const IPYTHON_STUB: &str = r#"
+class DisplayFormatter(object):
+    def __init__(self, **kwargs):
+        pass
+
+    def format(self, obj, include=None, exclude=None):
+        if getattr(obj, "boom", False):
+            raise RuntimeError("the formatter broke")
+        data = {"text/plain": "stub:" + repr(obj)}
+        html = getattr(obj, "_repr_html_", None)
+        if html is not None:
+            data["text/html"] = "<stub>" + html() + "</stub>"
+        return data, {"text/plain": {"via": "stub"}}
+"#;
+
+/// Writes the stub IPython package under `dir` in the container, with a block.
+fn put_ipython_stub(ex: &dockexec::Executor, dir: &str) {
+    let code = format!(
+        "import os\nd = {dir:?} + '/IPython/core'\nos.makedirs(d)\n\
+         open(d + '/../__init__.py', 'w').close()\nopen(d + '/__init__.py', 'w').close()\n\
+         open(d + '/formatters.py', 'w').write({IPYTHON_STUB:?})\n"
+    );
+    common::assert_success(&ex.run(&CodeBlock::python(code)).unwrap());
+}
+
+const HTML_CLASSES: &str = "class H:\n    boom = False\n    def _repr_html_(self):\n        \
+                            return '<b>b</b>'\n    def __repr__(self):\n        return 'H()'\n\
+                            class Boom(H):\n    boom = True\n";
+
+/// display() builds the bundle through IPython's formatter when the block's python would
+/// import IPython: from /workspace (a zygote block's sys.path[0], a session's ''), from a
+/// directory the block put on sys.path, or from a finder on sys.meta_path (as an editable
+/// install has). A formatter that raises falls back to the `_repr_*_` methods; the block goes
+/// on. (The meta_path case failed before the fix: the bundle was the `_repr_*_` one, `H()`.)
+#[test]
+fn display_goes_through_ipythons_formatter_where_the_block_would_import_it() {
+    common::watchdog(LIMIT, || {
+        let (b, _guard) = agent("rich-ipython");
+        let ex = b.start().unwrap();
+        let stubbed = |r: &RichResult, what: &str| {
+            assert_eq!(r.text().as_deref(), Some("stub:H()"), "{what}: {r:?}");
+            assert_eq!(
+                r.get("text/html"),
+                Some(&b"<stub><b>b</b></stub>"[..]),
+                "{what}"
+            );
+        };
+        let fallback = |r: &RichResult, what: &str| {
+            assert_eq!(r.text().as_deref(), Some("H()"), "{what}: {r:?}");
+            assert_eq!(r.get("text/html"), Some(&b"<b>b</b>"[..]), "{what}");
+        };
+        // No IPython anywhere: the _repr_*_ methods.
+        let out = ex
+            .run(&CodeBlock::python(format!("{HTML_CLASSES}display(H())")))
+            .unwrap();
+        common::assert_success(&out);
+        fallback(&out.results[0], "no IPython");
+
+        // A directory the block puts on sys.path.
+        put_ipython_stub(&ex, "/workspace/lib");
+        let out = ex
+            .run(&CodeBlock::python(format!(
+                "import sys\nsys.path.insert(0, '/workspace/lib')\n{HTML_CLASSES}\
+                 display(H())\nprint('imported' if 'IPython' in sys.modules else 'not imported')"
+            )))
+            .unwrap();
+        common::assert_success(&out);
+        stubbed(&out.results[0], "sys.path");
+        assert_eq!(out.stdout_lossy(), "imported\n");
+
+        // A finder on sys.meta_path that serves IPython from elsewhere (no sys.path entry).
+        let out = ex
+            .run(&CodeBlock::python(format!(
+                "import sys, importlib.machinery\n\
+                 class Editable:\n    def find_spec(self, name, path=None, target=None):\n        \
+                 if name.split('.')[0] != 'IPython':\n            return None\n        \
+                 return importlib.machinery.PathFinder.find_spec(name, path or ['/workspace/lib'])\n\
+                 sys.meta_path.append(Editable())\n{HTML_CLASSES}display(H())"
+            )))
+            .unwrap();
+        common::assert_success(&out);
+        stubbed(&out.results[0], "sys.meta_path");
+
+        // /workspace: on a zygote block's sys.path (its file's directory) and a session's ('').
+        put_ipython_stub(&ex, "/workspace");
+        let out = ex
+            .run(&CodeBlock::python(format!(
+                "{HTML_CLASSES}display(H())\ndisplay(Boom())\nprint('on')"
+            )))
+            .unwrap();
+        common::assert_success(&out);
+        stubbed(&out.results[0], "zygote block");
+        fallback(&out.results[1], "a formatter that raises");
+        assert_eq!(out.stdout_lossy(), "on\n");
+        assert_eq!(out.stderr_lossy(), "");
+        let s = ex.session().unwrap();
+        let out = s
+            .run(&format!("{HTML_CLASSES}display(H())\ndisplay(Boom())\nH()"))
+            .unwrap();
+        common::assert_success(&out);
+        assert_eq!(out.results.len(), 3, "{out:?}");
+        stubbed(&out.results[0], "session display");
+        fallback(&out.results[1], "session, a formatter that raises");
+        stubbed(&out.results[2], "session value");
+        drop(s);
+        ex.stop().unwrap();
+    });
+}
+
+/// A session's background thread that display()s between blocks: the result is no block's and
+/// is dropped (display() returns once the agent has read it); one it sends while a later block
+/// runs is that block's, as that block's own display() would be. (Documented on RichResult.)
+#[test]
+fn results_a_sessions_thread_sends_between_blocks_are_dropped() {
+    common::watchdog(LIMIT, || {
+        let (b, _guard) = agent("rich-between");
+        let ex = b.start().unwrap();
+        let s = ex.session().unwrap();
+        let out = s
+            .run(
+                "import os, threading, time\n\
+                 def wait_for(f):\n    while not os.path.exists(f):\n        time.sleep(0.01)\n\
+                 def bg():\n    wait_for('/workspace/go')\n    display('between blocks')\n    \
+                 open('/workspace/between-sent', 'w').close()\n    \
+                 wait_for('/workspace/go2')\n    display('during block 3')\n    \
+                 open('/workspace/during-sent', 'w').close()\n\
+                 threading.Thread(target=bg, daemon=True).start()\ndisplay('block 1')",
+            )
+            .unwrap();
+        common::assert_success(&out);
+        assert_eq!(out.results.len(), 1, "{out:?}");
+        assert_eq!(out.results[0].text().as_deref(), Some("'block 1'"));
+        // No block runs now: the thread sends, and says when display() has returned.
+        ex.put_file("/workspace/go", b"").unwrap();
+        while ex.get_file("/workspace/between-sent").is_err() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = s.run("x = 2").unwrap();
+        common::assert_success(&out);
+        assert!(out.results.is_empty(), "block 2 got {:?}", out.results);
+        let out = s
+            .run("open('/workspace/go2', 'w').close()\nwait_for('/workspace/during-sent')")
+            .unwrap();
+        common::assert_success(&out);
+        let texts: Vec<String> = out
+            .results
+            .iter()
+            .map(|r| r.text().unwrap().into_owned())
+            .collect();
+        assert_eq!(texts, ["'during block 3'"], "{out:?}");
+        drop(s);
+        ex.stop().unwrap();
+    });
+}

@@ -22,7 +22,6 @@
 # block's stdout and stderr pipes are drained: the block flushed them before it wrote the record,
 # so a print before display() comes before its result.
 
-_PathFinder = sys.modules["_frozen_importlib_external"].PathFinder
 RES_ITEM_CAP = 16 * 1024 * 1024
 RES_TOTAL_CAP = 32 * 1024 * 1024
 RES_MAX_ITEMS = 32
@@ -182,19 +181,36 @@ _REPR_METHODS = (("_repr_png_", "image/png"), ("_repr_jpeg_", "image/jpeg"),
                  ("_repr_json_", "application/json"))
 
 
+def _importable(name):
+    """Whether `import name` (top level) would find a module, asked as the import system asks:
+    each finder on sys.meta_path in turn (the path finder searches sys.path as the block left
+    it; an editable install adds a finder of its own). Nothing is imported to look."""
+    for f in sys.meta_path:
+        if isinstance(f, _RichFinder):
+            continue
+        find = getattr(f, "find_spec", None)
+        if find is None:
+            continue
+        try:
+            if find(name, None) is not None:
+                return True
+        except Exception:  # a finder that breaks: as if it had not found it
+            continue
+    return False
+
+
 def _ipython_bundle(obj):
-    """IPython's formatter's bundle when IPython is importable (and already cheap to import or
-    imported), else None."""
-    if "IPython" not in sys.modules:
-        try:  # the import system's own finder: no module to import just to look
-            if _PathFinder.find_spec("IPython") is None:
-                return None
-        except Exception:
-            return None
+    """IPython's formatter's bundle when IPython is importable where the block's python would
+    import it from, else None; None too when the formatter raises or gives nothing (then the
+    _repr_*_ methods make it). IPython's API: DisplayFormatter().format(obj, include=None,
+    exclude=None) -> (format_dict, metadata_dict)."""
+    if "IPython" not in sys.modules and not _importable("IPython"):
+        return None
     try:
         from IPython.core.formatters import DisplayFormatter
-        data, _md = DisplayFormatter().format(obj)
-        return data or None
+        r = DisplayFormatter().format(obj)
+        data = r[0] if isinstance(r, tuple) else r  # IPython before 1.0 gave the dict alone
+        return data if isinstance(data, dict) and data else None
     except Exception:
         return None
 
@@ -302,7 +318,8 @@ class _RichFinder(object):
     """On sys.meta_path in a block or session process: serves dockexec's matplotlib backend
     module (module://_dockexec_backend: Agg, whose show() sends the figures), and, once
     matplotlib itself is imported, makes that backend the default unless MPLBACKEND chose one.
-    No environment variable is set, so a python3 the block starts sees matplotlib's default."""
+    No environment variable is set, so a python3 the block starts sees matplotlib's default
+    (why not MPLBACKEND: the README's "How it is hooked in", the one place that says it)."""
 
     def find_spec(self, name, path=None, target=None):
         if name == _RES_BACKEND:
