@@ -98,6 +98,7 @@
 
 mod code;
 mod config;
+pub mod design;
 mod device;
 mod docker;
 mod engine;
