@@ -478,8 +478,13 @@ fn garbage_on_the_agents_channel_loses_its_blocks_and_a_fresh_agent_takes_over()
 done
 sleep 30"#;
         let t0 = Instant::now();
-        let out = ex.run(&CodeBlock::sh(forge)).unwrap();
-        assert!(out.status.lost(), "{out:?}");
+        // The block can break the channel before the host has read that it started (seen
+        // under load, 2 runs in 25): then the run is an agent error rather than a lost block.
+        match ex.run(&CodeBlock::sh(forge)) {
+            Ok(out) => assert!(out.status.lost(), "{out:?}"),
+            Err(Error::Agent(why)) => assert!(why.contains("malformed frame"), "{why}"),
+            Err(e) => panic!("expected a lost block or the agent's loss, got {e:?}"),
+        }
         assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
         ok(&ex.run(&CodeBlock::sh("echo next")).unwrap(), "next\n");
         ex.stop().unwrap();
