@@ -486,8 +486,7 @@ impl ExecutorBuilder {
                 delete_code_files: self.delete_code_files,
                 max_output: self.max_output,
                 on_output_limit: self.on_output_limit,
-                watch_container: self.runtime == Some(crate::Runtime::Gvisor)
-                    && strategy == Strategy::Exec,
+                watch_container: self.runtime == Some(crate::Runtime::Gvisor),
             },
             Arc::clone(redactor),
         ))

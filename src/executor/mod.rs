@@ -618,16 +618,19 @@ exit 0"#;
             // the agent's own limit: a daemon call that timed out says the daemon is hung, and
             // asking it once more would only double the wait (the exec path learns of a pause
             // from the daemon's 409 above). Bounded apart, for the same reason.
-            Error::Timeout { .. }
-                if self.strategy == Strategy::Agent
-                    && self
-                        .client
-                        .with_timeout(PAUSE_CHECK_TIMEOUT)
-                        .container_inspect(&self.container)
-                        .is_ok_and(|i| i.state.status == "paused") =>
-            {
-                Error::ContainerPaused {
-                    container: self.container.clone(),
+            // The same look tells a container that is gone under an agent stream its runtime
+            // kept open (a remote engine that vanished it, a runtime without the watch).
+            Error::Timeout { .. } if self.strategy == Strategy::Agent => {
+                let seen = self
+                    .client
+                    .with_timeout(PAUSE_CHECK_TIMEOUT)
+                    .container_inspect(&self.container);
+                let container = self.container.clone();
+                match seen {
+                    Ok(i) if i.state.status == "paused" => Error::ContainerPaused { container },
+                    Ok(i) if !i.state.running => Error::ContainerGone { container },
+                    Err(ref d) if d.is_not_found() => Error::ContainerGone { container },
+                    _ => e,
                 }
             }
             _ => e,

@@ -1,8 +1,10 @@
 //! The container watch: under a runtime whose `docker exec` streams outlive their container
-//! (gVisor's runsc keeps them open when the container ends from inside, issue 22), a thread
-//! waits for the container's end and then has every live worker cut its stream, so an exec
-//! strategy block ends [`lost`](crate::ExitStatus::lost) at once, as it does under runc,
-//! rather than at its timeout (or never, without one).
+//! (gVisor's runsc keeps them open when the container ends from inside, or is removed, issue
+//! 22), a thread waits for the container's end, then ends the agent's connection (the runner's
+//! `container_ended`) and has every live worker cut its stream, so a block ends
+//! [`lost`](crate::ExitStatus::lost) at once and the next call says
+//! [`ContainerGone`](crate::Error::ContainerGone), as under runc, rather than waiting for a
+//! timeout (or forever, without one).
 //!
 //! Only there: elsewhere the daemon ends the streams itself, and the watch would cost one
 //! long-polling connection per executor for nothing.
@@ -88,6 +90,9 @@ fn watch(client: &Client, container: &str, inner: &Weak<Inner>) {
     if i.stopping.load(Ordering::SeqCst) {
         return;
     }
+    // The agent's own stream is one the runtime keeps open too: ended first, so a request
+    // that comes now finds the container gone rather than waiting on the agent.
+    i.runner.container_ended();
     // Held only to send each live worker its (non-blocking) request.
     for w in i.live.lock().iter() {
         w.request(Reason::Gone);

@@ -443,6 +443,15 @@ impl Conn {
         }
     }
 
+    /// Ends a connection whose container ended under it (the container watch): nothing is left
+    /// to kill, and the reader, blocked on a stream the runtime keeps open, must see its end,
+    /// so that its blocks end lost and the next request finds the container gone.
+    fn container_ended(&self) {
+        self.swept_elsewhere();
+        // Shut, not closed: the reader still owns its clone, and reads the end.
+        let _ = self.writer.lock().shutdown(Shutdown::Both);
+    }
+
     /// Marks this (lost) connection's processes as killed by someone else (a restart).
     /// Waits for a sweep already under way: it must not kill the agent started next.
     fn swept_elsewhere(&self) {
@@ -942,6 +951,12 @@ pub(crate) fn execution_id(n: u64) -> u32 {
 impl Runner for AgentRunner {
     fn launch(&self, launch: &Launch<'_>) -> Result<Running> {
         self.launch_in(launch, None)
+    }
+
+    fn container_ended(&self) {
+        // Read-locked only to clone the Arc: the shutdown below must not hold the slot.
+        let conn = Arc::clone(&self.conn.read());
+        conn.container_ended();
     }
 
     fn as_agent(&self) -> Option<&AgentRunner> {

@@ -117,6 +117,11 @@ pub(crate) trait Runner: fmt::Debug + Send + Sync {
         Ok(())
     }
 
+    /// Called by the executor's container watch when the container ended while the runtime
+    /// may keep exec streams open (runsc): whatever the strategy waits on in the container
+    /// must end now.
+    fn container_ended(&self) {}
+
     /// The agent runner, for what only it can do (sessions).
     fn as_agent(&self) -> Option<&agent::AgentRunner> {
         None
