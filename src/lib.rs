@@ -110,6 +110,7 @@ pub mod labels;
 mod lifetime;
 mod output;
 mod podman;
+mod pool;
 mod redact;
 mod registry;
 mod runner;
@@ -137,6 +138,10 @@ pub use executor::{
 };
 pub use output::{
     BlocksResult, Chunk, ExitStatus, MimeData, Output, ResultKind, RichResult, Stream,
+};
+pub use pool::{
+    DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_CAPACITY, DEFAULT_HEALTH_INTERVAL, DEFAULT_MIN_IDLE,
+    EngineStatus, Lease, Policy, Pool, PoolBuilder, PoolStatus,
 };
 pub use redact::REDACTED;
 pub use registry::{cleanup_on_ctrlc, stop_all};
