@@ -11,6 +11,21 @@ use dockexec::{CodeBlock, Engine, Error, Policy, Pool, PoolBuilder, Tls};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
+/// Held by every test here: `stop_with_leases_out…` counts the process's pool threads, which
+/// the other pool tests' threads would add to. Poison-tolerant.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// This process's pool threads (the manager `dockexec-pool`, jobs `dockexec-pool-j…`).
+fn pool_threads() -> usize {
+    common::thread_names()
+        .iter()
+        .filter(|n| n.starts_with("dockexec-pool"))
+        .count()
+}
+
 /// A pool builder whose executors carry the guard's case label (so the guard removes them
 /// whatever happens) on the shared daemon, capacity `cap`.
 fn pool_builder(case: &str, cap: usize) -> (PoolBuilder, common::CaseGuard) {
@@ -36,6 +51,7 @@ fn py(code: &str) -> CodeBlock {
 
 #[test]
 fn acquire_and_release_under_8_threads_never_passes_max() {
+    let _serial = serial();
     for policy in [Policy::Reset, Policy::Fresh] {
         common::watchdog(LIMIT, move || {
             let (mut p, guard) = pool_builder("pool-8", 3);
@@ -99,11 +115,10 @@ fn acquire_and_release_under_8_threads_never_passes_max() {
 /// (setsid + nohup + double fork), an environment change and a session variable.
 #[test]
 fn reset_leaves_nothing_of_a_task_to_the_next() {
-    if common::strategy() == dockexec::Strategy::Exec {
-        eprintln!("SKIP: sessions need the agent; the rest is covered under agent");
-        return;
-    }
-    common::watchdog(LIMIT, || {
+    let _serial = serial();
+    // Sessions need the agent: under exec the other leaks are checked.
+    let agent = common::strategy() != dockexec::Strategy::Exec;
+    common::watchdog(LIMIT, move || {
         let (mut p, _guard) = pool_builder("pool-reset", 1);
         let pool = p.policy(Policy::Reset).min_idle(1).build().unwrap();
         let first = pool.acquire().unwrap();
@@ -122,7 +137,7 @@ fn reset_leaves_nothing_of_a_task_to_the_next() {
         assert!(common::eventually(Duration::from_secs(10), || {
             common::processes_matching(&id, "sleep 4711").len() == 1
         }));
-        {
+        if agent {
             let session = first.session().unwrap();
             let out = session
                 .run("import os\nos.environ['LEAK_ENV'] = '1'\nsecret_var = 42")
@@ -161,14 +176,16 @@ fn reset_leaves_nothing_of_a_task_to_the_next() {
         assert!(text.contains("env None"), "{text}");
         assert!(text.contains("procs []"), "{text}");
         assert!(common::processes_matching(&id, "sleep 4711").is_empty());
-        let session = second.session().unwrap();
-        let out = session.run("print(secret_var)").unwrap();
-        assert!(
-            !out.status.success(),
-            "a session variable survived: {out:?}"
-        );
-        assert!(out.stderr_lossy().contains("NameError"), "{out:?}");
-        drop(session);
+        if agent {
+            let session = second.session().unwrap();
+            let out = session.run("print(secret_var)").unwrap();
+            assert!(
+                !out.status.success(),
+                "a session variable survived: {out:?}"
+            );
+            assert!(out.stderr_lossy().contains("NameError"), "{out:?}");
+            drop(session);
+        }
         drop(second);
         pool.stop().unwrap();
     });
@@ -176,6 +193,7 @@ fn reset_leaves_nothing_of_a_task_to_the_next() {
 
 #[test]
 fn fresh_hands_out_a_new_container_each_time() {
+    let _serial = serial();
     common::watchdog(LIMIT, || {
         let (mut p, guard) = pool_builder("pool-fresh", 2);
         let pool = p.policy(Policy::Fresh).min_idle(1).build().unwrap();
@@ -195,12 +213,14 @@ fn fresh_hands_out_a_new_container_each_time() {
         );
         drop(second);
         drop(pool); // Drop stops it
+        assert_eq!(pool_threads(), 0, "the pool's Drop joined its threads");
         assert!(guard.containers().is_empty());
     });
 }
 
 #[test]
 fn refill_reaches_min_idle_and_max_is_a_bound() {
+    let _serial = serial();
     common::watchdog(LIMIT, || {
         let (mut p, guard) = pool_builder("pool-max", 3);
         let pool = p.min_idle(2).build().unwrap();
@@ -227,6 +247,7 @@ fn refill_reaches_min_idle_and_max_is_a_bound() {
 
 #[test]
 fn an_executor_retires_after_max_uses_and_a_failed_reset() {
+    let _serial = serial();
     common::watchdog(LIMIT, || {
         let (mut p, _guard) = pool_builder("pool-retire", 1);
         let pool = p.max_uses(Some(2)).min_idle(1).build().unwrap();
@@ -250,12 +271,15 @@ fn an_executor_retires_after_max_uses_and_a_failed_reset() {
 
 #[test]
 fn stop_with_leases_out_joins_and_removes_them_on_return() {
+    let _serial = serial();
     common::watchdog(LIMIT, || {
         let (mut p, guard) = pool_builder("pool-stop", 2);
         let pool = p.min_idle(2).build().unwrap();
         let lease = pool.acquire().unwrap();
         let id = lease.container_id().to_string();
+        assert!(pool_threads() >= 1, "the manager runs");
         pool.stop().unwrap();
+        assert_eq!(pool_threads(), 0, "stop() joined every pool thread");
         pool.stop().unwrap(); // idempotent
         assert!(matches!(pool.acquire(), Err(Error::Stopped)));
         // The lease still works, and goes when it comes back.
@@ -275,6 +299,7 @@ fn stop_with_leases_out_joins_and_removes_them_on_return() {
 /// engine2 over TLS and over SSH; placement fills the one with most room first.
 #[test]
 fn many_engines_mixed_transports() {
+    let _serial = serial();
     let Some(env) = common::test_engines() else {
         return;
     };
@@ -315,5 +340,93 @@ fn many_engines_mixed_transports() {
             &format!("label={}={}", common::CASE_LABEL, guard.value),
         ]);
         assert!(left.is_empty(), "left on engine2: {left}");
+    });
+}
+
+/// A private second dockerd, SIGKILLed while blocks run on it: those blocks end `lost`, its
+/// leases are retired when they come back, later leases land on the survivor, and once the
+/// daemon is started again (same data root) the health check takes it back.
+#[test]
+fn an_engine_killed_mid_run_loses_its_leases_and_is_probed_back_in() {
+    let _serial = serial();
+    let Some(mut private) = common::PrivateEngine::start("pool-kill") else {
+        return;
+    };
+    private.load(&common::image());
+    let host = private.host();
+    let (mut p, guard) = pool_builder("pool-kill", 2);
+    let pool = p
+        .engine(Engine::host(&host).unwrap(), 2)
+        .min_idle(4)
+        .health_interval(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    common::watchdog(Duration::from_secs(240), move || {
+        let leases: Vec<_> = (0..4).map(|_| pool.acquire().unwrap()).collect();
+        let (dead, alive): (Vec<_>, Vec<_>) = leases.into_iter().partition(|l| l.engine() == 1);
+        assert_eq!((dead.len(), alive.len()), (2, 2), "{:?}", pool.status());
+        let running: Vec<_> = dead
+            .iter()
+            .map(|l| l.spawn(&CodeBlock::sh("echo up; sleep 600")).unwrap())
+            .collect();
+        for r in &running {
+            common::await_stdout(&r.chunks(), "up", Duration::from_secs(20));
+        }
+
+        private.kill();
+        for r in &running {
+            let out = r
+                .wait()
+                .expect("a block on a dead engine ends with an output");
+            assert!(out.status.lost(), "{out:?}");
+        }
+        // A new block on a lease of the dead engine: a clear error, or lost.
+        match dead[0].run(&py("print(1)")) {
+            Err(e) => eprintln!("a block on the dead engine: {e}"),
+            Ok(out) => assert!(out.status.lost(), "{out:?}"),
+        }
+        assert!(
+            common::eventually(Duration::from_secs(10), || !pool.status().engines[1]
+                .healthy),
+            "{:?}",
+            pool.status()
+        );
+        drop(running);
+        drop(dead);
+        // The survivor's leases still work; new ones land there.
+        for l in &alive {
+            assert!(l.run(&py("print(2)")).unwrap().status.success());
+        }
+        drop(alive);
+        let again: Vec<_> = (0..2).map(|_| pool.acquire().unwrap()).collect();
+        assert!(again.iter().all(|l| l.engine() == 0), "{:?}", pool.status());
+        for l in &again {
+            assert!(l.run(&py("print(3)")).unwrap().status.success());
+        }
+        drop(again);
+
+        private.spawn();
+        assert!(
+            common::eventually(Duration::from_secs(20), || pool.status().engines[1].healthy),
+            "not probed back in: {:?}",
+            pool.status()
+        );
+        // The refill places executors there again (min_idle 4 > the survivor's 2).
+        assert!(
+            common::eventually(Duration::from_secs(60), || pool.status().engines[1].live
+                > 0),
+            "{:?}",
+            pool.status()
+        );
+        let back: Vec<_> = (0..4).map(|_| pool.acquire().unwrap()).collect();
+        let on_it = back
+            .iter()
+            .find(|l| l.engine() == 1)
+            .expect("a lease on it");
+        assert!(on_it.run(&py("print(4)")).unwrap().status.success());
+        drop(back);
+        pool.stop().unwrap();
+        drop(private);
+        drop(guard);
     });
 }
