@@ -195,7 +195,8 @@ impl PoolBuilder {
                     })
                     .collect(),
                 idle: VecDeque::new(),
-                waiters: 0,
+                queue: VecDeque::new(),
+                next_ticket: 0,
                 starting: 0,
                 leased: 0,
                 stopped: false,
@@ -329,26 +330,36 @@ impl Pool {
         // Held while looking and while waiting (the condvar releases it): the idle list, the
         // counts and `stopped` change together under it.
         let mut st = sh.state.lock();
-        st.waiters += 1;
+        // First come, first served: under contention a thread that loses every race for
+        // the condvar would otherwise wait far past the others (seen: 2.8 s at p99).
+        let ticket = st.next_ticket;
+        st.next_ticket += 1;
+        st.queue.push_back(ticket);
         // A waiter is demand: the manager starts one more.
         sh.changed.notify_all();
+        let mut timed_out = false;
         let result = loop {
             if st.stopped {
                 break Err(Error::Stopped);
             }
-            if let Some(warm) = st.idle.pop_front() {
-                st.leased += 1;
-                break Ok(Lease {
-                    shared: Arc::clone(sh),
-                    warm: Some(warm),
-                });
+            if st.queue.front() == Some(&ticket) {
+                if let Some(warm) = st.idle.pop_front() {
+                    st.leased += 1;
+                    break Ok(Lease {
+                        shared: Arc::clone(sh),
+                        warm: Some(warm),
+                    });
+                }
             }
-            if sh.changed.wait_until(&mut st, deadline).timed_out() && st.idle.is_empty() {
+            if timed_out {
                 let why = st.why_none();
                 break Err(Error::PoolTimeout { waited: wait, why });
             }
+            timed_out = sh.changed.wait_until(&mut st, deadline).timed_out();
         };
-        st.waiters -= 1;
+        st.queue.retain(|t| *t != ticket);
+        // The next in line may take what is idle now.
+        sh.changed.notify_all();
         result
     }
 
@@ -574,8 +585,9 @@ struct Slot {
 struct State {
     engines: Vec<Slot>,
     idle: VecDeque<Warm>,
-    /// Threads inside `acquire`.
-    waiters: usize,
+    /// The tickets of the threads inside `acquire`, oldest first: served in this order.
+    queue: VecDeque<u64>,
+    next_ticket: u64,
     starting: usize,
     leased: usize,
     stopped: bool,
@@ -689,7 +701,7 @@ impl Shared {
                 st.spawn_job(move || s.remove(w));
             }
             // Refill: the idle ones plus those starting should cover min_idle and the waiters.
-            let want = self.min_idle + st.waiters;
+            let want = self.min_idle + st.queue.len();
             while st.idle.len() + st.starting < want {
                 let now = Instant::now();
                 let Some(i) = st
