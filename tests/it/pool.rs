@@ -430,3 +430,26 @@ fn an_engine_killed_mid_run_loses_its_leases_and_is_probed_back_in() {
         drop(guard);
     });
 }
+
+#[test]
+fn an_idle_executor_retires_after_its_lifetime() {
+    let _serial = serial();
+    common::watchdog(LIMIT, || {
+        let (mut p, _guard) = pool_builder("pool-lifetime", 1);
+        let pool = p
+            .min_idle(1)
+            .max_lifetime(Some(Duration::from_secs(2)))
+            .health_interval(Duration::from_millis(200))
+            .build()
+            .unwrap();
+        let id1 = pool.acquire().unwrap().container_id().to_string();
+        assert!(
+            common::eventually(Duration::from_secs(30), || !common::container_exists(&id1)),
+            "an executor past its lifetime stays"
+        );
+        let l = pool.acquire().unwrap();
+        assert_ne!(l.container_id(), id1);
+        drop(l);
+        pool.stop().unwrap();
+    });
+}
