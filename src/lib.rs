@@ -10,6 +10,9 @@
 //! milliseconds per block, and stateful [`Session`]s), else through one `docker exec` each,
 //! with nothing but POSIX `sh` needed; [`Strategy`] chooses, and both keep the same contract.
 //!
+//! For many short tasks that must not see each other, a [`Pool`] keeps executors warm over
+//! one or more engines and leases one per task, reset or replaced in between ([`Policy`]).
+//!
 //! ```
 //! # fn main() -> dockexec::Result<()> {
 //! use dockexec::{CodeBlock, Executor};

@@ -38,8 +38,9 @@ pub enum Policy {
     /// Kill every process of the task (the container stays; the agent is started afresh),
     /// empty the workspace, `/tmp`, `/dev/shm` and `$HOME`, and hand the same container out
     /// again. Sessions are gone with their processes; every block starts from the
-    /// executor's own environment. A reset that fails retires the executor. The default: it
-    /// is several times faster than `Fresh` here (see BENCHMARKS.md).
+    /// executor's own environment. A reset that fails retires the executor. The default: 2.5×
+    /// the tasks/s of `Fresh` in BENCHMARKS.md's run (one exec to restart the agent, against
+    /// a container's create, start and removal).
     #[default]
     Reset,
     /// Remove the used container; the refill starts a new one. Bounded by the engine's
