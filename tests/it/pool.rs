@@ -453,3 +453,11 @@ fn an_idle_executor_retires_after_its_lifetime() {
         pool.stop().unwrap();
     });
 }
+
+#[test]
+fn pool_and_lease_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Pool>();
+    check::<dockexec::Lease>();
+    check::<dockexec::PoolStatus>();
+}
