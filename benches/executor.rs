@@ -285,11 +285,102 @@ fn main() {
         );
     }
 
+    if selected("pool") {
+        pool_bench(mode, &image, &mut rep);
+    }
+
     rep.note("run baseline: exec create + start (stream read and demuxed to its end) + inspect of python3 -c, same container");
     rep.note("cancel: from cancel() until wait() returns; baseline: a `kill -9 -PGID` exec round trip, then the block's stream to EOF, then its inspect");
     rep.note("start baseline: create (same body: sh sleep loop, Init, network none, temp dir bind, AutoRemove) + start on a kept connection; stop baseline: DELETE ?force=true");
     rep.note("stop-16 baseline: force-remove of a container with 16 open `sleep 1000` exec streams, until all 16 streams hit EOF");
     rep.print();
+}
+
+/// Issue 18: `DOCKEXEC_BENCH_POOL_TASKS` tasks (default 20; 4 in smoke mode) of one python
+/// block each, on `DOCKEXEC_BENCH_POOL_THREADS` threads (default 4): a `Pool` under
+/// `Policy::Reset` and `Policy::Fresh` (capacity and `min_idle` = the threads; the pool is
+/// warm before the clock starts) against a fresh `Executor` per task (start, run, stop). A
+/// task's time runs from `acquire` (or `start`) until the lease is back (or `stop` returned);
+/// tasks/s is the tasks over the wall time of all of them.
+fn pool_bench(mode: Mode, image: &str, rep: &mut Report) {
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let tasks = env(
+        "DOCKEXEC_BENCH_POOL_TASKS",
+        if mode == Mode::Full { 20 } else { 4 },
+    );
+    let threads = env("DOCKEXEC_BENCH_POOL_THREADS", 4).max(1);
+    let block = CodeBlock::python("print(\"hello\")");
+    // Runs `task` `tasks` times over `threads` threads; (per-task seconds, wall seconds).
+    let drive = |task: &(dyn Fn() + Sync)| {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let t0 = Instant::now();
+        let per: Vec<f64> = thread::scope(|s| {
+            let hs: Vec<_> = (0..threads)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut v = Vec::new();
+                        while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < tasks {
+                            v.push(time(task).0);
+                        }
+                        v
+                    })
+                })
+                .collect();
+            // Joined before the wall clock stops: every task is in the figure.
+            hs.into_iter()
+                .flat_map(|h| h.join().expect("a bench thread panicked"))
+                .collect()
+        });
+        (per, t0.elapsed().as_secs_f64())
+    };
+    let mut results = Vec::new();
+    for policy in [dockexec::Policy::Reset, dockexec::Policy::Fresh] {
+        let img = image.to_string();
+        let pool = dockexec::Pool::builder()
+            .executor(move || builder(&img))
+            .engine(dockexec::Engine::unix(fixtures::socket()), threads)
+            .min_idle(threads)
+            .policy(policy)
+            .build()
+            .expect("pool: build");
+        let warm = Instant::now();
+        while pool.status().idle < threads {
+            assert!(warm.elapsed() < Duration::from_secs(120), "pool never warm");
+            thread::sleep(Duration::from_millis(20));
+        }
+        let (per, wall) = drive(&|| {
+            let lease = pool.acquire().expect("pool: acquire");
+            let out = lease.run(&block).expect("pool: run");
+            assert_eq!(out.stdout, b"hello\n");
+        });
+        pool.stop().expect("pool: stop");
+        results.push((format!("pool {policy:?}"), per, wall));
+    }
+    let (per, wall) = drive(&|| {
+        let ex = builder(image).start().expect("fresh: start");
+        let out = ex.run(&block).expect("fresh: run");
+        assert_eq!(out.stdout, b"hello\n");
+        ex.stop().expect("fresh: stop");
+    });
+    results.push(("fresh Executor per task".to_string(), per, wall));
+    for (name, per, wall) in results {
+        rep.note(format!(
+            "pool: {name}: {tasks} tasks on {threads} threads: {:.1} tasks/s, p50 {:.1} ms, p99 {:.1} ms",
+            tasks as f64 / wall,
+            report::pct(&per, 0.5) * 1e3,
+            report::pct(&per, 0.99) * 1e3
+        ));
+        rep.add(Row::new(
+            format!("pool bench: {name}, one task"),
+            Unit::Time,
+            per,
+        ));
+    }
 }
 
 /// The create body dockexec sends, give or take its owner labels.

@@ -39,6 +39,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// | a session block ignores the interrupt past the grace | the block ends cancelled; later blocks get [`Error::SessionLost`] until [`reset`](crate::Session::reset) |
 /// | a session's process dies under a block (it exits, forks and exits, is killed from outside or by the OOM killer, a block closes its control pipe) | the block ends [`lost`](crate::ExitStatus::lost), never a success; later blocks get [`Error::SessionLost`] with that cause until [`reset`](crate::Session::reset) |
 /// | anything after [`Executor::stop`](crate::Executor::stop) | [`Error::Stopped`] |
+/// | [`Pool::acquire`](crate::Pool::acquire) finds no free executor within its timeout | [`Error::PoolTimeout`], naming each engine's state and last error |
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
@@ -148,6 +149,14 @@ pub enum Error {
         /// The engine, and the runtimes it has, in words.
         engine: String,
     },
+    /// [`Pool::acquire`](crate::Pool::acquire) found no free executor in time: every one
+    /// is leased, or the engines are down or full, or their starts fail.
+    PoolTimeout {
+        /// How long it waited.
+        waited: std::time::Duration,
+        /// Each engine's state and last error, in words.
+        why: String,
+    },
     /// A worker thread could not be started (the process is out of threads or memory).
     Thread(io::Error),
     /// A bug in dockexec: a worker thread ended without a result.
@@ -235,6 +244,10 @@ impl fmt::Display for Error {
                 "the OCI runtime {runtime} is not registered with the docker daemon {engine}: \
                  {}",
                 runtime.install_hint()
+            ),
+            Error::PoolTimeout { waited, why } => write!(
+                f,
+                "no pooled executor became free within {waited:?} (engines: {why})"
             ),
             Error::Internal(msg) => write!(f, "internal error: {msg}"),
         }

@@ -10,6 +10,9 @@
 //! milliseconds per block, and stateful [`Session`]s), else through one `docker exec` each,
 //! with nothing but POSIX `sh` needed; [`Strategy`] chooses, and both keep the same contract.
 //!
+//! For many short tasks that must not see each other, a [`Pool`] keeps executors warm over
+//! one or more engines and leases one per task, reset or replaced in between ([`Policy`]).
+//!
 //! ```
 //! # fn main() -> dockexec::Result<()> {
 //! use dockexec::{CodeBlock, Executor};
@@ -111,6 +114,7 @@ pub mod labels;
 mod lifetime;
 mod output;
 mod podman;
+mod pool;
 mod redact;
 mod registry;
 mod runner;
@@ -138,6 +142,10 @@ pub use executor::{
 };
 pub use output::{
     BlocksResult, Chunk, ExitStatus, MimeData, Output, ResultKind, RichResult, Stream,
+};
+pub use pool::{
+    DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_CAPACITY, DEFAULT_HEALTH_INTERVAL, DEFAULT_MIN_IDLE,
+    EngineStatus, Lease, Policy, Pool, PoolBuilder, PoolStatus,
 };
 pub use redact::REDACTED;
 pub use registry::{cleanup_on_ctrlc, stop_all};

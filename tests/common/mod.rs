@@ -17,6 +17,7 @@ mod engines;
 mod gvisor;
 mod owner;
 mod podman;
+mod private_engine;
 mod proxy;
 mod test_images;
 
@@ -26,6 +27,7 @@ pub use engines::*;
 pub use gvisor::*;
 pub use owner::*;
 pub use podman::*;
+pub use private_engine::*;
 pub use proxy::*;
 
 use std::sync::mpsc;

@@ -33,6 +33,7 @@ mod output_bytes;
 mod output_cap;
 mod outside_interference;
 mod podman;
+mod pool;
 mod remote_engines;
 mod restart;
 mod rich_results;
