@@ -1,8 +1,8 @@
 //! [`Executor`]: the container's lifecycle, its live executions, spawn, restart and stop.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
@@ -112,7 +112,7 @@ pub(crate) struct Inner {
     redactor: Arc<Redactor>,
     /// The container watch, under a runtime that keeps exec streams open after the container
     /// ends (see [`watch`]).
-    watch: Option<watch::Watch>,
+    watch: OnceLock<watch::Watch>,
 }
 
 /// The agent runner has the keeper kill every process when its agent is lost. (Here, not in
@@ -146,11 +146,9 @@ pub(crate) struct Parts {
 impl Executor {
     /// The executor over a started container, registered for [`stop_all`](crate::stop_all).
     pub(crate) fn new(p: Parts, redactor: Arc<Redactor>) -> Executor {
-        let inner = Arc::new_cyclic(|weak| Inner {
-            watch: p
-                .watch_container
-                .then(|| watch::Watch::start(p.client.clone(), p.container.clone(), weak.clone()))
-                .flatten(),
+        let watch_container = p.watch_container;
+        let inner = Arc::new(Inner {
+            watch: OnceLock::new(),
             client: p.client,
             runner: p.runner,
             strategy: p.strategy,
@@ -172,6 +170,15 @@ impl Executor {
             next: AtomicU64::new(1),
             redactor,
         });
+        // Started once the executor exists: the thread's first look at it must find it.
+        if watch_container {
+            let weak = Arc::downgrade(&inner);
+            if let Some(w) =
+                watch::Watch::start(inner.client.clone(), inner.container.clone(), weak)
+            {
+                let _ = inner.watch.set(w);
+            }
+        }
         crate::registry::register(Arc::clone(&inner) as Arc<dyn crate::registry::Stop>);
         Executor { inner }
     }
@@ -671,7 +678,7 @@ exit 0"#;
         // removal refused, closing it still ends the container.
         self.keeper.close();
         // The removal ended the watch's wait: it sees `stopping` and ends.
-        if let Some(w) = &self.watch {
+        if let Some(w) = self.watch.get() {
             w.end();
         }
         // Join after the removal, so that no worker waits on a process that is still alive.
