@@ -28,10 +28,13 @@ fn await_processes(ex: &Executor, marker: &str, n: usize) {
 
 /// What must hold once `stop()` has returned: no worker thread, no container, no process.
 fn assert_all_gone(threads_before: usize, container: &str, markers: &[&str]) {
-    assert_eq!(
-        common::dockexec_threads(),
-        threads_before,
-        "dockexec threads left after stop(): {:?}",
+    // Up to 2 s: a joined thread can stay in /proc/self/task for a moment (the join returns
+    // when the kernel clears its tid, before the task is released); CI saw a joined TLS pump
+    // thread there once.
+    assert!(
+        common::eventually(Duration::from_secs(2), || common::dockexec_threads()
+            == threads_before),
+        "dockexec threads left after stop(): {:?} (before: {threads_before})",
         common::thread_names()
     );
     assert!(
