@@ -42,10 +42,12 @@ done <scripts/test-images.env
 bash scripts/test-env.sh --tag-slim
 
 case "${CI:-}" in
-true | TRUE | True | 1 | yes) export DOCKEXEC_STRESS_SECS="${DOCKEXEC_STRESS_SECS:-20}" ;;
+# 10 s a stress loop in CI (was 20: the suite grew past its time budget with the pool's and
+# issue 19's tests; each loop still runs thousands of iterations).
+true | TRUE | True | 1 | yes) export DOCKEXEC_STRESS_SECS="${DOCKEXEC_STRESS_SECS:-10}" ;;
 esac
 # tests/soak.rs: how long the soak runs (short here; a long run is DOCKEXEC_SOAK_SECS=600).
-export DOCKEXEC_SOAK_SECS="${DOCKEXEC_SOAK_SECS:-20}"
+export DOCKEXEC_SOAK_SECS="${DOCKEXEC_SOAK_SECS:-10}"
 # The library talks to /var/run/docker.sock; keep the CLI (if tests use it) on the same daemon.
 export DOCKER_HOST=unix:///var/run/docker.sock
 
@@ -78,14 +80,14 @@ done
 # Then the README's main command on examples/hello.md through TLS, SSH, DOCKER_CONTEXT and a
 # currentContext. DOCKEXEC_TEST_REMOTE=0 skips this.
 engines_env="${TMPDIR:-/tmp}/dockexec-test-env/engines.env"
-# The lane filters for one strategy: tests/it/agent.rs sets every executor's strategy itself, so
-# under DOCKEXEC_TEST_STRATEGY=exec its module would repeat the agent pass test for test; the
-# exec pass of each lane leaves `agent::` out.
+# The lane filters for one strategy: tests/it/agent.rs and agent_root.rs set every executor's
+# strategy themselves, so under DOCKEXEC_TEST_STRATEGY=exec those modules would repeat the
+# agent pass test for test; the exec pass of each lane leaves them out.
 lane_filters() { # strategy, filters...
     local strategy=$1 f
     shift
     for f in "$@"; do
-        [[ $strategy == exec && $f == agent:: ]] || printf '%s\n' "$f"
+        [[ $strategy == exec && ($f == agent:: || $f == agent_root::) ]] || printf '%s\n' "$f"
     done
 }
 if [[ ${DOCKEXEC_TEST_REMOTE:-1} == 0 ]]; then
