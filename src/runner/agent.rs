@@ -1071,7 +1071,8 @@ impl AgentControl {
     /// True when the container ended by the OOM killer. Under gVisor the host's OOM killer
     /// sees one sandbox, not the block's processes: memory a block makes gVisor's kernel spend
     /// (socket buffers) ends the whole container when it meets the limit, and Docker records
-    /// that as the container's `OOMKilled` (issue 22).
+    /// that as the container's `OOMKilled` (issue 22). Best effort: the container's AutoRemove
+    /// may take the record first, and then this says false.
     fn container_oom_killed(&self) -> bool {
         let client = self.client.with_timeout(OOM_END_WINDOW * 4);
         matches!(

@@ -52,7 +52,8 @@ pub enum Differs {
     /// its gofer with the blocks): a hog or a fork bomb that reaches them ends the sandbox,
     /// so the container ends (the block `lost`, later calls `ContainerGone`), not only the
     /// block; the host and other executors are untouched (gvisor::a_fork_bomb_... checks it).
-    /// A block lost that way says `oom-killed` (Docker's `OOMKilled` of the container).
+    /// A block lost that way says `oom-killed` (Docker's `OOMKilled` of the container) when
+    /// Docker still has the record: the container's AutoRemove may take it first.
     /// Under the ptrace platform every guest process costs the sandbox host processes and
     /// threads: the default 1024 was met with about a hundred block processes (runsc's log:
     /// "panic: error initializing first thread: resource temporarily unavailable").
