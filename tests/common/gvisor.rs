@@ -69,11 +69,11 @@ pub enum Differs {
     /// The socket-buffer hog of tests/oom.rs (ten interpreters queueing 400 MiB each in unix
     /// socket buffers) is not killed as a block under gVisor: gVisor's kernel keeps socket
     /// buffers in its own memory, which the sandbox's `/proc/meminfo` does not show and the
-    /// host charges to the whole sandbox. The hog runs to its timeout, and then, run to run on
-    /// this machine, the sandbox lives on (the agent too: what those tests are for), or stays
-    /// at its memory limit so the agent no longer answers in time (`Error::Timeout`), or was
-    /// ended by the host's OOM killer (the block lost and `oom-killed`, later calls
-    /// `ContainerGone`). In each case the hog stays inside: `stop()` removes the container and
+    /// host charges to the whole sandbox. Run to run on this machine: the hog runs to its
+    /// timeout and the sandbox lives on (the agent too: what those tests are for), or stays at
+    /// its memory limit so the agent no longer answers in time (`Error::Timeout`); or the
+    /// host's OOM killer ends the sandbox, at once or after the timeout (the block `lost`,
+    /// later calls `ContainerGone`). In each case the hog stays inside: `stop()` removes the container and
     /// a fresh executor runs.
     SocketHogNotKilled,
 }
@@ -124,8 +124,9 @@ impl Differs {
             }
             Differs::SocketHogNotKilled => {
                 "gVisor's kernel keeps socket buffers in its own memory, charged to the whole \
-                 sandbox: the socket-buffer hog runs to its timeout, and the sandbox then lives \
-                 on, stays wedged at its limit (Timeout), or is OOM-killed (ContainerGone)"
+                 sandbox: the socket-buffer hog is not killed as a block; the sandbox lives on \
+                 past its timeout, stays wedged at its limit (Timeout), or is OOM-killed \
+                 (lost, then ContainerGone)"
             }
             Differs::ExecStreamOrder => {
                 "runsc's shim copies a docker exec's stdout and stderr pipes on their own, so \
