@@ -24,8 +24,8 @@
 # 5. the benches against the async rival (benches/rival, its own workspace): cargo bench
 #    --no-run, then each scenario once with DOCKEXEC_BENCH_SMOKE=1, asserting behaviour only
 #    (DOCKEXEC_BENCH_RIVAL=0 skips it)
-# 6. scripts/fuzz.sh "${DOCKEXEC_FUZZ_SECS:-15}": every cargo-fuzz target for that many seconds
-#    (15 s in CI, a smoke run that keeps the whole under its time budget; longer runs by hand)
+# 6. scripts/fuzz.sh "${DOCKEXEC_FUZZ_SECS:-10}": every cargo-fuzz target for that many seconds
+#    (10 s in CI, a smoke run that keeps the whole near its time budget; longer runs by hand)
 #    (installs cargo-fuzz if missing; prints SKIP where it cannot; a crash fails this script;
 #    DOCKEXEC_FUZZ_SECS=0 skips it)
 # Exits non-zero if any step fails (every cargo run is attempted).
@@ -229,7 +229,7 @@ else
 fi
 
 # Last, so that its install or build time never delays the tests' results.
-fuzz_secs="${DOCKEXEC_FUZZ_SECS:-15}"
+fuzz_secs="${DOCKEXEC_FUZZ_SECS:-10}"
 if [[ $fuzz_secs == 0 ]]; then
     echo "test.sh: SKIP fuzzing (DOCKEXEC_FUZZ_SECS=0)" >&2
 else
