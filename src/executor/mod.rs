@@ -718,6 +718,8 @@ fn says_container_gone(status: u16, message: &str) -> bool {
                 || message.contains("marked for removal")
                 // Podman's exec create on a stopped container (issue 17).
                 || message.contains("can only create exec sessions on running containers")
+                // Podman's exec on a container its cleanup is removing: a 500, not its 404.
+                || message.contains("does not exist in database: no such container")
         }
         _ => false,
     }
@@ -765,6 +767,11 @@ mod gone_tests {
         assert!(says_container_gone(
             500,
             "can only create exec sessions on running containers: container state improper"
+        ));
+        // Podman, an exec while its cleanup removes the container (seen in the Podman lane).
+        assert!(says_container_gone(
+            500,
+            "container 748a does not exist in database: no such container"
         ));
         assert!(!says_container_gone(400, "not running"));
     }
