@@ -1299,6 +1299,14 @@ ensure_daemon() {
     log "docker daemon is up ($DAEMON_NOTE)"
 }
 
+# Dies unless python3 in IMAGE runs CODE (imports) with no network; logs WHAT it checked.
+python_imports() { # image, code, what
+    local out
+    out=$(docker run --rm --network none "$1" python3 -c "$2; print(1)" 2>&1) || true
+    [[ $out == 1 ]] || die "python3 cannot import $3 in $1: $out"
+    log "$1: python3 imports $3 (--network none)"
+}
+
 ensure_python_image() {
     if image_current "$PY_IMAGE"; then
         log "$PY_IMAGE present ($STAMP_LABEL=${STAMP[$PY_IMAGE]})"
@@ -1329,10 +1337,7 @@ ensure_python_image() {
         remove_tree "$rootfs"
         log "built $PY_IMAGE in $((SECONDS - t0)) s"
     fi
-    local out
-    out=$(docker run --rm --network none "$PY_IMAGE" python3 -c 'import ctypes, multiprocessing; print(1)' 2>&1) || true
-    [[ $out == 1 ]] || die "python3 cannot import ctypes and multiprocessing in $PY_IMAGE: $out"
-    log "$PY_IMAGE runs python3 with ctypes and multiprocessing (--network none)"
+    python_imports "$PY_IMAGE" 'import ctypes, multiprocessing' "ctypes and multiprocessing"
 }
 
 ensure_busybox_image() {
@@ -1409,10 +1414,8 @@ ensure_mpl_image() {
         remove_tree "$dir"
         log "built $MPL_IMAGE in $((SECONDS - t0)) s"
     fi
-    local out
-    out=$(docker run --rm --network none "$MPL_IMAGE" python3 -c 'import matplotlib; matplotlib.use("Agg"); import matplotlib.pyplot; print(1)' 2>&1) || true
-    [[ $out == 1 ]] || die "python3 cannot import matplotlib.pyplot in $MPL_IMAGE: $out"
-    log "$MPL_IMAGE imports matplotlib.pyplot (--network none)"
+    python_imports "$MPL_IMAGE" 'import matplotlib; matplotlib.use("Agg"); import matplotlib.pyplot' \
+        "matplotlib.pyplot"
 }
 
 ensure_registry() {
