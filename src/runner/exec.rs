@@ -100,6 +100,10 @@ const EXEC_END_WINDOW: Duration = Duration::from_secs(1);
 /// container is dying too.
 const CONTAINER_DEATH_WINDOW: Duration = Duration::from_millis(200);
 
+/// How long such a block waits more when the OOM probe could not run in its container: the
+/// probe's failure is itself a sign the container may be dying.
+const DYING_CONTAINER_WINDOW: Duration = Duration::from_secs(2);
+
 /// Where the exec strategy keeps its one marker inside the container: a root-owned tmpfs,
 /// mode `1777`, that the executor mounts in every container (see the module docs).
 pub(crate) const CONTROL_DIR: &str = "/run/dockexec";
@@ -627,7 +631,17 @@ impl Control for ExecControl {
                 // rather than pass the kill off as a plain signal (issue 21, item 5).
                 match self.oom_kills_moved() {
                     Some(moved) => r.oom_killed = moved,
-                    None => r.kill_unexplained = true,
+                    // The probe is an exec, and an exec into a dying container fails: give
+                    // the container longer to be seen stopping (Podman, loaded, took over
+                    // 200 ms to record a root block's `kill -9 -1`) before calling the kill
+                    // unexplained. A live container at its limits still pays this wait.
+                    None => match self
+                        .client
+                        .container_stopped_within(&self.container, DYING_CONTAINER_WINDOW)
+                    {
+                        Ok(false) => r.kill_unexplained = true,
+                        Ok(true) | Err(_) => r.lost = true,
+                    },
                 }
             }
         }
