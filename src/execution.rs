@@ -133,11 +133,19 @@ impl Shared {
     }
 
     /// Appends a rich result where it stands among the output so far, and forwards it to
-    /// every live results receiver.
-    fn record_result(&self, mut r: RichResult) {
+    /// every live results receiver. `held` is the output of each stream (stdout, stderr) that
+    /// came before the result but is not recorded yet (the redactor holds back what may start
+    /// a secret): the result stands after it, as far as the output limit lets it be recorded.
+    fn record_result(&self, mut r: RichResult, held: (usize, usize), cap: Option<usize>) {
         let mut live = self.live.lock();
-        r.stdout_at = live.buf.stdout.len();
-        r.stderr_at = live.buf.stderr.len();
+        let buf = &live.buf;
+        let room = if buf.truncated {
+            0
+        } else {
+            cap.map_or(usize::MAX, |c| c.saturating_sub(buf.len()))
+        };
+        r.stdout_at = buf.stdout.len() + held.0.min(room);
+        r.stderr_at = buf.stderr.len() + held.1.min(room - held.0.min(room));
         if !live.result_subscribers.is_empty() {
             // As in `record`: dropped receivers are forgotten, the others never block.
             live.result_subscribers
@@ -477,7 +485,7 @@ fn read_loop(
                 shared.request(Reason::OutputLimit);
             }
             if let Some(r) = source.take_result() {
-                shared.record_result(r);
+                shared.record_result(r, (0, 0), cap);
             }
             if !more? {
                 return Ok(());
@@ -507,7 +515,7 @@ fn read_loop(
                     redactor.bytes(&d.data)
                 };
             }
-            shared.record_result(r);
+            shared.record_result(r, (out.held(), err.held()), cap);
         }
         match more {
             Ok(true) => {}
@@ -643,21 +651,29 @@ fn work(
     control.release(ctx.delete_code_file);
     let code_file = (!ctx.delete_code_file).then(|| shared.code_file.clone());
     let duration = ctx.started.elapsed();
-    shared.finish(|buf| Output {
-        status: ExitStatus {
-            end: end_kind,
-            code: reaped.code,
-            signal: reaped.signal,
-            oom_killed: reaped.oom_killed,
-            kill_unexplained: reaped.kill_unexplained && end_kind == End::Exited,
-            truncated: buf.truncated,
-        },
-        stdout: buf.stdout,
-        stderr: buf.stderr,
-        code_file,
-        duration,
-        results: buf.results,
-        order: buf.order,
+    shared.finish(|mut buf| {
+        // A result placed after held-back bytes that turned out to be a secret (a shorter
+        // marker) or were cut stands no further than the output's end.
+        for r in &mut buf.results {
+            r.stdout_at = r.stdout_at.min(buf.stdout.len());
+            r.stderr_at = r.stderr_at.min(buf.stderr.len());
+        }
+        Output {
+            status: ExitStatus {
+                end: end_kind,
+                code: reaped.code,
+                signal: reaped.signal,
+                oom_killed: reaped.oom_killed,
+                kill_unexplained: reaped.kill_unexplained && end_kind == End::Exited,
+                truncated: buf.truncated,
+            },
+            stdout: buf.stdout,
+            stderr: buf.stderr,
+            code_file,
+            duration,
+            results: buf.results,
+            order: buf.order,
+        }
     });
     // Our reference goes first, so a waiter that owns the only handle can take the output
     // without a copy; only then, with the output stored, wake every waiter.

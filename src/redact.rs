@@ -218,6 +218,11 @@ impl StreamRedactor {
         out
     }
 
+    /// How many bytes wait for the next piece: output the block wrote that is not shown yet.
+    pub(crate) fn held(&self) -> usize {
+        self.held.len()
+    }
+
     /// At the stream's end: what was held back, redacted.
     pub(crate) fn flush(&mut self, r: &Redactor) -> Vec<u8> {
         let all = std::mem::take(&mut self.held);

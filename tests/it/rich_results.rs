@@ -468,6 +468,38 @@ fn display_from_many_threads_sends_every_result_whole() {
     });
 }
 
+/// A result that comes while the redactor holds back the start of a possible secret (`tok`,
+/// the first bytes of the secret) stands after those bytes, as in the block's own output.
+/// (Before: `stdout_at` was 2, the bytes shown so far, not 5.)
+#[test]
+fn a_result_after_a_held_back_secret_prefix_stands_where_the_block_put_it() {
+    common::watchdog(LIMIT, || {
+        let (mut b, _guard) = agent("rich-secret-at");
+        b.secret_env("RICH_TOKEN", "tok-3141592653");
+        let ex = b.start().unwrap();
+        let out = ex
+            .run(&CodeBlock::python(
+                "import sys\nsys.stdout.write('a-tok')\nsys.stdout.flush()\ndisplay(1)\nprint('en')\n",
+            ))
+            .unwrap();
+        common::assert_success(&out);
+        assert_eq!(out.stdout_lossy(), "a-token\n");
+        assert_eq!(out.results[0].text().as_deref(), Some("1"));
+        assert_eq!(out.results[0].stdout_at, 5, "{out:?}");
+        // Where the held bytes were the secret after all, the result stands no further than
+        // the redacted output's end.
+        let out = ex
+            .run(&CodeBlock::python(
+                "import os, sys\nsys.stdout.write(os.environ['RICH_TOKEN'][:6])\nsys.stdout.flush()\ndisplay(2)\nsys.stdout.write(os.environ['RICH_TOKEN'][6:])\n",
+            ))
+            .unwrap();
+        common::assert_success(&out);
+        assert_eq!(out.stdout_lossy(), dockexec::REDACTED);
+        assert!(out.results[0].stdout_at <= out.stdout.len(), "{out:?}");
+        ex.stop().unwrap();
+    });
+}
+
 /// A text item cut at its cap (16 MiB) right inside a secret keeps none of the secret's first
 /// part: the cut goes back to before it, as the whole secret would have been redacted. (Failed
 /// before the fix: the item ended with "tok-314".)
