@@ -380,3 +380,103 @@ fn a_session_socket_buffer_hog_that_lowers_its_oom_score_loses_the_session_not_t
         ex.stop().unwrap();
     });
 }
+
+/// A block that parks a rich-result record in the agent: the header of a 16 MiB text item, then
+/// 15 MiB of it, then it waits with the record unfinished. The agent (root, at 0) holds those
+/// 15 MiB; the block holds next to nothing. With `lower`, the block first puts its
+/// `oom_score_adj` back to 0.
+fn parked_record(lower: bool) -> String {
+    format!(
+        r#"import json, os, socket, struct, time
+if {lower}:
+    with open("/proc/self/oom_score_adj", "w") as f:
+        f.write("0")
+fd = None
+for f in os.listdir("/proc/self/fd"):
+    try:
+        if os.readlink("/proc/self/fd/" + f).startswith("socket:"):
+            fd = int(f)
+    except OSError:
+        pass
+s = socket.socket(fileno=fd)
+h = json.dumps({{"kind": "display", "items": [["text/plain", 16 << 20]]}}).encode()
+s.sendall(struct.pack(">I", len(h)) + h)
+chunk = b"x" * (1 << 20)
+for _ in range(15):
+    s.sendall(chunk)
+del chunk
+print("parked", flush=True)
+time.sleep(1000)
+"#,
+        lower = if lower { "True" } else { "False" },
+    )
+}
+
+/// Twenty blocks at once each park 15 MiB of an unfinished rich result in the agent, 300 MiB
+/// against a 256 MiB limit: memory charged to the agent, not to the blocks that sent it. The
+/// agent lives (same pid), every parked block ends (killed, or cancelled by the test once it
+/// parked), and the next block runs.
+fn parked_records_spare_the_agent(lower: bool) {
+    if common::differs_here(
+        "parked rich-result records",
+        common::Differs::SocketHogNotKilled,
+    ) {
+        return;
+    }
+    common::watchdog(Duration::from_secs(240), move || {
+        let (b, _guard) = agent_builder("oom-parked-results", 256);
+        let ex = b.start().unwrap();
+        let id = ex.container_id().to_string();
+        common::assert_success(&ex.run(&CodeBlock::python("print('warm')")).unwrap());
+        let agent = agent_pid(&id);
+        let block = CodeBlock::python(parked_record(lower));
+        let runs: Vec<_> = (0..20).map(|_| ex.spawn(&block).unwrap()).collect();
+        // Each either parked (then it is cancelled) or ended on its own (killed); none
+        // waits out the timeout.
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        for r in &runs {
+            let chunks = r.chunks();
+            loop {
+                if r.try_wait().unwrap().is_some() {
+                    break;
+                }
+                match chunks.recv_timeout(Duration::from_millis(200)) {
+                    Ok(c) if c.bytes().windows(6).any(|w| w == b"parked") => {
+                        r.cancel().unwrap();
+                        break;
+                    }
+                    _ => assert!(
+                        std::time::Instant::now() < deadline,
+                        "a parked block neither parked nor ended"
+                    ),
+                }
+            }
+        }
+        let mut killed = 0;
+        for r in &runs {
+            let out = r.wait_timeout(Duration::from_secs(60)).unwrap().unwrap();
+            assert!(!out.status.lost(), "lost with the agent: {out:?}");
+            assert!(
+                out.status.cancelled() || out.status.signal() == Some(9),
+                "{out:?}"
+            );
+            killed += usize::from(!out.status.cancelled());
+        }
+        eprintln!("parked records: {killed} of 20 blocks killed, the others cancelled");
+        assert_eq!(agent_pid(&id), agent, "the agent was replaced");
+        let next = ex.run(&CodeBlock::python("print('next')")).unwrap();
+        common::assert_success(&next);
+        assert_eq!(agent_pid(&id), agent, "the agent was replaced");
+        ex.stop().unwrap();
+    });
+}
+
+#[test]
+fn parked_rich_result_records_spare_the_agent() {
+    parked_records_spare_the_agent(false);
+}
+
+#[test]
+fn parked_rich_result_records_that_lower_their_oom_score_spare_the_agent() {
+    parked_records_spare_the_agent(true);
+}
