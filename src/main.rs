@@ -20,6 +20,7 @@ dockexec — run code blocks inside a Docker container
 
 USAGE:
     dockexec [-H HOST | -c CONTEXT] run [OPTIONS] FILE|-
+    dockexec [-H HOST | -c CONTEXT] run --pool N [OPTIONS] FILE|DIR...
     dockexec [-H HOST | -c CONTEXT] gc [--force] [--label KEY[=VALUE]]...
     dockexec [-H HOST | -c CONTEXT] engine
     dockexec --help | --version
@@ -34,6 +35,7 @@ COMMANDS:
             holding ``` fences when --lang is not given, runs each fenced block in order and
             stops at the first that fails. Output streams live: the blocks' stdout to stdout,
             their stderr to stderr. Exits with the last block's exit code, 124 on timeout.
+            With --pool N, a batch: see BATCH.
     gc      Remove dockexec containers that are no longer running (exited, or created and
             never started), and the temporary work dirs of owners that are gone (each owner
             holds a lock on its dir while it lives). A running one is never removed:
@@ -74,6 +76,28 @@ RUN OPTIONS:
                            language, status, stdout, stderr (text, invalid UTF-8 replaced)
                            and results (each MIME type's bytes in base64)
 
+BATCH (run --pool N FILE|DIR...), as `xargs -P N` or `parallel -j N`:
+        --pool N           run the documents N at a time, each in a fresh sandbox of its own
+                           (a new container: no file or process of one is seen by another);
+                           every run and sandbox option above applies to each document, but
+                           --work-dir (each gets its own workspace)
+    A DIR means its *.md and *.markdown files, sorted by name; not its subdirectories (use
+    `find DIR -name '*.md' -print0 | xargs -0 dockexec run --pool N` for those). Every
+    FILE and DIR must exist, and a DIR must hold a document, or nothing runs (exit 125).
+    One sandbox is started first to pull the image and check the options (an engine
+    that cannot be reached is one error); it runs nothing.
+    Output: each document's, kept until it ends, then printed whole, in the order they
+    end: `==> FILE <==` then its stdout on stdout (with --json, its records alone, each
+    with its \"file\"), and, if it wrote any, the same header and its stderr on stderr.
+    --outputs DIR saves a document's results in DIR/<its name without extension>/.
+    Progress on stderr: on a terminal, one line redrawn in place, `[12/40] 3 running,
+    1 failed`; elsewhere, a plain line per document as it ends. At the end, on stderr, a
+    table: each FILE with its blocks run (of all), time and status (ok; failed (exit code
+    N); timed out; error: why; cancelled; not run), then the totals.
+    Exit status: 0 when every document succeeded, 123 when one did not (as xargs),
+    130 after Ctrl-C. The first Ctrl-C cancels the running documents (their sandboxes are
+    removed) and starts no more; a second exits at once.
+
 SANDBOX OPTIONS (hardened by default; see ExecutorBuilder's docs for each reason):
     -u, --user USER        user the blocks run as: UID[:GID], a name, `host` (your own
                            uid:gid) or 0 for root [default: the image's USER unless root, else
@@ -106,9 +130,10 @@ ENVIRONMENT (the engine is found as the docker CLI finds it, in this order):
                            allow plain tcp:// beyond loopback (else refused: no TLS)
 
 EXIT STATUS:
-    the last block's exit code; 124 timed out; 130 interrupted; 125 dockexec itself failed
-    (a usage error, an unreadable file, no engine, a missing image, …), as `docker run` and
-    `timeout` do, so that a script can tell it from a block's own exit code
+    the last block's exit code (a batch: 0, or 123 when a document did not succeed); 124
+    timed out; 130 interrupted; 125 dockexec itself failed (a usage error, an unreadable
+    file, no engine, a missing image, …), as `docker run` and `timeout` do, so that a
+    script can tell it from a block's own exit code
 ";
 
 /// [`HELP`] with the library's defaults written in, so that the text cannot drift from them.

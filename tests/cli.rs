@@ -162,6 +162,7 @@ fn help_mentions_every_option() {
             "--trusted",
             "--outputs",
             "--json",
+            "--pool",
             "-u,",
             "-l,",
             "-i,",
@@ -1100,4 +1101,47 @@ fn pool_ctrl_c_cancels_the_batch_and_exits_130() {
     assert!(transcript.contains("(interrupted)"), "{transcript}");
     assert_eq!(guard.containers(), Vec::<String>::new(), "{transcript}");
     assert!(common::host_processes_matching("sleep 1780").is_empty());
+}
+
+/// A batch takes the run options for each document: `--timeout` (the summary says `timed
+/// out`, the exit code is 123) and `--json` (stdout is the records alone, each naming its
+/// file; no header).
+#[test]
+fn pool_applies_the_run_options_to_each_document() {
+    let dir = TempDir::new("cli-batch-opts");
+    let ok = write(
+        dir.path(),
+        "ok.md",
+        "```sh\necho fine\n```\n```sh\necho again\n```\n",
+    );
+    let slow = write(dir.path(), "slow.md", "```sh\necho begun\nsleep 30\n```\n");
+    let (out, guard) = batch(
+        dir.path(),
+        "cli-batch-opts",
+        &["--pool", "2", "--timeout", "1", "--json", &ok, &slow],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(123), "{stderr}");
+    let records: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    let of = |file: &str| -> Vec<&serde_json::Value> {
+        records.iter().filter(|r| r["file"] == file).collect()
+    };
+    assert_eq!(of(&ok).len(), 2, "{records:?}");
+    assert_eq!(of(&ok)[1]["stdout"], "again\n");
+    assert_eq!(of(&slow).len(), 1, "{records:?}");
+    assert_eq!(of(&slow)[0]["status"]["timed_out"], true);
+    assert_eq!(of(&slow)[0]["stdout"], "begun\n");
+    let row = stderr
+        .lines()
+        .find(|l| l.starts_with(&slow))
+        .unwrap_or_else(|| panic!("no summary row for {slow}:\n{stderr}"));
+    assert!(row.ends_with("timed out"), "{row}");
+    assert!(
+        stderr.contains(&format!("==> {slow} <==\ndockexec: timed out\n")),
+        "{stderr}"
+    );
+    assert_eq!(guard.containers(), Vec::<String>::new(), "{stderr}");
 }
