@@ -1145,3 +1145,59 @@ fn pool_applies_the_run_options_to_each_document() {
     );
     assert_eq!(guard.containers(), Vec::<String>::new(), "{stderr}");
 }
+
+/// On a terminal (`script` gives the batch one), the progress is one line on stderr redrawn
+/// in place, and cleared before each document's output and before the summary; no plain
+/// per-document lines. Skipped where util-linux's `script` is missing.
+#[test]
+fn pool_progress_is_one_line_redrawn_on_a_terminal() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no `script` to give the batch a terminal");
+        return;
+    }
+    let dir = TempDir::new("cli-batch-tty");
+    let (b, guard) = common::case_builder("cli-batch-tty");
+    let config = config_file(dir.path(), &b.to_config());
+    let one = write(dir.path(), "one.md", "```sh\necho one\n```\n");
+    let two = write(dir.path(), "two.md", "```sh\necho two\n```\n");
+    let line = format!("{BIN} run --config {config} --pool 2 {one} {two}");
+    let out = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run script");
+    let all = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{all:?}");
+    for want in [
+        "\r\x1b[2K[0/2] 0 running, 0 failed",
+        "\r\x1b[2K[2/2] 0 running, 0 failed\r\x1b[2KFILE ",
+        "==> ",
+        "2 document(s) in ",
+    ] {
+        assert!(all.contains(want), "{want:?} in {all:?}");
+    }
+    assert!(!all.contains("dockexec: [1/2]"), "{all:?}");
+    assert_eq!(guard.containers(), Vec::<String>::new(), "{all:?}");
+}
+
+/// With SIGINT ignored, as in a shell's background job (`dockexec run --pool 2 … &`), no
+/// Ctrl-C handler can be set; the batch runs to its end all the same. (It once took the
+/// handler's dropped channel for a Ctrl-C: every document `not run`, exit 130.)
+#[test]
+fn pool_runs_to_its_end_with_sigint_ignored() {
+    let dir = TempDir::new("cli-batch-bg");
+    let (b, guard) = common::case_builder("cli-batch-bg");
+    let config = config_file(dir.path(), &b.to_config());
+    let one = write(dir.path(), "one.md", "```sh\necho one\n```\n");
+    let out = Command::new("sh")
+        .args(["-c", "trap '' INT; exec \"$@\"", "sh"])
+        .args([BIN, "run", "--config", &config, "--pool", "2", &one])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sh");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(text(&out.stdout), format!("==> {one} <==\none\n"));
+    assert!(!stderr.contains("interrupted"), "{stderr}");
+    assert_eq!(guard.containers(), Vec::<String>::new(), "{stderr}");
+}

@@ -69,6 +69,7 @@ pub(super) fn run(run: RunArgs, n: usize) -> ExitCode {
     // while it runs, the first cancels the batch (the summary says what became of each
     // document), a second exits at once.
     let running = Arc::new(AtomicBool::new(false));
+    // One slot: the handler must never block, and one Ctrl-C is all the batch needs to hear.
     let (int_tx, int_rx) = channel::bounded::<()>(1);
     {
         let running = Arc::clone(&running);
@@ -142,11 +143,14 @@ pub(super) fn run(run: RunArgs, n: usize) -> ExitCode {
     };
     running.store(true, Ordering::SeqCst);
     let t0 = Instant::now();
+    // The scope joins the workers (and the removal of `first`) before the summary: every
+    // document has its report, and no worker holds a lease past it.
     let reports = std::thread::scope(|s| {
         // Removed while the pool warms up.
         s.spawn(|| {
             let _ = first.stop();
         });
+        // Unbounded: a worker never waits for the main thread's printing.
         let (tx, rx) = channel::unbounded();
         for _ in 0..slots {
             let tx = tx.clone();
@@ -433,6 +437,8 @@ impl Batch<'_> {
                 *taken += 1;
                 if *taken == total && !pool_stopping {
                     pool_stopping = true;
+                    // Off this thread: `stop` joins the starts under way, and the documents
+                    // still running must be printed as they end. The scope joins it.
                     s.spawn(|| {
                         let _ = self.pool.stop();
                     });
