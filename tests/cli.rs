@@ -1201,3 +1201,51 @@ fn pool_runs_to_its_end_with_sigint_ignored() {
     assert!(!stderr.contains("interrupted"), "{stderr}");
     assert_eq!(guard.containers(), Vec::<String>::new(), "{stderr}");
 }
+
+/// `--outputs DIR` in a batch: each document's figures in `DIR/<its name>/`, two documents
+/// of the same name apart (`plot`, `plot-2`); `--session` holds for each document.
+#[test]
+fn pool_outputs_go_to_a_directory_per_document() {
+    let dir = TempDir::new("cli-batch-outputs");
+    let (mut b, guard) = common::case_builder("cli-batch-outputs");
+    b.image(common::mpl_image());
+    let config = config_file(dir.path(), &b.to_config());
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/plot.md");
+    for sub in ["a", "b"] {
+        fs::create_dir(dir.path().join(sub)).unwrap();
+        fs::copy(example, dir.path().join(sub).join("plot.md")).unwrap();
+    }
+    let session = write(
+        dir.path(),
+        "session.md",
+        "```python\nx = 41\n```\n```python\nprint(x + 1)\n```\n",
+    );
+    let outputs = dir.path().join("out");
+    let out = Command::new(BIN)
+        .args(["run", "--config", &config, "--pool", "2", "--session"])
+        .args(["--outputs", &outputs.to_string_lossy()])
+        .args([dir.path().join("a"), dir.path().join("b")])
+        .arg(&session)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let got = sections(&out.stdout);
+    assert_eq!(got.len(), 3, "{}", text(&out.stdout));
+    for (file, bytes) in &got {
+        let want = if *file == session {
+            "42\n"
+        } else {
+            "50 points, max 48.0\n"
+        };
+        assert_eq!(text(bytes), want, "{file}");
+    }
+    assert_eq!(
+        common::files_under(&outputs),
+        ["plot/block-2-fig-1.png", "plot-2/block-2-fig-1.png"]
+            .map(std::path::PathBuf::from)
+            .to_vec()
+    );
+    assert_eq!(guard.containers(), Vec::<String>::new(), "{stderr}");
+}
