@@ -146,16 +146,30 @@ pub(super) fn run(run: RunArgs, n: usize) -> ExitCode {
     // The scope joins the workers (and the removal of `first`) before the summary: every
     // document has its report, and no worker holds a lease past it.
     let reports = std::thread::scope(|s| {
-        // Removed while the pool warms up.
-        s.spawn(|| {
+        // Removed while the pool warms up (here, with no thread to spare).
+        let stop_first = || {
             let _ = first.stop();
-        });
+        };
+        if std::thread::Builder::new()
+            .name("dockexec-batch-stop".into())
+            .spawn_scoped(s, stop_first)
+            .is_err()
+        {
+            stop_first();
+        }
         // Unbounded: a worker never waits for the main thread's printing.
         let (tx, rx) = channel::unbounded();
-        for _ in 0..slots {
+        for k in 0..slots {
             let tx = tx.clone();
             let batch = &batch;
-            s.spawn(move || batch.work(&tx));
+            let spawned = std::thread::Builder::new()
+                .name("dockexec-batch".into())
+                .spawn_scoped(s, move || batch.work(&tx));
+            if let Err(e) = spawned {
+                // Fewer at a time (none: every document `not run`), never a panic.
+                eprintln!("dockexec: warning: {k} document(s) at a time, not {n}: {e}");
+                break;
+            }
         }
         // The workers hold the only senders: `rx` ends when the last worker does.
         drop(tx);
@@ -439,9 +453,16 @@ impl Batch<'_> {
                     pool_stopping = true;
                     // Off this thread: `stop` joins the starts under way, and the documents
                     // still running must be printed as they end. The scope joins it.
-                    s.spawn(|| {
+                    let stop = || {
                         let _ = self.pool.stop();
-                    });
+                    };
+                    if std::thread::Builder::new()
+                        .name("dockexec-batch-stop".into())
+                        .spawn_scoped(s, stop)
+                        .is_err()
+                    {
+                        stop();
+                    }
                 }
             };
             select! {
