@@ -11,12 +11,16 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use dockexec::{Chunk, CodeBlock, Executor, Language, PullPolicy, PullProgress, Strategy};
 
+#[path = "cli/batch.rs"]
+mod batch;
+
 /// The help text; `{name}`s are filled from the library's own defaults by [`help`].
 const HELP: &str = "\
 dockexec — run code blocks inside a Docker container
 
 USAGE:
     dockexec [-H HOST | -c CONTEXT] run [OPTIONS] FILE|-
+    dockexec [-H HOST | -c CONTEXT] run --pool N [OPTIONS] FILE|DIR...
     dockexec [-H HOST | -c CONTEXT] gc [--force] [--label KEY[=VALUE]]...
     dockexec [-H HOST | -c CONTEXT] engine
     dockexec --help | --version
@@ -31,6 +35,7 @@ COMMANDS:
             holding ``` fences when --lang is not given, runs each fenced block in order and
             stops at the first that fails. Output streams live: the blocks' stdout to stdout,
             their stderr to stderr. Exits with the last block's exit code, 124 on timeout.
+            With --pool N, a batch: see BATCH.
     gc      Remove dockexec containers that are no longer running (exited, or created and
             never started), and the temporary work dirs of owners that are gone (each owner
             holds a lock on its dir while it lives). A running one is never removed:
@@ -71,6 +76,28 @@ RUN OPTIONS:
                            language, status, stdout, stderr (text, invalid UTF-8 replaced)
                            and results (each MIME type's bytes in base64)
 
+BATCH (run --pool N FILE|DIR...), as `xargs -P N` or `parallel -j N`:
+        --pool N           run the documents N at a time, each in a fresh sandbox of its own
+                           (a new container: no file or process of one is seen by another);
+                           every run and sandbox option above applies to each document, but
+                           --work-dir (each gets its own workspace)
+    A DIR means its *.md and *.markdown files, sorted by name; not its subdirectories (use
+    `find DIR -name '*.md' -print0 | xargs -0 dockexec run --pool N` for those). Every
+    FILE and DIR must exist, and a DIR must hold a document, or nothing runs (exit 125).
+    One sandbox is started first to pull the image and check the options (an engine
+    that cannot be reached is one error); it runs nothing.
+    Output: each document's, kept until it ends, then printed whole, in the order they
+    end: `==> FILE <==` then its stdout on stdout (with --json, its records alone, each
+    with its \"file\"), and, if it wrote any, the same header and its stderr on stderr.
+    --outputs DIR saves a document's results in DIR/<its name without extension>/.
+    Progress on stderr: on a terminal, one line redrawn in place, `[12/40] 3 running,
+    1 failed`; elsewhere, a plain line per document as it ends. At the end, on stderr, a
+    table: each FILE with its blocks run (of all), time and status (ok; failed (exit code
+    N); timed out; error: why; cancelled; not run), then the totals.
+    Exit status: 0 when every document succeeded, 123 when one did not (as xargs),
+    130 after Ctrl-C. The first Ctrl-C cancels the running documents (their sandboxes are
+    removed) and starts no more; a second exits at once.
+
 SANDBOX OPTIONS (hardened by default; see ExecutorBuilder's docs for each reason):
     -u, --user USER        user the blocks run as: UID[:GID], a name, `host` (your own
                            uid:gid) or 0 for root [default: the image's USER unless root, else
@@ -103,9 +130,10 @@ ENVIRONMENT (the engine is found as the docker CLI finds it, in this order):
                            allow plain tcp:// beyond loopback (else refused: no TLS)
 
 EXIT STATUS:
-    the last block's exit code; 124 timed out; 130 interrupted; 125 dockexec itself failed
-    (a usage error, an unreadable file, no engine, a missing image, …), as `docker run` and
-    `timeout` do, so that a script can tell it from a block's own exit code
+    the last block's exit code (a batch: 0, or 123 when a document did not succeed); 124
+    timed out; 130 interrupted; 125 dockexec itself failed (a usage error, an unreadable
+    file, no engine, a missing image, …), as `docker run` and `timeout` do, so that a
+    script can tell it from a block's own exit code
 ";
 
 /// [`HELP`] with the library's defaults written in, so that the text cannot drift from them.
@@ -128,7 +156,10 @@ fn help() -> String {
 const OWN_FAILURE: u8 = 125;
 
 struct RunArgs {
-    file: OsString,
+    /// One FILE (or `-`), or with `pool` the FILEs and directories of a batch.
+    files: Vec<OsString>,
+    /// `--pool N`: run the files as a batch, N at a time, each in a fresh sandbox.
+    pool: Option<usize>,
     lang: Option<String>,
     session: bool,
     builder: dockexec::ExecutorBuilder,
@@ -308,14 +339,19 @@ fn engine_command(engine: &dockexec::Engine) -> ExitCode {
 }
 
 fn fail(e: &dockexec::Error) -> ExitCode {
+    eprintln!("dockexec: {}", describe(e));
+    ExitCode::from(OWN_FAILURE)
+}
+
+/// `e` with its sources, `: `-separated.
+fn describe(e: &dockexec::Error) -> String {
     let mut msg = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         msg.push_str(&format!(": {s}"));
         source = s.source();
     }
-    eprintln!("dockexec: {msg}");
-    ExitCode::from(OWN_FAILURE)
+    msg
 }
 
 fn parse(mut args: lexopt::Parser, flags: &mut EngineFlags) -> Result<Command, lexopt::Error> {
@@ -369,7 +405,8 @@ fn parse(mut args: lexopt::Parser, flags: &mut EngineFlags) -> Result<Command, l
 fn parse_run(mut args: lexopt::Parser, flags: &mut EngineFlags) -> Result<Command, lexopt::Error> {
     use lexopt::prelude::*;
     let mut builder = Executor::builder();
-    let mut file = None;
+    let mut files = Vec::new();
+    let mut pool = None;
     let mut lang = None;
     let mut session = false;
     let mut strategy = None;
@@ -480,13 +517,30 @@ fn parse_run(mut args: lexopt::Parser, flags: &mut EngineFlags) -> Result<Comman
             }
             Long("outputs") => rich.outputs = Some(args.value()?.into()),
             Long("json") => rich.json = true,
+            Long("pool") => {
+                let v = args.value()?.string()?;
+                pool = Some(
+                    v.parse::<usize>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| format!("--pool takes a number above 0, not {v:?}"))?,
+                );
+            }
             Short('h') | Long("help") => return Ok(Command::Help),
-            Value(v) if file.is_none() => file = Some(v),
-            Value(_) => return Err("run takes one FILE".into()),
+            Value(v) => files.push(v),
             _ => return Err(arg.unexpected()),
         }
     }
-    let file = file.ok_or("run needs a FILE (or - for standard input)")?;
+    if files.is_empty() {
+        return Err(match pool {
+            None => "run needs a FILE (or - for standard input)",
+            Some(_) => "run --pool needs one or more FILEs or directories",
+        }
+        .into());
+    }
+    if pool.is_none() && files.len() > 1 {
+        return Err("run takes one FILE".into());
+    }
     match (strategy, session) {
         (Some(Strategy::Exec), true) => {
             return Err("--session needs the agent: use it without --strategy exec".into());
@@ -500,7 +554,8 @@ fn parse_run(mut args: lexopt::Parser, flags: &mut EngineFlags) -> Result<Comman
         (None, false) => {}
     }
     Ok(Command::Run(Box::new(RunArgs {
-        file,
+        files,
+        pool,
         lang,
         session,
         builder,
@@ -558,25 +613,25 @@ fn pull_policy(v: &str) -> Result<PullPolicy, String> {
     }
 }
 
-fn blocks_of(run: &RunArgs, text: String) -> Result<Vec<CodeBlock>, String> {
-    let path = Path::new(&run.file);
+/// The code blocks of the document at `path` (whose text is `text`); `lang` is `--lang`.
+fn blocks_of(path: &Path, lang: Option<&str>, text: String) -> Result<Vec<CodeBlock>, String> {
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase);
     let markdown = matches!(ext.as_deref(), Some("md" | "markdown"))
-        || (run.lang.is_none()
+        || (lang.is_none()
             && ext.is_none()
             && text.lines().any(|l| l.trim_start().starts_with("```")));
-    if markdown && run.lang.is_none() {
+    if markdown && lang.is_none() {
         let blocks = dockexec::extract_code_blocks(&text);
         if blocks.is_empty() {
             return Err(format!("{} holds no fenced code blocks", path.display()));
         }
         return Ok(blocks);
     }
-    let lang = match (&run.lang, ext.as_deref()) {
-        (Some(l), _) => l.clone(),
+    let lang = match (lang, ext.as_deref()) {
+        (Some(l), _) => l.to_string(),
         (None, Some("py")) => "python".into(),
         (None, Some("sh")) => "sh".into(),
         (None, Some("bash")) => "bash".into(),
@@ -586,45 +641,55 @@ fn blocks_of(run: &RunArgs, text: String) -> Result<Vec<CodeBlock>, String> {
     Ok(vec![CodeBlock::new(lang, text)])
 }
 
+/// The blocks of the file at `path`, each with a known language and file name.
+fn load_blocks(path: &Path, lang: Option<&str>) -> Result<Vec<CodeBlock>, String> {
+    let text = match std::fs::read(path) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) => return Err(format!("reading {}: {e}", path.display())),
+    };
+    let blocks = blocks_of(path, lang, text)?;
+    for b in &blocks {
+        b.language()
+            .and_then(|_| b.filename())
+            .map_err(|e| describe(&e))?;
+    }
+    Ok(blocks)
+}
+
 fn run_command(run: RunArgs) -> ExitCode {
-    let text = if run.file == "-" {
+    if let Some(n) = run.pool {
+        return batch::run(run, n);
+    }
+    let file = &run.files[0];
+    let blocks = if file == "-" {
         let mut s = String::new();
         if let Err(e) = io::stdin().read_to_string(&mut s) {
             eprintln!("dockexec: reading standard input: {e}");
             return ExitCode::from(OWN_FAILURE);
         }
-        s
-    } else {
-        match std::fs::read(&run.file) {
-            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-            Err(e) => {
-                eprintln!("dockexec: reading {}: {e}", Path::new(&run.file).display());
-                return ExitCode::from(OWN_FAILURE);
+        blocks_of(Path::new(file), run.lang.as_deref(), s).and_then(|blocks| {
+            for b in &blocks {
+                b.language()
+                    .and_then(|_| b.filename())
+                    .map_err(|e| describe(&e))?;
             }
-        }
+            Ok(blocks)
+        })
+    } else {
+        load_blocks(Path::new(file), run.lang.as_deref())
     };
-    let blocks = match blocks_of(&run, text) {
+    let blocks = match blocks {
         Ok(b) => b,
         Err(msg) => {
             eprintln!("dockexec: {msg}");
             return ExitCode::from(OWN_FAILURE);
         }
     };
-    for b in &blocks {
-        if let Err(e) = b.language().and_then(|_| b.filename()) {
-            return fail(&e);
-        }
-    }
     // Ctrl-C removes the container before exiting with 130.
     let _ = dockexec::cleanup_on_ctrlc();
 
     let mut builder = run.builder;
-    if io::stderr().is_terminal() {
-        let mut bars = PullBars::new();
-        builder.on_pull_progress(move |p| bars.show(p));
-    } else {
-        builder.on_pull_progress(show_pull_line);
-    }
+    show_pull_progress(&mut builder);
     let started = builder.start();
     // Dropping the bars leaves them as they last were; before anything else goes to stderr.
     drop(builder);
@@ -632,78 +697,148 @@ fn run_command(run: RunArgs) -> ExitCode {
         Ok(e) => e,
         Err(e) => return fail(&e),
     };
-    let session = if run.session {
+    // Live: each chunk written and flushed as it comes.
+    let (mut out, mut err) = (io::stdout(), io::stderr());
+    let done = run_blocks(
+        &executor,
+        run.session,
+        &blocks,
+        &run.rich,
+        &mut out,
+        &mut err,
+    );
+    if let Some(msg) = done.error {
+        eprintln!("dockexec: {msg}");
+        return ExitCode::from(OWN_FAILURE);
+    }
+    if done.unsaved > 0 {
+        eprintln!(
+            "dockexec: {} rich result(s) not saved (--outputs DIR saves them)",
+            done.unsaved
+        );
+    }
+    if let Err(e) = executor.stop() {
+        eprintln!("dockexec: warning: {e}");
+    }
+    ExitCode::from(done.code().clamp(0, 255) as u8)
+}
+
+/// Pull progress on stderr: bars like `docker pull`'s on a terminal, else a line per event.
+fn show_pull_progress(builder: &mut dockexec::ExecutorBuilder) {
+    if io::stderr().is_terminal() {
+        let mut bars = PullBars::new();
+        builder.on_pull_progress(move |p| bars.show(p));
+    } else {
+        builder.on_pull_progress(show_pull_line);
+    }
+}
+
+/// What running a document's blocks came to.
+#[derive(Default)]
+struct BlocksRun {
+    /// How many blocks were started.
+    started: usize,
+    /// The status of the last block that ended (`None`: none did).
+    last: Option<dockexec::ExitStatus>,
+    /// Rich results neither saved nor printed.
+    unsaved: usize,
+    /// Why the blocks could not all be run or observed (dockexec's own failure).
+    error: Option<String>,
+}
+
+impl BlocksRun {
+    /// The exit code: the last block's, as a shell gives it; 0 when none ran.
+    fn code(&self) -> i32 {
+        self.last.map_or(0, |s| s.shell_code())
+    }
+}
+
+/// Runs `blocks` on `executor` in order and stops at the first that fails (in one session
+/// for the Python blocks with `session`). Each block's output goes to `out` and `err` as it
+/// comes, flushed chunk by chunk, and so do the messages about it (`dockexec: timed out`).
+fn run_blocks(
+    executor: &Executor,
+    session: bool,
+    blocks: &[CodeBlock],
+    rich: &RichArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> BlocksRun {
+    let mut done = BlocksRun::default();
+    let session = if session {
         match executor.session() {
             Ok(s) => Some(s),
-            Err(e) => return fail(&e),
+            Err(e) => {
+                done.error = Some(describe(&e));
+                return done;
+            }
         }
     } else {
         None
     };
-    let mut code = 0;
-    let mut unsaved = 0;
-    for (n, block) in (1..).zip(&blocks) {
+    for (n, block) in (1..).zip(blocks) {
         let spawned = match (&session, block.language()) {
             (Some(s), Ok(Language::Python)) => s.spawn_block(block),
             _ => executor.spawn(block),
         };
         let execution = match spawned {
             Ok(e) => e,
-            Err(e) => return fail(&e),
+            Err(e) => {
+                done.error = Some(describe(&e));
+                return done;
+            }
         };
-        let (mut out, mut err) = (io::stdout().lock(), io::stderr().lock());
+        done.started += 1;
         // With --json the output goes into the block's record instead.
-        for chunk in execution.chunks().iter().filter(|_| !run.rich.json) {
+        for chunk in execution.chunks().iter().filter(|_| !rich.json) {
             // A closed pipe (`| head`) is not our failure: keep draining, stay quiet.
             let _ = match &chunk {
                 Chunk::Stdout(b) => out.write_all(b).and_then(|_| out.flush()),
                 Chunk::Stderr(b) => err.write_all(b).and_then(|_| err.flush()),
             };
         }
-        drop((out, err));
         let output = match execution.wait() {
             Ok(o) => o,
-            Err(e) => return fail(&e),
+            Err(e) => {
+                done.error = Some(describe(&e));
+                return done;
+            }
         };
-        match run.rich.finish_block(n, block, output) {
-            Ok(left) => unsaved += left,
+        match rich.finish_block(n, block, output, out, err) {
+            Ok(left) => done.unsaved += left,
             Err(msg) => {
-                eprintln!("dockexec: {msg}");
-                return ExitCode::from(OWN_FAILURE);
+                done.error = Some(msg);
+                return done;
             }
         }
+        // A closed stderr is no failure: these lines are lost with it.
         if output.status.truncated() {
-            eprintln!("dockexec: output truncated at the output limit");
+            let _ = writeln!(err, "dockexec: output truncated at the output limit");
         }
         if output.status.timed_out() {
-            eprintln!("dockexec: timed out");
+            let _ = writeln!(err, "dockexec: timed out");
         } else if output.status.lost()
             || (output.status.signal().is_some() && !output.status.cancelled())
         {
             // The exit code alone (137) does not say the block was killed, nor by what; nor
             // does it say that the block's session (or container) went away under it.
-            eprintln!("dockexec: {}", output.status);
+            let _ = writeln!(err, "dockexec: {}", output.status);
         }
-        code = output.status.shell_code();
+        done.last = Some(output.status);
         if !output.status.success() {
             break;
         }
     }
-    drop(session);
-    if unsaved > 0 {
-        eprintln!("dockexec: {unsaved} rich result(s) not saved (--outputs DIR saves them)");
-    }
-    if let Err(e) = executor.stop() {
-        eprintln!("dockexec: warning: {e}");
-    }
-    ExitCode::from(code.clamp(0, 255) as u8)
+    done
 }
 
 /// `--outputs DIR` and `--json`: what the CLI does with a block's rich results and output.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct RichArgs {
     outputs: Option<std::path::PathBuf>,
     json: bool,
+    /// In a batch: the document, named in each `--json` record (as `"file"`).
+    file: Option<String>,
 }
 
 impl RichArgs {
@@ -714,6 +849,8 @@ impl RichArgs {
         n: usize,
         block: &CodeBlock,
         output: &dockexec::Output,
+        out: &mut dyn Write,
+        err: &mut dyn Write,
     ) -> Result<usize, String> {
         let mut files = Vec::new();
         if let Some(dir) = &self.outputs {
@@ -734,13 +871,15 @@ impl RichArgs {
                 let path = dir.join(format!("block-{n}-{short}-{m}.{}", extension(&best.mime)));
                 std::fs::write(&path, &best.data)
                     .map_err(|e| format!("writing {}: {e}", path.display()))?;
-                eprintln!("dockexec: wrote {}", path.display());
+                let _ = writeln!(err, "dockexec: wrote {}", path.display());
                 files.push(Some(path));
             }
         }
         if self.json {
-            let record = json_record(n, block, output, &files);
-            let mut out = io::stdout().lock();
+            let mut record = json_record(n, block, output, &files);
+            if let Some(file) = &self.file {
+                record["file"] = file.as_str().into();
+            }
             // A closed pipe is not our failure (as for the streamed output).
             let _ = writeln!(out, "{record}").and_then(|_| out.flush());
         }

@@ -162,6 +162,7 @@ fn help_mentions_every_option() {
             "--trusted",
             "--outputs",
             "--json",
+            "--pool",
             "-u,",
             "-l,",
             "-i,",
@@ -784,4 +785,467 @@ fn json_prints_one_record_per_block() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// `dockexec run --config <this case's config> --pool …`: the config carries the test image,
+/// `--pull never` and the case label, so that every container of the batch is this test's.
+fn batch(dir: &Path, case: &str, args: &[&str]) -> (Output, common::CaseGuard) {
+    let (b, guard) = common::case_builder(case);
+    let config = config_file(dir, &b.to_config());
+    let out = Command::new(BIN)
+        .args(["run", "--config", &config])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the dockexec binary");
+    (out, guard)
+}
+
+/// stdout of a batch, cut at its `==> FILE <==` headers: (file, the bytes under it).
+fn sections(stdout: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut found: Vec<(String, Vec<u8>)> = Vec::new();
+    for line in stdout.split_inclusive(|b| *b == b'\n') {
+        let header = std::str::from_utf8(line)
+            .ok()
+            .and_then(|l| l.strip_prefix("==> "))
+            .and_then(|l| l.strip_suffix(" <==\n"));
+        match (header, found.last_mut()) {
+            (Some(file), _) => found.push((file.to_string(), Vec::new())),
+            (None, Some((_, bytes))) => bytes.extend_from_slice(line),
+            (None, None) => panic!("output before the first header: {:?}", text(line)),
+        }
+    }
+    found
+}
+
+/// Issue 18 item 4: `run --pool 3 DIR` runs the folder's six documents, three at a time, each
+/// in its own sandbox. Each document's output comes whole under its header although the
+/// documents print a line at a time side by side (a failing one and one printing bytes that
+/// are not UTF-8 among them); the summary lists the six with their statuses; the exit code is
+/// xargs's 123 (one failed); no container of the batch is left.
+#[test]
+fn pool_runs_a_folder_each_document_whole_with_a_summary() {
+    let dir = TempDir::new("cli-batch");
+    let docs = dir.path().join("docs");
+    fs::create_dir(&docs).unwrap();
+    // Lines with pauses between them: three at a time, unbuffered, they would interleave.
+    let lines = |name: &str| {
+        format!(
+            "```python\nimport time\nfor i in range(4):\n    print('{name} line', i, flush=True)\n    \
+             time.sleep(0.2)\n```\n"
+        )
+    };
+    let mut want: Vec<(&str, Vec<u8>)> = Vec::new();
+    for name in ["a", "b", "c"] {
+        fs::write(docs.join(format!("{name}.md")), lines(name)).unwrap();
+        let out: String = (0..4).map(|i| format!("{name} line {i}\n")).collect();
+        want.push((name, out.into_bytes()));
+    }
+    fs::write(
+        docs.join("d-fails.md"),
+        format!(
+            "{}```sh\necho d failing >&2\nexit 3\n```\n```sh\necho never\n```\n",
+            lines("d")
+        ),
+    )
+    .unwrap();
+    let out: String = (0..4).map(|i| format!("d line {i}\n")).collect();
+    want.push(("d-fails", out.into_bytes()));
+    fs::write(
+        docs.join("e-bytes.md"),
+        "```python\nimport sys\nsys.stdout.buffer.write(b'e raw \\xff\\xfe end\\n')\n```\n",
+    )
+    .unwrap();
+    want.push(("e-bytes", b"e raw \xff\xfe end\n".to_vec()));
+    fs::write(
+        docs.join("f-two.md"),
+        "```sh\necho f one\n```\nText between.\n```python\nprint('f two')\n```\n",
+    )
+    .unwrap();
+    want.push(("f-two", b"f one\nf two\n".to_vec()));
+    // Not a document: not run.
+    fs::write(docs.join("notes.txt"), "```sh\necho notes\n```\n").unwrap();
+
+    let docs_arg = docs.to_string_lossy().into_owned();
+    let (out, guard) = batch(dir.path(), "cli-batch", &["--pool", "3", &docs_arg]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(123), "stderr:\n{stderr}");
+
+    let got = sections(&out.stdout);
+    let names: Vec<&str> = got.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(
+        got.len(),
+        6,
+        "one section per document: {names:?}\n{stderr}"
+    );
+    for (name, bytes) in &want {
+        let file = docs
+            .join(format!("{name}.md"))
+            .to_string_lossy()
+            .into_owned();
+        let mine: Vec<_> = got.iter().filter(|(f, _)| *f == file).collect();
+        assert_eq!(mine.len(), 1, "{file} once in {names:?}");
+        assert_eq!(
+            text(&mine[0].1),
+            text(bytes),
+            "{file}: its output, whole and alone"
+        );
+        assert_eq!(&mine[0].1, bytes, "{file}: the very bytes");
+    }
+    // The failing document's stderr, under its header on stderr.
+    let failing = docs.join("d-fails.md").to_string_lossy().into_owned();
+    assert!(
+        stderr.contains(&format!("==> {failing} <==\nd failing\n")),
+        "{stderr}"
+    );
+
+    // The summary: every document once, in order, with its status and blocks.
+    let table: Vec<&str> = stderr
+        .lines()
+        .skip_while(|l| !l.starts_with("FILE "))
+        .collect();
+    assert!(
+        table.len() >= 8,
+        "a header, six rows and the totals:\n{stderr}"
+    );
+    for (row, (name, status, blocks)) in table[1..7].iter().zip([
+        ("a", "ok", "1/1"),
+        ("b", "ok", "1/1"),
+        ("c", "ok", "1/1"),
+        ("d-fails", "failed (exit code 3)", "2/3"),
+        ("e-bytes", "ok", "1/1"),
+        ("f-two", "ok", "2/2"),
+    ]) {
+        let file = docs
+            .join(format!("{name}.md"))
+            .to_string_lossy()
+            .into_owned();
+        assert!(row.starts_with(&file), "{row:?} for {file}\n{stderr}");
+        assert!(row.ends_with(status), "{row:?}: {status}");
+        assert!(row.contains(&format!(" {blocks} ")), "{row:?}: {blocks}");
+    }
+    assert!(
+        table[7].starts_with("6 document(s) in ") && table[7].ends_with(": 5 ok, 1 failed"),
+        "{:?}",
+        table[7]
+    );
+    assert!(
+        !stderr.contains('\x1b'),
+        "no control characters off a terminal"
+    );
+    assert_eq!(guard.containers(), Vec::<String>::new(), "{stderr}");
+}
+
+/// Each document of a batch has a sandbox no other saw: with `--pool 1` (one at a time, so
+/// a reused container would show), what the first leaves — a file in the workspace, `/tmp`
+/// and `$HOME`, a background process — is not there for the second, whose host name (its
+/// container's) differs.
+#[test]
+fn pool_documents_do_not_see_each_other() {
+    let dir = TempDir::new("cli-batch-iso");
+    let a = write(
+        dir.path(),
+        "a.md",
+        "```sh\nfor d in /workspace /tmp \"$HOME\"; do echo left > \"$d/a-left\"; done\n\
+         (sleep 1779 > /dev/null 2>&1 &)\ncat /workspace/a-left /tmp/a-left\nhostname\n```\n",
+    );
+    let b = write(
+        dir.path(),
+        "b.md",
+        r#"```python
+import glob, os
+left = [d for d in ['/workspace', '/tmp', os.environ['HOME']] if os.path.exists(d + '/a-left')]
+marker = b'sleep ' + b'1779'
+procs = 0
+for p in glob.glob('/proc/[0-9]*/cmdline'):
+    try:
+        procs += marker in open(p, 'rb').read().replace(b'\0', b' ')
+    except OSError:
+        pass
+print('files', left, 'procs', procs)
+print(os.uname().nodename)
+```
+"#,
+    );
+    let (out, guard) = batch(dir.path(), "cli-batch-iso", &["--pool", "1", &a, &b]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let got = sections(&out.stdout);
+    assert_eq!(got.len(), 2, "{}", text(&out.stdout));
+    assert_eq!(got[0].0, a, "one at a time, in order");
+    let first = text(&got[0].1);
+    let second = text(&got[1].1);
+    let a_lines: Vec<&str> = first.lines().collect();
+    assert_eq!(a_lines[..2], ["left", "left"], "{first}");
+    let b_lines: Vec<&str> = second.lines().collect();
+    assert_eq!(b_lines[0], "files [] procs 0", "{second}");
+    assert_ne!(a_lines[2], b_lines[1], "one container each");
+    assert_eq!(guard.containers(), Vec::<String>::new(), "{stderr}");
+    assert!(common::host_processes_matching("sleep 1779").is_empty());
+}
+
+/// Bad input is one clear usage error (125) before anything starts: `--pool 0` or not a
+/// number, a FILE that is not there (nothing else runs), a directory with no document,
+/// standard input, `--work-dir`, an engine that cannot be reached. Without `--pool`, several
+/// FILEs are refused as before.
+#[test]
+fn pool_bad_input_is_one_error_before_anything_runs() {
+    let dir = TempDir::new("cli-batch-bad");
+    let ok = write(dir.path(), "ok.md", "```sh\necho ran\n```\n");
+    let missing = dir.path().join("missing.md").to_string_lossy().into_owned();
+    let empty = dir.path().join("empty");
+    fs::create_dir(&empty).unwrap();
+    let empty = empty.to_string_lossy().into_owned();
+    let work = dir.path().join("work").to_string_lossy().into_owned();
+    for (args, want) in [
+        (
+            vec!["--pool", "0", &ok],
+            "--pool takes a number above 0, not \"0\"",
+        ),
+        (vec!["--pool", "two", &ok], "--pool takes a number above 0"),
+        (
+            vec!["--pool", "2", &ok, &missing],
+            "missing.md: No such file",
+        ),
+        (vec!["--pool", "2", &empty], "no *.md or *.markdown file"),
+        (vec!["--pool", "2", "-"], "not standard input"),
+        (
+            vec!["--pool", "2", "--work-dir", &work, &ok],
+            "--work-dir cannot be used with --pool",
+        ),
+        (vec![&ok, &ok], "run takes one FILE"),
+    ] {
+        let (out, guard) = batch(dir.path(), "cli-batch-bad", &args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(125), "{args:?}: {stderr}");
+        assert!(stderr.contains(want), "{args:?}: {want:?} not in {stderr}");
+        assert_eq!(
+            stderr.lines().count(),
+            1 + usize::from(stderr.contains("Try ")),
+            "{stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}: nothing ran");
+        assert_eq!(guard.containers(), Vec::<String>::new(), "{args:?}");
+    }
+    let out = cli(&[
+        "-H",
+        "unix:///nonexistent/dockexec-batch.sock",
+        "run",
+        "--pool",
+        "2",
+        &ok,
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one error: {stderr}");
+    assert!(
+        stderr.contains("/nonexistent/dockexec-batch.sock"),
+        "{stderr}"
+    );
+}
+
+/// Ctrl-C in a batch cancels the running documents: nothing is left running, the summary
+/// says `cancelled` for those and `not run` for the rest, and the exit code is 130.
+#[test]
+fn pool_ctrl_c_cancels_the_batch_and_exits_130() {
+    const LIMIT: Duration = Duration::from_secs(60);
+    let dir = TempDir::new("cli-batch-int");
+    let (b, guard) = common::case_builder("cli-batch-int");
+    let config = config_file(dir.path(), &b.to_config());
+    let docs = dir.path().join("docs");
+    fs::create_dir(&docs).unwrap();
+    for name in ["a", "b", "c", "d"] {
+        fs::write(
+            docs.join(format!("{name}.md")),
+            "```sh\necho started\nsleep 1780\n```\n",
+        )
+        .unwrap();
+    }
+    let mut child = common::ChildProc::spawn(Command::new(BIN).args([
+        "run",
+        "--config",
+        &config,
+        "--pool",
+        "2",
+        &docs.to_string_lossy(),
+    ]));
+    assert!(
+        common::eventually(LIMIT, || common::host_processes_matching("sleep 1780")
+            .len()
+            >= 2),
+        "two documents running: {}",
+        child.transcript()
+    );
+    common::send_signal(child.pid(), "INT");
+    let status = common::wait_child(&mut child.child, LIMIT);
+    let transcript = child.transcript();
+    let status = status.unwrap_or_else(|| panic!("no exit within {LIMIT:?}:\n{transcript}"));
+    assert_eq!(status.code(), Some(130), "{transcript}");
+    for (name, ending) in [
+        ("a", "cancelled"),
+        ("b", "cancelled"),
+        ("c", "not run"),
+        ("d", "not run"),
+    ] {
+        let file = docs
+            .join(format!("{name}.md"))
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            transcript
+                .lines()
+                .any(|l| l.starts_with(&format!("[stderr] {file} ")) && l.ends_with(ending)),
+            "{file}: {ending} in the summary:\n{transcript}"
+        );
+    }
+    assert!(transcript.contains("(interrupted)"), "{transcript}");
+    assert_eq!(guard.containers(), Vec::<String>::new(), "{transcript}");
+    assert!(common::host_processes_matching("sleep 1780").is_empty());
+}
+
+/// A batch takes the run options for each document: `--timeout` (the summary says `timed
+/// out`, the exit code is 123) and `--json` (stdout is the records alone, each naming its
+/// file; no header).
+#[test]
+fn pool_applies_the_run_options_to_each_document() {
+    let dir = TempDir::new("cli-batch-opts");
+    let ok = write(
+        dir.path(),
+        "ok.md",
+        "```sh\necho fine\n```\n```sh\necho again\n```\n",
+    );
+    let slow = write(dir.path(), "slow.md", "```sh\necho begun\nsleep 30\n```\n");
+    let (out, guard) = batch(
+        dir.path(),
+        "cli-batch-opts",
+        &["--pool", "2", "--timeout", "1", "--json", &ok, &slow],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(123), "{stderr}");
+    let records: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    let of = |file: &str| -> Vec<&serde_json::Value> {
+        records.iter().filter(|r| r["file"] == file).collect()
+    };
+    assert_eq!(of(&ok).len(), 2, "{records:?}");
+    assert_eq!(of(&ok)[1]["stdout"], "again\n");
+    assert_eq!(of(&slow).len(), 1, "{records:?}");
+    assert_eq!(of(&slow)[0]["status"]["timed_out"], true);
+    assert_eq!(of(&slow)[0]["stdout"], "begun\n");
+    let row = stderr
+        .lines()
+        .find(|l| l.starts_with(&slow))
+        .unwrap_or_else(|| panic!("no summary row for {slow}:\n{stderr}"));
+    assert!(row.ends_with("timed out"), "{row}");
+    assert!(
+        stderr.contains(&format!("==> {slow} <==\ndockexec: timed out\n")),
+        "{stderr}"
+    );
+    assert_eq!(guard.containers(), Vec::<String>::new(), "{stderr}");
+}
+
+/// On a terminal (`script` gives the batch one), the progress is one line on stderr redrawn
+/// in place, and cleared before each document's output and before the summary; no plain
+/// per-document lines. Skipped where util-linux's `script` is missing.
+#[test]
+fn pool_progress_is_one_line_redrawn_on_a_terminal() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no `script` to give the batch a terminal");
+        return;
+    }
+    let dir = TempDir::new("cli-batch-tty");
+    let (b, guard) = common::case_builder("cli-batch-tty");
+    let config = config_file(dir.path(), &b.to_config());
+    let one = write(dir.path(), "one.md", "```sh\necho one\n```\n");
+    let two = write(dir.path(), "two.md", "```sh\necho two\n```\n");
+    let line = format!("{BIN} run --config {config} --pool 2 {one} {two}");
+    let out = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run script");
+    let all = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{all:?}");
+    for want in [
+        "\r\x1b[2K[0/2] 0 running, 0 failed",
+        "\r\x1b[2K[2/2] 0 running, 0 failed\r\x1b[2KFILE ",
+        "==> ",
+        "2 document(s) in ",
+    ] {
+        assert!(all.contains(want), "{want:?} in {all:?}");
+    }
+    assert!(!all.contains("dockexec: [1/2]"), "{all:?}");
+    assert_eq!(guard.containers(), Vec::<String>::new(), "{all:?}");
+}
+
+/// With SIGINT ignored, as in a shell's background job (`dockexec run --pool 2 … &`), no
+/// Ctrl-C handler can be set; the batch runs to its end all the same. (It once took the
+/// handler's dropped channel for a Ctrl-C: every document `not run`, exit 130.)
+#[test]
+fn pool_runs_to_its_end_with_sigint_ignored() {
+    let dir = TempDir::new("cli-batch-bg");
+    let (b, guard) = common::case_builder("cli-batch-bg");
+    let config = config_file(dir.path(), &b.to_config());
+    let one = write(dir.path(), "one.md", "```sh\necho one\n```\n");
+    let out = Command::new("sh")
+        .args(["-c", "trap '' INT; exec \"$@\"", "sh"])
+        .args([BIN, "run", "--config", &config, "--pool", "2", &one])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sh");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(text(&out.stdout), format!("==> {one} <==\none\n"));
+    assert!(!stderr.contains("interrupted"), "{stderr}");
+    assert_eq!(guard.containers(), Vec::<String>::new(), "{stderr}");
+}
+
+/// `--outputs DIR` in a batch: each document's figures in `DIR/<its name>/`, two documents
+/// of the same name apart (`plot`, `plot-2`); `--session` holds for each document.
+#[test]
+fn pool_outputs_go_to_a_directory_per_document() {
+    let dir = TempDir::new("cli-batch-outputs");
+    let (mut b, guard) = common::case_builder("cli-batch-outputs");
+    b.image(common::mpl_image());
+    let config = config_file(dir.path(), &b.to_config());
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/plot.md");
+    for sub in ["a", "b"] {
+        fs::create_dir(dir.path().join(sub)).unwrap();
+        fs::copy(example, dir.path().join(sub).join("plot.md")).unwrap();
+    }
+    let session = write(
+        dir.path(),
+        "session.md",
+        "```python\nx = 41\n```\n```python\nprint(x + 1)\n```\n",
+    );
+    let outputs = dir.path().join("out");
+    let out = Command::new(BIN)
+        .args(["run", "--config", &config, "--pool", "2", "--session"])
+        .args(["--outputs", &outputs.to_string_lossy()])
+        .args([dir.path().join("a"), dir.path().join("b")])
+        .arg(&session)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let got = sections(&out.stdout);
+    assert_eq!(got.len(), 3, "{}", text(&out.stdout));
+    for (file, bytes) in &got {
+        let want = if *file == session {
+            "42\n"
+        } else {
+            "50 points, max 48.0\n"
+        };
+        assert_eq!(text(bytes), want, "{file}");
+    }
+    assert_eq!(
+        common::files_under(&outputs),
+        ["plot/block-2-fig-1.png", "plot-2/block-2-fig-1.png"]
+            .map(std::path::PathBuf::from)
+            .to_vec()
+    );
+    assert_eq!(guard.containers(), Vec::<String>::new(), "{stderr}");
 }
