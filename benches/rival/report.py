@@ -264,13 +264,16 @@ def pool_report():
     load_txt = f"1-minute load average {min(loads):.1f}–{max(loads):.1f}" if loads else "load average not recorded"
     with open(os.path.join(RES, "pool.svg"), "w") as f:
         f.write(pool_chart(order, f"A pool of warm sandboxes: {size}, one python print per task",
-                           f"{when}, {load_txt} on {'/'.join(map(str, sorted(cores)))} cores (a shared machine)"))
+                           f"{when}, {load_txt} on {'/'.join(map(str, sorted(cores, key=str)))} cores"))
 
     rival = ways.get("rival-fresh")
     md = [POOL_BEGIN, "", "<!-- written by benches/rival/report.py from benches/results/pool*.json; do not edit -->", ""]
-    md.append(f"Run: {when}, {size}, image `{'`, `'.join(sorted(images))}`, "
-              f"{load_txt}: the machine is shared with other jobs, so these are one session's numbers, "
-              f"the ways run one after another in it. From {' and '.join(sources)}.")
+    ncores = max((c for c in cores if isinstance(c, int)), default=0)
+    shared = (": more than the cores, so other jobs shared the machine"
+              if loads and ncores and max(loads) > ncores else "")
+    md.append(f"Run: {when}, {size}, image `{'`, `'.join(sorted(images))}`, {ncores or '?'} cores, "
+              f"{load_txt}{shared}. The ways ran one after another in one session. "
+              f"From {' and '.join(sources)}.")
     md += ["", "| way | tasks/s | p50 per task | p99 per task | **vs the rival** (tasks/s) | load average at start → end |",
            "|---|---|---|---|---|---|"]
     for k, w in order:
