@@ -302,6 +302,12 @@ fn main() {
 /// warm before the clock starts) against a fresh `Executor` per task (start, run, stop). A
 /// task's time runs from `acquire` (or `start`) until the lease is back (or `stop` returned);
 /// tasks/s is the tasks over the wall time of all of them.
+///
+/// A full run (`--bench`) writes every way's raw results (per-task seconds, wall time, the
+/// load average before and after) to `DOCKEXEC_BENCH_POOL_RESULTS`, by default
+/// `benches/results/pool.json`, which `benches/rival/report.py` charts (with the async
+/// rival's row from `benches/rival/benches/pool.rs`); a smoke run writes them only when that
+/// variable is set, as the rival's `compare` bench does.
 fn pool_bench(mode: Mode, image: &str, rep: &mut Report) {
     let env = |k: &str, d: usize| {
         std::env::var(k)
@@ -339,7 +345,11 @@ fn pool_bench(mode: Mode, image: &str, rep: &mut Report) {
         (per, t0.elapsed().as_secs_f64())
     };
     let mut results = Vec::new();
-    for policy in [dockexec::Policy::Reset, dockexec::Policy::Fresh] {
+    let mut ways = Vec::new();
+    for (key, policy) in [
+        ("pool-reset", dockexec::Policy::Reset),
+        ("pool-fresh", dockexec::Policy::Fresh),
+    ] {
         let img = image.to_string();
         let pool = dockexec::Pool::builder()
             .executor(move || builder(&img))
@@ -353,21 +363,63 @@ fn pool_bench(mode: Mode, image: &str, rep: &mut Report) {
             assert!(warm.elapsed() < Duration::from_secs(120), "pool never warm");
             thread::sleep(Duration::from_millis(20));
         }
+        let (load0, started) = (loadavg(), unix_time());
         let (per, wall) = drive(&|| {
             let lease = pool.acquire().expect("pool: acquire");
             let out = lease.run(&block).expect("pool: run");
             assert_eq!(out.stdout, b"hello\n");
         });
+        let load1 = loadavg();
         pool.stop().expect("pool: stop");
-        results.push((format!("pool {policy:?}"), per, wall));
+        let name = format!("pool {policy:?}");
+        ways.push(pool_way(
+            key, &name, tasks, threads, &per, wall, started, load0, load1,
+        ));
+        results.push((name, per, wall));
     }
+    let (load0, started) = (loadavg(), unix_time());
     let (per, wall) = drive(&|| {
         let ex = builder(image).start().expect("fresh: start");
         let out = ex.run(&block).expect("fresh: run");
         assert_eq!(out.stdout, b"hello\n");
         ex.stop().expect("fresh: stop");
     });
-    results.push(("fresh Executor per task".to_string(), per, wall));
+    let name = "fresh Executor per task".to_string();
+    ways.push(pool_way(
+        "executor-per-task",
+        &name,
+        tasks,
+        threads,
+        &per,
+        wall,
+        started,
+        load0,
+        loadavg(),
+    ));
+    results.push((name, per, wall));
+    let path = match std::env::var_os("DOCKEXEC_BENCH_POOL_RESULTS") {
+        Some(p) => Some(std::path::PathBuf::from(p)),
+        None if mode == Mode::Full => {
+            Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/results/pool.json"))
+        }
+        None => None,
+    };
+    if let Some(p) = path {
+        let doc = json!({
+            "bench": "cargo bench --features bench --bench executor -- pool",
+            "mode": if mode == Mode::Full { "full" } else { "smoke" },
+            "image": image,
+            "cores": thread::available_parallelism().map_or(0, |n| n.get()),
+            "unix_time": unix_time(),
+            "ways": ways,
+        });
+        if let Some(d) = p.parent() {
+            std::fs::create_dir_all(d).expect("pool: results dir");
+        }
+        std::fs::write(&p, serde_json::to_string_pretty(&doc).expect("pool: json"))
+            .expect("pool: write results");
+        eprintln!("pool: wrote {}", p.display());
+    }
     for (name, per, wall) in results {
         rep.note(format!(
             "pool: {name}: {tasks} tasks on {threads} threads: {:.1} tasks/s, p50 {:.1} ms, p99 {:.1} ms",
@@ -381,6 +433,54 @@ fn pool_bench(mode: Mode, image: &str, rep: &mut Report) {
             per,
         ));
     }
+}
+
+/// One way's raw results, as `benches/rival/report.py` reads them (the rival's pool bench
+/// writes the same fields).
+#[allow(clippy::too_many_arguments)] // one flat record; a struct would only rename them
+fn pool_way(
+    key: &str,
+    name: &str,
+    tasks: usize,
+    threads: usize,
+    per: &[f64],
+    wall: f64,
+    started: u64,
+    load0: Vec<String>,
+    load1: Vec<String>,
+) -> serde_json::Value {
+    json!({
+        "way": key,
+        "name": name,
+        "tasks": tasks,
+        "threads": threads,
+        "wall_s": wall,
+        "tasks_per_s": tasks as f64 / wall,
+        "p50_s": report::pct(per, 0.5),
+        "p90_s": report::pct(per, 0.9),
+        "p99_s": report::pct(per, 0.99),
+        "per_task_s": per,
+        "started_unix": started,
+        "loadavg_start": load0,
+        "loadavg_end": load1,
+    })
+}
+
+/// The first three fields of `/proc/loadavg` (1, 5 and 15 minutes); empty where it is absent.
+fn loadavg() -> Vec<String> {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .map(str::to_string)
+        .collect()
+}
+
+/// Seconds since the Unix epoch.
+fn unix_time() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The create body dockexec sends, give or take its owner labels.

@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Every benchmark of BENCHMARKS.md, in one run, from a clean state; then the report.
 #
-#   scripts/bench.sh
+#   scripts/bench.sh          everything below
+#   scripts/bench.sh pool     steps 1, 3b and 6 only: the pool ways of issue 18, then the report
 #
 # 1. scripts/test-env.sh --tag-slim (daemon, test images, the python:3-slim tag AutoGen runs)
 # 2. benches/results/machine.json: CPU, cores, memory, kernel, Docker, rustc, load, time
 # 3. the scenarios: cargo bench --manifest-path benches/rival/Cargo.toml
 #    -> benches/results/compare.json (dockexec exec + agent, the bollard/tokio rival, floors)
+# 3b. the pool of warm sandboxes (issue 18), its ways one after another in this session:
+#    cargo bench --features bench --bench executor -- pool (a Pool under Policy::Reset and
+#    Policy::Fresh, a fresh Executor per task) -> benches/results/pool.json, then
+#    cargo bench --manifest-path benches/rival/Cargo.toml --bench pool (the rival, a fresh
+#    container per task) -> benches/results/pool-rival.json
 # 4. clean release builds, each in its own fresh target dir: the dockexec CLI
 #    (cargo build --release --features cli) and the bollard + tokio CLI (benches/rival/cli)
 #    -> benches/results/build.json (seconds, crates compiled, binary bytes)
@@ -16,13 +22,23 @@
 #
 # Knobs: DOCKEXEC_BENCH_N (20), DOCKEXEC_BENCH_N_START (6), DOCKEXEC_BENCH_N_STOP16 (4),
 # DOCKEXEC_BENCH_N_CONC (3), DOCKEXEC_BENCH_N_CANCEL (10), DOCKEXEC_BENCH_N_BIG (4);
-# DOCKEXEC_BENCH_BUILD=0 skips step 4, DOCKEXEC_BENCH_AUTOGEN=0 skips step 5 (their previous
-# results, if any, stay). Takes ~15 minutes on 2 cores.
+# DOCKEXEC_BENCH_POOL_TASKS (200 here) and DOCKEXEC_BENCH_POOL_THREADS (4) for step 3b;
+# DOCKEXEC_BENCH_POOL=0 skips step 3b, DOCKEXEC_BENCH_BUILD=0 skips step 4,
+# DOCKEXEC_BENCH_AUTOGEN=0 skips step 5 (their previous results, if any, stay). Takes ~20
+# minutes on 2 cores (step 3b ~4 of them at 200 tasks).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo=$PWD
 results=$repo/benches/results
 mkdir -p "$results"
+case ${1:-all} in
+all) only_pool=0 ;;
+pool) only_pool=1 ;;
+*)
+    echo "usage: scripts/bench.sh [pool]" >&2
+    exit 2
+    ;;
+esac
 
 while IFS='=' read -r k v; do
     [[ $k =~ ^[A-Z][A-Z0-9_]*$ ]] || continue
@@ -30,6 +46,28 @@ while IFS='=' read -r k v; do
 done <scripts/test-images.env
 bash scripts/test-env.sh --tag-slim
 export DOCKER_HOST=unix:///var/run/docker.sock
+
+# Step 3b: every pool way in this session, the dockexec ways first, then the rival's. Both files
+# are replaced only when both runs succeed, so the report never mixes two sessions' rows.
+pool_ways() {
+    export DOCKEXEC_BENCH_POOL_TASKS=${DOCKEXEC_BENCH_POOL_TASKS:-200}
+    export DOCKEXEC_BENCH_POOL_THREADS=${DOCKEXEC_BENCH_POOL_THREADS:-4}
+    echo "bench.sh: the pool ways, $DOCKEXEC_BENCH_POOL_TASKS tasks on $DOCKEXEC_BENCH_POOL_THREADS" \
+        "threads (cargo bench --features bench --bench executor -- pool; then the rival's)" >&2
+    DOCKEXEC_BENCH_POOL_RESULTS=$results/pool.json.tmp \
+        cargo bench --features bench --bench executor -- pool
+    DOCKEXEC_BENCH_POOL_RIVAL_RESULTS=$results/pool-rival.json.tmp \
+        cargo bench --manifest-path benches/rival/Cargo.toml --bench pool
+    mv "$results/pool.json.tmp" "$results/pool.json"
+    mv "$results/pool-rival.json.tmp" "$results/pool-rival.json"
+}
+
+if ((only_pool)); then
+    pool_ways
+    python3 benches/rival/report.py
+    echo "bench.sh: done; see BENCHMARKS.md (its pool section) and benches/results/pool*" >&2
+    exit 0
+fi
 
 echo "bench.sh: machine" >&2
 python3 - "$results/machine.json" <<'EOF'
@@ -59,6 +97,10 @@ import json, sys
 m = json.load(open(sys.argv[1])); m["loadavg_after_scenarios"] = open("/proc/loadavg").read().split()[:3]
 json.dump(m, open(sys.argv[1], "w"), indent=2)
 EOF
+
+if [[ ${DOCKEXEC_BENCH_POOL:-1} != 0 ]]; then
+    pool_ways
+fi
 
 if [[ ${DOCKEXEC_BENCH_BUILD:-1} != 0 ]]; then
     # One clean release build: seconds, crates compiled, binary size.

@@ -22,7 +22,8 @@
 #    and the gVisor lane (the core and sandbox tests under runsc; DOCKEXEC_TEST_GVISOR=0 skips it)
 # 4. cargo test --all-features --doc "$@"
 # 5. the benches against the async rival (benches/rival, its own workspace): cargo bench
-#    --no-run, then each scenario once with DOCKEXEC_BENCH_SMOKE=1, asserting behaviour only
+#    --no-run, then each scenario once with DOCKEXEC_BENCH_SMOKE=1, and the rival's pool way
+#    (issue 18: 4 tasks, a fresh container each), asserting behaviour only
 #    (DOCKEXEC_BENCH_RIVAL=0 skips it)
 # 6. scripts/fuzz.sh "${DOCKEXEC_FUZZ_SECS:-10}": every cargo-fuzz target for that many seconds
 #    (10 s in CI, a smoke run that keeps the whole near its time budget; longer runs by hand)
@@ -222,9 +223,11 @@ if [[ ${DOCKEXEC_BENCH_RIVAL:-1} == 0 ]]; then
     echo "test.sh: SKIP the rival benches (DOCKEXEC_BENCH_RIVAL=0)" >&2
 else
     echo "test.sh: cargo bench --manifest-path benches/rival/Cargo.toml --workspace --no-run," \
-        "then DOCKEXEC_BENCH_SMOKE=1 cargo bench --manifest-path benches/rival/Cargo.toml --bench compare" >&2
+        "then DOCKEXEC_BENCH_SMOKE=1 cargo bench --manifest-path benches/rival/Cargo.toml --bench compare," \
+        "then the same with --bench pool" >&2
     { cargo bench --manifest-path benches/rival/Cargo.toml --workspace --no-run &&
-        DOCKEXEC_BENCH_SMOKE=1 cargo bench --manifest-path benches/rival/Cargo.toml --bench compare; } ||
+        DOCKEXEC_BENCH_SMOKE=1 cargo bench --manifest-path benches/rival/Cargo.toml --bench compare &&
+        DOCKEXEC_BENCH_SMOKE=1 cargo bench --manifest-path benches/rival/Cargo.toml --bench pool; } ||
         { rc=$?; ((status)) || status=$rc; }
 fi
 

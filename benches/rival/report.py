@@ -5,13 +5,17 @@
 
 Reads benches/results/{compare.json, machine.json, build.json, autogen/table.md}, writes
 benches/results/*.svg and replaces the part of BENCHMARKS.md between the `generated` markers.
-Plain Python, no dependencies: the SVG is written by hand.
+Reads benches/results/{pool.json, pool-rival.json} (issue 18's pool bench: the dockexec ways
+from benches/executor.rs, the async rival's from benches/rival/benches/pool.rs), writes
+benches/results/pool.svg and replaces the part of BENCHMARKS.md between the `generated:pool`
+markers. Plain Python, no dependencies: the SVG is written by hand.
 """
 import json
 import math
 import os
 import statistics
 import sys
+import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 RES = os.path.join(ROOT, "benches", "results")
@@ -44,6 +48,28 @@ SCENARIOS = [
     ("bigout-10MB", "10 MB of stdout"),
 ]
 BEGIN, END = "<!-- generated:begin -->", "<!-- generated:end -->"
+# Issue 18's pool bench: its ways in table order, its own markers (it is not in the section above).
+POOL_WAYS = ["pool-reset", "pool-fresh", "executor-per-task", "rival-fresh"]
+POOL_LABEL = {
+    "pool-reset": "pool, Policy::Reset",
+    "pool-fresh": "pool, Policy::Fresh",
+    "executor-per-task": "fresh Executor per task",
+    "rival-fresh": "rival (bollard+tokio): container per task",
+}
+POOL_MD = {
+    "pool-reset": "pool, `Policy::Reset`",
+    "pool-fresh": "pool, `Policy::Fresh`",
+    "executor-per-task": "fresh `Executor` per task",
+    "rival-fresh": "rival (bollard+tokio), fresh container per task",
+}
+POOL_COLOR = {
+    "pool-reset": "#2ca02c",
+    "pool-fresh": "#17becf",
+    "executor-per-task": "#1f77b4",
+    "rival-fresh": "#d62728",
+}
+POOL_BEGIN, POOL_END = "<!-- generated:pool:begin -->", "<!-- generated:pool:end -->"
+POOL_CMD = "DOCKEXEC_BENCH_POOL_TASKS=1000 DOCKEXEC_BENCH_POOL_THREADS=4 scripts/bench.sh pool"
 
 
 def load(name, default=None):
@@ -182,7 +208,95 @@ def ratio_chart(rows, title):
     return svg(width, h, body)
 
 
+def pool_chart(ways, title, note):
+    """ways: [(key, {"tasks_per_s", "p50_s", "p99_s"})] -> three panels of horizontal bars on
+    linear axes, one bar per way, its value written at its end."""
+    left, top, bar, gap, width, pw, pgap = 300, 62, 18, 8, 900, 180, 20
+    h = top + len(ways) * (bar + gap) + 40
+    panels = [
+        ("tasks/s (higher: better)", "tasks_per_s", lambda v: f"{v:.1f}"),
+        ("p50 per task, ms (lower: better)", "p50_s", lambda v: f"{v * 1e3:.0f}"),
+        ("p99 per task, ms (lower: better)", "p99_s", lambda v: f"{v * 1e3:.0f}"),
+    ]
+    body = [f'<text x="{width / 2}" y="20" text-anchor="middle" font-size="15">{esc(title)}</text>']
+    for i, (k, w) in enumerate(ways):
+        y = top + i * (bar + gap)
+        body.append(f'<text x="{left - 8}" y="{y + bar / 2 + 4}" text-anchor="end">{esc(POOL_LABEL[k])}</text>')
+    for j, (ptitle, key, fmt) in enumerate(panels):
+        x0 = left + j * (pw + pgap)
+        vmax = max((w[key] or 0) for _, w in ways) or 1
+        span = pw - 40  # room for the value after the longest bar
+        body.append(f'<text x="{x0}" y="{top - 12}" font-size="11">{esc(ptitle)}</text>')
+        body.append(f'<line x1="{x0}" y1="{top - 4}" x2="{x0}" y2="{h - 36}" stroke="#bbb"/>')
+        for i, (k, w) in enumerate(ways):
+            y = top + i * (bar + gap)
+            v = w[key] or 0
+            bw = max(span * v / vmax, 1)
+            body.append(
+                f'<rect x="{x0}" y="{y}" width="{bw:.1f}" height="{bar}" fill="{POOL_COLOR[k]}">'
+                f"<title>{esc(POOL_LABEL[k])}: {fmt(v)}</title></rect>"
+            )
+            body.append(f'<text x="{x0 + bw + 4:.1f}" y="{y + bar / 2 + 4}" font-size="11">{fmt(v)}</text>')
+    body.append(f'<text x="{left}" y="{h - 14}" fill="#555">{esc(note)}</text>')
+    return svg(width, h, body)
+
+
+def pool_report():
+    """The pool chart and table, when pool.json or pool-rival.json exist."""
+    ways, sources, images, cores = {}, [], set(), set()
+    for name in ("pool.json", "pool-rival.json"):
+        d = load(name)
+        if d:
+            images.add(d.get("image", "?"))
+            cores.add(d.get("cores", "?"))
+            sources.append(f"`benches/results/{name}` ({d.get('mode', '?')}: `{d.get('bench', '?')}`)")
+            for w in d.get("ways", []):
+                ways[w["way"]] = w
+    order = [(k, ways[k]) for k in POOL_WAYS if k in ways]
+    if not order:
+        return
+    sizes = sorted({(w["tasks"], w["threads"]) for _, w in order})
+    size = "; ".join(f"{t} tasks on {n} threads" for t, n in sizes)
+    t0 = min(w["started_unix"] for _, w in order)
+    t1 = max(w["started_unix"] + w["wall_s"] for _, w in order)
+    when = f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime(t0))}–{time.strftime('%H:%M', time.gmtime(t1))} UTC"
+    loads = [float(x) for _, w in order for x in w.get("loadavg_start", [])[:1] + w.get("loadavg_end", [])[:1]]
+    load_txt = f"1-minute load average {min(loads):.1f}–{max(loads):.1f}" if loads else "load average not recorded"
+    with open(os.path.join(RES, "pool.svg"), "w") as f:
+        f.write(pool_chart(order, f"A pool of warm sandboxes: {size}, one python print per task",
+                           f"{when}, {load_txt} on {'/'.join(map(str, sorted(cores, key=str)))} cores"))
+
+    rival = ways.get("rival-fresh")
+    md = [POOL_BEGIN, "", "<!-- written by benches/rival/report.py from benches/results/pool*.json; do not edit -->", ""]
+    ncores = max((c for c in cores if isinstance(c, int)), default=0)
+    shared = (": more than the cores, so other jobs shared the machine"
+              if loads and ncores and max(loads) > ncores else "")
+    md.append(f"Run: {when}, {size}, image `{'`, `'.join(sorted(images))}`, {ncores or '?'} cores, "
+              f"{load_txt}{shared}. The ways ran one after another in one session. "
+              f"From {' and '.join(sources)}.")
+    md += ["", "| way | tasks/s | p50 per task | p99 per task | **vs the rival** (tasks/s) | load average at start → end |",
+           "|---|---|---|---|---|---|"]
+    for k, w in order:
+        vs = f"**{w['tasks_per_s'] / rival['tasks_per_s']:.2f}×**" if rival else "-"
+        la = f"{' '.join(w.get('loadavg_start', []))} → {' '.join(w.get('loadavg_end', []))}"
+        md.append(f"| {POOL_MD[k]} | {w['tasks_per_s']:.1f} | {ms(w['p50_s'])} ms | {ms(w['p99_s'])} ms | {vs} | {la} |")
+    md += ["", "To measure it again (the dockexec ways, then the rival's, in one session; then this table and chart):", "",
+           "```sh", POOL_CMD, "```", "", "![pool](benches/results/pool.svg)", "", POOL_END]
+
+    path = os.path.join(ROOT, "BENCHMARKS.md")
+    text = open(path).read() if os.path.exists(path) else ""
+    if POOL_BEGIN not in text or POOL_END not in text:
+        print(f"report.py: no {POOL_BEGIN} ... {POOL_END} in {path}; the pool table is not written")
+        return
+    head, rest = text.split(POOL_BEGIN, 1)
+    _, tail = rest.split(POOL_END, 1)
+    with open(path, "w") as f:
+        f.write(head + "\n".join(md) + tail)
+    print(f"report.py: wrote {RES}/pool.svg and the pool table of {path}")
+
+
 def main():
+    pool_report()
     cmp_ = load("compare.json")
     if cmp_ is None:
         sys.exit("report.py: no benches/results/compare.json; run scripts/bench.sh first")
