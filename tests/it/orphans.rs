@@ -371,7 +371,8 @@ fn start_sweeps_kept_orphans_unless_told_not_to() {
     let (mut quiet, _guard1) = common::case_builder("orphan-start-quiet");
     quiet.gc_orphans(false).strategy(Strategy::Exec);
     let (mut sweeping, _guard2) = common::case_builder("orphan-start-sweep");
-    sweeping.strategy(Strategy::Exec);
+    // The library's default, which the suite's builder turns off.
+    sweeping.gc_orphans(true).strategy(Strategy::Exec);
     common::watchdog(LIMIT * 2, move || {
         let setup = Setup {
             keep: true,
@@ -422,5 +423,51 @@ fn gc_spares_the_stopped_container_of_a_live_owner_until_forced() {
                 == vec![ex.container_id().to_string()]
         }));
         let _ = ex.stop();
+    });
+}
+
+/// The suite's own executors leave other tests' orphans alone: a container made by hand,
+/// exited, with an owner that cannot be alive, outlives a `start()` of the suite's builder.
+/// (Before, every test's `start()` swept it: the rehearsal's
+/// `gc_removes_exited_and_long_created_…` waited 20 s for its exited container, gone.)
+#[test]
+fn the_suites_executors_sweep_no_other_tests_fixture() {
+    let _serial = common::serial();
+    let guard = common::CaseGuard::new("gc-fixture");
+    common::watchdog(LIMIT, move || {
+        let label = format!("{}={}", common::CASE_LABEL, guard.value);
+        let executor = format!("dockexec.executor={}", common::unique_name("gc-fixture"));
+        let bb = common::busybox();
+        let (ok, out) = common::docker(&[
+            "create",
+            "--network",
+            "none",
+            "--label",
+            &executor,
+            "--label",
+            "dockexec.test=1",
+            "--label",
+            &label,
+            "--label",
+            "dockexec.owner.pid=999999999",
+            &bb,
+            "true",
+        ]);
+        assert!(ok, "docker create: {out}");
+        let fixture = out.trim().to_string();
+        assert!(common::docker(&["start", &fixture]).0);
+        assert!(common::eventually(Duration::from_secs(20), || {
+            common::docker(&["inspect", "-f", "{{.State.Status}}", &fixture])
+                .1
+                .trim()
+                == "exited"
+        }));
+        let (b, _guard) = common::case_builder("gc-fixture-start");
+        let ex = b.start().unwrap();
+        assert!(
+            common::container_exists(&fixture),
+            "a test's start() swept another test's fixture"
+        );
+        ex.stop().unwrap();
     });
 }
