@@ -42,9 +42,9 @@ pub enum Policy {
     /// When blocks cannot be root (the agent strategy, a non-root
     /// [`user`](crate::ExecutorBuilder::user), `no-new-privileges`, and a PID namespace of the
     /// container's own: the defaults) the agent
-    /// stays: it ends every block, session and warm process of its own, kills every process
-    /// in the container whose uid is not root's (a block's daemons too, wherever they went,
-    /// stopped or renamed), and starts its warm processes again; no `docker exec` at all.
+    /// stays, warm: it ends every block and session of its own and kills every process in
+    /// the container whose uid is not root's (a block's daemons too, wherever they went,
+    /// stopped or renamed); no `docker exec` at all.
     /// Otherwise (root blocks, which could tamper with the agent; the exec strategy), and
     /// whenever that fast way fails, the container's keeper kills every process and a fresh
     /// agent is started (one exec). A reset that still fails retires the executor.

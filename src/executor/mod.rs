@@ -44,6 +44,48 @@ const WIPE: &str = r#"for d in /workspace "$HOME" /tmp /dev/shm; do
 done
 exit 0"#;
 
+/// [`WIPE`] in Python, for the fast reset (the agent's path, so Python is there): the same
+/// dirs, emptied and checked the same way, with no process started (a zygote block: some
+/// 3 ms, where `WIPE` forks a dozen, some 20). Every entry is reached from its parent's
+/// descriptor (`dir_fd`), a directory is opened with `O_NOFOLLOW`, and a link or fifo is
+/// unlinked, never opened. Anything it cannot do (a tree deeper than Python recurses) fails
+/// it, and [`WIPE`] runs next.
+const PY_WIPE: &str = r#"import os
+F = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+def empty(d):
+    for e in list(os.scandir(d)):
+        try:
+            if e.is_dir(follow_symlinks=False):
+                try:
+                    fd = os.open(e.name, F, dir_fd=d)
+                except PermissionError:
+                    os.chmod(e.name, 0o700, dir_fd=d)
+                    fd = os.open(e.name, F, dir_fd=d)
+                try:
+                    empty(fd)
+                finally:
+                    os.close(fd)
+                os.rmdir(e.name, dir_fd=d)
+            else:
+                os.unlink(e.name, dir_fd=d)
+        except OSError:
+            pass
+left = []
+for p in ('/workspace', os.environ.get('HOME', ''), '/tmp', '/dev/shm'):
+    if p not in ('/workspace', '/tmp', '/dev/shm', '/root') and not p.startswith(('/tmp/', '/home/')):
+        continue
+    try:
+        d = os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        continue
+    empty(d)
+    if os.listdir(d):
+        left.append(p)
+    os.close(d)
+if left:
+    os.write(2, ('dockexec: %s not empty after reset\n' % ' '.join(left)).encode())
+    raise SystemExit(1)"#;
+
 /// Bound on the inspect that tells a paused container from a hung agent.
 const PAUSE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long `stop()` lets the daemon take to remove the container.
@@ -474,16 +516,17 @@ impl Executor {
 
     /// The pool's reset between two tasks ([`Policy::Reset`](crate::Policy::Reset)): every
     /// process of the task is killed and the workspace, `$HOME`, `/tmp` and `/dev/shm` are
-    /// emptied (by [`WIPE`], as the blocks' user, checked).
+    /// emptied (by [`PY_WIPE`] or [`WIPE`], as the blocks' user, checked).
     ///
     /// The fast way keeps the agent (no `docker exec`, no keeper round trip): it asks the
-    /// agent to end every block, session and spare, to kill every process in the container
-    /// whose uid is not root's, and to fork fresh spares. Taken when blocks cannot be root
-    /// (see `fast_reset`); any failure of it (the agent gone, a process that outlives the
+    /// agent to end every block and session and to kill every process in the container whose
+    /// uid is not root's (its warm, root-owned spares stay). Taken when blocks cannot be root
+    /// (see `fast_reset`). Any failure of it (the agent gone, a process that outlives the
     /// kills, a wipe that leaves something) falls back on the full way,
-    /// [`restart`](Self::restart) then the wipe: most such failures are a lost agent, which the restart
-    /// replaces at the cost of one exec rather than a whole container, and the wipe still
-    /// checks what the restart left. Only a failure of that retires the executor.
+    /// [`restart`](Self::restart) then the wipe, rather than retiring the executor at once:
+    /// most such failures are a lost agent (an OOM kill, a crash), which the restart replaces
+    /// at the cost of one exec rather than a whole container, and the wipe still checks what
+    /// the restart left. Only a failure of that retires the executor.
     ///
     /// # Errors
     /// As [`restart`](Self::restart), or [`Error::Internal`] when the wipe leaves something.
@@ -500,7 +543,7 @@ impl Executor {
         Ok(ResetPath::Full)
     }
 
-    /// The agent's RESET, then the wipe.
+    /// The agent's RESET, then the wipe ([`PY_WIPE`], else [`WIPE`]).
     fn fast_reset(&self) -> Result<()> {
         let agent = self
             .inner
@@ -524,12 +567,18 @@ impl Executor {
                 .map_err(|e| self.inner.redact(e))?;
             drop(gate);
         }
-        self.wipe()
+        self.wipe_with(&CodeBlock::python(PY_WIPE))
+            .or_else(|_| self.wipe())
     }
 
     /// Runs [`WIPE`] as a block.
     fn wipe(&self) -> Result<()> {
-        let out = self.run(&CodeBlock::sh(WIPE))?;
+        self.wipe_with(&CodeBlock::sh(WIPE))
+    }
+
+    /// Runs a wipe as a block: `Ok` when it succeeds.
+    fn wipe_with(&self, block: &CodeBlock) -> Result<()> {
+        let out = self.run(block)?;
         if out.status.success() {
             Ok(())
         } else {

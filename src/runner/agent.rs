@@ -827,9 +827,9 @@ impl AgentRunner {
         r
     }
 
-    /// The pool's fast reset (RESET, request id `id`): the agent ends every block, session and
-    /// spare it has, kills every process in the container whose uid is not root's, and forks
-    /// fresh spares; it stays, and so does its connection. Only the current agent: one that
+    /// The pool's fast reset (RESET, request id `id`): the agent ends every block and session
+    /// it has and kills every process in the container whose uid is not root's; it stays, and
+    /// so does its connection. Only the current agent: one that
     /// died is not started again here (the caller falls back on the full restart).
     ///
     /// # Errors

@@ -21,7 +21,7 @@
 //! | `0x05` SHUTDOWN | host → agent | 0 | empty: kill everything, exit |
 //! | `0x06` PING | host → agent | any | echoed in PONG |
 //! | `0x07` SESSION_RESET | host → agent | session | empty: a fresh namespace |
-//! | `0x08` RESET | host → agent | a request id | JSON: user (the blocks' user). Ends every block, session and spare, kills every process in the container whose uid is not root, forks fresh spares; answered by RESET_DONE, or ERROR with [`ErrorCode::ResetFailed`] |
+//! | `0x08` RESET | host → agent | a request id | JSON: user (the blocks' user). Ends every block and session, kills every process in the container whose uid is not root's; answered by RESET_DONE, or ERROR with [`ErrorCode::ResetFailed`] |
 //! | `0x81` READY | agent → host | 0 | JSON: protocol, pid, python, subreaper, zygote, warnings |
 //! | `0x82` STARTED | agent → host | execution | JSON: pid |
 //! | `0x83` STDOUT | agent → host | execution | bytes |

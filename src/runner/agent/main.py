@@ -310,9 +310,10 @@ class _Agent(_AgentSessions):
         return None
 
     def on_reset(self, rid, payload):
-        """RESET (the pool's fast reset, between two tasks): ends every block, session and spare,
-        kills every process whose uid is not root's (_kill_non_root), forks fresh spares, then
-        RESET_DONE. Refused while blocks run as root (a root block may have tampered with this
+        """RESET (the pool's fast reset, between two tasks): ends every block and session, kills
+        every process whose uid is not root's (_kill_non_root), then RESET_DONE. The spares stay:
+        root processes forked from this agent that never ran a block's code (nothing of the task
+        reaches them), and forking them again would give the same memory, the agent's. Refused while blocks run as root (a root block may have tampered with this
         agent: only the keeper's restart and a fresh agent are sure then). The agent reads only
         /proc's status lines meanwhile, nothing a block wrote; the files are the wipe's, as the
         blocks' user, after this."""
@@ -336,15 +337,13 @@ class _Agent(_AgentSessions):
             return
         self.culled.clear()
         self.mem_last = 0
-        self.spare_retry = 0.0
-        while len(self.spares) < SPARES and self.make_spare():
-            pass
+        self.spare_retry = 0.0  # a fork bomb may have made the last one fail
         self.send_json(RESET_DONE, rid, {"killed": killed, "rounds": rounds})
 
     def end_all(self, why):
-        """Every block ends now, killed (its EXIT sent after what its pipes hold), every session
-        with it (its blocks end lost, or refused), every spare is killed. Their shepherds' reports
-        come later and find nothing left to report to."""
+        """Every block ends now, killed (its EXIT sent after what its pipes hold), and every
+        session with it (its blocks end lost, or refused). Their shepherds' reports come later and
+        find nothing left to report to."""
         for b in list(self.blocks.values()):
             if not b.killed:
                 b.killed = b.status is None
@@ -360,11 +359,6 @@ class _Agent(_AgentSessions):
         for s in list(self.sessions.values()):
             self.sess_end(s, why)
         self.sessions.clear()
-        for shep, out_r, err_r, spec_w, res_r in self.spares:
-            _kill_trees([shep.pid])
-            for fd in (out_r, err_r, spec_w, res_r):
-                os.close(fd)
-        self.spares = []
 
     def busy(self, bid):
         if bid in self.blocks:
