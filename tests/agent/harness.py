@@ -770,14 +770,15 @@ def reset_kills_every_process_of_the_blocks_users():
     # a daemon (setsid, double fork), a stopped process, a running block and a session
     # (stopped under a shell of its own session that waits for it: a stopped process whose group
     # is orphaned by its parent's exit gets SIGHUP and SIGCONT from the kernel)
-    r = A.run("setsid sh -c '(sleep 4721 &) ; exit 0' </dev/null >/dev/null 2>&1 &\n"
-              "setsid sh -c 'sleep 4722 & kill -STOP $!; wait' </dev/null >/dev/null 2>&1 &",
+    r = A.run("setsid sh -c '(sleep 9472101 &) ; exit 0' </dev/null >/dev/null 2>&1 &\n"
+              "setsid sh -c 'sleep 9472102 & kill -STOP $!; wait' </dev/null >/dev/null 2>&1 &",
               user=user)
     eq(r.code, 0, "planted: %r" % (r,))
-    check(wait_until(lambda: len(procs_with("4721")) == 1 and
-                     any(st == "T" for st in procs_with("sleep 4722").values())),
-          "planted: %r", procs_with("sleep 472"))
-    fid = A.start("sleep 4723", user=user)
+    # (the stopped one is `sleep` or, stopped before its exec, the forked shell: by "9472102")
+    check(wait_until(lambda: len(procs_with("9472101")) == 1 and
+                     any(st == "T" for st in procs_with("9472102").values())),
+          "planted: %r", procs_with("947210"))
+    fid = A.start("sleep 9472103", user=user)
     A.wait_kind(STARTED, fid)
     sid = A.open_session(user=user)
     rid = A.new_id()
@@ -787,8 +788,8 @@ def reset_kills_every_process_of_the_blocks_users():
     check(done["killed"] >= 2, "RESET_DONE: %r", done)
     r = A.result(fid)
     eq((r.code, r.signal), (None, 9), "a running block ends killed")
-    live = lambda: [p for p, st in procs_with("sleep 472").items() if st != "Z"]  # noqa: E731
-    check(not live() or wait_until(lambda: not live(), 2), "left: %r", procs_with("sleep 472"))
+    live = lambda: [p for p, st in procs_with("947210").items() if st != "Z"]  # noqa: E731
+    check(not live() or wait_until(lambda: not live(), 2), "left: %r", procs_with("947210"))
     r = A.run("echo after", user=user)
     eq(r.out, b"after\n", "a block after the reset")
     r = A.run("print('zygote after')", lang="python", user=user, zygote=True)
