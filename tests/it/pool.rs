@@ -769,3 +769,40 @@ fn a_root_block_executor_resets_by_a_full_restart() {
         pool.stop().unwrap();
     });
 }
+
+/// A block still running when its lease goes back (its `Execution` kept by the caller) ends,
+/// cancelled, with the fast reset, and the next task finds nothing of it.
+#[test]
+fn a_block_running_at_release_ends_with_the_fast_reset() {
+    let _serial = serial();
+    if !agent_strategy() {
+        return;
+    }
+    common::watchdog(LIMIT, || {
+        let (pool, _guard) = one_executor_pool("pool-running", |_| {});
+        let first = pool.acquire().unwrap();
+        let id = first.container_id().to_string();
+        assert!(first.run(&py("print(1)")).unwrap().status.success());
+        let agent = common::agent_pid(&id).expect("an agent");
+        let running = first
+            .spawn(&CodeBlock::sh("echo up; exec sleep 4718"))
+            .unwrap();
+        assert!(common::eventually(Duration::from_secs(10), || {
+            common::processes_matching(&id, "sleep 4718").len() == 1
+        }));
+        drop(first);
+        let out = running
+            .wait_timeout(Duration::from_secs(30))
+            .unwrap()
+            .cloned()
+            .expect("the block ended with the reset");
+        assert!(out.status.cancelled(), "{out:?}");
+        let second = pool.acquire().unwrap();
+        assert_eq!(second.container_id(), id);
+        assert!(common::processes_matching(&id, "sleep 4718").is_empty());
+        assert_nothing_runs(&second, "after a block running at release");
+        assert_eq!(common::agent_pid(&id), Some(agent), "not the fast reset");
+        drop(second);
+        pool.stop().unwrap();
+    });
+}
