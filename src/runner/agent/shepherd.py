@@ -195,8 +195,9 @@ KILLER_WAIT = 0.5  # seconds one killer (_kill_as) may take before it is killed 
 
 def _non_root_procs(me):
     """pid -> (state, real uid, saved uid) of every live process (not a zombie) with a uid other
-    than root's, from /proc/PID/status: kernel-written lines (the one a process controls, Name, is
-    escaped by the kernel and comes first; only State and Uid are read, by their prefix)."""
+    than root's, from /proc/PID/status: kernel-written lines but the first, Name (the process's
+    comm), which Linux escapes but another kernel (gVisor's) may not: a comm of "x\nUid:\t0..."
+    could then add lines before the real ones, so the last State and Uid lines are taken."""
     procs = {}
     try:
         names = os.listdir("/proc")
@@ -214,7 +215,6 @@ def _non_root_procs(me):
                 state = line[6:].split()[:1]
             elif line.startswith(b"Uid:"):
                 uids = line[4:].split()
-                break
         try:
             real, eff, saved = int(uids[0]), int(uids[1]), int(uids[2])
         except (TypeError, ValueError, IndexError):
