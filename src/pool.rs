@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::code::CodeBlock;
 use crate::docker::api::Client;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -35,12 +34,30 @@ const START_BACKOFF: Duration = Duration::from_secs(1);
 /// The clean-up between two tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Policy {
-    /// Kill every process of the task (the container stays; the agent is started afresh),
-    /// empty the workspace, `/tmp`, `/dev/shm` and `$HOME`, and hand the same container out
-    /// again. Sessions are gone with their processes; every block starts from the
-    /// executor's own environment. A reset that fails retires the executor. The default: 2.5×
-    /// the tasks/s of `Fresh` in BENCHMARKS.md's run (one exec to restart the agent, against
-    /// a container's create, start and removal).
+    /// Kill every process of the task, empty the workspace, `/tmp`, `/dev/shm` and `$HOME`
+    /// (as the blocks' user, never following a link, then checked empty), and hand the same
+    /// container out again. Sessions are gone with their processes; every block starts from
+    /// the executor's own environment.
+    ///
+    /// When blocks cannot be root (the agent strategy, a non-root
+    /// [`user`](crate::ExecutorBuilder::user), `no-new-privileges`, and a PID namespace of the
+    /// container's own: the defaults) the agent
+    /// stays, warm: it ends every block and session of its own and kills every process in
+    /// the container whose uid is not root's (a block's daemons too, wherever they went,
+    /// stopped or renamed); no `docker exec` at all.
+    /// Otherwise (root blocks, which could tamper with the agent; the exec strategy), and
+    /// whenever that fast way fails, the container's keeper kills every process and a fresh
+    /// agent is started (one exec). A reset that still fails retires the executor.
+    ///
+    /// What the fast way keeps that a fresh agent would not: the agent's own memory, so a
+    /// zygote block or a session (both forked from it) of the next task may find the code
+    /// text (not the output) of earlier tasks in freed heap, as later blocks of one executor
+    /// always could (see [`Strategy::Agent`](crate::Strategy::Agent)); use
+    /// [`Policy::Fresh`] where that matters. Neither way removes System V IPC objects a task
+    /// made.
+    ///
+    /// The default: BENCHMARKS.md measures it against `Fresh` (a container's create, start
+    /// and removal per task).
     #[default]
     Reset,
     /// Remove the used container; the refill starts a new one. Bounded by the engine's
@@ -537,32 +554,11 @@ impl Drop for Lease {
     }
 }
 
-/// What a reset leaves behind it is checked: the workspace and `$HOME` are emptied as the
-/// blocks' user (after the restart emptied `/tmp` and `/dev/shm` and killed every process),
-/// then found empty, else the reset fails.
-const WIPE: &str = r#"for d in /workspace "$HOME" /tmp /dev/shm; do
-  case "$d" in /workspace|/tmp|/dev/shm|/tmp/*|/home/*|/root) ;; *) continue ;; esac
-  [ -d "$d" ] || continue
-  find "$d" -mindepth 1 -type d ! -perm -700 -exec chmod u+rwx {} \; 2>/dev/null
-  rm -rf "$d"/* "$d"/.[!.]* "$d"/..?* 2>/dev/null
-  [ -z "$(ls -A "$d")" ] || { echo "dockexec: $d not empty after reset" >&2; exit 1; }
-done
-exit 0"#;
-
-/// Kills every process of the last task, restarts the agent, and empties the workspace,
-/// `/tmp`, `/dev/shm` and `$HOME`.
+/// Kills every process of the last task and empties the workspace, `/tmp`, `/dev/shm` and
+/// `$HOME`: the agent kept when it is safe, else a full restart (see
+/// [`Executor::reset_for_pool`]).
 fn reset(executor: &Executor) -> Result<()> {
-    executor.restart()?;
-    let out = executor.run(&CodeBlock::sh(WIPE))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(Error::Internal(format!(
-            "the reset's wipe failed ({:?}): {}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).trim_end()
-        )))
-    }
+    executor.reset_for_pool().map(|_| ())
 }
 
 struct Warm {

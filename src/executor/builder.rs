@@ -480,6 +480,14 @@ impl ExecutorBuilder {
                 container,
                 keeper,
                 block_user: user,
+                // A block that may become root (no `no-new-privileges`), or a PID namespace
+                // shared with others (`PidMode` in the raw host config), whose processes the
+                // agent's kill of every non-root one would reach: the pool's reset restarts.
+                keep_agent_at_reset: self.no_new_privileges
+                    && self
+                        .host_config
+                        .as_ref()
+                        .is_none_or(|c| c.get("PidMode").is_none()),
                 image: self.image.clone(),
                 workspace,
                 timeout: self.timeout,

@@ -31,6 +31,61 @@ pub use start::{PullPolicy, PullProgress};
 
 /// Bound on the exec that empties `/tmp` and `/dev/shm` as the blocks' user at a restart.
 const TMP_CLEAN_TIMEOUT: Duration = Duration::from_secs(10);
+/// What a pool's reset leaves behind it is checked: the workspace, `$HOME`, `/tmp` and
+/// `/dev/shm` are emptied as the blocks' user (after every process of theirs was killed, so
+/// nothing races it), then found empty, else the reset fails. `find` without `-L` and `rm -rf`
+/// never follow a link: a block's link to `/` or to a volume is removed, its target untouched.
+const WIPE: &str = r#"for d in /workspace "$HOME" /tmp /dev/shm; do
+  case "$d" in /workspace|/tmp|/dev/shm|/tmp/*|/home/*|/root) ;; *) continue ;; esac
+  [ -d "$d" ] || continue
+  find "$d" -mindepth 1 -type d ! -perm -700 -exec chmod u+rwx {} \; 2>/dev/null
+  rm -rf "$d"/* "$d"/.[!.]* "$d"/..?* 2>/dev/null
+  [ -z "$(ls -A "$d")" ] || { echo "dockexec: $d not empty after reset" >&2; exit 1; }
+done
+exit 0"#;
+
+/// [`WIPE`] in Python, for the fast reset (the agent's path, so Python is there): the same
+/// dirs, emptied and checked the same way, with no process started (a zygote block: some
+/// 3 ms, where `WIPE` forks a dozen, some 20). Every entry is reached from its parent's
+/// descriptor (`dir_fd`), a directory is opened with `O_NOFOLLOW`, and a link or fifo is
+/// unlinked, never opened. Anything it cannot do (a tree deeper than Python recurses) fails
+/// it, and [`WIPE`] runs next.
+const PY_WIPE: &str = r#"import os
+F = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+def empty(d):
+    for e in list(os.scandir(d)):
+        try:
+            if e.is_dir(follow_symlinks=False):
+                try:
+                    fd = os.open(e.name, F, dir_fd=d)
+                except PermissionError:
+                    os.chmod(e.name, 0o700, dir_fd=d)
+                    fd = os.open(e.name, F, dir_fd=d)
+                try:
+                    empty(fd)
+                finally:
+                    os.close(fd)
+                os.rmdir(e.name, dir_fd=d)
+            else:
+                os.unlink(e.name, dir_fd=d)
+        except OSError:
+            pass
+left = []
+for p in ('/workspace', os.environ.get('HOME', ''), '/tmp', '/dev/shm'):
+    if p not in ('/workspace', '/tmp', '/dev/shm', '/root') and not p.startswith(('/tmp/', '/home/')):
+        continue
+    try:
+        d = os.open(p, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        continue
+    empty(d)
+    if os.listdir(d):
+        left.append(p)
+    os.close(d)
+if left:
+    os.write(2, ('dockexec: %s not empty after reset\n' % ' '.join(left)).encode())
+    raise SystemExit(1)"#;
+
 /// Bound on the inspect that tells a paused container from a hung agent.
 const PAUSE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long `stop()` lets the daemon take to remove the container.
@@ -87,6 +142,10 @@ pub(crate) struct Inner {
     keeper: Arc<Keeper>,
     /// The user blocks run as (`None`: root), for emptying `/tmp` at `restart`.
     block_user: Option<String>,
+    /// Whether [`Executor::reset_for_pool`] may keep the agent: the agent strategy, a block
+    /// user that is not root, `no-new-privileges` (else a block may become root and tamper
+    /// with the agent) and a PID namespace of the container's own.
+    fast_reset: bool,
     name: String,
     image: String,
     workspace: Arc<Workspace>,
@@ -133,6 +192,9 @@ pub(crate) struct Parts {
     pub(crate) container: String,
     pub(crate) keeper: Arc<Keeper>,
     pub(crate) block_user: Option<String>,
+    /// Whether the container allows [`Executor::reset_for_pool`] to keep the agent, given a
+    /// non-root block user (see `Inner::fast_reset`).
+    pub(crate) keep_agent_at_reset: bool,
     pub(crate) image: String,
     pub(crate) workspace: Arc<Workspace>,
     pub(crate) timeout: Option<Duration>,
@@ -155,6 +217,11 @@ impl Executor {
             id: p.id,
             container: p.container,
             keeper: p.keeper,
+            fast_reset: p.strategy == Strategy::Agent
+                && p.keep_agent_at_reset
+                && p.block_user
+                    .as_deref()
+                    .is_some_and(|u| !crate::spec::is_root(u)),
             block_user: p.block_user,
             name: p.name,
             image: p.image,
@@ -447,6 +514,82 @@ impl Executor {
         Ok(())
     }
 
+    /// The pool's reset between two tasks ([`Policy::Reset`](crate::Policy::Reset)): every
+    /// process of the task is killed and the workspace, `$HOME`, `/tmp` and `/dev/shm` are
+    /// emptied (by [`PY_WIPE`] or [`WIPE`], as the blocks' user, checked).
+    ///
+    /// The fast way keeps the agent (no `docker exec`, no keeper round trip): it asks the
+    /// agent to end every block and session and to kill every process in the container whose
+    /// uid is not root's (its warm, root-owned spares stay). Taken when blocks cannot be root
+    /// (see `fast_reset`). Any failure of it (the agent gone, a process that outlives the
+    /// kills, a wipe that leaves something) falls back on the full way,
+    /// [`restart`](Self::restart) then the wipe, rather than retiring the executor at once:
+    /// most such failures are a lost agent (an OOM kill, a crash), which the restart replaces
+    /// at the cost of one exec rather than a whole container, and the wipe still checks what
+    /// the restart left. Only a failure of that retires the executor.
+    ///
+    /// # Errors
+    /// As [`restart`](Self::restart), or [`Error::Internal`] when the wipe leaves something.
+    pub(crate) fn reset_for_pool(&self) -> Result<ResetPath> {
+        if self.inner.fast_reset {
+            match self.fast_reset() {
+                Ok(()) => return Ok(ResetPath::Fast),
+                Err(Error::Stopped) => return Err(Error::Stopped),
+                Err(_) => {} // the full way, below
+            }
+        }
+        self.restart()?;
+        self.wipe()?;
+        Ok(ResetPath::Full)
+    }
+
+    /// The agent's RESET, then the wipe ([`PY_WIPE`], else [`WIPE`]).
+    fn fast_reset(&self) -> Result<()> {
+        let agent = self
+            .inner
+            .runner
+            .as_agent()
+            .ok_or_else(|| Error::Agent("no agent to reset".into()))?;
+        {
+            // Held for the request only: the wipe's spawn takes the read side itself.
+            let gate = self.inner.gate.read();
+            if *gate || self.inner.stopping.load(Ordering::SeqCst) {
+                return Err(Error::Stopped);
+            }
+            // Cancelled as at a restart: a block still running ends killed (the agent also
+            // ends it and says so; whichever comes first).
+            for w in self.inner.live.lock().iter() {
+                w.request(Reason::Cancel);
+            }
+            let n = self.inner.next.fetch_add(1, Ordering::Relaxed);
+            agent
+                .reset(crate::runner::agent::execution_id(n))
+                .map_err(|e| self.inner.redact(e))?;
+            drop(gate);
+        }
+        self.wipe_with(&CodeBlock::python(PY_WIPE))
+            .or_else(|_| self.wipe())
+    }
+
+    /// Runs [`WIPE`] as a block.
+    fn wipe(&self) -> Result<()> {
+        self.wipe_with(&CodeBlock::sh(WIPE))
+    }
+
+    /// Runs a wipe as a block: `Ok` when it succeeds.
+    fn wipe_with(&self, block: &CodeBlock) -> Result<()> {
+        let out = self.run(block)?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(Error::Internal(format!(
+                "the reset's wipe failed ({:?}): {}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).trim_end()
+            )))
+        }
+    }
+
     /// Stops the executor: cancels every live execution (handles dropped or not), joins every
     /// worker thread, removes the container, and removes a temporary work dir.
     ///
@@ -465,6 +608,15 @@ impl Executor {
     pub fn stop(&self) -> Result<()> {
         self.inner.stop()
     }
+}
+
+/// Which way [`Executor::reset_for_pool`] went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ResetPath {
+    /// The agent kept: its RESET, then the wipe.
+    Fast,
+    /// [`Executor::restart`], then the wipe.
+    Full,
 }
 
 impl Drop for Executor {

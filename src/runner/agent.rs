@@ -77,6 +77,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on one write to the agent: it reads its stdin all the time, so only a hung agent or
 /// daemon makes a write wait, and then `stop()` must not wait with it.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the agent may take to answer RESET: its own bound on the kills (5 s,
+/// `RESET_KILL_WAIT` in `agent/shepherd.py`) and some.
+const RESET_TIMEOUT: Duration = Duration::from_secs(10);
 /// How much of the agent's stderr is kept, to explain a connection that ends.
 const DIAG_KEEP: usize = 4096;
 
@@ -202,6 +205,8 @@ enum Event {
     SessionReady,
     /// A rich result (RESULT; see `agent/rich.py`).
     Result(RichResult),
+    /// RESET is done: every process of the blocks' users is gone.
+    ResetDone,
     /// The connection to the agent ended.
     Lost(String),
 }
@@ -666,11 +671,15 @@ fn route(
         Some(Kind::Error) => Event::Refused(Refusal::parse(&f.payload)),
         Some(Kind::SessionReady) => Event::SessionReady,
         Some(Kind::Result) => Event::Result(parse_result(&f.payload)?),
+        Some(Kind::ResetDone) => Event::ResetDone,
         _ => {
             return Err(format!("unknown frame kind {:#04x} from the agent", f.kind));
         }
     };
-    let last = matches!(event, Event::Exit(_) | Event::Refused(..));
+    let last = matches!(
+        event,
+        Event::Exit(_) | Event::Refused(..) | Event::ResetDone
+    );
     let mut routes = conn.routes.lock();
     if let Some(tx) = routes.get(&f.id) {
         // A receiver that is gone (the worker cut its stream) just drops the frame.
@@ -818,6 +827,50 @@ impl AgentRunner {
         r
     }
 
+    /// The pool's fast reset (RESET, request id `id`): the agent ends every block and session
+    /// it has and kills every process in the container whose uid is not root's; it stays, and
+    /// so does its connection. Only the current agent: one that
+    /// died is not started again here (the caller falls back on the full restart).
+    ///
+    /// # Errors
+    /// [`Error::Agent`] when the agent refuses (the blocks' user is root) or could not kill
+    /// every process in time, or is gone; [`Error::Timeout`] when it does not answer.
+    pub(crate) fn reset(&self, id: u32) -> Result<()> {
+        // Cloned out of the lock: the wait below must not hold the slot.
+        let conn = Arc::clone(&self.conn.read());
+        if let Some(why) = conn.dead.get() {
+            return Err(Error::Agent(format!("the agent is gone: {why}")));
+        }
+        conn.wait_ready(START_TIMEOUT)?;
+        let rx = conn.route(id)?;
+        let payload =
+            serde_json::to_vec(&json!({ "user": self.user() })).expect("a Value always serializes");
+        if let Err(e) = conn.send(Kind::Reset, id, &payload) {
+            conn.unroute(id);
+            return Err(e);
+        }
+        let r = match rx.recv_timeout(RESET_TIMEOUT) {
+            Ok(Event::ResetDone) => Ok(()),
+            Ok(Event::Refused(Refusal::Other(msg) | Refusal::SessionLost(msg))) => Err(
+                Error::Agent(format!("the agent could not reset the container: {msg}")),
+            ),
+            Ok(Event::Lost(why)) => Err(Error::Agent(format!("the agent is gone: {why}"))),
+            Ok(other) => Err(Error::Agent(format!(
+                "the agent answered a reset with {other:?}"
+            ))),
+            Err(_) => Err(Error::Timeout {
+                what: "the agent's reset".into(),
+            }),
+        };
+        conn.unroute(id);
+        if r.is_ok() {
+            // Every session went with its process; the host forgets their losses as a
+            // restart does.
+            self.lost_sessions.lock().clear();
+        }
+        r
+    }
+
     /// Kills session `id`'s process; best effort, and never slow: it runs from `Session`'s
     /// drop. Only the current connection is told: a dead agent took the session with it, and
     /// starting a fresh one here (up to [`START_TIMEOUT`]) would close nothing.
@@ -884,12 +937,12 @@ impl AgentRunner {
                 )));
             }
             Ok(Event::Lost(why)) => return Err(self.gone(why)),
-            Ok(Event::SessionReady) => {
+            Ok(e @ (Event::SessionReady | Event::ResetDone)) => {
                 conn.unroute(id);
                 let _ = conn.send(Kind::Cancel, id, b"");
-                return Err(Error::Agent(
-                    "the agent answered a new block with SESSION_READY".into(),
-                ));
+                return Err(Error::Agent(format!(
+                    "the agent answered a new block with {e:?}"
+                )));
             }
             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
                 conn.unroute(id);

@@ -21,6 +21,7 @@
 //! | `0x05` SHUTDOWN | host → agent | 0 | empty: kill everything, exit |
 //! | `0x06` PING | host → agent | any | echoed in PONG |
 //! | `0x07` SESSION_RESET | host → agent | session | empty: a fresh namespace |
+//! | `0x08` RESET | host → agent | a request id | JSON: user (the blocks' user). Ends every block and session, kills every process in the container whose uid is not root's; answered by RESET_DONE, or ERROR with [`ErrorCode::ResetFailed`] |
 //! | `0x81` READY | agent → host | 0 | JSON: protocol, pid, python, subreaper, zygote, warnings |
 //! | `0x82` STARTED | agent → host | execution | JSON: pid |
 //! | `0x83` STDOUT | agent → host | execution | bytes |
@@ -30,6 +31,7 @@
 //! | `0x87` SESSION_READY | agent → host | session | empty |
 //! | `0x88` PONG | agent → host | as PING | as PING |
 //! | `0x89` RESULT | agent → host | execution | a rich result: `u32` header length, JSON header (kind, items: mime, len, size, truncated), the items' bytes (see `agent/rich.py`) |
+//! | `0x8a` RESET_DONE | agent → host | as RESET | JSON: killed (how many processes), rounds |
 //!
 //! Every STDOUT, STDERR and RESULT frame of an execution comes before its EXIT; an ERROR for an
 //! execution replaces its STARTED and EXIT.
@@ -53,6 +55,8 @@ pub(crate) enum Kind {
     /// Spoken by the agent (answered with PONG); the host has no use for it yet but tests.
     Ping = 0x06,
     SessionReset = 0x07,
+    /// The pool's fast reset (see `Executor::reset_for_pool`).
+    Reset = 0x08,
     Ready = 0x81,
     Started = 0x82,
     Stdout = 0x83,
@@ -62,11 +66,12 @@ pub(crate) enum Kind {
     SessionReady = 0x87,
     Pong = 0x88,
     Result = 0x89,
+    ResetDone = 0x8a,
 }
 
 impl Kind {
     /// Every kind, in number order.
-    pub(crate) const ALL: [Kind; 16] = [
+    pub(crate) const ALL: [Kind; 18] = [
         Kind::Run,
         Kind::Cancel,
         Kind::SessionOpen,
@@ -74,6 +79,7 @@ impl Kind {
         Kind::Shutdown,
         Kind::Ping,
         Kind::SessionReset,
+        Kind::Reset,
         Kind::Ready,
         Kind::Started,
         Kind::Stdout,
@@ -83,6 +89,7 @@ impl Kind {
         Kind::SessionReady,
         Kind::Pong,
         Kind::Result,
+        Kind::ResetDone,
     ];
 
     /// The kind a frame's byte names; `None` for an unknown one.
@@ -101,6 +108,7 @@ impl Kind {
             Kind::Shutdown => "SHUTDOWN",
             Kind::Ping => "PING",
             Kind::SessionReset => "SESSION_RESET",
+            Kind::Reset => "RESET",
             Kind::Ready => "READY",
             Kind::Started => "STARTED",
             Kind::Stdout => "STDOUT",
@@ -110,6 +118,7 @@ impl Kind {
             Kind::SessionReady => "SESSION_READY",
             Kind::Pong => "PONG",
             Kind::Result => "RESULT",
+            Kind::ResetDone => "RESET_DONE",
         }
     }
 }
@@ -143,11 +152,15 @@ pub(crate) enum ErrorCode {
     /// The block or session could not be started: fork, the user switch, the code file, the
     /// working directory, or a shepherd or session process that died first.
     SpawnFailed,
+    /// RESET refused (the blocks' user is root, or the agent is not) or not done (a process
+    /// of a block survived every kill in time); the message says which. The host falls back
+    /// on the full restart.
+    ResetFailed,
 }
 
 impl ErrorCode {
     /// Every code.
-    pub(crate) const ALL: [ErrorCode; 10] = [
+    pub(crate) const ALL: [ErrorCode; 11] = [
         ErrorCode::Protocol,
         ErrorCode::Internal,
         ErrorCode::BadRequest,
@@ -158,6 +171,7 @@ impl ErrorCode {
         ErrorCode::SessionLost,
         ErrorCode::SessionEnded,
         ErrorCode::SpawnFailed,
+        ErrorCode::ResetFailed,
     ];
 
     /// The code as the frame spells it.
@@ -173,6 +187,7 @@ impl ErrorCode {
             ErrorCode::SessionLost => "session_lost",
             ErrorCode::SessionEnded => "session_ended",
             ErrorCode::SpawnFailed => "spawn_failed",
+            ErrorCode::ResetFailed => "reset_failed",
         }
     }
 
@@ -195,6 +210,7 @@ impl ErrorCode {
             ErrorCode::SessionLost => "ERR_SESSION_LOST",
             ErrorCode::SessionEnded => "ERR_SESSION_ENDED",
             ErrorCode::SpawnFailed => "ERR_SPAWN_FAILED",
+            ErrorCode::ResetFailed => "ERR_RESET_FAILED",
         }
     }
 }

@@ -38,6 +38,7 @@ RUN, CANCEL, SESSION_OPEN, SESSION_CLOSE, SHUTDOWN, PING, SESSION_RESET = 1, 2, 
 READY, STARTED, STDOUT, STDERR, EXIT, ERROR, SESSION_READY, PONG = (
     0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88)
 RESULT = 0x89
+RESET, RESET_DONE = 8, 0x8A  # the pool's fast reset
 
 # Error codes: every ERROR's "code" (src/runner/protocol.rs's ErrorCode is their one source; a
 # unit test there checks these).
@@ -51,10 +52,11 @@ ERR_SESSION_EXISTS = "session_exists"
 ERR_SESSION_LOST = "session_lost"
 ERR_SESSION_ENDED = "session_ended"
 ERR_SPAWN_FAILED = "spawn_failed"
+ERR_RESET_FAILED = "reset_failed"
 
 ERR_CODES = frozenset((ERR_PROTOCOL, ERR_INTERNAL, ERR_BAD_REQUEST, ERR_UNKNOWN_LANGUAGE,
                        ERR_UNKNOWN_USER, ERR_UNKNOWN_SESSION, ERR_SESSION_EXISTS, ERR_SESSION_LOST,
-                       ERR_SESSION_ENDED, ERR_SPAWN_FAILED))
+                       ERR_SESSION_ENDED, ERR_SPAWN_FAILED, ERR_RESET_FAILED))
 # Every ERROR frame any agent of this run sent without a known code (checked at the end of main).
 UNCODED_ERRORS = []
 
@@ -752,6 +754,47 @@ def users_follow_etc_passwd_changes():
             f.write(saved)
     r = A.run("id -u", user=name)
     check(r.error and "unknown user" in r.error, "after: %r", r)
+
+
+@test
+def reset_kills_every_process_of_the_blocks_users():
+    # RESET (the pool's fast reset) kills every non-root process where the agent runs: only in a
+    # throwaway container, never on the host.
+    if not (is_root() and in_container()):
+        raise Skip("RESET kills every non-root process: only as root in a throwaway container")
+    user = pick_uid()
+    rid = A.new_id()
+    A.send(RESET, rid, jdumps({"user": None}))
+    fr = A.wait_kind(ERROR, rid)
+    eq(jloads(fr[2]).get("code"), ERR_RESET_FAILED, "RESET with root blocks is refused")
+    # a daemon (setsid, double fork), a stopped process, a running block and a session
+    # (stopped under a shell of its own session that waits for it: a stopped process whose group
+    # is orphaned by its parent's exit gets SIGHUP and SIGCONT from the kernel)
+    r = A.run("setsid sh -c '(sleep 9472101 &) ; exit 0' </dev/null >/dev/null 2>&1 &\n"
+              "setsid sh -c 'sleep 9472102 & kill -STOP $!; wait' </dev/null >/dev/null 2>&1 &",
+              user=user)
+    eq(r.code, 0, "planted: %r" % (r,))
+    # (the stopped one is `sleep` or, stopped before its exec, the forked shell: by "9472102")
+    check(wait_until(lambda: len(procs_with("9472101")) == 1 and
+                     any(st == "T" for st in procs_with("9472102").values())),
+          "planted: %r", procs_with("947210"))
+    fid = A.start("sleep 9472103", user=user)
+    A.wait_kind(STARTED, fid)
+    sid = A.open_session(user=user)
+    rid = A.new_id()
+    A.send(RESET, rid, jdumps({"user": user}))
+    fr = A.wait_kind(RESET_DONE, rid)
+    done = jloads(fr[2])
+    check(done["killed"] >= 2, "RESET_DONE: %r", done)
+    r = A.result(fid)
+    eq((r.code, r.signal), (None, 9), "a running block ends killed")
+    live = lambda: [p for p, st in procs_with("947210").items() if st != "Z"]  # noqa: E731
+    check(not live() or wait_until(lambda: not live(), 2), "left: %r", procs_with("947210"))
+    r = A.run("echo after", user=user)
+    eq(r.out, b"after\n", "a block after the reset")
+    r = A.run("print('zygote after')", lang="python", user=user, zygote=True)
+    eq(r.out, b"zygote after\n", "a zygote block after the reset")
+    A.send(SESSION_CLOSE, sid)
 
 
 @test

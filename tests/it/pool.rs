@@ -468,3 +468,341 @@ fn pool_and_lease_are_send_and_sync() {
     check::<dockexec::Lease>();
     check::<dockexec::PoolStatus>();
 }
+
+/// A pool of capacity 1 on the shared daemon whose executors `extra` configures further.
+fn one_executor_pool(
+    case: &str,
+    extra: impl Fn(&mut dockexec::ExecutorBuilder) + Send + Sync + 'static,
+) -> (Pool, common::CaseGuard) {
+    let guard = common::CaseGuard::new(case);
+    let value = guard.value.clone();
+    let pool = Pool::builder()
+        .engine(Engine::unix("/var/run/docker.sock"), 1)
+        .executor(move || {
+            let mut b = common::builder();
+            b.label(common::CASE_LABEL, value.clone());
+            extra(&mut b);
+            b
+        })
+        .policy(Policy::Reset)
+        .min_idle(1)
+        .acquire_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    (pool, guard)
+}
+
+/// Lists, from a block, every live process (not a zombie) of a non-root uid but the block's
+/// own: `others [...]`, empty after a reset.
+const OTHERS: &str = r#"import os
+me = os.getpid()
+out = []
+for p in os.listdir('/proc'):
+    if not p.isdigit() or int(p) == me:
+        continue
+    try:
+        st = open('/proc/%s/status' % p).read().splitlines()
+        cmd = open('/proc/%s/cmdline' % p, 'rb').read().replace(b'\0', b' ')[:80]
+    except OSError:
+        continue
+    uid = [l.split()[1] for l in st if l.startswith('Uid:')]
+    state = [l.split(None, 1)[1] for l in st if l.startswith('State:')]
+    if uid and uid[0] != '0' and state and not state[0].startswith('Z'):
+        out.append((p, state[0], cmd))
+print('others', len(out), out[:10])"#;
+
+/// The second task on the (same) container, after a reset: nothing of the blocks' users runs.
+fn assert_nothing_runs(lease: &dockexec::Lease, what: &str) {
+    let out = lease.run(&py(OTHERS)).unwrap();
+    assert!(
+        out.stdout_lossy().starts_with("others 0 []"),
+        "{what}: {}{}",
+        out.stdout_lossy(),
+        out.stderr_lossy()
+    );
+}
+
+fn agent_strategy() -> bool {
+    if common::strategy() == dockexec::Strategy::Exec {
+        eprintln!("skipped: the fast reset is the agent's (DOCKEXEC_TEST_STRATEGY=exec)");
+        return false;
+    }
+    true
+}
+
+/// The fast reset is the one taken: the agent is the same process before and after, while a
+/// block's background process (setsid, double fork) is gone.
+#[test]
+fn reset_keeps_the_agent_and_kills_what_the_task_left() {
+    let _serial = serial();
+    if !agent_strategy() {
+        return;
+    }
+    common::watchdog(LIMIT, || {
+        let (pool, _guard) = one_executor_pool("pool-fast", |_| {});
+        let first = pool.acquire().unwrap();
+        let id = first.container_id().to_string();
+        // READY first: the agent is up once a block ran.
+        assert!(first.run(&py("print(1)")).unwrap().status.success());
+        let agent = common::agent_pid(&id).expect("an agent");
+        let out = first
+            .run(&CodeBlock::sh(
+                "setsid nohup sh -c '(sleep 4712 &) ; exit 0' >/dev/null 2>&1 &\necho planted",
+            ))
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert!(common::eventually(Duration::from_secs(10), || {
+            common::processes_matching(&id, "sleep 4712").len() == 1
+        }));
+        drop(first);
+        let second = pool.acquire().unwrap();
+        assert_eq!(second.container_id(), id);
+        assert!(common::processes_matching(&id, "sleep 4712").is_empty());
+        assert_nothing_runs(&second, "after the reset");
+        assert_eq!(
+            common::agent_pid(&id),
+            Some(agent),
+            "the agent was restarted: the fast reset was not taken"
+        );
+        drop(second);
+        pool.stop().unwrap();
+    });
+}
+
+/// A task leaves a fork bomb that retries its forks all the time (racing the kill) under a
+/// small pids limit: the next task on the same container starts, and finds nothing running.
+#[test]
+fn reset_ends_a_fork_bomb() {
+    let _serial = serial();
+    if !agent_strategy() {
+        return;
+    }
+    common::watchdog(LIMIT, || {
+        let (pool, _guard) = one_executor_pool("pool-bomb", |b| {
+            b.pids_limit(Some(96));
+        });
+        let first = pool.acquire().unwrap();
+        let id = first.container_id().to_string();
+        assert!(first.run(&py("print(1)")).unwrap().status.success());
+        let agent = common::agent_pid(&id).expect("an agent");
+        let out = first
+            .run(&py("import os, time\n\
+                 if os.fork() == 0:\n\
+                 \x20   os.setsid()\n\
+                 \x20   fd = os.open('/dev/null', os.O_RDWR)\n\
+                 \x20   for i in (0, 1, 2):\n\
+                 \x20       os.dup2(fd, i)\n\
+                 \x20   while True:\n\
+                 \x20       try:\n\
+                 \x20           os.fork()\n\
+                 \x20       except OSError:\n\
+                 \x20           time.sleep(0.01)\n\
+                 time.sleep(1)\n\
+                 print('bomb planted')"))
+            .unwrap();
+        assert!(out.stdout_lossy().contains("bomb planted"), "{out:?}");
+        drop(first);
+        let t = Instant::now();
+        let second = pool.acquire().unwrap();
+        assert_eq!(second.container_id(), id);
+        assert_nothing_runs(&second, "after a fork bomb");
+        eprintln!("the next task ran {:?} after the release", t.elapsed());
+        assert_eq!(common::agent_pid(&id), Some(agent), "not the fast reset");
+        drop(second);
+        pool.stop().unwrap();
+    });
+}
+
+/// A task's daemon (setsid, double fork) renamed to look like the agent (its comm, and its
+/// command line naming the agent's marks), and a stopped (SIGSTOP) process: both gone.
+#[test]
+fn reset_kills_a_daemon_named_like_the_agent_and_a_stopped_process() {
+    let _serial = serial();
+    if !agent_strategy() {
+        return;
+    }
+    common::watchdog(LIMIT, || {
+        let (pool, _guard) = one_executor_pool("pool-disguise", |_| {});
+        let first = pool.acquire().unwrap();
+        let id = first.container_id().to_string();
+        assert!(first.run(&py("print(1)")).unwrap().status.success());
+        let agent = common::agent_pid(&id).expect("an agent");
+        let out = first
+            .run(&py("import ctypes, os, sys\n\
+                 if os.fork() == 0:\n\
+                 \x20   os.setsid()\n\
+                 \x20   if os.fork() == 0:\n\
+                 \x20       fd = os.open('/dev/null', os.O_RDWR)\n\
+                 \x20       for i in (0, 1, 2):\n\
+                 \x20           os.dup2(fd, i)\n\
+                 \x20       ctypes.CDLL(None).prctl(15, b'python3', 0, 0, 0)\n\
+                 \x20       os.execv(sys.executable, ['python3', '-c', 'import time; time.sleep(4714)', '--env-fd', '4', 'dockexec warm agent'])\n\
+                 \x20   os._exit(0)\n\
+                 os.wait()\n\
+                 print('daemon planted')"))
+            .unwrap();
+        assert!(out.stdout_lossy().contains("daemon planted"), "{out:?}");
+        // Stopped under a shell of its own session that waits for it: a stopped process whose
+        // group is orphaned by its parent's exit gets SIGHUP and SIGCONT from the kernel.
+        let out = first
+            .run(&CodeBlock::sh(
+                "setsid sh -c 'sleep 4715 & echo $! > /tmp/stopped; kill -STOP $!; wait' \
+                 </dev/null >/dev/null 2>&1 &\n\
+                 sleep 0.5; grep State /proc/$(cat /tmp/stopped)/status",
+            ))
+            .unwrap();
+        assert!(out.stdout_lossy().contains("stopped"), "{out:?}");
+        assert!(
+            common::eventually(Duration::from_secs(10), || {
+                common::processes_matching(&id, "4714").len() == 1
+                    && !common::processes_matching(&id, "sleep 4715").is_empty()
+            }),
+            "{:?}",
+            common::processes_matching(&id, "")
+        );
+        drop(first);
+        let second = pool.acquire().unwrap();
+        assert_eq!(second.container_id(), id);
+        assert!(common::processes_matching(&id, "4714").is_empty());
+        assert!(common::processes_matching(&id, "sleep 4715").is_empty());
+        assert_nothing_runs(&second, "after a disguised daemon and a stopped process");
+        assert_eq!(common::agent_pid(&id), Some(agent), "not the fast reset");
+        drop(second);
+        pool.stop().unwrap();
+    });
+}
+
+/// A task plants links (to `/`, to a volume of the host, to the workspace, to the host's own
+/// path of the work dir) and fifos where the wipe looks: the wipe removes them and follows
+/// none (the volume's file, which the blocks' user could delete, stays).
+#[test]
+fn reset_wipe_follows_no_link() {
+    let _serial = serial();
+    common::watchdog(LIMIT, || {
+        let host = common::TempDir::new("pool-links");
+        let keep = host.path().join("keep.txt");
+        std::fs::write(&keep, b"host data\n").unwrap();
+        // Writable by any block user: a wipe that followed the link could delete it.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(host.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::fs::set_permissions(&keep, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let vol = host.path().to_path_buf();
+        let (pool, _guard) = one_executor_pool("pool-links", move |b| {
+            b.volume(vol.clone(), "/data", false);
+        });
+        let first = pool.acquire().unwrap();
+        let id = first.container_id().to_string();
+        let host_ws = first
+            .work_dir()
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|| "/workspace".into());
+        let out = first
+            .run(&CodeBlock::sh(format!(
+                "set -e\n\
+                 for d in /tmp /workspace \"$HOME\" /dev/shm; do\n\
+                 \x20 [ -w \"$d\" ] || continue\n\
+                 \x20 ln -sfn / \"$d/root_link\"; ln -sfn /data \"$d/data_link\"; ln -sfn /workspace \"$d/ws_link\"\n\
+                 \x20 ln -sfn '{host_ws}' \"$d/host_ws_link\"; [ -e \"$d/fifo\" ] || mkfifo \"$d/fifo\"\n\
+                 done\n\
+                 mkdir /tmp/d; ln -s /data /tmp/d/deep_link; chmod 000 /tmp/d\n\
+                 cat /tmp/data_link/keep.txt",
+            )))
+            .unwrap();
+        assert!(out.stdout_lossy().contains("host data"), "{out:?}");
+        drop(first);
+        let second = pool.acquire().unwrap();
+        assert_eq!(second.container_id(), id);
+        let out = second
+            .run(&CodeBlock::sh(
+                "ls -A /tmp /dev/shm \"$HOME\"; ls -A /workspace | grep -v '^tmp_code_' || true",
+            ))
+            .unwrap();
+        let listing = out.stdout_lossy();
+        for planted in ["link", "fifo", "/tmp/d"] {
+            assert!(!listing.contains(planted), "{planted} left: {listing}");
+        }
+        assert!(!listing.contains("\nd\n"), "{listing}");
+        assert_eq!(
+            std::fs::read(&keep).unwrap(),
+            b"host data\n",
+            "the wipe followed a link"
+        );
+        assert!(host.path().exists() && std::path::Path::new("/").join("etc").exists());
+        drop(second);
+        pool.stop().unwrap();
+    });
+}
+
+/// Blocks that run as root could tamper with the agent: their resets take the full restart
+/// (a fresh agent), and still leave nothing running.
+#[test]
+fn a_root_block_executor_resets_by_a_full_restart() {
+    let _serial = serial();
+    if !agent_strategy() {
+        return;
+    }
+    common::watchdog(LIMIT, || {
+        let (pool, _guard) = one_executor_pool("pool-root", |b| {
+            b.user("0");
+        });
+        let first = pool.acquire().unwrap();
+        let id = first.container_id().to_string();
+        assert!(first.run(&py("print(1)")).unwrap().status.success());
+        let agent = common::agent_pid(&id).expect("an agent");
+        let out = first
+            .run(&CodeBlock::sh(
+                "setsid nohup sh -c '(sleep 4717 &) ; exit 0' >/dev/null 2>&1 &\necho planted",
+            ))
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert!(common::eventually(Duration::from_secs(10), || {
+            common::processes_matching(&id, "sleep 4717").len() == 1
+        }));
+        drop(first);
+        let second = pool.acquire().unwrap();
+        assert_eq!(second.container_id(), id);
+        assert!(common::processes_matching(&id, "sleep 4717").is_empty());
+        assert!(second.run(&py("print(1)")).unwrap().status.success());
+        let now = common::agent_pid(&id).expect("an agent");
+        assert_ne!(now, agent, "root blocks: the agent must be a fresh one");
+        drop(second);
+        pool.stop().unwrap();
+    });
+}
+
+/// A block still running when its lease goes back (its `Execution` kept by the caller) ends,
+/// cancelled, with the fast reset, and the next task finds nothing of it.
+#[test]
+fn a_block_running_at_release_ends_with_the_fast_reset() {
+    let _serial = serial();
+    if !agent_strategy() {
+        return;
+    }
+    common::watchdog(LIMIT, || {
+        let (pool, _guard) = one_executor_pool("pool-running", |_| {});
+        let first = pool.acquire().unwrap();
+        let id = first.container_id().to_string();
+        assert!(first.run(&py("print(1)")).unwrap().status.success());
+        let agent = common::agent_pid(&id).expect("an agent");
+        let running = first
+            .spawn(&CodeBlock::sh("echo up; exec sleep 4718"))
+            .unwrap();
+        assert!(common::eventually(Duration::from_secs(10), || {
+            common::processes_matching(&id, "sleep 4718").len() == 1
+        }));
+        drop(first);
+        let out = running
+            .wait_timeout(Duration::from_secs(30))
+            .unwrap()
+            .cloned()
+            .expect("the block ended with the reset");
+        assert!(out.status.cancelled(), "{out:?}");
+        let second = pool.acquire().unwrap();
+        assert_eq!(second.container_id(), id);
+        assert!(common::processes_matching(&id, "sleep 4718").is_empty());
+        assert_nothing_runs(&second, "after a block running at release");
+        assert_eq!(common::agent_pid(&id), Some(agent), "not the fast reset");
+        drop(second);
+        pool.stop().unwrap();
+    });
+}

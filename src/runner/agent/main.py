@@ -299,6 +299,8 @@ class _Agent(_AgentSessions):
                 # running block's EXIT reached its worker after SESSION_READY reached reset().
                 self.sess_end(s, "session reset", lost=False)
                 self.sess_start(s)
+        elif kind == RESET:
+            self.on_reset(fid, payload)
         elif kind == SHUTDOWN:
             return self.shutdown(0)
         elif kind == PING:
@@ -306,6 +308,57 @@ class _Agent(_AgentSessions):
         else:
             raise _ProtocolError("unknown frame kind 0x%02x" % kind)
         return None
+
+    def on_reset(self, rid, payload):
+        """RESET (the pool's fast reset, between two tasks): ends every block and session, kills
+        every process whose uid is not root's (_kill_non_root), then RESET_DONE. The spares stay:
+        root processes forked from this agent that never ran a block's code (nothing of the task
+        reaches them), and forking them again would give the same memory, the agent's. Refused while blocks run as root (a root block may have tampered with this
+        agent: only the keeper's restart and a fresh agent are sure then). The agent reads only
+        /proc's status lines meanwhile, nothing a block wrote; the files are the wipe's, as the
+        blocks' user, after this."""
+        try:
+            req = _json_object(payload, "RESET")
+            user = req.get("user")
+            if os.geteuid() != 0:
+                raise _Refusal(ERR_RESET_FAILED, "the agent is not root: it cannot kill the blocks")
+            cred = _resolve_user(user) if isinstance(user, str) else None
+            if cred is None or cred[0] == 0:
+                raise _Refusal(ERR_RESET_FAILED, "the blocks run as root (user %r): only a restart "
+                               "resets this container" % (user,))
+        except _Refusal as e:
+            self.error(rid, e.code, str(e))
+            return
+        self.end_all("the executor was reset")
+        try:
+            killed, rounds = _kill_non_root(RESET_KILL_WAIT)
+        except _Refusal as e:
+            self.error(rid, e.code, str(e))
+            return
+        self.culled.clear()
+        self.mem_last = 0
+        self.spare_retry = 0.0  # a fork bomb may have made the last one fail
+        self.send_json(RESET_DONE, rid, {"killed": killed, "rounds": rounds})
+
+    def end_all(self, why):
+        """Every block ends now, killed (its EXIT sent after what its pipes hold), and every
+        session with it (its blocks end lost, or refused). Their shepherds' reports come later and
+        find nothing left to report to."""
+        for b in list(self.blocks.values()):
+            if not b.killed:
+                b.killed = b.status is None
+            _kill_trees([b.shep.pid], [] if _SUBREAPER else [b.shep.cpid])
+            if b.started:
+                self.block_drain(b)
+            del self.blocks[b.id]
+            b.out = self.unwatch(b.out)
+            b.err = self.unwatch(b.err)
+            b.res = self.unwatch(b.res)
+            self.culled.discard(b.shep.pid)
+            self.send_json(EXIT, b.id, _exit_json(b.status, b.killed, None))
+        for s in list(self.sessions.values()):
+            self.sess_end(s, why)
+        self.sessions.clear()
 
     def busy(self, bid):
         if bid in self.blocks:

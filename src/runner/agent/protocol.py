@@ -9,6 +9,7 @@ RUN, CANCEL, SESSION_OPEN, SESSION_CLOSE, SHUTDOWN, PING, SESSION_RESET = 1, 2, 
 READY, STARTED, STDOUT, STDERR, EXIT, ERROR, SESSION_READY, PONG = (
     0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88)
 RESULT = 0x89
+RESET, RESET_DONE = 8, 0x8A  # the pool's fast reset
 
 # Error codes: every ERROR's "code", what the host branches on (its "message" is for people).
 # src/runner/protocol.rs's ErrorCode is their one source: a unit test there reads this block, up
@@ -24,10 +25,11 @@ ERR_SESSION_EXISTS = "session_exists"  # SESSION_OPEN of an open session
 ERR_SESSION_LOST = "session_lost"
 ERR_SESSION_ENDED = "session_ended"  # a queued block's session was closed or reset
 ERR_SPAWN_FAILED = "spawn_failed"  # fork, the user switch, the code file, the working directory
+ERR_RESET_FAILED = "reset_failed"  # RESET refused (root blocks) or a process outlived every kill
 
 _ERR_CODES = frozenset((ERR_PROTOCOL, ERR_INTERNAL, ERR_BAD_REQUEST, ERR_UNKNOWN_LANGUAGE,
                         ERR_UNKNOWN_USER, ERR_UNKNOWN_SESSION, ERR_SESSION_EXISTS, ERR_SESSION_LOST,
-                        ERR_SESSION_ENDED, ERR_SPAWN_FAILED))
+                        ERR_SESSION_ENDED, ERR_SPAWN_FAILED, ERR_RESET_FAILED))
 
 MAX_FRAME = 64 * 1024 * 1024 + 5
 SPARE_DELAY = 0.025  # see _Agent.spare_wait

@@ -189,6 +189,126 @@ def _kill_trees(roots, sids=()):
                 select.select([], [], [], min(0.0005 * i, 0.01))
 
 
+RESET_KILL_WAIT = 5.0  # seconds RESET may take to see every process of the blocks' users gone
+KILLER_WAIT = 0.5  # seconds one killer (_kill_as) may take before it is killed itself
+
+
+def _non_root_procs(me):
+    """pid -> (state, real uid, saved uid) of every live process (not a zombie) with a uid other
+    than root's, from /proc/PID/status: kernel-written lines but the first, Name (the process's
+    comm), which Linux escapes but another kernel (gVisor's) may not: a comm of "x\nUid:\t0..."
+    could then add lines before the real ones, so the last State and Uid lines are taken."""
+    procs = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return procs
+    for name in names:
+        if not name.isdigit() or int(name) == me:
+            continue
+        data = _read_small("/proc/%s/status" % name)
+        if not data:
+            continue
+        state = uids = None
+        for line in data.split(b"\n")[1:]:
+            if line.startswith(b"State:"):
+                state = line[6:].split()[:1]
+            elif line.startswith(b"Uid:"):
+                uids = line[4:].split()
+        try:
+            real, eff, saved = int(uids[0]), int(uids[1]), int(uids[2])
+        except (TypeError, ValueError, IndexError):
+            continue
+        if state in ([b"Z"], [b"X"]) or (real == 0 and eff == 0 and saved == 0):
+            continue
+        procs[int(name)] = (state, real, saved)
+    return procs
+
+
+def _kill_as(uid, deadline):
+    """Forks a child that becomes `uid` and sends SIGKILL to -1: in one system call, every process
+    whose real or saved uid is `uid` (a fork racing it fails: the kernel holds the task list while
+    it signals), none other (PID 1, the keeper, the agent and its shepherds are root). Needs no
+    CAP_KILL. The child is the blocks' user for a moment, so one of them could stop it: it is
+    waited for KILLER_WAIT at most, then killed (and reaped later). False when it could not fork
+    (a pids limit full) or did not end in time."""
+    try:
+        pid = os.fork()
+    except OSError:
+        return False
+    if pid == 0:
+        try:
+            os.setgroups([])
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+            for _ in range(8):
+                os.kill(-1, signal.SIGKILL)  # ESRCH (nothing left to signal) ends it
+        except BaseException:
+            pass
+        os._exit(0)
+    end = min(deadline, _now() + KILLER_WAIT)
+    delay = 0.0002
+    while True:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return True
+        except ChildProcessError:
+            return True
+        if _now() >= end:
+            break
+        time.sleep(delay)
+        delay = min(delay * 2, 0.01)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+    _STRAY.append(pid)
+    return False
+
+
+def _reap_strays():
+    for pid in list(_STRAY):
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                _STRAY.remove(pid)
+        except ChildProcessError:
+            _STRAY.remove(pid)
+
+
+def _kill_non_root(wait):
+    """Kills every process in the container whose uid is not root's (not only the agent's trees: a
+    block's daemon, a fork bomb's children, processes a root tree never saw), round after round
+    until /proc shows none alive; returns (how many were killed, rounds). Each round: SIGSTOP then
+    SIGKILL to each one found, directly (with CAP_KILL: frees the pids a fork bomb holds), then
+    one _kill_as per uid found (atomic against forks). Stopped processes die of SIGKILL; names
+    play no part. _Refusal(ERR_RESET_FAILED) when some are still alive after `wait` seconds."""
+    me = os.getpid()
+    deadline = _now() + wait
+    seen = set()
+    rounds = 0
+    while True:
+        _reap_strays()
+        procs = _non_root_procs(me)
+        if not procs:
+            return len(seen), rounds
+        if _now() >= deadline:
+            some = ", ".join("%d (uid %d)" % (p, v[1]) for p, v in sorted(procs.items())[:8])
+            raise _Refusal(ERR_RESET_FAILED, "%d processes of the blocks' users are still alive "
+                           "after %g s of kills: %s" % (len(procs), wait, some))
+        rounds += 1
+        seen.update(procs)
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
+            for pid in procs:
+                try:
+                    os.kill(pid, sig)
+                except OSError:
+                    pass
+        for uid in sorted(set(v[1] or v[2] for v in procs.values()) - {0}):
+            _kill_as(uid, deadline)
+        if rounds > 1:  # what was killed must be reaped (by its root reapers) to leave /proc
+            time.sleep(min(0.0005 * rounds, 0.01))
+
+
 # ------------------------------------------------------------------------- shepherd and children
 
 def _rec(kind, data):

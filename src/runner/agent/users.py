@@ -172,7 +172,7 @@ def _reset_signals():
                 pass
 
 
-_STRAY = []  # deletion helpers killed but not yet reaped (no ctypes only)
+_STRAY = []  # deletion helpers (no ctypes only) and RESET's killers killed but not yet reaped
 DELETE_WAIT = 2.0  # seconds a deletion helper (no ctypes only) may take before it is killed
 
 
