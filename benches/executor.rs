@@ -348,6 +348,7 @@ fn pool_bench(mode: Mode, image: &str, rep: &mut Report) {
     let mut ways = Vec::new();
     for (key, policy) in [
         ("pool-reset", dockexec::Policy::Reset),
+        ("pool-restart", dockexec::Policy::Restart),
         ("pool-fresh", dockexec::Policy::Fresh),
     ] {
         let img = image.to_string();

@@ -1,5 +1,6 @@
 //! [`Pool`]: warm executors over one or more engines, handed out as [`Lease`]s, each
-//! made clean again ([`Policy::Reset`]) or replaced ([`Policy::Fresh`]) between two tasks.
+//! made clean again ([`Policy::Restart`], [`Policy::Reset`]) or replaced ([`Policy::Fresh`])
+//! between two tasks.
 //!
 //! Threads: one manager (refill, health checks, lifetimes) and one short-lived thread per job
 //! (a start, a reset, a removal). All of them are joined by [`Pool::stop`].
@@ -56,10 +57,17 @@ pub enum Policy {
     /// [`Policy::Fresh`] where that matters. Neither way removes System V IPC objects a task
     /// made.
     ///
-    /// The default: BENCHMARKS.md measures it against `Fresh` (a container's create, start
-    /// and removal per task).
-    #[default]
+    /// Not the default, for that memory: opt in where no task's code is a secret from the
+    /// next (one user's runs). BENCHMARKS.md measures it against `Restart` and `Fresh`.
     Reset,
+    /// As [`Reset`](Policy::Reset), but always the full way: the container's keeper kills
+    /// every process and a fresh agent is started (one `docker exec` per task), so nothing of
+    /// an earlier task is left in any process's memory either; the same container is handed
+    /// out again, its workspace, `/tmp`, `/dev/shm` and `$HOME` emptied and checked. The
+    /// default: the cleanest way short of a new container, at a few times the tasks/s of
+    /// `Fresh` (bounded by the daemon's exec rate, not its create and start rate).
+    #[default]
+    Restart,
     /// Remove the used container; the refill starts a new one. Bounded by the engine's
     /// create and start rate.
     Fresh,
@@ -126,7 +134,7 @@ impl PoolBuilder {
         self
     }
 
-    /// The clean-up between two tasks. Defaults to [`Policy::Reset`].
+    /// The clean-up between two tasks. Defaults to [`Policy::Restart`].
     pub fn policy(&mut self, policy: Policy) -> &mut Self {
         self.policy = policy;
         self
@@ -153,7 +161,8 @@ impl PoolBuilder {
         self
     }
 
-    /// Retires an executor after `n` tasks (with [`Policy::Reset`]). Defaults to no limit.
+    /// Retires an executor after `n` tasks (with [`Policy::Reset`] or [`Policy::Restart`]).
+    /// Defaults to no limit.
     pub fn max_uses(&mut self, n: Option<u32>) -> &mut Self {
         self.max_uses = n;
         self
@@ -528,13 +537,14 @@ impl Lease {
             return;
         }
         let keep = !retire
-            && sh.policy == Policy::Reset
+            && sh.policy != Policy::Fresh
             && st.engines[warm.engine].healthy
             && !sh.expired(&warm);
+        let keep_agent = sh.policy == Policy::Reset;
         let s = Arc::clone(sh);
         let job = move || {
             if keep {
-                match reset(&warm.executor) {
+                match reset(&warm.executor, keep_agent) {
                     Ok(()) => return s.make_idle(warm),
                     Err(e) => {
                         s.state.lock().engines[warm.engine].last_error =
@@ -555,10 +565,10 @@ impl Drop for Lease {
 }
 
 /// Kills every process of the last task and empties the workspace, `/tmp`, `/dev/shm` and
-/// `$HOME`: the agent kept when it is safe, else a full restart (see
-/// [`Executor::reset_for_pool`]).
-fn reset(executor: &Executor) -> Result<()> {
-    executor.reset_for_pool().map(|_| ())
+/// `$HOME`: with `keep_agent` ([`Policy::Reset`]) the agent kept when it is safe, else (and
+/// always for [`Policy::Restart`]) a full restart (see [`Executor::reset_for_pool`]).
+fn reset(executor: &Executor, keep_agent: bool) -> Result<()> {
+    executor.reset_for_pool(keep_agent).map(|_| ())
 }
 
 struct Warm {

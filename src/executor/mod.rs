@@ -530,8 +530,9 @@ impl Executor {
     ///
     /// # Errors
     /// As [`restart`](Self::restart), or [`Error::Internal`] when the wipe leaves something.
-    pub(crate) fn reset_for_pool(&self) -> Result<ResetPath> {
-        if self.inner.fast_reset {
+    /// Without `keep_agent` ([`Policy::Restart`](crate::Policy::Restart)), always the full way.
+    pub(crate) fn reset_for_pool(&self, keep_agent: bool) -> Result<ResetPath> {
+        if keep_agent && self.inner.fast_reset {
             match self.fast_reset() {
                 Ok(()) => return Ok(ResetPath::Fast),
                 Err(Error::Stopped) => return Err(Error::Stopped),
