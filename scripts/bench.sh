@@ -9,8 +9,8 @@
 # 3. the scenarios: cargo bench --manifest-path benches/rival/Cargo.toml
 #    -> benches/results/compare.json (dockexec exec + agent, the bollard/tokio rival, floors)
 # 3b. the pool of warm sandboxes (issue 18), its ways one after another in this session:
-#    cargo bench --features bench --bench executor -- pool (a Pool under Policy::Reset and
-#    Policy::Fresh, a fresh Executor per task) -> benches/results/pool.json, then
+#    cargo bench --features bench --bench executor -- pool (a Pool under Policy::Reset,
+#    Policy::Restart and Policy::Fresh, a fresh Executor per task) -> benches/results/pool.json, then
 #    cargo bench --manifest-path benches/rival/Cargo.toml --bench pool (the rival, a fresh
 #    container per task) -> benches/results/pool-rival.json
 # 4. clean release builds, each in its own fresh target dir: the dockexec CLI

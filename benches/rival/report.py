@@ -49,21 +49,24 @@ SCENARIOS = [
 ]
 BEGIN, END = "<!-- generated:begin -->", "<!-- generated:end -->"
 # Issue 18's pool bench: its ways in table order, its own markers (it is not in the section above).
-POOL_WAYS = ["pool-reset", "pool-fresh", "executor-per-task", "rival-fresh"]
+POOL_WAYS = ["pool-reset", "pool-restart", "pool-fresh", "executor-per-task", "rival-fresh"]
 POOL_LABEL = {
     "pool-reset": "pool, Policy::Reset",
+    "pool-restart": "pool, Policy::Restart (default)",
     "pool-fresh": "pool, Policy::Fresh",
     "executor-per-task": "fresh Executor per task",
     "rival-fresh": "rival (bollard+tokio): container per task",
 }
 POOL_MD = {
     "pool-reset": "pool, `Policy::Reset`",
+    "pool-restart": "pool, `Policy::Restart` (the default)",
     "pool-fresh": "pool, `Policy::Fresh`",
     "executor-per-task": "fresh `Executor` per task",
     "rival-fresh": "rival (bollard+tokio), fresh container per task",
 }
 POOL_COLOR = {
     "pool-reset": "#2ca02c",
+    "pool-restart": "#9467bd",
     "pool-fresh": "#17becf",
     "executor-per-task": "#1f77b4",
     "rival-fresh": "#d62728",
