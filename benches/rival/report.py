@@ -272,7 +272,8 @@ def pool_report():
     rival = ways.get("rival-fresh")
     md = [POOL_BEGIN, "", "<!-- written by benches/rival/report.py from benches/results/pool*.json; do not edit -->", ""]
     ncores = max((c for c in cores if isinstance(c, int)), default=0)
-    shared = (": more than the cores, so other jobs shared the machine"
+    shared = (": more than the cores (the bench's own containers and the daemon's work count, and"
+              " so do other jobs on the machine)"
               if loads and ncores and max(loads) > ncores else "")
     md.append(f"Run: {when}, {size}, image `{'`, `'.join(sorted(images))}`, {ncores or '?'} cores, "
               f"{load_txt}{shared}. The ways ran one after another in one session. "
