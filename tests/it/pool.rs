@@ -503,6 +503,16 @@ fn one_executor_pool(
     (pool, guard)
 }
 
+/// The pool's first lease, its container's id, and its agent's pid (a block ran first: the
+/// agent is up once it said READY).
+fn first_task(pool: &Pool) -> (dockexec::Lease, String, u32) {
+    let first = pool.acquire().unwrap();
+    let id = first.container_id().to_string();
+    assert!(first.run(&py("print(1)")).unwrap().status.success());
+    let agent = common::agent_pid(&id).expect("an agent");
+    (first, id, agent)
+}
+
 /// Lists, from a block, every live process (not a zombie) of a non-root uid but the block's
 /// own: `others [...]`, empty after a reset.
 const OTHERS: &str = r#"import os
@@ -551,11 +561,7 @@ fn reset_keeps_the_agent_and_kills_what_the_task_left() {
     }
     common::watchdog(LIMIT, || {
         let (pool, _guard) = one_executor_pool("pool-fast", |_| {});
-        let first = pool.acquire().unwrap();
-        let id = first.container_id().to_string();
-        // READY first: the agent is up once a block ran.
-        assert!(first.run(&py("print(1)")).unwrap().status.success());
-        let agent = common::agent_pid(&id).expect("an agent");
+        let (first, id, agent) = first_task(&pool);
         let out = first
             .run(&CodeBlock::sh(
                 "setsid nohup sh -c '(sleep 4712 &) ; exit 0' >/dev/null 2>&1 &\necho planted",
@@ -592,10 +598,7 @@ fn reset_ends_a_fork_bomb() {
         let (pool, _guard) = one_executor_pool("pool-bomb", |b| {
             b.pids_limit(Some(96));
         });
-        let first = pool.acquire().unwrap();
-        let id = first.container_id().to_string();
-        assert!(first.run(&py("print(1)")).unwrap().status.success());
-        let agent = common::agent_pid(&id).expect("an agent");
+        let (first, id, agent) = first_task(&pool);
         let out = first
             .run(&py("import os, time\n\
                  if os.fork() == 0:\n\
@@ -634,10 +637,7 @@ fn reset_kills_a_daemon_named_like_the_agent_and_a_stopped_process() {
     }
     common::watchdog(LIMIT, || {
         let (pool, _guard) = one_executor_pool("pool-disguise", |_| {});
-        let first = pool.acquire().unwrap();
-        let id = first.container_id().to_string();
-        assert!(first.run(&py("print(1)")).unwrap().status.success());
-        let agent = common::agent_pid(&id).expect("an agent");
+        let (first, id, agent) = first_task(&pool);
         let out = first
             .run(&py("import ctypes, os, sys\n\
                  if os.fork() == 0:\n\
@@ -756,10 +756,7 @@ fn a_root_block_executor_resets_by_a_full_restart() {
         let (pool, _guard) = one_executor_pool("pool-root", |b| {
             b.user("0");
         });
-        let first = pool.acquire().unwrap();
-        let id = first.container_id().to_string();
-        assert!(first.run(&py("print(1)")).unwrap().status.success());
-        let agent = common::agent_pid(&id).expect("an agent");
+        let (first, id, agent) = first_task(&pool);
         let out = first
             .run(&CodeBlock::sh(
                 "setsid nohup sh -c '(sleep 4717 &) ; exit 0' >/dev/null 2>&1 &\necho planted",
@@ -791,10 +788,7 @@ fn a_block_running_at_release_ends_with_the_fast_reset() {
     }
     common::watchdog(LIMIT, || {
         let (pool, _guard) = one_executor_pool("pool-running", |_| {});
-        let first = pool.acquire().unwrap();
-        let id = first.container_id().to_string();
-        assert!(first.run(&py("print(1)")).unwrap().status.success());
-        let agent = common::agent_pid(&id).expect("an agent");
+        let (first, id, agent) = first_task(&pool);
         let running = first
             .spawn(&CodeBlock::sh("echo up; exec sleep 4718"))
             .unwrap();

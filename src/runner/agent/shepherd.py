@@ -266,15 +266,6 @@ def _kill_as(uid, deadline):
     return False
 
 
-def _reap_strays():
-    for pid in list(_STRAY):
-        try:
-            if os.waitpid(pid, os.WNOHANG)[0]:
-                _STRAY.remove(pid)
-        except ChildProcessError:
-            _STRAY.remove(pid)
-
-
 def _kill_non_root(wait):
     """Kills every process in the container whose uid is not root's (not only the agent's trees: a
     block's daemon, a fork bomb's children, processes a root tree never saw), round after round

@@ -173,6 +173,18 @@ def _reset_signals():
 
 
 _STRAY = []  # deletion helpers (no ctypes only) and RESET's killers killed but not yet reaped
+
+
+def _reap_strays():
+    """Reaps the helpers in _STRAY that have ended (never waits)."""
+    for pid in list(_STRAY):
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                _STRAY.remove(pid)
+        except ChildProcessError:
+            _STRAY.remove(pid)
+
+
 DELETE_WAIT = 2.0  # seconds a deletion helper (no ctypes only) may take before it is killed
 
 
@@ -250,12 +262,7 @@ def _delete_as(path, cred):
                 os._exit(3)
             os.setgroups(groups)
         return
-    for pid in list(_STRAY):
-        try:
-            if os.waitpid(pid, os.WNOHANG)[0]:
-                _STRAY.remove(pid)
-        except ChildProcessError:
-            _STRAY.remove(pid)
+    _reap_strays()
     try:
         pid = os.fork()
     except OSError:
