@@ -4,10 +4,11 @@
 //! even from another PID namespace, issue 9 defect 2), unless forced. The owners are child
 //! processes (examples/sigkill_owner.rs).
 //!
-//! Every `start()` sweeps containers that are no longer running, so the tests whose owners
-//! keep their ended container (`auto_remove(false)`) run one at a time; such a container can
-//! still be swept by another process's `start()` before the test's own gc, if one runs on
-//! this daemon at that moment.
+//! `start()` sweeps containers that are no longer running (the library's default), but the
+//! suite's builder turns that off (`gc_orphans(false)`): the tests here make orphans on
+//! purpose, and a concurrent test's `start()` would take them. The tests of the sweep ask for
+//! it and run one at a time; such a container can still be swept by another process's
+//! `start()` before the test's own gc, if one runs on this daemon at that moment.
 use crate::common;
 
 use std::time::{Duration, Instant};

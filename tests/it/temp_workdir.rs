@@ -76,7 +76,9 @@ impl Drop for Cleanup {
 #[test]
 fn a_sigkilled_owners_temp_dir_is_removed_by_gc_and_by_start() {
     let _serial = common::serial();
-    let (b, _guard) = common::case_builder("tmpdir-start");
+    let (mut b, _guard) = common::case_builder("tmpdir-start");
+    // The library's default, which the suite's builder turns off.
+    b.gc_orphans(true);
     common::watchdog(LIMIT * 3, move || {
         let mut owner = start_owner("tmpdir-gc");
         sigkill(&mut owner);
