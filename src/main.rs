@@ -688,12 +688,7 @@ fn run_command(run: RunArgs) -> ExitCode {
     // Ctrl-C removes the container before exiting with 130.
     let _ = dockexec::cleanup_on_ctrlc();
 
-    let mut builder = run.builder;
-    show_pull_progress(&mut builder);
-    let started = builder.start();
-    // Dropping the bars leaves them as they last were; before anything else goes to stderr.
-    drop(builder);
-    let executor = match started {
+    let executor = match start_showing_pulls(run.builder) {
         Ok(e) => e,
         Err(e) => return fail(&e),
     };
@@ -724,6 +719,16 @@ fn run_command(run: RunArgs) -> ExitCode {
 }
 
 /// Pull progress on stderr: bars like `docker pull`'s on a terminal, else a line per event.
+/// Starts `builder`'s executor with the image pull's progress shown (see
+/// [`show_pull_progress`]); the bars are dropped, as they last were, before anything else
+/// goes to stderr.
+fn start_showing_pulls(
+    mut builder: dockexec::ExecutorBuilder,
+) -> dockexec::Result<dockexec::Executor> {
+    show_pull_progress(&mut builder);
+    builder.start()
+}
+
 fn show_pull_progress(builder: &mut dockexec::ExecutorBuilder) {
     if io::stderr().is_terminal() {
         let mut bars = PullBars::new();

@@ -158,6 +158,25 @@ pub fn daemon() -> Option<(Raw, Sweep, String)> {
     }
 }
 
+/// The start of a rival bench (its own harness, `harness = false`): whether this is a full run
+/// (`cargo bench`, `--bench`) or the smoke run (`DOCKEXEC_BENCH_SMOKE=1`, which wins over
+/// `--bench`, so the smoke reuses the bench build), and the [`daemon`] side. `None`, after
+/// saying why, when neither was asked or (full runs only) no daemon answers; a smoke run
+/// without a daemon panics.
+pub fn rival_start() -> Option<(bool, Raw, Sweep, String)> {
+    let smoke = std::env::var_os("DOCKEXEC_BENCH_SMOKE").is_some_and(|v| v != "0");
+    let full = !smoke && std::env::args().skip(1).any(|a| a == "--bench");
+    if !full && !smoke {
+        println!("skipped: run with `cargo bench` (or DOCKEXEC_BENCH_SMOKE=1)");
+        return None;
+    }
+    let Some((raw, sweep, image)) = daemon() else {
+        assert!(!smoke, "smoke: no Docker daemon");
+        return None;
+    };
+    Some((full, raw, sweep, image))
+}
+
 /// Says why a bench is skipped when it cannot run a container of `image`.
 pub fn skip_image(image: &str, e: &dyn std::fmt::Display) {
     println!(

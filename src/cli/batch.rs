@@ -17,7 +17,7 @@ use dockexec::crossbeam_channel::{self as channel, select};
 use dockexec::{Policy, Pool, PullPolicy};
 
 use super::{
-    OWN_FAILURE, RichArgs, RunArgs, describe, fail, load_blocks, run_blocks, show_pull_progress,
+    OWN_FAILURE, RichArgs, RunArgs, describe, fail, load_blocks, run_blocks, start_showing_pulls,
 };
 
 /// The exit code when a document did not succeed: `xargs`'s, distinct from 124 (timeout),
@@ -89,12 +89,7 @@ pub(super) fn run(run: RunArgs, n: usize) -> ExitCode {
     // One sandbox started first, as `run FILE` starts its own: the image is pulled once
     // (with its progress), and options the engine refuses, or an engine that cannot be
     // reached, are one error before any document runs. It runs nothing.
-    let mut first = run.builder;
-    show_pull_progress(&mut first);
-    let started = first.start();
-    // The pull bars end here, before anything else goes to stderr.
-    drop(first);
-    let first = match started {
+    let first = match start_showing_pulls(run.builder) {
         Ok(e) => e,
         Err(e) => return fail(&e),
     };

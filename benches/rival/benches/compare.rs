@@ -67,19 +67,10 @@ fn main() {
         child(&spec);
         return;
     }
-    // Smoke wins over `--bench`, so `DOCKEXEC_BENCH_SMOKE=1 cargo bench` reuses the bench build.
-    let smoke = std::env::var_os("DOCKEXEC_BENCH_SMOKE").is_some_and(|v| v != "0");
-    let full = !smoke && std::env::args().skip(1).any(|a| a == "--bench");
-    if !full && !smoke {
-        println!("skipped: run with `cargo bench` (or DOCKEXEC_BENCH_SMOKE=1)");
-        return;
-    }
-    let Some((mut raw, _sweep, image)) = fixtures::daemon() else {
-        if smoke {
-            panic!("smoke: no Docker daemon");
-        }
+    let Some((full, mut raw, _sweep, image)) = fixtures::rival_start() else {
         return;
     };
+    let smoke = !full;
     let socket = fixtures::socket();
     let began = Instant::now();
     let rt = Arc::new(

@@ -44,17 +44,7 @@ fn env_n(key: &str, default: usize) -> usize {
 }
 
 fn main() {
-    // Smoke wins over `--bench`, so `DOCKEXEC_BENCH_SMOKE=1 cargo bench` reuses the bench build.
-    let smoke = std::env::var_os("DOCKEXEC_BENCH_SMOKE").is_some_and(|v| v != "0");
-    let full = !smoke && std::env::args().skip(1).any(|a| a == "--bench");
-    if !full && !smoke {
-        println!("skipped: run with `cargo bench` (or DOCKEXEC_BENCH_SMOKE=1)");
-        return;
-    }
-    let Some((mut raw, _sweep, image)) = fixtures::daemon() else {
-        if smoke {
-            panic!("smoke: no Docker daemon");
-        }
+    let Some((full, mut raw, _sweep, image)) = fixtures::rival_start() else {
         return;
     };
     let tasks = env_n("DOCKEXEC_BENCH_POOL_TASKS", if full { 20 } else { 4 });
