@@ -364,13 +364,13 @@ fn pool_bench(mode: Mode, image: &str, rep: &mut Report) {
             assert!(warm.elapsed() < Duration::from_secs(120), "pool never warm");
             thread::sleep(Duration::from_millis(20));
         }
-        let (load0, started) = (loadavg(), unix_time());
+        let (load0, started) = (report::loadavg(), report::unix_time());
         let (per, wall) = drive(&|| {
             let lease = pool.acquire().expect("pool: acquire");
             let out = lease.run(&block).expect("pool: run");
             assert_eq!(out.stdout, b"hello\n");
         });
-        let load1 = loadavg();
+        let load1 = report::loadavg();
         pool.stop().expect("pool: stop");
         let name = format!("pool {policy:?}");
         ways.push(pool_way(
@@ -378,7 +378,7 @@ fn pool_bench(mode: Mode, image: &str, rep: &mut Report) {
         ));
         results.push((name, per, wall));
     }
-    let (load0, started) = (loadavg(), unix_time());
+    let (load0, started) = (report::loadavg(), report::unix_time());
     let (per, wall) = drive(&|| {
         let ex = builder(image).start().expect("fresh: start");
         let out = ex.run(&block).expect("fresh: run");
@@ -395,7 +395,7 @@ fn pool_bench(mode: Mode, image: &str, rep: &mut Report) {
         wall,
         started,
         load0,
-        loadavg(),
+        report::loadavg(),
     ));
     results.push((name, per, wall));
     let path = match std::env::var_os("DOCKEXEC_BENCH_POOL_RESULTS") {
@@ -411,7 +411,7 @@ fn pool_bench(mode: Mode, image: &str, rep: &mut Report) {
             "mode": if mode == Mode::Full { "full" } else { "smoke" },
             "image": image,
             "cores": thread::available_parallelism().map_or(0, |n| n.get()),
-            "unix_time": unix_time(),
+            "unix_time": report::unix_time(),
             "ways": ways,
         });
         if let Some(d) = p.parent() {
@@ -465,23 +465,6 @@ fn pool_way(
         "loadavg_start": load0,
         "loadavg_end": load1,
     })
-}
-
-/// The first three fields of `/proc/loadavg` (1, 5 and 15 minutes); empty where it is absent.
-fn loadavg() -> Vec<String> {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .map(str::to_string)
-        .collect()
-}
-
-/// Seconds since the Unix epoch.
-fn unix_time() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// The create body dockexec sends, give or take its owner labels.

@@ -336,3 +336,20 @@ pub fn ms(v: f64) -> f64 {
 pub fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
+
+/// The first three fields of `/proc/loadavg` (1, 5 and 15 minutes); empty where it is absent.
+pub fn loadavg() -> Vec<String> {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .map(str::to_string)
+        .collect()
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_time() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

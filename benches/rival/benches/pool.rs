@@ -58,8 +58,8 @@ fn main() {
         .block_on(dockexec_rival::connect(&fixtures::socket()))
         .expect("rival: connect");
 
-    let load0 = loadavg();
-    let started = unix_time();
+    let load0 = report::loadavg();
+    let started = report::unix_time();
     let t0 = Instant::now();
     let per: Vec<f64> = rt.block_on(async {
         // At most `threads` tasks at once, as the pool bench's `threads` threads.
@@ -97,7 +97,7 @@ fn main() {
         per
     });
     let wall = t0.elapsed().as_secs_f64();
-    let load1 = loadavg();
+    let load1 = report::loadavg();
 
     let left = fixtures::this_runs_containers(&mut raw).expect("list containers");
     assert!(left.is_empty(), "containers left behind: {left:?}");
@@ -139,7 +139,7 @@ fn main() {
             "mode": if full { "full" } else { "smoke" },
             "image": image,
             "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
-            "unix_time": unix_time(),
+            "unix_time": report::unix_time(),
             "ways": [way],
         });
         if let Some(d) = p.parent() {
@@ -150,18 +150,3 @@ fn main() {
     }
 }
 
-/// The first three fields of `/proc/loadavg`; empty where it is absent.
-fn loadavg() -> Vec<String> {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .map(str::to_string)
-        .collect()
-}
-
-fn unix_time() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
